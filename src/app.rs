@@ -1,0 +1,223 @@
+//! `App`: the state every handler shares, and the few operations that touch
+//! several parts of it at once (readiness, start-up, shutdown).
+//!
+//! Nothing here blocks or spins: spin threads and the leak only touch their
+//! own atomics and the metrics, never a lock a worker waits on for long.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use serde_json::json;
+
+use crate::chaos::cpu::CpuLoads;
+use crate::chaos::memory::Leak;
+use crate::config::Config;
+use crate::events::{Event, Events};
+use crate::guard::Guard;
+use crate::latency::LatencyWindow;
+use crate::metrics::Metrics;
+use crate::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
+use crate::{recovery, sys};
+
+pub struct App {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub guard: Guard,
+    pub tracker: Tracker,
+    pub latency: LatencyWindow,
+    pub cpu: Arc<CpuLoads>,
+    pub leak: Leak,
+    pub events: Arc<Events>,
+    pub started: Instant,
+    pub pod: String,
+    shutting_down: AtomicBool,
+    /// Whether STATE_DIR was writable at start-up (warned about once if not).
+    pub state_dir_ok: bool,
+}
+
+impl App {
+    pub fn new(config: Config, events: Events, started: Instant) -> Result<App, prometheus::Error> {
+        let state_dir_ok = match recovery::prepare_state_dir(&config.state_dir) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("{e}; the crash marker will not be written, crash_to_startup_seconds cannot be measured");
+                false
+            }
+        };
+        Ok(App {
+            metrics: Metrics::new()?,
+            guard: Guard::new(config.max_concurrent_chaos, config.chaos_cooldown),
+            tracker: Tracker::default(),
+            latency: LatencyWindow::new(started, config.latency_window, config.max_latency),
+            cpu: Arc::new(CpuLoads::default()),
+            leak: Leak::default(),
+            events: Arc::new(events),
+            started,
+            pod: pod_name(),
+            shutting_down: AtomicBool::new(false),
+            state_dir_ok,
+            config,
+        })
+    }
+
+    /// Start-up bookkeeping: the crash marker of a previous run, the recovery
+    /// counter, and the POD_STARTED event. `listen` is the bound address.
+    pub fn record_start(&self, listen: &str) {
+        self.metrics.pod_recovery_count_total.inc();
+        let crash = if self.state_dir_ok {
+            match recovery::take_marker(&self.config.state_dir) {
+                Ok(found) => found,
+                Err(e) => {
+                    log::warn!("{e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let crash_to_startup = crash.as_ref().map(|c| {
+            let secs = c.elapsed_until(SystemTime::now()).as_secs_f64();
+            self.metrics.crash_to_startup_seconds.observe(secs);
+            log::info!("started {secs:.3} s after a deliberate crash ({})", c.mode);
+            secs
+        });
+        self.events.emit(
+            Event::PodStarted,
+            json!({
+                "listen": listen,
+                "pod": self.pod,
+                "version": env!("CARGO_PKG_VERSION"),
+                "workers": self.config.workers,
+                "crash_to_startup_seconds": crash_to_startup,
+                "crash_mode": crash.map(|c| c.mode),
+            }),
+        );
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// First step of a graceful stop: /ready fails from now on.
+    pub fn begin_shutdown(&self, signal: &str) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.metrics.pod_ready_status.set(0);
+        self.events.emit(
+            Event::ShutdownStarted,
+            json!({"signal": signal, "delay_seconds": self.config.shutdown_delay.as_secs()}),
+        );
+    }
+
+    /// Every failing readiness check at `now`; also sets `pod_ready_status`.
+    pub fn readiness_reasons(&self, now: Instant) -> Vec<Reason> {
+        let inputs = Inputs {
+            cpu_stress_active: self.cpu.active() > 0,
+            rss_bytes: sys::rss_bytes(),
+            latency: self.latency.summary(now),
+            shutting_down: self.shutting_down(),
+        };
+        let limits = Limits {
+            fail_on_cpu_stress: self.config.ready_fail_on_cpu_stress,
+            max_rss_bytes: self.config.max_rss_bytes(),
+            max_latency: self.config.max_latency,
+        };
+        let reasons = readiness::evaluate(&inputs, &limits);
+        self.metrics.pod_ready_status.set(i64::from(reasons.is_empty()));
+        reasons
+    }
+
+    /// /ready is being served at `now` with these reasons: advance the
+    /// detection and recovery timers and record what changed.
+    pub fn readiness_served(&self, now: Instant, reasons: &[Reason]) {
+        let chaos_active = self.guard.active() > 0;
+        match self.tracker.served(now, reasons, chaos_active) {
+            Transition::Unchanged => {}
+            Transition::Degraded { detection } => {
+                let secs = detection.map(|d| d.as_secs_f64());
+                if let Some(s) = secs {
+                    self.metrics.failure_to_readiness_failure_seconds.observe(s);
+                }
+                let texts: Vec<String> = reasons.iter().map(Reason::text).collect();
+                self.events.emit(
+                    Event::ReadinessDegraded,
+                    json!({"reasons": texts, "detection_seconds": secs}),
+                );
+            }
+            Transition::Recovered { after } => {
+                let secs = after.as_secs_f64();
+                self.metrics.readiness_failure_to_recovery_seconds.observe(secs);
+                self.metrics.pod_recovery_count_total.inc();
+                self.events.emit(Event::ReadinessRecovered, json!({"seconds": secs}));
+            }
+        }
+    }
+}
+
+/// The pod name: `HOSTNAME` (Kubernetes and docker set it), else the kernel's
+/// host name of our UTS namespace.
+fn pod_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! An `App` for handler unit tests: defaults, a private STATE_DIR, and
+    //! events captured in memory.
+
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::{Mutex, PoisonError};
+
+    #[derive(Clone, Default)]
+    pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        /// The names of the events written so far.
+        pub fn event_names(&self) -> Vec<String> {
+            let text = String::from_utf8(self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()).unwrap();
+            text.lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        }
+    }
+
+    /// An App with `vars` over the defaults and a private STATE_DIR.
+    pub fn app(name: &str, vars: &[(&str, &str)]) -> (App, Captured) {
+        let dir = std::env::temp_dir().join(format!("chaos-backend-app-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        map.insert("STATE_DIR".into(), dir.display().to_string());
+        let config = Config::from_lookup(|n| map.get(n).cloned()).unwrap();
+        let captured = Captured::default();
+        let app = App::new(config, Events::to_writer(Box::new(captured.clone())), Instant::now()).unwrap();
+        (app, captured)
+    }
+}

@@ -1,0 +1,101 @@
+//! The memory leak: chunks kept in one global vector, every page written so
+//! that the resident set really grows (an untouched allocation costs nothing
+//! until used, and would fool both /ready and the OOM killer).
+//!
+//! The allocation is asked for with `try_reserve_exact`, so a size the
+//! allocator refuses becomes an error the handler can answer (507) instead of
+//! an abort. Under a cgroup memory limit the kernel's OOM killer ends the
+//! process while pages are being touched: that is the intended OOMKill path.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::sys;
+
+/// Why a leak could not be made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeakError {
+    LargerThanMachine { machine: u64 },
+    Refused(String),
+}
+
+impl fmt::Display for LeakError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeakError::LargerThanMachine { machine } => {
+                write!(f, "more than this machine's memory plus swap ({} MiB)", machine >> 20)
+            }
+            LeakError::Refused(e) => write!(f, "allocation refused: {e}"),
+        }
+    }
+}
+
+/// The leaked chunks. Their bytes are never read; holding them is the point.
+#[derive(Debug, Default)]
+pub struct Leak {
+    chunks: Mutex<Vec<Vec<u8>>>,
+    total_bytes: AtomicU64,
+}
+
+impl Leak {
+    /// Allocates `bytes` more and touches every page of them.
+    ///
+    /// A size beyond the machine's memory plus swap is refused up front:
+    /// with `vm.overcommit_memory=1` (the kubelet's setting) the allocator
+    /// would accept it, and outside a memory limit the node would pay.
+    pub fn grow(&self, bytes: usize) -> Result<(), LeakError> {
+        if let Some(machine) = sys::machine_memory_bytes()
+            && bytes as u64 > machine
+        {
+            return Err(LeakError::LargerThanMachine { machine });
+        }
+        let mut chunk: Vec<u8> = Vec::new();
+        chunk
+            .try_reserve_exact(bytes)
+            .map_err(|e| LeakError::Refused(e.to_string()))?;
+        // Writing one byte per page is enough to make the kernel back the
+        // page; the bytes stay outside the vector's length, so no byte is
+        // ever read uninitialised and no unsafe is needed.
+        for page in chunk.spare_capacity_mut().chunks_mut(sys::page_size()) {
+            page[0].write(0xA5);
+        }
+        self.chunks.lock().unwrap_or_else(PoisonError::into_inner).push(chunk);
+        self.total_bytes.fetch_add(bytes as u64, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn chunks(&self) -> usize {
+        self.chunks.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_resident_memory_and_counts_chunks() {
+        let _serial = sys::RSS_TEST_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let leak = Leak::default();
+        let before = sys::rss_bytes();
+        leak.grow(48 << 20).unwrap();
+        leak.grow(1 << 20).unwrap();
+        let after = sys::rss_bytes();
+        assert_eq!(leak.chunks(), 2);
+        assert_eq!(leak.total_bytes(), 49 << 20);
+        assert!(after >= before + (47 << 20), "rss {before} -> {after}");
+    }
+
+    #[test]
+    fn an_impossible_size_is_an_error_not_an_abort() {
+        let leak = Leak::default();
+        assert!(leak.grow(usize::MAX / 2).is_err());
+        assert_eq!(leak.chunks(), 0);
+        assert_eq!(leak.total_bytes(), 0);
+    }
+}

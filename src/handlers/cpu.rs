@@ -1,0 +1,131 @@
+//! `POST /load/cpu?duration=S&millicores=M`: starts a CPU load and answers
+//! 202 at once; the load runs on its own threads.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+
+use super::{bad, claim};
+use crate::app::App;
+use crate::chaos::cpu::{CpuBudget, Plan};
+use crate::config::MAX_DURATION_SECONDS;
+use crate::events::{Event, unix_ms};
+use crate::http::Reply;
+use crate::query::Query;
+
+pub const PARAMETERS: &[&str] = &["duration", "millicores"];
+
+pub fn start(app: &App, raw_query: &str, now: Instant) -> Reply {
+    start_with_budget(app, raw_query, now, CpuBudget::detect())
+}
+
+fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget) -> Reply {
+    let query = match Query::parse(raw_query, PARAMETERS) {
+        Ok(q) => q,
+        Err(e) => return bad(e),
+    };
+    let duration = match query.bounded("duration", 1, MAX_DURATION_SECONDS, "seconds") {
+        Ok(d) => d.map_or(app.config.cpu_load_duration, Duration::from_secs),
+        Err(e) => return bad(e),
+    };
+    let max_millicores = budget.millicores();
+    let plan = match query.bounded(
+        "millicores",
+        1,
+        max_millicores,
+        "millicores (this process may use at most this many)",
+    ) {
+        Ok(Some(m)) => Plan::millicores(m),
+        Ok(None) => Plan::saturate(&budget),
+        Err(e) => return bad(e),
+    };
+    let permit = match claim(app, "cpu", now, duration) {
+        Ok(p) => p,
+        Err(reply) => return reply,
+    };
+    let (mode, millicores) = match plan {
+        Plan::Saturate { .. } => ("saturate", max_millicores),
+        Plan::Millicores { millicores, .. } => ("millicores", millicores),
+    };
+    let started_ms = unix_ms(SystemTime::now());
+    let details = json!({
+        "action": "cpu",
+        "mode": mode,
+        "millicores": millicores,
+        "threads": plan.threads(),
+        "duration_seconds": duration.as_secs(),
+        "started_at_unix_ms": started_ms,
+        "ends_at_unix_ms": started_ms + duration.as_millis() as u64,
+    });
+    app.events.emit(Event::ChaosStarted, details.clone());
+
+    let gauge = app.metrics.cpu_stress_active.clone();
+    let events = std::sync::Arc::clone(&app.events);
+    let loads = std::sync::Arc::clone(&app.cpu);
+    let on_end = move |ran: Duration| {
+        gauge.set(i64::from(loads.active() > 0));
+        events.emit(
+            Event::ChaosFinished,
+            json!({"action": "cpu", "mode": mode, "ran_seconds": ran.as_secs_f64()}),
+        );
+        drop(permit);
+    };
+    if let Err(e) = app.cpu.start(plan, duration, on_end) {
+        app.metrics.chaos("cpu", "failed");
+        log::error!("cannot start CPU load: {e}");
+        return Reply::internal_error(&format!("cannot start CPU load threads: {e}"));
+    }
+    app.metrics.cpu_stress_active.set(1);
+    let mut body = details;
+    body["status"] = json!("started");
+    Reply::accepted(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing;
+
+    const TWO_CPUS: CpuBudget = CpuBudget {
+        affinity_cpus: 2,
+        quota_millicores: None,
+    };
+
+    #[test]
+    fn bad_parameters_are_400_and_start_nothing() {
+        let (app, _) = testing::app("cpu-bad", &[]);
+        for (query, fragment) in [
+            ("duration=abc", "invalid duration \"abc\""),
+            ("millicores=0", "invalid millicores \"0\""),
+            ("millicores=2001", "from 1 to 2000"),
+            ("duration=3601", "invalid duration \"3601\""),
+            ("speed=9", "unknown parameter \"speed\""),
+        ] {
+            let r = start_with_budget(&app, query, Instant::now(), TWO_CPUS);
+            assert_eq!(r.status, 400, "{query}");
+            assert!(
+                r.body_json()["error"].as_str().unwrap().contains(fragment),
+                "{query}: {:?}",
+                r.body_json()
+            );
+        }
+        assert_eq!(app.cpu.active(), 0);
+        assert_eq!(app.guard.active(), 0);
+    }
+
+    #[test]
+    fn second_load_is_refused_while_first_runs() {
+        let (app, events) = testing::app("cpu-guard", &[("CHAOS_COOLDOWN_SECONDS", "0")]);
+        let now = Instant::now();
+        let r = start_with_budget(&app, "duration=1&millicores=10", now, TWO_CPUS);
+        assert_eq!(r.status, 202, "{:?}", r.body_json());
+        let body = r.body_json();
+        assert_eq!(body["mode"], "millicores");
+        assert_eq!(body["threads"], 1);
+        let r = start_with_budget(&app, "duration=1", now, TWO_CPUS);
+        assert_eq!(r.status, 429);
+        assert_eq!(r.headers, vec![("Retry-After", "1".to_string())]);
+        app.cpu.stop_all();
+        assert_eq!(events.event_names()[..2], ["CHAOS_STARTED", "CHAOS_REJECTED"]);
+    }
+}

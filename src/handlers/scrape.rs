@@ -1,0 +1,56 @@
+//! `GET /metrics`: refreshes the gauges that are read, not kept (RSS, leak
+//! chunks, readiness), then renders the registry.
+
+use std::time::Instant;
+
+use crate::app::App;
+use crate::http::Reply;
+use crate::{metrics, sys};
+
+pub fn metrics(app: &App, now: Instant) -> Reply {
+    let m = &app.metrics;
+    m.memory_usage_bytes
+        .set(i64::try_from(sys::rss_bytes()).unwrap_or(i64::MAX));
+    m.memory_chunks
+        .set(i64::try_from(app.leak.chunks()).unwrap_or(i64::MAX));
+    m.cpu_stress_active.set(i64::from(app.cpu.active() > 0));
+    // Sets pod_ready_status; serving a scrape is not serving /ready, so no
+    // timer moves.
+    app.readiness_reasons(now);
+    match m.render() {
+        Ok(body) => Reply {
+            status: 200,
+            content_type: metrics::content_type(),
+            body,
+            headers: Vec::new(),
+            after: None,
+        },
+        Err(e) => {
+            log::error!("cannot render metrics: {e}");
+            Reply::internal_error(&format!("cannot render metrics: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing;
+
+    #[test]
+    fn reports_rss_and_readiness() {
+        let (app, _) = testing::app("scrape", &[]);
+        let r = metrics(&app, Instant::now());
+        assert_eq!(r.status, 200);
+        assert!(r.content_type.starts_with("text/plain"));
+        let text = String::from_utf8(r.body).unwrap();
+        let rss: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("memory_usage_bytes "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rss > 1e6, "{rss}");
+        assert!(text.contains("\npod_ready_status 1\n"), "{text}");
+    }
+}

@@ -1,0 +1,130 @@
+//! The one response type handlers return, with constructors named by intent.
+//!
+//! A `Reply` is plain data, so handlers are tested without sockets; the
+//! server turns it into a `tiny_http::Response` at the last moment. Every
+//! error is JSON with an `error` field that says what was wrong and quotes
+//! the bad input.
+
+use std::io::Cursor;
+
+use serde_json::{Value, json};
+
+/// Work to do after the response has been written and flushed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum After {
+    /// Crash the process (the 202 must reach the client first).
+    Abort { cause: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+    pub after: Option<After>,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: &Value) -> Reply {
+        let mut body = value.to_string().into_bytes();
+        body.push(b'\n');
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+            headers: Vec::new(),
+            after: None,
+        }
+    }
+
+    pub fn ok(value: &Value) -> Reply {
+        Reply::json(200, value)
+    }
+
+    pub fn accepted(value: &Value) -> Reply {
+        Reply::json(202, value)
+    }
+
+    /// 400 for a query parameter that cannot be used.
+    pub fn bad_parameter(message: &str, parameter: &str, value: Option<&str>) -> Reply {
+        Reply::json(400, &json!({"error": message, "parameter": parameter, "value": value}))
+    }
+
+    pub fn not_found(path: &str) -> Reply {
+        Reply::json(
+            404,
+            &json!({"error": format!("no route for path {path:?}"), "path": path}),
+        )
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Reply {
+        Reply::json(
+            405,
+            &json!({
+                "error": format!("method {method} is not allowed on {path}; allowed: {allowed}"),
+                "allowed": allowed,
+            }),
+        )
+        .with_header("Allow", allowed.to_string())
+    }
+
+    pub fn too_many_requests(message: &str, retry_after_secs: u64) -> Reply {
+        Reply::json(429, &json!({"error": message, "retry_after_seconds": retry_after_secs}))
+            .with_header("Retry-After", retry_after_secs.to_string())
+    }
+
+    pub fn internal_error(message: &str) -> Reply {
+        Reply::json(500, &json!({"error": message}))
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn then(mut self, after: After) -> Reply {
+        self.after = Some(after);
+        self
+    }
+
+    /// The body as JSON, for tests.
+    #[cfg(test)]
+    pub fn body_json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("reply body is JSON")
+    }
+
+    /// The tiny_http response; the body length is known, so no chunking.
+    pub fn into_response(self) -> tiny_http::Response<Cursor<Vec<u8>>> {
+        let mut response = tiny_http::Response::from_data(self.body).with_status_code(self.status);
+        response.add_header(header("Content-Type", self.content_type));
+        response.add_header(header("Cache-Control", "no-store"));
+        for (name, value) in &self.headers {
+            response.add_header(header(name, value));
+        }
+        response
+    }
+}
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    // Names are our literals and values are digits, JSON-free text or our
+    // literals: always valid header bytes.
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("header names and values are ASCII literals")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_json_with_reason() {
+        let r = Reply::method_not_allowed("DELETE", "/health", "GET, HEAD");
+        assert_eq!(r.status, 405);
+        assert_eq!(r.headers, vec![("Allow", "GET, HEAD".to_string())]);
+        assert!(r.body_json()["error"].as_str().unwrap().contains("DELETE"));
+        let r = Reply::too_many_requests("busy", 7);
+        assert_eq!(r.headers, vec![("Retry-After", "7".to_string())]);
+        assert_eq!(r.body_json()["retry_after_seconds"], 7);
+    }
+}

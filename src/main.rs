@@ -1,0 +1,140 @@
+//! chaos-backend: an HTTP service that fails on purpose, in controlled ways,
+//! so that platform engineers can prove that Kubernetes heals it.
+//!
+//! `main` only wires the parts together and is the one place where an error
+//! becomes an exit code: 2 for bad configuration, 1 for a failure to serve.
+#![deny(unsafe_code)]
+
+mod app;
+mod cgroup;
+mod chaos;
+mod config;
+mod events;
+mod guard;
+mod handlers;
+mod http;
+mod latency;
+mod metrics;
+mod query;
+mod readiness;
+mod recovery;
+mod routes;
+mod server;
+mod signals;
+mod sys;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use app::App;
+use config::Config;
+use events::Events;
+use server::{Control, Pool};
+
+/// How long stopped workers get to finish the requests they hold.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    // Before any thread exists, so that every thread inherits the mask.
+    signals::block_termination_signals();
+    events::init_logging();
+    if std::env::args().nth(1).is_some() {
+        eprintln!("chaos-backend takes no arguments; it is configured by environment variables (see README.md)");
+        return ExitCode::from(2);
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chaos-backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.random_crash_enabled {
+        log::warn!("RANDOM_CRASH_ENABLED=true is accepted but reserved: no random crash will happen");
+    }
+    match run(config, started) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
+    let (tx, rx) = mpsc::channel::<Control>();
+    signals::spawn_waiter(tx.clone()).map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let addr = SocketAddr::new(config.bind_address, config.port);
+    let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listen = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    let workers = config.workers;
+    let app =
+        Arc::new(App::new(config, Events::to_stderr(), started).map_err(|e| format!("cannot register metrics: {e}"))?);
+    let pool = Pool::start(Arc::new(server), Arc::clone(&app), workers, tx)
+        .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    log::info!("listening on http://{listen} with {workers} workers");
+    app.record_start(&listen);
+
+    match rx.recv() {
+        Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &rx, name)),
+        Ok(Control::AcceptFailed(e)) => {
+            log::error!(
+                "the listener failed ({e}); tiny_http accepts nothing more (tiny-http#283), so exit for a restart"
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Control::WorkerExited) => {
+            log::error!("a worker exited unexpectedly; exit for a restart");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => Err("control channel closed".to_string()),
+    }
+}
+
+/// Graceful stop: fail readiness at once, wait `SHUTDOWN_DELAY_SECONDS` so
+/// the endpoints controller takes the pod out of its Services, then stop the
+/// workers. A second signal skips the rest of the wait.
+fn shut_down(app: &App, pool: &Pool, rx: &mpsc::Receiver<Control>, signal: &str) -> ExitCode {
+    app.begin_shutdown(signal);
+    log::info!(
+        "{signal}: /ready now fails; stopping in {} s",
+        app.config.shutdown_delay.as_secs()
+    );
+    let deadline = Instant::now() + app.config.shutdown_delay;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Control::Signal(again)) => {
+                log::info!("{again} again: stopping now");
+                break;
+            }
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    app.cpu.stop_all();
+    pool.stop();
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut exited = 0;
+    while exited < pool.len() {
+        match rx.recv_timeout(drain_deadline.saturating_duration_since(Instant::now())) {
+            Ok(Control::WorkerExited) => exited += 1,
+            Ok(_) => {}
+            Err(_) => {
+                log::warn!(
+                    "{} worker(s) still busy after {DRAIN_TIMEOUT:?}; exiting anyway",
+                    pool.len() - exited
+                );
+                break;
+            }
+        }
+    }
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}

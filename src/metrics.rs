@@ -1,0 +1,196 @@
+//! Every Prometheus metric of the service, in one explicit registry.
+//!
+//! Names follow the seed where Prometheus allows it (`memory_chunks_count`
+//! became `memory_chunks`: promtool rejects a gauge ending in `_count`, a
+//! suffix reserved for histograms). Every label value is bounded: routes by
+//! name, every unknown path as `unmatched`, methods from a fixed list. All
+//! known label sets are created at start-up so that every series exists before
+//! its first event.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::routes::{Method, Route};
+
+/// Request-latency buckets in seconds: fine below 10 ms, where probes live.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Healing-time buckets in seconds: from a fast probe to a slow CrashLoopBackOff.
+const HEALING_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Crash-to-start-up buckets: a local restart takes milliseconds, a pod seconds.
+const STARTUP_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Chaos actions, as the `action` label.
+pub const ACTIONS: &[&str] = &["cpu", "memory", "crash"];
+/// Chaos outcomes, as the `outcome` label: `failed` is an accepted action the
+/// system could not carry out (a refused allocation).
+pub const OUTCOMES: &[&str] = &["accepted", "rejected", "failed"];
+
+/// The service's metrics, with typed fields.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub cpu_stress_active: IntGauge,
+    pub memory_usage_bytes: IntGauge,
+    pub memory_chunks: IntGauge,
+    pub pod_recovery_count_total: IntCounter,
+    pub pod_ready_status: IntGauge,
+    pub failure_to_readiness_failure_seconds: Histogram,
+    pub readiness_failure_to_recovery_seconds: Histogram,
+    pub crash_to_startup_seconds: Histogram,
+    pub chaos_actions_total: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric, and the label sets known up front.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests_total = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by method, route and status code.",
+            ),
+            &["method", "endpoint", "code"],
+        )?;
+        let http_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from a worker taking a request to the end of its response, by route.",
+            )
+            .buckets(REQUEST_BUCKETS.to_vec()),
+            &["endpoint"],
+        )?;
+        let cpu_stress_active = IntGauge::new("cpu_stress_active", "1 while a CPU load runs, else 0.")?;
+        let memory_usage_bytes = IntGauge::new(
+            "memory_usage_bytes",
+            "Resident set size of the process in bytes, read at each scrape.",
+        )?;
+        let memory_chunks = IntGauge::new(
+            "memory_chunks",
+            "Chunks held by the memory leak (the seed's memory_chunks_count).",
+        )?;
+        let pod_recovery_count_total = IntCounter::new(
+            "pod_recovery_count_total",
+            "Start-ups plus flips of /ready from 503 back to 200.",
+        )?;
+        let pod_ready_status = IntGauge::new(
+            "pod_ready_status",
+            "1 if /ready would answer 200 now, else 0 (evaluated at each scrape and each /ready).",
+        )?;
+        let healing = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(HEALING_BUCKETS.to_vec()))
+        };
+        let failure_to_readiness_failure_seconds = healing(
+            "failure_to_readiness_failure_seconds",
+            "Detection: from a chaos action being accepted to the first 503 served by /ready.",
+        )?;
+        let readiness_failure_to_recovery_seconds = healing(
+            "readiness_failure_to_recovery_seconds",
+            "Recovery: from the first 503 served by /ready to the next 200.",
+        )?;
+        let crash_to_startup_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "crash_to_startup_seconds",
+                "From the crash marker written before a deliberate crash to the next start-up.",
+            )
+            .buckets(STARTUP_BUCKETS.to_vec()),
+        )?;
+        let chaos_actions_total = IntCounterVec::new(
+            Opts::new("chaos_actions_total", "Chaos actions requested, by action and outcome."),
+            &["action", "outcome"],
+        )?;
+
+        registry.register(Box::new(http_requests_total.clone()))?;
+        registry.register(Box::new(http_request_duration_seconds.clone()))?;
+        registry.register(Box::new(cpu_stress_active.clone()))?;
+        registry.register(Box::new(memory_usage_bytes.clone()))?;
+        registry.register(Box::new(memory_chunks.clone()))?;
+        registry.register(Box::new(pod_recovery_count_total.clone()))?;
+        registry.register(Box::new(pod_ready_status.clone()))?;
+        registry.register(Box::new(failure_to_readiness_failure_seconds.clone()))?;
+        registry.register(Box::new(readiness_failure_to_recovery_seconds.clone()))?;
+        registry.register(Box::new(crash_to_startup_seconds.clone()))?;
+        registry.register(Box::new(chaos_actions_total.clone()))?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+
+        for route in Route::ALL {
+            http_request_duration_seconds.with_label_values(&[route.label()]);
+            for (method, code) in route.usual_answers() {
+                http_requests_total.with_label_values(&[method.label(), route.label(), &code.to_string()]);
+            }
+        }
+        http_request_duration_seconds.with_label_values(&[Route::UNMATCHED_LABEL]);
+        http_requests_total.with_label_values(&[Method::Get.label(), Route::UNMATCHED_LABEL, "404"]);
+        for action in ACTIONS {
+            for outcome in OUTCOMES {
+                chaos_actions_total.with_label_values(&[action, outcome]);
+            }
+        }
+
+        Ok(Metrics {
+            registry,
+            http_requests_total,
+            http_request_duration_seconds,
+            cpu_stress_active,
+            memory_usage_bytes,
+            memory_chunks,
+            pod_recovery_count_total,
+            pod_ready_status,
+            failure_to_readiness_failure_seconds,
+            readiness_failure_to_recovery_seconds,
+            crash_to_startup_seconds,
+            chaos_actions_total,
+        })
+    }
+
+    /// Counts one chaos action outcome.
+    pub fn chaos(&self, action: &str, outcome: &str) {
+        self.chaos_actions_total.with_label_values(&[action, outcome]).inc();
+    }
+
+    /// The Prometheus text format of every metric.
+    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The content type of [`Metrics::render`].
+pub fn content_type() -> &'static str {
+    prometheus::TEXT_FORMAT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_exists_before_any_event() {
+        let m = Metrics::new().unwrap();
+        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        for needle in [
+            "http_requests_total{code=\"200\",endpoint=\"/health\",method=\"GET\"} 0",
+            "http_requests_total{code=\"503\",endpoint=\"/ready\",method=\"GET\"} 0",
+            "http_request_duration_seconds_count{endpoint=\"/\"} 0",
+            "cpu_stress_active 0",
+            "memory_chunks 0",
+            "pod_recovery_count_total 0",
+            "failure_to_readiness_failure_seconds_count 0",
+            "readiness_failure_to_recovery_seconds_count 0",
+            "crash_to_startup_seconds_count 0",
+            "chaos_actions_total{action=\"crash\",outcome=\"accepted\"} 0",
+            "chaos_actions_total{action=\"memory\",outcome=\"failed\"} 0",
+            "process_resident_memory_bytes",
+        ] {
+            assert!(text.contains(needle), "missing {needle}\n{text}");
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Query strings of the chaos endpoints, parsed into typed values with errors
+//! that name the parameter and quote the bad value.
+//!
+//! Strict on purpose: an unknown parameter (`durration=5`) or a repeated one
+//! is a 400, because silently falling back to a default would start a fault
+//! the caller did not ask for.
+
+use std::fmt;
+
+/// A parameter that cannot be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamError {
+    pub parameter: String,
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ParamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The decoded `name=value` pairs of one query string.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Parses `raw` (without the `?`), accepting only the names in `allowed`.
+    pub fn parse(raw: &str, allowed: &[&str]) -> Result<Query, ParamError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for piece in raw.split('&').filter(|p| !p.is_empty()) {
+            let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
+            let name = decode(raw_name).ok_or_else(|| ParamError {
+                parameter: raw_name.to_string(),
+                value: None,
+                message: format!("invalid percent-encoding in parameter name {raw_name:?}"),
+            })?;
+            let value = decode(raw_value).ok_or_else(|| ParamError {
+                parameter: name.clone(),
+                value: Some(raw_value.to_string()),
+                message: format!("invalid percent-encoding in {name} {raw_value:?}"),
+            })?;
+            if !allowed.contains(&name.as_str()) {
+                let known = if allowed.is_empty() {
+                    "this endpoint takes no parameters".to_string()
+                } else {
+                    format!("known: {}", allowed.join(", "))
+                };
+                return Err(ParamError {
+                    message: format!("unknown parameter {name:?}; {known}"),
+                    parameter: name,
+                    value: Some(value),
+                });
+            }
+            if pairs.iter().any(|(n, _)| *n == name) {
+                return Err(ParamError {
+                    message: format!("parameter {name} given more than once"),
+                    parameter: name,
+                    value: Some(value),
+                });
+            }
+            pairs.push((name, value));
+        }
+        Ok(Query { pairs })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A whole number within `min..=max` of `unit`, or `None` when absent.
+    pub fn bounded(&self, name: &str, min: u64, max: u64, unit: &str) -> Result<Option<u64>, ParamError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        crate::config::parse_bounded(value, min, max)
+            .map(Some)
+            .ok_or_else(|| ParamError {
+                parameter: name.to_string(),
+                value: Some(value.to_string()),
+                message: format!("invalid {name} {value:?}: expected a whole number of {unit} from {min} to {max}"),
+            })
+    }
+}
+
+/// Percent-decodes a query component (`+` is a space). `None` for a broken
+/// escape or bytes that are not UTF-8.
+fn decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CPU: &[&str] = &["duration", "millicores"];
+
+    #[test]
+    fn parses_and_bounds() {
+        let q = Query::parse("duration=5&millicores=250", CPU).unwrap();
+        assert_eq!(q.bounded("duration", 1, 3600, "seconds").unwrap(), Some(5));
+        assert_eq!(q.bounded("millicores", 1, 2000, "millicores").unwrap(), Some(250));
+        assert_eq!(Query::parse("", CPU).unwrap().get("duration"), None);
+        assert_eq!(Query::parse("&&duration=%35&", CPU).unwrap().get("duration"), Some("5"));
+    }
+
+    #[test]
+    fn bad_values_are_named_and_quoted() {
+        for (raw, expected) in [
+            (
+                "duration=abc",
+                "invalid duration \"abc\": expected a whole number of seconds from 1 to 3600",
+            ),
+            ("duration=-1", "invalid duration \"-1\""),
+            ("duration=0", "invalid duration \"0\""),
+            ("duration=1.5", "invalid duration \"1.5\""),
+            ("duration=", "invalid duration \"\""),
+            ("duration", "invalid duration \"\""),
+            (
+                "duration=99999999999999999999",
+                "invalid duration \"99999999999999999999\"",
+            ),
+            ("duration=%2B5", "invalid duration \"+5\""),
+        ] {
+            let q = Query::parse(raw, CPU).unwrap();
+            let err = q.bounded("duration", 1, 3600, "seconds").unwrap_err();
+            assert!(err.message.starts_with(expected), "{raw}: {}", err.message);
+            assert_eq!(err.parameter, "duration");
+        }
+    }
+
+    #[test]
+    fn unknown_repeated_and_broken_parameters_are_refused() {
+        let err = Query::parse("durration=5", CPU).unwrap_err();
+        assert_eq!(
+            err.message,
+            "unknown parameter \"durration\"; known: duration, millicores"
+        );
+        let err = Query::parse("duration=1&duration=2", CPU).unwrap_err();
+        assert_eq!(err.message, "parameter duration given more than once");
+        let err = Query::parse("duration=%zz", CPU).unwrap_err();
+        assert!(err.message.contains("%zz"), "{}", err.message);
+        let err = Query::parse("mode=x", &[]).unwrap_err();
+        assert!(err.message.contains("takes no parameters"), "{}", err.message);
+        assert!(Query::parse("duration=%", CPU).is_err());
+        assert!(Query::parse("duration=%ff", CPU).is_err(), "not UTF-8");
+    }
+
+    /// A small deterministic fuzz: random bytes never panic the parser.
+    #[test]
+    fn random_input_never_panics() {
+        let alphabet = b"%+=&?abcdefxyz0123456789-._~ \xc3\xa9";
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..20_000 {
+            let mut s = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let mut x = seed;
+            for _ in 0..len {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s.push(alphabet[(x >> 33) as usize % alphabet.len()]);
+            }
+            let raw = String::from_utf8_lossy(&s);
+            if let Ok(q) = Query::parse(&raw, CPU) {
+                let _ = q.bounded("duration", 1, 3600, "seconds");
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! All routes in one place: one `match` from (method, path) to a handler,
+//! and the 404 / 405 answers.
+
+use std::time::Instant;
+
+use crate::app::App;
+use crate::handlers;
+use crate::http::Reply;
+
+/// The request methods we tell apart; everything else is `Other`, so a
+/// client cannot create metric series by inventing methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    Other,
+}
+
+impl Method {
+    pub fn from_tiny(m: &tiny_http::Method) -> Method {
+        use tiny_http::Method as M;
+        match m {
+            M::Get => Method::Get,
+            M::Head => Method::Head,
+            M::Post => Method::Post,
+            M::Put => Method::Put,
+            M::Delete => Method::Delete,
+            M::Patch => Method::Patch,
+            M::Options => Method::Options,
+            _ => Method::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Options => "OPTIONS",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
+/// The known paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Root,
+    Health,
+    Ready,
+    Metrics,
+    LoadCpu,
+    LoadMemory,
+    Crash,
+}
+
+impl Route {
+    pub const ALL: [Route; 7] = [
+        Route::Root,
+        Route::Health,
+        Route::Ready,
+        Route::Metrics,
+        Route::LoadCpu,
+        Route::LoadMemory,
+        Route::Crash,
+    ];
+
+    /// The `endpoint` label of every path that matches no route.
+    pub const UNMATCHED_LABEL: &'static str = "unmatched";
+
+    pub fn from_path(path: &str) -> Option<Route> {
+        Route::ALL.into_iter().find(|r| r.label() == path)
+    }
+
+    /// The path, which is also the `endpoint` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Root => "/",
+            Route::Health => "/health",
+            Route::Ready => "/ready",
+            Route::Metrics => "/metrics",
+            Route::LoadCpu => "/load/cpu",
+            Route::LoadMemory => "/load/memory",
+            Route::Crash => "/crash",
+        }
+    }
+
+    /// The `Allow` header of this route.
+    pub fn allowed(self) -> &'static str {
+        match self {
+            Route::Root | Route::Health | Route::Ready | Route::Metrics => "GET, HEAD",
+            Route::LoadCpu | Route::LoadMemory | Route::Crash => "POST",
+        }
+    }
+
+    /// Whether this route's latency is "user traffic" for the readiness p95.
+    /// Probes, scrapes and chaos requests are not: a slow chaos request must
+    /// not fail readiness on its own.
+    pub fn feeds_readiness(self) -> bool {
+        self == Route::Root
+    }
+
+    /// The (method, status) pairs whose counters exist from start-up.
+    pub fn usual_answers(self) -> &'static [(Method, u16)] {
+        match self {
+            Route::Root | Route::Health | Route::Metrics => &[(Method::Get, 200)],
+            Route::Ready => &[(Method::Get, 200), (Method::Get, 503)],
+            Route::LoadCpu => &[(Method::Post, 202), (Method::Post, 400), (Method::Post, 429)],
+            Route::LoadMemory => &[
+                (Method::Post, 200),
+                (Method::Post, 400),
+                (Method::Post, 429),
+                (Method::Post, 507),
+            ],
+            Route::Crash => &[(Method::Post, 202)],
+        }
+    }
+}
+
+/// What the router needs of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestLine<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub query: &'a str,
+}
+
+impl<'a> RequestLine<'a> {
+    /// Splits a request target (`/load/cpu?duration=5`) into path and query.
+    pub fn new(method: Method, target: &'a str) -> RequestLine<'a> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        RequestLine { method, path, query }
+    }
+}
+
+/// Picks and runs the handler. `now` is when the worker took the request.
+pub fn dispatch(rq: &RequestLine<'_>, app: &App, now: Instant) -> Reply {
+    let Some(route) = Route::from_path(rq.path) else {
+        return Reply::not_found(rq.path);
+    };
+    use Method::{Get, Head, Post};
+    match (rq.method, route) {
+        (Get | Head, Route::Root) => handlers::root::get(app, now),
+        (Get | Head, Route::Health) => handlers::probes::health(),
+        (Get | Head, Route::Ready) => handlers::probes::ready(app, now),
+        (Get | Head, Route::Metrics) => handlers::scrape::metrics(app, now),
+        (Post, Route::LoadCpu) => handlers::cpu::start(app, rq.query, now),
+        (Post, Route::LoadMemory) => handlers::memory::leak(app, rq.query, now),
+        (Post, Route::Crash) => handlers::crash::crash(app, rq.query),
+        (method, route) => Reply::method_not_allowed(method.label(), route.label(), route.allowed()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_target() {
+        let rq = RequestLine::new(Method::Post, "/load/cpu?duration=5");
+        assert_eq!(rq.path, "/load/cpu");
+        assert_eq!(rq.query, "duration=5");
+        assert_eq!(RequestLine::new(Method::Get, "/").query, "");
+    }
+
+    #[test]
+    fn routes_are_found_by_exact_path() {
+        assert_eq!(Route::from_path("/health"), Some(Route::Health));
+        assert_eq!(Route::from_path("/health/"), None);
+        assert_eq!(Route::from_path("/HEALTH"), None);
+        for r in Route::ALL {
+            assert_eq!(Route::from_path(r.label()), Some(r));
+        }
+    }
+}

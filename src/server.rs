@@ -1,0 +1,158 @@
+//! The worker pool over one tiny_http server, and the per-request wrapper:
+//! time it, run the handler (a panic becomes a 500 and the worker lives),
+//! respond, count it, feed the readiness window, then run any after-work.
+//!
+//! tiny_http ends `incoming_requests()` for good on any accept error
+//! (tiny-http#283): the accept thread pushes one error and exits. A worker
+//! that gets an error while we are not stopping reports it, and `main` exits
+//! non-zero so that the orchestrator restarts a process that would otherwise
+//! live on accepting nothing.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crate::app::App;
+use crate::chaos::crash;
+use crate::http::{After, Reply};
+use crate::routes::{self, Method, RequestLine, Route};
+
+/// What the workers and the signal thread tell `main`.
+#[derive(Debug)]
+pub enum Control {
+    Signal(&'static str),
+    AcceptFailed(String),
+    WorkerExited,
+}
+
+/// Sends `Control::WorkerExited` when dropped.
+struct ExitNotice(Sender<Control>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(Control::WorkerExited);
+    }
+}
+
+/// The running pool.
+pub struct Pool {
+    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Spawns `count` named workers that serve `server` until stopped.
+    pub fn start(
+        server: Arc<tiny_http::Server>,
+        app: Arc<App>,
+        count: usize,
+        control: Sender<Control>,
+    ) -> std::io::Result<Pool> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count {
+            let (server, app, stopping, control) = (
+                Arc::clone(&server),
+                Arc::clone(&app),
+                Arc::clone(&stopping),
+                control.clone(),
+            );
+            let handle = thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
+                // Reports the exit however the thread ends, a panic included.
+                let _exit = ExitNotice(control.clone());
+                loop {
+                    match server.recv() {
+                        Ok(rq) => handle(rq, &app),
+                        Err(_) if stopping.load(Ordering::SeqCst) => break,
+                        Err(e) => {
+                            let _ = control.send(Control::AcceptFailed(e.to_string()));
+                            break;
+                        }
+                    }
+                }
+            })?;
+            workers.push(handle);
+        }
+        Ok(Pool {
+            server,
+            stopping,
+            workers,
+        })
+    }
+
+    /// Tells every worker to exit once it is idle: one unblock per worker
+    /// (tiny-http#146: `unblock` wakes a single waiting thread).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for _ in &self.workers {
+            self.server.unblock();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+}
+
+/// Serves one request from start to finish.
+fn handle(rq: tiny_http::Request, app: &App) {
+    let started = Instant::now();
+    let method = Method::from_tiny(rq.method());
+    let target = rq.url().to_string();
+    let line = RequestLine::new(method, &target);
+    let route = Route::from_path(line.path);
+    let mut reply = run_guarded(|| routes::dispatch(&line, app, started));
+    let status = reply.status;
+    let after = reply.after.take();
+    if let Err(e) = rq.respond(reply.into_response()) {
+        log::debug!("response to {} {} not delivered: {e}", method.label(), line.path);
+    }
+    let ended = Instant::now();
+    let elapsed = ended - started;
+    let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
+    let m = &app.metrics;
+    m.http_requests_total
+        .with_label_values(&[method.label(), endpoint, &status.to_string()])
+        .inc();
+    m.http_request_duration_seconds
+        .with_label_values(&[endpoint])
+        .observe(elapsed.as_secs_f64());
+    if route.is_some_and(Route::feeds_readiness) {
+        app.latency.record(ended, elapsed);
+    }
+    match after {
+        Some(After::Abort { cause }) => crash::abort_now(&app.config.state_dir, &cause, &app.events),
+        None => {}
+    }
+}
+
+/// Runs a handler; a panic is logged and becomes a 500, and the worker goes on.
+fn run_guarded(handler: impl FnOnce() -> Reply) -> Reply {
+    catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        log::error!("handler panicked: {what}");
+        Reply::internal_error("internal error: the handler panicked; the service goes on")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_becomes_a_500() {
+        let r = run_guarded(|| panic!("boom"));
+        assert_eq!(r.status, 500);
+        assert!(r.body_json()["error"].as_str().unwrap().contains("panicked"));
+        let r = run_guarded(|| Reply::internal_error("fine"));
+        assert_eq!(r.body_json()["error"], "fine");
+    }
+}

@@ -1,0 +1,168 @@
+//! The few operating-system calls the service needs, behind safe functions.
+//!
+//! Every `unsafe` block of the crate that is not about signals lives here or in
+//! `signals.rs`, each with a `SAFETY:` comment. Everything else reads files
+//! under `/proc`, which needs no `unsafe`.
+#![allow(unsafe_code)]
+
+use std::time::Duration;
+
+/// The size of a memory page in bytes (4096 on x86_64 Linux).
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions and only reads a constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+}
+
+/// Resident set size of this process in bytes, from `/proc/self/statm`.
+///
+/// Returns 0 when the file cannot be read (not Linux, or /proc not mounted);
+/// callers treat that as "unknown", never as a reason to fail.
+pub fn rss_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|pages| pages.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page_size() as u64)
+}
+
+/// Physical memory plus swap of the machine, from `/proc/meminfo`; `None`
+/// when it cannot be read.
+pub fn machine_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kib = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(kib * 1024)
+    };
+    Some(field("MemTotal:")? + field("SwapTotal:").unwrap_or(0))
+}
+
+/// CPU time (user + system) consumed so far by all threads of this process.
+///
+/// Uses `CLOCK_PROCESS_CPUTIME_ID`, which has nanosecond resolution, unlike
+/// `process_cpu_seconds_total` (whole seconds) or `/proc/self/stat` (ticks).
+pub fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
+    // that Linux always supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Number of CPUs this process may run on (its affinity mask).
+pub fn affinity_cpu_count() -> usize {
+    // SAFETY: cpu_set_t is plain data; all-zero is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t and we pass its exact size; pid 0
+    // means the calling thread.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+    // SAFETY: `set` was filled in by sched_getaffinity above.
+    let count = unsafe { libc::CPU_COUNT(&set) };
+    usize::try_from(count).ok().filter(|c| *c > 0).unwrap_or(1)
+}
+
+/// Moves the calling thread to the idle scheduling class, so that it only
+/// gets a CPU that no other thread of the machine wants.
+///
+/// Falls back to nice 19 where SCHED_IDLE is refused. Returns which one took.
+pub fn make_current_thread_idle() -> &'static str {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param and
+    // priority 0 is the only valid one for SCHED_IDLE.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        return "SCHED_IDLE";
+    }
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority on our own thread id; raising niceness needs no
+    // privilege. On Linux PRIO_PROCESS with a thread id affects that thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) };
+    if rc == 0 { "nice 19" } else { "normal" }
+}
+
+/// Sets the core-file size limit of this process to zero.
+///
+/// Called right before a deliberate abort: dumping a large leaked heap would
+/// take seconds and distort the crash-to-restart time being measured.
+pub fn disable_core_dumps() {
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit; lowering our own limit needs no privilege.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &limit);
+    }
+}
+
+/// Ends the process with SIGABRT, without unwinding or running destructors.
+pub fn abort() -> ! {
+    disable_core_dumps();
+    std::process::abort()
+}
+
+/// Unit tests that compare RSS before and after take this lock, so that
+/// another test freeing memory at the same time cannot skew the figures.
+#[cfg(test)]
+pub static RSS_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_grows_when_pages_are_touched() {
+        let _serial = RSS_TEST_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = rss_bytes();
+        assert!(before > 0, "statm should report a resident size");
+        let mut block: Vec<u8> = Vec::with_capacity(32 << 20);
+        for page in block.spare_capacity_mut().chunks_mut(page_size()) {
+            page[0].write(1);
+        }
+        let after = rss_bytes();
+        assert!(after >= before + (30 << 20), "rss before {before} after {after}");
+        drop(block);
+    }
+
+    #[test]
+    fn cpu_time_counts_busy_work() {
+        let start = process_cpu_time();
+        let deadline = std::time::Instant::now() + Duration::from_millis(50);
+        let mut x = 0u64;
+        while std::time::Instant::now() < deadline {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let used = process_cpu_time() - start;
+        assert!(used >= Duration::from_millis(30), "used {used:?}");
+    }
+
+    #[test]
+    fn machine_memory_is_known() {
+        assert!(machine_memory_bytes().unwrap() > 64 << 20);
+    }
+
+    #[test]
+    fn affinity_is_at_least_one_cpu() {
+        assert!(affinity_cpu_count() >= 1);
+        assert!(page_size() >= 4096);
+    }
+}
