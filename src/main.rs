@@ -69,7 +69,15 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let (tx, rx) = mpsc::channel::<Control>();
     signals::spawn_waiter(tx.clone()).map_err(|e| format!("cannot start the signal thread: {e}"))?;
     let addr = SocketAddr::new(config.bind_address, config.port);
+    let threads_before = sys::thread_ids();
     let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // Server::http starts one thread, the accept loop, which at once starts
+    // the four threads of its connection pool: the accept thread is the
+    // first, so the lowest new thread id (ids only decrease on wrap-around).
+    let accept_thread = sys::thread_ids()
+        .into_iter()
+        .filter(|t| !threads_before.contains(t))
+        .min();
     let listen = server
         .server_addr()
         .to_ip()
@@ -77,6 +85,12 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let workers = config.workers;
     let app =
         Arc::new(App::new(config, Events::to_stderr(), started).map_err(|e| format!("cannot register metrics: {e}"))?);
+    match accept_thread {
+        Some(tid) => {
+            server::watch_accept_thread(tid, tx.clone()).map_err(|e| format!("cannot start the accept watch: {e}"))?
+        }
+        None => log::warn!("cannot find tiny_http's accept thread; a dead listener will not be noticed"),
+    }
     let pool = Pool::start(Arc::new(server), Arc::clone(&app), workers, tx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     log::info!("listening on http://{listen} with {workers} workers");

@@ -50,7 +50,7 @@ impl Query {
                     format!("known: {}", allowed.join(", "))
                 };
                 return Err(ParamError {
-                    message: format!("unknown parameter {name:?}; {known}"),
+                    message: format!("unknown parameter {name:?} (value {value:?}); {known}"),
                     parameter: name,
                     value: Some(value),
                 });
@@ -158,7 +158,7 @@ mod tests {
         let err = Query::parse("durration=5", CPU).unwrap_err();
         assert_eq!(
             err.message,
-            "unknown parameter \"durration\"; known: duration, millicores"
+            "unknown parameter \"durration\" (value \"5\"); known: duration, millicores"
         );
         let err = Query::parse("duration=1&duration=2", CPU).unwrap_err();
         assert_eq!(err.message, "parameter duration given more than once");

@@ -13,12 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::chaos::crash;
 use crate::http::{After, Reply};
 use crate::routes::{self, Method, RequestLine, Route};
+use crate::sys;
+
+/// How often the accept thread is checked; a deaf server lives at most this long.
+const ACCEPT_WATCH_PERIOD: Duration = Duration::from_millis(200);
 
 /// What the workers and the signal thread tell `main`.
 #[derive(Debug)]
@@ -96,6 +100,20 @@ impl Pool {
     pub fn len(&self) -> usize {
         self.workers.len()
     }
+}
+
+/// Watches tiny_http's accept thread (kernel thread id `tid`). It ends on an
+/// accept error, and it panics when it cannot clone a socket (EMFILE in
+/// `RefinedTcpStream::new`), in which case no error reaches the workers at
+/// all: either way the server is deaf, so `main` is told to exit.
+pub fn watch_accept_thread(tid: u32, control: Sender<Control>) -> std::io::Result<()> {
+    thread::Builder::new().name("accept-watch".into()).spawn(move || {
+        while sys::thread_alive(tid) {
+            thread::sleep(ACCEPT_WATCH_PERIOD);
+        }
+        let _ = control.send(Control::AcceptFailed("tiny_http's accept thread ended".to_string()));
+    })?;
+    Ok(())
 }
 
 /// Serves one request from start to finish.

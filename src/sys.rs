@@ -29,6 +29,19 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * page_size() as u64)
 }
 
+/// The kernel thread ids of this process, from `/proc/self/task`.
+pub fn thread_ids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// Whether the thread `tid` of this process still runs.
+pub fn thread_alive(tid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
 /// Physical memory plus swap of the machine, from `/proc/meminfo`; `None`
 /// when it cannot be read.
 pub fn machine_memory_bytes() -> Option<u64> {
@@ -153,6 +166,18 @@ mod tests {
         }
         let used = process_cpu_time() - start;
         assert!(used >= Duration::from_millis(30), "used {used:?}");
+    }
+
+    #[test]
+    fn sees_its_own_threads_come_and_go() {
+        let before = thread_ids();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv().ok());
+        let new: Vec<u32> = thread_ids().into_iter().filter(|t| !before.contains(t)).collect();
+        assert!(!new.is_empty());
+        assert!(new.iter().all(|t| thread_alive(*t)));
+        drop(tx);
+        t.join().unwrap();
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! Guardrails: the 50-request race, and the cooldown's Retry-After.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use crate::harness::{Service, request};
+
+fn race(max_concurrent: usize) {
+    let svc = Service::start(&[
+        ("MAX_CONCURRENT_CHAOS", &max_concurrent.to_string()),
+        ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ("WORKERS", "8"),
+    ]);
+    let barrier = Arc::new(Barrier::new(50));
+    let addr = svc.addr;
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            // 10 millicores for 5 s: long enough to outlast the race, too
+            // little to disturb anything else.
+            thread::spawn(move || {
+                barrier.wait();
+                request(addr, "POST", "/load/cpu?duration=5&millicores=10", &[], "")
+            })
+        })
+        .collect();
+    let responses: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let accepted = responses.iter().filter(|r| r.status == 202).count();
+    let rejected: Vec<_> = responses.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(accepted, max_concurrent, "exactly MAX_CONCURRENT_CHAOS accepted");
+    assert_eq!(rejected.len(), 50 - max_concurrent, "all others 429");
+    for r in rejected {
+        let retry: u64 = r.header("Retry-After").expect("Retry-After").parse().unwrap();
+        assert!(
+            (1..=5).contains(&retry),
+            "Retry-After {retry}: when the running loads end"
+        );
+        assert!(r.json()["error"].as_str().unwrap().contains("MAX_CONCURRENT_CHAOS"));
+    }
+    assert_eq!(
+        svc.metric("chaos_actions_total{action=\"cpu\",outcome=\"rejected\"}"),
+        (50 - max_concurrent) as f64
+    );
+    assert_eq!(svc.event_count("CHAOS_REJECTED"), 50 - max_concurrent);
+}
+
+#[test]
+fn fifty_parallel_posts_one_accepted() {
+    race(1);
+}
+
+#[test]
+fn fifty_parallel_posts_three_accepted() {
+    race(3);
+}
+
+#[test]
+fn cooldown_rejects_with_retry_after_and_applies_across_actions() {
+    let svc = Service::start(&[("MAX_CONCURRENT_CHAOS", "5"), ("CHAOS_COOLDOWN_SECONDS", "60")]);
+    assert_eq!(svc.post("/load/memory?mb=1").status, 200);
+    for target in ["/load/memory?mb=1", "/load/cpu?duration=1&millicores=10"] {
+        let r = svc.post(target);
+        assert_eq!(r.status, 429, "{target}");
+        let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+        assert!((59..=60).contains(&retry), "{retry}");
+        assert!(r.json()["error"].as_str().unwrap().contains("CHAOS_COOLDOWN_SECONDS"));
+    }
+    // /crash is not guarded (as in the seed), but a 400 does not spend it.
+    assert_eq!(svc.post("/crash?bad=1").status, 400);
+    assert_eq!(svc.get("/health").status, 200);
+}

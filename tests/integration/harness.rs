@@ -1,0 +1,308 @@
+//! Runs the real binary on a free loopback port, speaks HTTP/1.1 to it, and
+//! kills it when the test ends. When a test fails, the child's stderr (logs
+//! and events) is printed, so the failure explains itself.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_chaos-backend");
+
+/// Tests that load the CPUs or time things take this lock, so that two of
+/// them never distort each other.
+static EXCLUSIVE: Mutex<()> = Mutex::new(());
+
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "chaos-backend-it-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// The command for the binary with a clean environment plus `env`.
+pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("RUST_LOG", "info")
+        .env("PORT", "0")
+        .env("BIND_ADDRESS", "127.0.0.1")
+        .env("SHUTDOWN_DELAY_SECONDS", "0")
+        .env("STATE_DIR", state_dir)
+        .env("HOSTNAME", "test-pod");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+pub struct Service {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Service {
+    /// Starts the binary with its own STATE_DIR.
+    pub fn start(env: &[(&str, &str)]) -> Service {
+        Service::start_in(&temp_dir("state"), env)
+    }
+
+    /// Starts the binary with `state_dir` and waits for its POD_STARTED event.
+    pub fn start_in(state_dir: &Path, env: &[(&str, &str)]) -> Service {
+        Service::spawn(command(state_dir, env))
+    }
+
+    pub fn spawn(mut cmd: Command) -> Service {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chaos-backend");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr piped");
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if !sent && line.contains("\"POD_STARTED\"") {
+                    let v: serde_json::Value = serde_json::from_str(&line).expect("POD_STARTED is JSON");
+                    let _ = tx.send(v["listen"].as_str().expect("listen field").to_string());
+                    sent = true;
+                }
+                let mut s = sink.lock().unwrap_or_else(PoisonError::into_inner);
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let listen = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "service did not start ({status:?}); stderr:\n{}",
+                    stderr.lock().unwrap_or_else(PoisonError::into_inner)
+                );
+            }
+        };
+        Service {
+            child: Some(child),
+            addr: listen.parse().expect("listen address"),
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child running").id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The recovery events written so far, parsed.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stderr()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("event lines are JSON"))
+            .collect()
+    }
+
+    pub fn event_count(&self, name: &str) -> usize {
+        self.events().iter().filter(|e| e["event"] == name).count()
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(self.addr, "GET", path, &[], "")
+    }
+
+    pub fn post(&self, path: &str) -> Response {
+        request(self.addr, "POST", path, &[], "")
+    }
+
+    /// One sample's value from /metrics, by its full series text.
+    pub fn metric(&self, series: &str) -> f64 {
+        let body = self.get("/metrics").body;
+        metric_value(&body, series).unwrap_or_else(|| panic!("no series {series} in /metrics:\n{body}"))
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("child running");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        let rc = unsafe { libc::kill(self.pid() as i32, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+    }
+
+    /// Resident set size of the child from /proc, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:") * 1024
+    }
+
+    /// User + system CPU time of the child, from /proc/PID/stat.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read stat");
+        // Fields after the command name, which may hold spaces: state is #3.
+        let after = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_secs_f64(ticks as f64 / hz as f64)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!("---- chaos-backend stderr ----\n{}---- end ----", self.stderr());
+        }
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let line = status.lines().find(|l| l.starts_with(field)).expect("field in status");
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("kB value")
+}
+
+/// The value of one series in a Prometheus text body.
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("metric value is a number"))
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a new connection (`Connection: close`).
+pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    try_request(addr, method, target, headers, body, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+}
+
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(head.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+        .ok_or_else(|| std::io::Error::other(format!("unparsable response: {:?}", String::from_utf8_lossy(&raw))))
+}
+
+fn parse_response(raw: &[u8]) -> Option<Response> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(Response {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// How a child ended, for assertion messages.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (_, Some(s)) => format!("signal {s}"),
+        _ => format!("{status:?}"),
+    }
+}
+
+/// Polls `f` every `every` until it returns `Some` or `timeout` passes.
+pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(every);
+    }
+}
+
+/// The p-th percentile (nearest rank) of `samples`.
+pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}

@@ -1,0 +1,153 @@
+//! Start-up and stop: bad configuration, SIGTERM (also as PID 1), and the
+//! listener failure that tiny_http cannot recover from.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Service, command, describe, poll, temp_dir, try_request};
+
+#[test]
+fn bad_environment_values_exit_2_naming_variable_and_value() {
+    for (name, value) in [
+        ("MEMORY_MB", "abc"),
+        ("CPU_LOAD_DURATION", "0"),
+        ("MAX_CONCURRENT_CHAOS", "-1"),
+        ("CHAOS_COOLDOWN_SECONDS", "1.5"),
+        ("MAX_LATENCY_MS", "99999999999999999999"),
+        ("PORT", "65536"),
+        ("WORKERS", "0"),
+        ("BIND_ADDRESS", "not-an-ip"),
+        ("READY_FAIL_ON_CPU_STRESS", "maybe"),
+        ("RANDOM_CRASH_ENABLED", "sometimes"),
+        ("LATENCY_WINDOW_SECONDS", ""),
+    ] {
+        let out = command(&temp_dir("env"), &[(name, value)])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}={value:?}: {}\n{stderr}",
+            describe(out.status)
+        );
+        assert!(
+            stderr.contains(name) && stderr.contains(&format!("{value:?}")),
+            "{name}={value:?}: {stderr}"
+        );
+        assert!(!stderr.contains("POD_STARTED"), "must fail before binding");
+    }
+}
+
+#[test]
+fn port_in_use_exits_non_zero_with_the_address() {
+    let first = Service::start(&[]);
+    let port = first.addr.port().to_string();
+    let out = command(&temp_dir("busy"), &[("PORT", &port)]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("127.0.0.1:{port}")));
+}
+
+#[test]
+fn sigterm_fails_readiness_at_once_then_exits_0() {
+    let mut svc = Service::start(&[("SHUTDOWN_DELAY_SECONDS", "2")]);
+    assert_eq!(svc.get("/ready").status, 200);
+    let sent = Instant::now();
+    svc.signal(libc::SIGTERM);
+    let r = poll(Duration::from_millis(500), Duration::from_millis(5), || {
+        let r = svc.get("/ready");
+        (r.status == 503).then_some(r)
+    })
+    .expect("/ready 503 right after SIGTERM");
+    assert!(sent.elapsed() < Duration::from_millis(200), "took {:?}", sent.elapsed());
+    assert_eq!(r.json()["reasons"], serde_json::json!(["shutting down"]));
+    // Liveness stays up while draining: a restart now would be a bug.
+    assert_eq!(svc.get("/health").status, 200);
+    let status = svc.wait_exit(Duration::from_secs(3)).expect("exits within delay + 1 s");
+    assert_eq!(status.code(), Some(0), "{}", describe(status));
+    assert!(
+        sent.elapsed() >= Duration::from_secs(2),
+        "waited the delay: {:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn second_signal_skips_the_delay() {
+    let mut svc = Service::start(&[("SHUTDOWN_DELAY_SECONDS", "30")]);
+    svc.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(100));
+    svc.signal(libc::SIGTERM);
+    let status = svc.wait_exit(Duration::from_secs(3)).expect("exits at once");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// As PID 1 of its own PID namespace (what a scratch container gives), a
+/// process without a handler would ignore SIGTERM.
+#[test]
+fn sigterm_works_as_pid_1() {
+    let state = temp_dir("pid1");
+    let inner = command(&state, &[]);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", "--"])
+        .arg(inner.get_program());
+    cmd.env_clear();
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let mut svc = Service::spawn(cmd);
+    assert_eq!(svc.get("/health").status, 200);
+    // The service's pid in our namespace is the child of `unshare`.
+    let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", svc.pid(), svc.pid())).unwrap();
+    let inner_pid: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("unshare has a child")
+        .parse()
+        .unwrap();
+    let ns_pid = std::fs::read_to_string(format!("/proc/{inner_pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .map(|l| l.split_whitespace().last().unwrap().to_string())
+        .unwrap();
+    assert_eq!(ns_pid, "1", "the service runs as PID 1 in its namespace");
+    // SAFETY: kill(2) with a valid pid and signal.
+    assert_eq!(unsafe { libc::kill(inner_pid, libc::SIGTERM) }, 0);
+    let status = svc.wait_exit(Duration::from_secs(3)).expect("PID 1 stops on SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", describe(status));
+}
+
+/// With few file descriptors allowed, accept() fails with EMFILE; tiny_http
+/// then stops accepting for good (tiny-http#283), so the process must exit
+/// non-zero rather than live on deaf.
+#[test]
+fn listener_failure_exits_non_zero() {
+    let state = temp_dir("emfile");
+    let inner = command(&state, &[]);
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=12:12", "--"]).arg(inner.get_program());
+    cmd.env_clear();
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let mut svc = Service::spawn(cmd);
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&svc.addr, Duration::from_millis(200)) {
+            held.push(s);
+        }
+    }
+    let status = svc
+        .wait_exit(Duration::from_secs(5))
+        .expect("process exits after the accept error");
+    assert_eq!(status.code(), Some(1), "{}", describe(status));
+    assert!(svc.stderr().contains("tiny-http#283"), "{}", svc.stderr());
+    drop(held);
+    assert!(try_request(svc.addr, "GET", "/health", &[], "", Duration::from_millis(300)).is_err());
+}

@@ -1,0 +1,10 @@
+//! Integration tests: each runs the real binary on a loopback port and
+//! checks what a user would see (status codes, bodies, metrics, RSS, CPU
+//! time, exit signals).
+
+mod api;
+mod chaos;
+mod guardrails;
+mod harness;
+mod lifecycle;
+mod promtool;
