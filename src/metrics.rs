@@ -62,7 +62,7 @@ impl Metrics {
         let http_request_duration_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "http_request_duration_seconds",
-                "Time from a worker taking a request to the end of its response, by route.",
+                "Time from a worker taking a request to its answer being ready to write, by route.",
             )
             .buckets(REQUEST_BUCKETS.to_vec()),
             &["endpoint"],

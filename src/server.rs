@@ -1,6 +1,6 @@
 //! The worker pool over one tiny_http server, and the per-request wrapper:
 //! time it, run the handler (a panic becomes a 500 and the worker lives),
-//! respond, count it, feed the readiness window, then run any after-work.
+//! count it, feed the readiness window, respond, then run any after-work.
 //!
 //! tiny_http ends `incoming_requests()` for good on any accept error
 //! (tiny-http#283): the accept thread pushes one error and exits. A worker
@@ -124,23 +124,26 @@ fn handle(rq: tiny_http::Request, app: &App) {
     let line = RequestLine::new(method, &target);
     let route = Route::from_path(line.path);
     let mut reply = run_guarded(|| routes::dispatch(&line, app, started));
-    let status = reply.status;
     let after = reply.after.take();
-    if let Err(e) = rq.respond(reply.into_response()) {
-        log::debug!("response to {} {} not delivered: {e}", method.label(), line.path);
-    }
+    // Counted before the response is written, so a client that has its
+    // answer finds it in the next scrape. The duration is the time to produce
+    // the answer; writing a small body to the socket is a copy into the
+    // kernel.
     let ended = Instant::now();
     let elapsed = ended - started;
     let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
     let m = &app.metrics;
     m.http_requests_total
-        .with_label_values(&[method.label(), endpoint, &status.to_string()])
+        .with_label_values(&[method.label(), endpoint, &reply.status.to_string()])
         .inc();
     m.http_request_duration_seconds
         .with_label_values(&[endpoint])
         .observe(elapsed.as_secs_f64());
     if route.is_some_and(Route::feeds_readiness) {
         app.latency.record(ended, elapsed);
+    }
+    if let Err(e) = rq.respond(reply.into_response()) {
+        log::debug!("response to {} {} not delivered: {e}", method.label(), line.path);
     }
     match after {
         Some(After::Abort { cause }) => crash::abort_now(&app.config.state_dir, &cause, &app.events),

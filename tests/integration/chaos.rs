@@ -41,9 +41,9 @@ fn two_second_cpu_load_fails_readiness_then_recovers() {
         "histogram {recovery} s, client saw {seen} s"
     );
     assert_eq!(svc.metric("pod_recovery_count_total"), 2.0, "start-up + one recovery");
-    assert_eq!(svc.event_count("READINESS_DEGRADED"), 1);
-    assert_eq!(svc.event_count("READINESS_RECOVERED"), 1);
-    assert_eq!(svc.event_count("CHAOS_FINISHED"), 1);
+    assert_eq!(svc.event_count("READINESS_DEGRADED", 1), 1);
+    assert_eq!(svc.event_count("READINESS_RECOVERED", 1), 1);
+    assert_eq!(svc.event_count("CHAOS_FINISHED", 1), 1);
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn crash_answers_202_then_aborts_and_next_start_counts_it_once() {
         serde_json::from_str(&std::fs::read_to_string(state.join("last-crash.json")).expect("marker written")).unwrap();
     assert_eq!(marker["mode"], "abort");
     assert!(marker["crashed_at_unix_ms"].as_u64().is_some());
-    assert_eq!(svc.event_count("CRASH_REQUESTED"), 1);
+    assert_eq!(svc.event_count("CRASH_REQUESTED", 1), 1);
 
     let second = Service::start_in(&state, &[]);
     assert_eq!(second.metric("crash_to_startup_seconds_count"), 1.0);

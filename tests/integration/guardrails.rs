@@ -41,7 +41,10 @@ fn race(max_concurrent: usize) {
         svc.metric("chaos_actions_total{action=\"cpu\",outcome=\"rejected\"}"),
         (50 - max_concurrent) as f64
     );
-    assert_eq!(svc.event_count("CHAOS_REJECTED"), 50 - max_concurrent);
+    assert_eq!(
+        svc.event_count("CHAOS_REJECTED", 50 - max_concurrent),
+        50 - max_concurrent
+    );
 }
 
 #[test]

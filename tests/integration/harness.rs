@@ -127,8 +127,15 @@ impl Service {
             .collect()
     }
 
-    pub fn event_count(&self, name: &str) -> usize {
-        self.events().iter().filter(|e| e["event"] == name).count()
+    /// How many `name` events were written, once at least `expected` have
+    /// arrived through the stderr pipe (or after 2 s).
+    pub fn event_count(&self, name: &str, expected: usize) -> usize {
+        let count = || self.events().iter().filter(|e| e["event"] == name).count();
+        poll(Duration::from_secs(2), Duration::from_millis(10), || {
+            let n = count();
+            (n >= expected).then_some(n)
+        })
+        .unwrap_or_else(count)
     }
 
     pub fn get(&self, path: &str) -> Response {

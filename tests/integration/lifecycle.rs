@@ -147,7 +147,10 @@ fn listener_failure_exits_non_zero() {
         .wait_exit(Duration::from_secs(5))
         .expect("process exits after the accept error");
     assert_eq!(status.code(), Some(1), "{}", describe(status));
-    assert!(svc.stderr().contains("tiny-http#283"), "{}", svc.stderr());
+    let logged = poll(Duration::from_secs(2), Duration::from_millis(10), || {
+        svc.stderr().contains("tiny-http#283").then_some(())
+    });
+    assert!(logged.is_some(), "{}", svc.stderr());
     drop(held);
     assert!(try_request(svc.addr, "GET", "/health", &[], "", Duration::from_millis(300)).is_err());
 }
