@@ -123,6 +123,10 @@ fn handle(rq: tiny_http::Request, app: &App) {
     let target = rq.url().to_string();
     let line = RequestLine::new(method, &target);
     let route = Route::from_path(line.path);
+    if let Some(length) = rq.body_length().filter(|l| *l > MAX_DRAINABLE_BODY) {
+        refuse_huge_body(rq, app, method, route, length);
+        return;
+    }
     let mut reply = run_guarded(|| routes::dispatch(&line, app, started));
     let after = reply.after.take();
     // Counted before the response is written, so a client that has its
@@ -150,6 +154,42 @@ fn handle(rq: tiny_http::Request, app: &App) {
         None => {}
     }
 }
+
+/// Answers 413 to a request that announces a body too large to drain, and
+/// never drops it.
+///
+/// tiny_http 0.12 drains an unread body when the request is dropped, by
+/// first allocating a zeroed buffer of the whole remaining length
+/// (`EqualReader::drop`): `Content-Length: 99999999999999` on any path makes
+/// that allocation fail, and the process aborts. No handler reads bodies, so
+/// the request is answered through `upgrade` (which hands us the body reader
+/// instead of dropping it) and the stream is leaked on purpose: one parked
+/// connection thread and its socket per such request, instead of a dead
+/// service. The answer has no `Content-Length` (tiny_http omits it on
+/// upgrade), so such a client waits until it gives up.
+fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Option<Route>, length: usize) {
+    log::warn!(
+        "refusing a {length}-byte body on {} {}: larger than {MAX_DRAINABLE_BODY} bytes",
+        method.label(),
+        rq.url()
+    );
+    let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
+    app.metrics
+        .http_requests_total
+        .with_label_values(&[method.label(), endpoint, "413"])
+        .inc();
+    let reply = Reply::json(
+        413,
+        &serde_json::json!({
+            "error": format!("request body of {length} bytes is larger than {MAX_DRAINABLE_BODY}; no endpoint reads a body"),
+        }),
+    );
+    std::mem::forget(rq.upgrade("none", reply.into_response()));
+}
+
+/// The largest request body a worker drains after answering. Larger ones are
+/// refused without draining (see `refuse_huge_body`).
+const MAX_DRAINABLE_BODY: usize = 64 << 20;
 
 /// Runs a handler; a panic is logged and becomes a 500, and the worker goes on.
 fn run_guarded(handler: impl FnOnce() -> Reply) -> Reply {

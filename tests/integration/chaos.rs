@@ -79,6 +79,14 @@ fn health_stays_fast_while_all_cpus_are_saturated() {
     assert_eq!(r.status, 202);
     assert_eq!(r.json()["mode"], "saturate");
     std::thread::sleep(Duration::from_millis(300));
+    // Every spin thread runs in SCHED_IDLE (policy 5 in /proc/PID/task/TID/stat).
+    let spinners = spin_thread_policies(svc.pid());
+    assert_eq!(
+        spinners.len(),
+        std::thread::available_parallelism().unwrap().get(),
+        "{spinners:?}"
+    );
+    assert!(spinners.iter().all(|p| *p == libc::SCHED_IDLE as u32), "{spinners:?}");
     let mut samples = Vec::with_capacity(200);
     for _ in 0..200 {
         let t = Instant::now();
@@ -91,6 +99,24 @@ fn health_stays_fast_while_all_cpus_are_saturated() {
     assert_eq!(cpu, 1.0, "the load must still be running");
     assert!(p99 < Duration::from_millis(20), "/health p99 {p99:?} under saturation");
     eprintln!("/health p99 under saturation: {p99:?}");
+}
+
+/// The scheduling policy of each `cpu-spin-*` thread of `pid`.
+fn spin_thread_policies(pid: u32) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        if !stat[open + 1..close].starts_with("cpu-spin-") {
+            continue;
+        }
+        // Field 41 is the policy; fields after the name start at field 3.
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        policies.push(fields[41 - 3].parse().unwrap());
+    }
+    policies
 }
 
 #[test]
