@@ -8,3 +8,4 @@ mod guardrails;
 mod harness;
 mod lifecycle;
 mod promtool;
+mod scripts;
