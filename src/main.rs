@@ -12,6 +12,7 @@ mod config;
 mod events;
 mod guard;
 mod handlers;
+mod healthcheck;
 mod http;
 mod latency;
 mod metrics;
@@ -34,6 +35,11 @@ use config::Config;
 use events::Events;
 use server::{Control, Pool};
 
+const USAGE: &str = "\
+usage: chaos-backend               serve (configured by environment variables, see README.md)
+       chaos-backend healthcheck   exit 0 if GET /health on the local PORT answers 200, else 1
+       chaos-backend --version";
+
 /// How long stopped workers get to finish the requests they hold.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -42,10 +48,7 @@ fn main() -> ExitCode {
     // Before any thread exists, so that every thread inherits the mask.
     signals::block_termination_signals();
     events::init_logging();
-    if std::env::args().nth(1).is_some() {
-        eprintln!("chaos-backend takes no arguments; it is configured by environment variables (see README.md)");
-        return ExitCode::from(2);
-    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -53,6 +56,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => {}
+        ["healthcheck"] => {
+            return match healthcheck::check(healthcheck::probe_address(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("chaos-backend healthcheck: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        ["--version"] => {
+            println!("chaos-backend {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        ["--help" | "-h"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("chaos-backend: unexpected arguments {args:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
     if config.random_crash_enabled {
         log::warn!("RANDOM_CRASH_ENABLED=true is accepted but reserved: no random crash will happen");
     }

@@ -4,6 +4,7 @@
 
 mod api;
 mod chaos;
+mod container;
 mod guardrails;
 mod harness;
 mod lifecycle;
