@@ -52,7 +52,7 @@ RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --targe
 context=target/image
 rm -rf "$context"
 mkdir -p "$context/state"
-cp "target/$target/release/chaos-backend" "$context/chaos-backend"
+cp "${CARGO_TARGET_DIR:-target}/$target/release/chaos-backend" "$context/chaos-backend"
 
 format=()
 [[ $(basename "$engine") != podman ]] || format=(--format docker)

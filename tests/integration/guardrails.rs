@@ -16,11 +16,11 @@ fn race(max_concurrent: usize) {
     let handles: Vec<_> = (0..50)
         .map(|_| {
             let barrier = Arc::clone(&barrier);
-            // 10 millicores for 5 s: long enough to outlast the race, too
-            // little to disturb anything else.
+            // 10 millicores for 60 s: long enough to outlast the race on a
+            // busy machine, too little to disturb anything else.
             thread::spawn(move || {
                 barrier.wait();
-                request(addr, "POST", "/load/cpu?duration=5&millicores=10", &[], "")
+                request(addr, "POST", "/load/cpu?duration=60&millicores=10", &[], "")
             })
         })
         .collect();
