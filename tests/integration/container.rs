@@ -69,13 +69,13 @@ fn image() -> &'static str {
 }
 
 /// A container that is removed when the test ends.
-struct Container {
+pub struct Container {
     name: String,
     dir: PathBuf,
 }
 
 impl Container {
-    fn run(extra: &[&str]) -> Container {
+    pub fn run(extra: &[&str]) -> Container {
         let image = image();
         let dir = temp_dir("podman");
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
@@ -95,7 +95,7 @@ impl Container {
         c
     }
 
-    fn addr(&self) -> Option<std::net::SocketAddr> {
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
         let out = podman(&self.dir, &["port", &self.name, "8080/tcp"]);
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     }
@@ -122,7 +122,7 @@ impl Container {
     }
 
     /// Waits for the container to stop; its exit code.
-    fn wait_exit(&self, timeout: Duration) -> Option<i32> {
+    pub fn wait_exit(&self, timeout: Duration) -> Option<i32> {
         poll(timeout, Duration::from_millis(20), || {
             (self.inspect("{{.State.Status}}") == "exited")
                 .then(|| self.inspect("{{.State.ExitCode}}").parse().unwrap())

@@ -284,6 +284,28 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
     })
 }
 
+/// Runs `cmd` to completion, killing it after `timeout` (a test must never
+/// hang on a child that unexpectedly starts serving).
+pub fn output_within(mut cmd: Command, timeout: Duration) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        if rx.recv_timeout(timeout).is_err() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = tx.send(());
+    out
+}
+
 /// How a child ended, for assertion messages.
 pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {

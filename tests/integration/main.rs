@@ -8,5 +8,6 @@ mod container;
 mod guardrails;
 mod harness;
 mod lifecycle;
+mod manifests;
 mod promtool;
 mod scripts;

@@ -1,0 +1,406 @@
+//! manifests/ checked by the real tools (kubernetes-validate in strict mode,
+//! checkov offline, yamllint, kubectl kustomize) and against the app itself:
+//! the env vars, probes, ports and limits must agree with the binary's
+//! behaviour, under podman with the Deployment's own limits.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::container::Container;
+use crate::harness::{Service, command, exclusive, output_within, percentile, poll, request, temp_dir, try_request};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} must be installed (scripts/test.sh installs it): {e}"));
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `kubectl kustomize manifests/`: what `kubectl apply -k` would send.
+fn rendered() -> String {
+    let out = run("kubectl", &["kustomize", "manifests/"], None);
+    assert!(out.status.success(), "kubectl kustomize failed: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The rendered documents as JSON values.
+fn documents() -> Vec<Value> {
+    let code = "import sys, yaml, json; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)";
+    let out = run("python3", &["-c", code], Some(&rendered()));
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+fn resource_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo().join("manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml") && !p.ends_with("kustomization.yaml"))
+        .map(|p| p.strip_prefix(repo()).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
+/// The container of the Deployment, and its env as (name, value) pairs.
+fn container(docs: &[Value]) -> (&Value, Vec<(String, String)>) {
+    let c = &find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let env = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (c, env)
+}
+
+fn env_value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
+    &env.iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} not set"))
+        .1
+}
+
+/// "200Mi" -> MiB, "250m" / "1" -> millicores.
+fn mebibytes(q: &str) -> u64 {
+    q.strip_suffix("Mi").expect("memory in Mi").parse().unwrap()
+}
+
+fn millicores(q: &str) -> u64 {
+    q.strip_suffix('m')
+        .map_or_else(|| q.parse::<u64>().unwrap() * 1000, |m| m.parse().unwrap())
+}
+
+#[test]
+fn schemas_pass_strict_validation_for_1_30_and_the_newest() {
+    let mut args = vec!["tests/manifests/validate.py", "1.30,latest"];
+    let files = resource_files();
+    args.extend(files.iter().map(String::as_str));
+    let out = run("python3", &args, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        "python3",
+        &["tests/manifests/validate.py", "1.30,latest", "-"],
+        Some(&rendered()),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("12 passed, 0 failed"),
+        "6 documents x 2 versions: {}",
+        text(&out)
+    );
+    // A removed apiVersion has no schema: that must fail, not warn.
+    let removed =
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata: {name: x}\nspec: {minAvailable: 1}\n";
+    let out = run("python3", &["tests/manifests/validate.py", "1.30", "-"], Some(removed));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no schema for policy/v1beta1"), "{}", text(&out));
+    // Strict mode: an unknown field fails.
+    let typo = "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {portz: []}\n";
+    let out = run("python3", &["tests/manifests/validate.py", "1.30", "-"], Some(typo));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn checkov_offline_finds_no_failed_check_and_every_skip_has_a_reason() {
+    let dir = temp_dir("checkov");
+    std::fs::write(dir.join("rendered.yaml"), rendered()).unwrap();
+    for target in ["manifests", dir.to_str().unwrap()] {
+        let out = run(
+            "checkov",
+            &[
+                "--framework",
+                "kubernetes",
+                "--skip-download",
+                "--compact",
+                "--quiet",
+                "-d",
+                target,
+            ],
+            None,
+        );
+        let report = text(&out);
+        assert!(out.status.success(), "checkov on {target}: {report}");
+        assert!(report.contains("Failed checks: 0"), "checkov on {target}: {report}");
+    }
+    let deployment = std::fs::read_to_string(repo().join("manifests/deployment.yaml")).unwrap();
+    let skips: Vec<&str> = deployment.lines().filter(|l| l.contains("checkov.io/skip")).collect();
+    assert!(!skips.is_empty());
+    for skip in skips {
+        let reason = skip.split_once('=').map(|(_, r)| r.trim()).unwrap_or("");
+        assert!(reason.len() > 30, "skip without a reason: {skip}");
+    }
+}
+
+#[test]
+fn yamllint_and_kustomize_succeed() {
+    let out = run(
+        "yamllint",
+        &["--strict", "-c", ".yamllint.yaml", "manifests/", ".yamllint.yaml"],
+        None,
+    );
+    assert!(out.status.success(), "yamllint: {}", text(&out));
+    let docs = documents();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "Namespace",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    for d in docs.iter().filter(|d| d["kind"] != "Namespace") {
+        assert_eq!(d["metadata"]["namespace"], "chaos-lab", "{}", d["kind"]);
+        assert_eq!(d["metadata"]["labels"]["app.kubernetes.io/name"], "chaos-backend");
+    }
+}
+
+#[test]
+fn deployment_agrees_with_the_app() {
+    let docs = documents();
+    let (c, env) = container(&docs);
+    let pod = &find(&docs, "Deployment")["spec"]["template"]["spec"];
+
+    // Every env var is one the app reads: an empty value (invalid for every
+    // variable the app reads) is refused by name, before binding.
+    for (name, _) in &env {
+        let out = output_within(command(&temp_dir("env-check"), &[(name, "")]), Duration::from_secs(5));
+        assert_eq!(out.status.code(), Some(2), "{name}: the app does not read it");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(name.as_str()), "{name}");
+    }
+    // And the Deployment's values start the service (on a free port here).
+    let mut vars: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(n, _)| n != "PORT" && n != "STATE_DIR")
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    vars.push(("SHUTDOWN_DELAY_SECONDS", "0"));
+    let svc = Service::start(&vars);
+
+    // Ports: the named port is the app's PORT, and every reference resolves.
+    let port = &c["ports"][0];
+    assert_eq!(port["name"], "http");
+    assert_eq!(
+        port["containerPort"].as_u64().unwrap().to_string(),
+        env_value(&env, "PORT")
+    );
+    assert_eq!(find(&docs, "Service")["spec"]["ports"][0]["targetPort"], "http");
+    // Probes: named port, and the paths answer 200 on the running app.
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["port"], "http", "{probe}");
+        let path = get["path"].as_str().unwrap();
+        assert_eq!(svc.get(path).status, 200, "{probe} {path}");
+    }
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"], "/health",
+        "liveness must not fail under chaos"
+    );
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    // The STATE_DIR is the emptyDir's mount.
+    assert_eq!(
+        c["volumeMounts"][0]["mountPath"].as_str().unwrap(),
+        env_value(&env, "STATE_DIR")
+    );
+    assert!(pod["volumes"][0]["emptyDir"].is_object());
+    // Grace period above the shutdown delay plus the 1 s drain.
+    let delay: u64 = env_value(&env, "SHUTDOWN_DELAY_SECONDS").parse().unwrap();
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > delay + 1);
+    // Restricted pod security.
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let sc = &c["securityContext"];
+    assert_eq!(
+        (
+            sc["readOnlyRootFilesystem"].clone(),
+            sc["allowPrivilegeEscalation"].clone()
+        ),
+        (true.into(), false.into())
+    );
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+
+    // Memory: measured idle RSS plus k leaks gives ready, then 503, then OOM.
+    let base_mib = svc.rss_bytes() as f64 / 1048576.0;
+    let leak = env_value(&env, "MEMORY_MB").parse::<f64>().unwrap();
+    let ready_max = env_value(&env, "MAX_MEMORY_MB_READY").parse::<f64>().unwrap();
+    let limit = mebibytes(c["resources"]["limits"]["memory"].as_str().unwrap()) as f64;
+    let margin = 16.0;
+    assert!(
+        base_mib + leak < ready_max - margin,
+        "1st leak: {base_mib:.1} + {leak} keeps the pod ready"
+    );
+    assert!(base_mib + 2.0 * leak > ready_max + margin, "2nd leak fails readiness");
+    assert!(base_mib + 2.0 * leak < limit - margin, "2nd leak stays under the limit");
+    assert!(base_mib + 3.0 * leak > limit + margin, "3rd leak passes the limit");
+
+    // CPU: one saturated pod alone pushes the average over the HPA target.
+    let hpa = &find(&docs, "HorizontalPodAutoscaler")["spec"];
+    let target = hpa["metrics"][0]["resource"]["target"]["averageUtilization"]
+        .as_u64()
+        .unwrap();
+    let request = millicores(c["resources"]["requests"]["cpu"].as_str().unwrap());
+    let cpu_limit = millicores(c["resources"]["limits"]["cpu"].as_str().unwrap());
+    let replicas = hpa["minReplicas"].as_u64().unwrap();
+    let average = cpu_limit * 100 / request / replicas;
+    assert!(
+        average > target,
+        "one saturated pod of {replicas}: {average}% <= {target}%"
+    );
+    assert_eq!(
+        hpa["scaleTargetRef"]["name"],
+        find(&docs, "Deployment")["metadata"]["name"]
+    );
+}
+
+/// Runs the image with the Deployment's limits, security settings and env
+/// (`extra` overrides), as the kubelet would.
+fn run_like_the_deployment(docs: &[Value], extra: &[(&str, &str)]) -> (Container, Vec<(String, String)>) {
+    let (c, env) = container(docs);
+    let limits = &c["resources"]["limits"];
+    let cpus = format!("{:.3}", millicores(limits["cpu"].as_str().unwrap()) as f64 / 1000.0);
+    let memory = format!("{}m", mebibytes(limits["memory"].as_str().unwrap()));
+    let state = temp_dir("emptydir");
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mount = format!("{}:{}", state.display(), env_value(&env, "STATE_DIR"));
+    let mut args: Vec<String> = [
+        "--cpus",
+        &cpus,
+        "--memory",
+        &memory,
+        "--memory-swap",
+        &memory,
+        "--read-only",
+        "-v",
+        &mount,
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "65532:65532",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (name, value) in &env {
+        let value = extra.iter().find(|(n, _)| n == name).map_or(value.as_str(), |(_, v)| v);
+        args.push("-e".into());
+        args.push(format!("{name}={value}"));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Container::run(&refs), env)
+}
+
+#[test]
+fn full_cpu_load_within_the_limit_keeps_liveness_fast_and_fails_readiness_in_one_period() {
+    let _x = exclusive();
+    let docs = documents();
+    let (c, _) = container(&docs);
+    let liveness_timeout = Duration::from_secs(c["livenessProbe"]["timeoutSeconds"].as_u64().unwrap());
+    let readiness_period = Duration::from_secs(c["readinessProbe"]["periodSeconds"].as_u64().unwrap());
+    let (pod, _) = run_like_the_deployment(&docs, &[]);
+    let addr = pod.addr().unwrap();
+    assert_eq!(request(addr, "GET", "/ready", &[], "").status, 200);
+    let r = request(addr, "POST", "/load/cpu?duration=15", &[], "");
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["threads"], 1, "the 1-CPU limit is honoured");
+    let accepted = Instant::now();
+    let down = poll(readiness_period, Duration::from_millis(50), || {
+        (request(addr, "GET", "/ready", &[], "").status == 503).then(Instant::now)
+    });
+    let down = down.expect("/ready 503 within one readiness period");
+    eprintln!("/ready 503 {:?} after the 202", down - accepted);
+    let mut samples = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t = Instant::now();
+        let r = try_request(addr, "GET", "/health", &[], "", liveness_timeout).expect("/health answers");
+        samples.push(t.elapsed());
+        assert_eq!(r.status, 200);
+    }
+    let p99 = percentile(&mut samples, 99.0);
+    eprintln!(
+        "/health p99 under a full CPU load inside the 1-CPU limit: {p99:?} (liveness timeout {liveness_timeout:?})"
+    );
+    assert!(
+        p99 < liveness_timeout / 10,
+        "p99 {p99:?} is not below a tenth of the liveness timeout"
+    );
+    assert_eq!(
+        request(addr, "GET", "/ready", &[], "").status,
+        503,
+        "the load still runs"
+    );
+}
+
+#[test]
+fn memory_numbers_play_out_in_order_under_the_limit() {
+    let _x = exclusive();
+    let docs = documents();
+    // The cooldown is not what is under test; the sizes and the limit are.
+    let (pod, env) = run_like_the_deployment(&docs, &[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let addr = pod.addr().unwrap();
+    let mb = env_value(&env, "MEMORY_MB");
+    let first = request(addr, "POST", "/load/memory", &[], "");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.json()["leaked_mb"].as_u64().unwrap().to_string(), mb);
+    assert_eq!(
+        request(addr, "GET", "/ready", &[], "").status,
+        200,
+        "first leak: still ready"
+    );
+    assert_eq!(request(addr, "POST", "/load/memory", &[], "").status, 200);
+    let ready = request(addr, "GET", "/ready", &[], "");
+    assert_eq!(ready.status, 503, "second leak: traffic shed");
+    assert!(
+        ready.json()["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("MAX_MEMORY_MB_READY")
+    );
+    assert_eq!(
+        request(addr, "GET", "/health", &[], "").status,
+        200,
+        "no restart wanted"
+    );
+    let third = try_request(addr, "POST", "/load/memory", &[], "", Duration::from_secs(10));
+    assert!(third.is_err(), "third leak: killed before it answers ({third:?})");
+    assert_eq!(pod.wait_exit(Duration::from_secs(10)), Some(137), "OOM kill");
+}
