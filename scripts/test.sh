@@ -36,6 +36,7 @@ declare -A PACKAGE_OF=(
   [podman]=podman
   [runc]=runc
   [conmon]=conmon
+  [npm]=npm
 )
 
 missing=()
@@ -84,6 +85,9 @@ for tool in shellcheck hadolint yamllint checkov kubectl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "scripts/test.sh: $tool is still missing" >&2; exit 1; }
 done
 "$venv/bin/python3" -c 'import kubernetes_validate, yaml' || { echo "scripts/test.sh: kubernetes-validate is missing" >&2; exit 1; }
+
+echo "==> npm ci (Grafana's schema and TypeScript, for the dashboard type check)"
+npm ci --prefix grafana/typecheck --no-audit --no-fund --silent
 
 echo "==> shellcheck"
 shellcheck scripts/*.sh .ci/run

@@ -45,8 +45,15 @@ impl App {
                 false
             }
         };
+        let metrics = Metrics::new()?;
+        metrics
+            .readiness_max_memory_bytes
+            .set(i64::try_from(config.max_rss_bytes()).unwrap_or(i64::MAX));
+        metrics
+            .readiness_max_latency_seconds
+            .set(config.max_latency.as_secs_f64());
         Ok(App {
-            metrics: Metrics::new()?,
+            metrics,
             guard: Guard::new(config.max_concurrent_chaos, config.chaos_cooldown),
             tracker: Tracker::default(),
             latency: LatencyWindow::new(started, config.latency_window, config.max_latency),

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub memory_chunks: IntGauge,
     pub pod_recovery_count_total: IntCounter,
     pub pod_ready_status: IntGauge,
+    pub readiness_max_memory_bytes: IntGauge,
+    pub readiness_max_latency_seconds: prometheus::Gauge,
     pub failure_to_readiness_failure_seconds: Histogram,
     pub readiness_failure_to_recovery_seconds: Histogram,
     pub crash_to_startup_seconds: Histogram,
@@ -84,6 +86,14 @@ impl Metrics {
             "pod_ready_status",
             "1 if /ready would answer 200 now, else 0 (evaluated at each scrape and each /ready).",
         )?;
+        let readiness_max_memory_bytes = IntGauge::new(
+            "readiness_max_memory_bytes",
+            "MAX_MEMORY_MB_READY in bytes: the RSS above which /ready fails.",
+        )?;
+        let readiness_max_latency_seconds = prometheus::Gauge::new(
+            "readiness_max_latency_seconds",
+            "MAX_LATENCY_MS in seconds: the p95 of GET / above which /ready fails.",
+        )?;
         let healing = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(HEALING_BUCKETS.to_vec()))
         };
@@ -114,6 +124,8 @@ impl Metrics {
         registry.register(Box::new(memory_chunks.clone()))?;
         registry.register(Box::new(pod_recovery_count_total.clone()))?;
         registry.register(Box::new(pod_ready_status.clone()))?;
+        registry.register(Box::new(readiness_max_memory_bytes.clone()))?;
+        registry.register(Box::new(readiness_max_latency_seconds.clone()))?;
         registry.register(Box::new(failure_to_readiness_failure_seconds.clone()))?;
         registry.register(Box::new(readiness_failure_to_recovery_seconds.clone()))?;
         registry.register(Box::new(crash_to_startup_seconds.clone()))?;
@@ -143,6 +155,8 @@ impl Metrics {
             memory_chunks,
             pod_recovery_count_total,
             pod_ready_status,
+            readiness_max_memory_bytes,
+            readiness_max_latency_seconds,
             failure_to_readiness_failure_seconds,
             readiness_failure_to_recovery_seconds,
             crash_to_startup_seconds,

@@ -52,5 +52,7 @@ mod tests {
             .unwrap();
         assert!(rss > 1e6, "{rss}");
         assert!(text.contains("\npod_ready_status 1\n"), "{text}");
+        assert!(text.contains("\nreadiness_max_memory_bytes 419430400\n"), "{text}");
+        assert!(text.contains("\nreadiness_max_latency_seconds 0.5\n"), "{text}");
     }
 }

@@ -9,5 +9,6 @@ mod guardrails;
 mod harness;
 mod lifecycle;
 mod manifests;
+mod observability;
 mod promtool;
 mod scripts;

@@ -1,0 +1,465 @@
+//! grafana/ and prometheus/ proven with the real tools: a real Prometheus
+//! scraping the real binary answers every query of the dashboard and the
+//! rules; promtool checks and unit-tests the rules; the dashboard
+//! type-checks against Grafana's own `Dashboard` type from npm.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Service, exclusive, poll, request, temp_dir, try_request};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn dashboard() -> Value {
+    let raw = std::fs::read_to_string(repo().join("grafana/chaos-backend-dashboard.json")).unwrap();
+    serde_json::from_str(&raw).expect("dashboard is JSON")
+}
+
+/// Every panel, rows' nested panels included.
+fn panels(d: &Value) -> Vec<&Value> {
+    let mut all = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        all.push(p);
+        if let Some(nested) = p["panels"].as_array() {
+            all.extend(nested);
+        }
+    }
+    all
+}
+
+/// (panel title, expression) for every query of the dashboard, template
+/// variables included (`label_values(m, l)` becomes `m`).
+fn dashboard_queries(d: &Value) -> Vec<(String, String)> {
+    let mut queries = Vec::new();
+    for p in panels(d) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            queries.push((
+                p["title"].as_str().unwrap().to_string(),
+                t["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    for v in d["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"]["query"].as_str() {
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.rsplit_once(','))
+                .map(|(m, _)| m);
+            queries.push((
+                format!("variable ${}", v["name"].as_str().unwrap()),
+                inner.unwrap_or(q).to_string(),
+            ));
+        }
+    }
+    queries
+}
+
+/// What Grafana would send for a query in this test's setting: a 1 s
+/// scrape interval gives `$__rate_interval` = 4 x 1 s.
+fn substitute(expr: &str) -> String {
+    expr.replace("$__rate_interval", "4s")
+        .replace("$__interval", "1s")
+        .replace("$__range", "10m")
+        .replace("$namespace", "local")
+        .replace("$pod", "chaos-backend")
+        .replace("$sla", "10")
+}
+
+/// The rules as JSON (through PyYAML, which the test command installs).
+fn yaml_file_as_json(path: &Path) -> Value {
+    let code = "import sys, yaml, json; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)";
+    let out = Command::new("python3")
+        .args(["-c", code])
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn alert_rules() -> Vec<(String, String)> {
+    let rules = yaml_file_as_json(&repo().join("prometheus/rules.yml"));
+    rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .map(|r| {
+            (
+                r["alert"].as_str().unwrap().to_string(),
+                r["expr"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// An alert expression without its final `<op> <number>`: the query whose
+/// series the alert compares (the rules file keeps to that shape).
+fn without_threshold(expr: &str) -> &str {
+    let trimmed = expr.trim_end();
+    let number_start = trimmed.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.').len();
+    let head = trimmed[..number_start].trim_end();
+    for op in ["==", "!=", ">=", "<=", ">", "<"] {
+        if let Some(lhs) = head.strip_suffix(op) {
+            return lhs.trim_end();
+        }
+    }
+    panic!("alert expression does not end in a comparison with a number: {expr}");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Prometheus server from Debian's package, on loopback, killed on drop.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    _dir: PathBuf,
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Prometheus {
+        let dir = temp_dir("prometheus");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: chaos-backend-local\n    static_configs:\n      - targets: [\"{target}\"]\n        labels:\n          namespace: local\n          pod: chaos-backend\n",
+            rules = repo().join("prometheus/rules.yml").display()
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus must be installed (scripts/test.sh installs Debian's prometheus)");
+        let p = Prometheus { child, addr, _dir: dir };
+        let ready = poll(Duration::from_secs(20), Duration::from_millis(100), || {
+            let r = try_request(p.addr, "GET", "/-/ready", &[], "", Duration::from_secs(1)).ok()?;
+            (r.status == 200).then_some(())
+        });
+        assert!(ready.is_some(), "prometheus did not become ready");
+        p
+    }
+
+    fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let r = request(
+            self.addr,
+            "GET",
+            &format!("/api/v1/query?query={}", url_encode(expr)),
+            &[],
+            "",
+        );
+        let v = r.json();
+        if v["status"] != "success" {
+            return Err(format!("{}: {}", v["errorType"], v["error"]));
+        }
+        Ok(match v["data"]["resultType"].as_str() {
+            Some("vector" | "matrix") => v["data"]["result"].as_array().unwrap().clone(),
+            _ => vec![v["data"]["result"].clone()],
+        })
+    }
+
+    fn value(&self, expr: &str) -> Option<f64> {
+        let result = self.query(expr).ok()?;
+        result.first()?["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_MEMORY_MB_READY", "40")]);
+    let prom = Prometheus::start(svc.addr);
+    let up = poll(Duration::from_secs(20), Duration::from_millis(200), || {
+        (prom.value("up{job=\"chaos-backend-local\"}") == Some(1.0)).then_some(())
+    });
+    assert!(up.is_some(), "the first scrape never landed (up != 1)");
+
+    // A short chaos cycle: user traffic, a CPU load that fails and recovers
+    // readiness, then a leak past the readiness threshold.
+    for _ in 0..50 {
+        svc.get("/");
+    }
+    assert_eq!(svc.post("/load/cpu?duration=1").status, 202);
+    assert!(
+        poll(Duration::from_secs(2), Duration::from_millis(20), || (svc
+            .get("/ready")
+            .status
+            == 503)
+            .then_some(()))
+        .is_some()
+    );
+    assert!(
+        poll(Duration::from_secs(4), Duration::from_millis(20), || (svc
+            .get("/ready")
+            .status
+            == 200)
+            .then_some(()))
+        .is_some()
+    );
+    assert_eq!(svc.post("/load/memory?mb=64").status, 200);
+    assert_eq!(svc.get("/ready").status, 503);
+    assert_eq!(svc.post("/load/cpu?duration=1&millicores=100").status, 202);
+    for _ in 0..50 {
+        svc.get("/");
+    }
+    // Let a few scrapes land after the cycle.
+    let seen = poll(Duration::from_secs(10), Duration::from_millis(200), || {
+        (prom.value("readiness_failure_to_recovery_seconds_count") == Some(1.0)
+            && prom.value("pod_ready_status") == Some(0.0))
+        .then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "prometheus never saw the recovery and the degraded state"
+    );
+
+    let mut empty = Vec::new();
+    let mut queries = dashboard_queries(&dashboard());
+    for (alert, expr) in alert_rules() {
+        queries.push((format!("alert {alert}"), without_threshold(&expr).to_string()));
+    }
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    for (title, expr) in &queries {
+        let sent = substitute(expr);
+        match prom.query(&sent) {
+            Ok(series) if !series.is_empty() => {}
+            Ok(_) => empty.push(format!("{title}: no series for {sent}")),
+            Err(e) => empty.push(format!("{title}: {e} in {sent}")),
+        }
+    }
+    assert!(empty.is_empty(), "queries without data:\n{}", empty.join("\n"));
+    eprintln!("{} queries returned data", queries.len());
+
+    // The rules loaded and evaluate without error.
+    let rules = request(prom.addr, "GET", "/api/v1/rules", &[], "").json();
+    let loaded: Vec<&Value> = rules["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .collect();
+    assert_eq!(loaded.len(), alert_rules().len());
+    for r in loaded {
+        assert_ne!(r["health"], "err", "{}: {}", r["name"], r["lastError"]);
+    }
+}
+
+#[test]
+fn promtool_checks_the_rules_and_tests_each_alert_firing_and_quiet() {
+    let dir = repo().join("prometheus");
+    let out = Command::new("promtool")
+        .args(["check", "rules", "rules.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new("promtool")
+        .args(["check", "config", "prometheus.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new("promtool")
+        .args(["test", "rules", "rules.test.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // Each alert has a test where it fires and one where it stays quiet.
+    let tests = yaml_file_as_json(&dir.join("rules.test.yml"));
+    for (alert, _) in alert_rules() {
+        let cases: Vec<&Value> = tests["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["alert_rule_test"].as_array().unwrap().iter())
+            .filter(|c| c["alertname"] == alert.as_str())
+            .collect();
+        let fires = cases
+            .iter()
+            .any(|c| c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()));
+        let quiet = cases
+            .iter()
+            .any(|c| c["exp_alerts"].as_array().is_some_and(|a| a.is_empty()));
+        assert!(fires && quiet, "{alert}: fires {fires}, quiet {quiet}");
+    }
+}
+
+#[test]
+fn prometheusrule_is_generated_from_the_rules_file() {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/gen-prometheusrule.sh"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // Unwrapped to its spec, the PrometheusRule passes promtool.
+    let manifest = yaml_file_as_json(&repo().join("prometheus/prometheusrule.yaml"));
+    assert_eq!(manifest["kind"], "PrometheusRule");
+    let spec = temp_dir("prometheusrule").join("spec.json");
+    std::fs::write(&spec, manifest["spec"].to_string()).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("SUCCESS: {} rules found", alert_rules().len())),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn dashboard_is_importable_with_units_and_variables() {
+    let d = dashboard();
+    let inputs = d["__inputs"].as_array().unwrap();
+    assert_eq!(inputs[0]["type"], "datasource");
+    assert_eq!(inputs[0]["pluginId"], "prometheus");
+    let input = format!("${{{}}}", inputs[0]["name"].as_str().unwrap());
+    let requires: Vec<&str> = d["__requires"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(requires.contains(&"grafana") && requires.contains(&"prometheus"));
+    assert!(d["schemaVersion"].as_u64().unwrap() >= 39, "a recent schemaVersion");
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["namespace", "pod", "sla"]);
+    for p in panels(&d).into_iter().filter(|p| p["type"] != "row") {
+        let title = p["title"].as_str().unwrap();
+        assert!(
+            requires.contains(&p["type"].as_str().unwrap()),
+            "{title}: panel type not in __requires"
+        );
+        assert!(p["fieldConfig"]["defaults"]["unit"].is_string(), "{title}: no unit");
+        assert_eq!(p["datasource"]["uid"], input.as_str(), "{title}");
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            assert!(
+                expr.contains("$namespace") && expr.contains("$pod"),
+                "{title}: {expr} ignores the variables"
+            );
+        }
+    }
+    // Thresholds where a figure has a good and a bad side.
+    for title in [
+        "SLA compliance",
+        "Readiness per pod",
+        "Detection and recovery p50 / p95",
+    ] {
+        let p = panels(&d).into_iter().find(|p| p["title"] == title).unwrap();
+        assert!(
+            p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+                .as_array()
+                .unwrap()
+                .len()
+                >= 2,
+            "{title}"
+        );
+    }
+    let sla = panels(&d).into_iter().find(|p| p["title"] == "SLA compliance").unwrap();
+    assert!(
+        sla["targets"][0]["expr"].as_str().unwrap().contains("le=\"$sla\""),
+        "the SLA is the dashboard variable"
+    );
+}
+
+#[test]
+fn dashboard_type_checks_against_grafanas_own_dashboard_type() {
+    let project = repo().join("grafana/typecheck");
+    let schema = project.join("node_modules/@grafana/schema");
+    assert!(
+        schema.exists(),
+        "run `npm ci --prefix grafana/typecheck` (scripts/test.sh does)"
+    );
+    let mut d = dashboard();
+    // Import-time metadata that Grafana reads and strips; not dashboard fields.
+    let object = d.as_object_mut().unwrap();
+    object.remove("__inputs");
+    object.remove("__requires");
+    let wrapped = format!(
+        "import type {{ Dashboard }} from '@grafana/schema';\n\
+         // JSON holds strings where the types have string enums: accept each\n\
+         // enum's values, keep every other check (unknown fields, types).\n\
+         type Json<T> = T extends string ? `${{T}}` : T extends Array<infer U> ? Array<Json<U>> : T extends object ? {{ [K in keyof T]: Json<T[K]> }} : T;\n\
+         const d: Json<Dashboard> = {};\nexport default d;\n",
+        serde_json::to_string_pretty(&d).unwrap()
+    );
+    let generated = project.join(".generated");
+    std::fs::create_dir_all(&generated).unwrap();
+    let check = |source: &str| -> Output {
+        std::fs::File::create(generated.join("dashboard.ts"))
+            .unwrap()
+            .write_all(source.as_bytes())
+            .unwrap();
+        Command::new(project.join("node_modules/.bin/tsc"))
+            .args(["-p", "tsconfig.json"])
+            .current_dir(&project)
+            .output()
+            .expect("tsc")
+    };
+    let out = check(&wrapped);
+    assert!(out.status.success(), "tsc:\n{}", text(&out));
+    // The check has teeth: a misspelt field fails it.
+    let out = check(&wrapped.replacen("\"gridPos\"", "\"gridPosition\"", 1));
+    assert!(
+        !out.status.success() && text(&out).contains("gridPosition"),
+        "tsc accepted a misspelt field"
+    );
+
+    // Every panel type is one Grafana ships: a panel schema in @grafana/schema.
+    let shipped: Vec<String> = std::fs::read_dir(schema.join("dist/types/raw/composable"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    for p in panels(&dashboard()) {
+        let t = p["type"].as_str().unwrap();
+        assert!(
+            t == "row" || shipped.iter().any(|s| s == &t.replace('-', "")),
+            "{t} is not a Grafana panel"
+        );
+    }
+}
