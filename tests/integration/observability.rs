@@ -353,6 +353,15 @@ fn dashboard_is_importable_with_units_and_variables() {
     assert_eq!(inputs[0]["type"], "datasource");
     assert_eq!(inputs[0]["pluginId"], "prometheus");
     let input = format!("${{{}}}", inputs[0]["name"].as_str().unwrap());
+    // Panels use the datasource variable, whose default is the import input:
+    // that works for an import (the input is filled in) and for provisioning
+    // (the variable picks the default Prometheus).
+    let ds_var = &d["templating"]["list"][0];
+    assert_eq!(
+        (ds_var["type"].as_str(), ds_var["query"].as_str()),
+        (Some("datasource"), Some("prometheus"))
+    );
+    assert_eq!(ds_var["current"]["value"], input.as_str());
     let requires: Vec<&str> = d["__requires"]
         .as_array()
         .unwrap()
@@ -367,7 +376,7 @@ fn dashboard_is_importable_with_units_and_variables() {
         .iter()
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    assert_eq!(vars, ["namespace", "pod", "sla"]);
+    assert_eq!(vars, ["datasource", "namespace", "pod", "sla"]);
     for p in panels(&d).into_iter().filter(|p| p["type"] != "row") {
         let title = p["title"].as_str().unwrap();
         assert!(
@@ -375,7 +384,7 @@ fn dashboard_is_importable_with_units_and_variables() {
             "{title}: panel type not in __requires"
         );
         assert!(p["fieldConfig"]["defaults"]["unit"].is_string(), "{title}: no unit");
-        assert_eq!(p["datasource"]["uid"], input.as_str(), "{title}");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
         for t in p["targets"].as_array().unwrap() {
             let expr = t["expr"].as_str().unwrap();
             assert!(
@@ -462,4 +471,81 @@ fn dashboard_type_checks_against_grafanas_own_dashboard_type() {
             "{t} is not a Grafana panel"
         );
     }
+}
+
+/// compose.yaml, read by a real compose implementation (PyPI podman-compose,
+/// which the test command installs): it resolves, it has the three services,
+/// and every file it mounts or builds from exists.
+#[test]
+fn compose_lab_resolves_and_every_mounted_file_exists() {
+    let out = Command::new("podman-compose")
+        .args(["-f", "compose.yaml", "config"])
+        .current_dir(repo())
+        .env("CONTAINERS_CONF", repo().join("tests/podman/containers.conf"))
+        .output()
+        .expect("podman-compose must be installed (scripts/test.sh installs it)");
+    assert!(out.status.success(), "podman-compose config: {}", text(&out));
+    let resolved = temp_dir("compose").join("resolved.yaml");
+    std::fs::write(&resolved, &out.stdout).unwrap();
+    let config = yaml_file_as_json(&resolved);
+    let services = config["services"].as_object().unwrap();
+    let mut names: Vec<&str> = services.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["chaos-backend", "grafana", "prometheus"]);
+    for (name, service) in services {
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let source = volume.as_str().unwrap().split(':').next().unwrap();
+            if source.starts_with('/') {
+                assert!(
+                    Path::new(source).exists(),
+                    "{name} mounts {source}, which does not exist"
+                );
+            }
+        }
+    }
+    let build = &services["chaos-backend"]["build"];
+    let context = Path::new(build["context"].as_str().unwrap());
+    assert!(
+        context.ends_with("target/image"),
+        "the context scripts/build-image.sh lays out: {context:?}"
+    );
+    let containerfile = lexical(&context.join(build["dockerfile"].as_str().unwrap()));
+    assert_eq!(
+        containerfile,
+        repo().join("Containerfile"),
+        "the lab builds the Containerfile that ships"
+    );
+    // The lab's Prometheus config is valid, and loads the same rules file.
+    let out = Command::new("promtool")
+        .args(["check", "config", "--syntax-only", "prometheus/compose-prometheus.yml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let prometheus_mounts = services["prometheus"]["volumes"].to_string();
+    assert!(
+        prometheus_mounts.contains("prometheus/rules.yml:/etc/prometheus/rules.yml"),
+        "{prometheus_mounts}"
+    );
+    let grafana_mounts = services["grafana"]["volumes"].to_string();
+    assert!(
+        grafana_mounts.contains("chaos-backend-dashboard.json:/var/lib/grafana/dashboards/"),
+        "{grafana_mounts}"
+    );
+}
+
+/// `a/b/../c` -> `a/c`, without touching the file system (the build context
+/// exists only after scripts/build-image.sh).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
