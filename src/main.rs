@@ -97,7 +97,12 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     signals::spawn_waiter(tx.clone()).map_err(|e| format!("cannot start the signal thread: {e}"))?;
     let addr = SocketAddr::new(config.bind_address, config.port);
     let threads_before = sys::thread_ids();
-    let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    if let Err(e) = sys::set_nodelay(&listener) {
+        log::warn!("cannot set TCP_NODELAY on {addr} ({e}); large answers may wait for delayed ACKs");
+    }
+    let server =
+        tiny_http::Server::from_listener(listener, None).map_err(|e| format!("cannot serve on {addr}: {e}"))?;
     // Server::http starts one thread, the accept loop, which at once starts
     // the four threads of its connection pool: the accept thread is the
     // first, so the lowest new thread id (ids only decrease on wrap-around).

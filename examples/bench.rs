@@ -1,0 +1,668 @@
+//! The benchmark behind scripts/bench.sh: runs the release binary (and the
+//! tiny_http floor, and the image under podman) and prints a markdown table.
+//! Each figure is a median over repeated runs; each comparison is a ratio
+//! measured in the same run. It reports, it never fails on a time.
+//!
+//! usage: bench --binary PATH --floor PATH [--image TAG] [--short]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+struct Options {
+    binary: PathBuf,
+    floor: PathBuf,
+    image: Option<String>,
+    short: bool,
+}
+
+fn options() -> Options {
+    let mut args = std::env::args().skip(1);
+    let (mut binary, mut floor, mut image, mut short) = (None, None, None, false);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--binary" => binary = args.next().map(PathBuf::from),
+            "--floor" => floor = args.next().map(PathBuf::from),
+            "--image" => image = args.next(),
+            "--short" => short = true,
+            other => die(&format!("unknown argument {other:?}")),
+        }
+    }
+    Options {
+        binary: binary.unwrap_or_else(|| die("--binary is required")),
+        floor: floor.unwrap_or_else(|| die("--floor is required")),
+        image,
+        short,
+    }
+}
+
+fn die(message: &str) -> ! {
+    eprintln!("bench: {message}\nusage: bench --binary PATH --floor PATH [--image TAG] [--short]");
+    std::process::exit(2)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One request on a new connection; the status code, or None on any error.
+fn http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+    _state: PathBuf,
+}
+
+impl Service {
+    /// Starts the binary and returns once /ready answers 200, with the time
+    /// from just before the spawn to that first 200.
+    fn start(binary: &Path, env: &[(&str, &str)]) -> (Service, Duration) {
+        let port = free_port();
+        let state = std::env::temp_dir().join(format!("chaos-bench-{}-{port}", std::process::id()));
+        let mut cmd = Command::new(binary);
+        cmd.env_clear()
+            .env("PORT", port.to_string())
+            .env("BIND_ADDRESS", "127.0.0.1")
+            .env("STATE_DIR", &state)
+            .env("CHAOS_COOLDOWN_SECONDS", "0")
+            .env("SHUTDOWN_DELAY_SECONDS", "0")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let t0 = Instant::now();
+        let child = cmd.spawn().expect("spawn the service");
+        let deadline = t0 + Duration::from_secs(10);
+        loop {
+            if let Some((200, _)) = http(addr, "GET", "/ready") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "service did not become ready");
+        }
+        let ready = t0.elapsed();
+        (
+            Service {
+                child,
+                addr,
+                _state: state,
+            },
+            ready,
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// User + system CPU seconds of a process, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// wrk with 16 connections on 2 threads, `secs` long.
+fn wrk(addr: SocketAddr, path: &str, secs: u64) -> Wrk {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c16",
+            &format!("-d{secs}s"),
+            "--latency",
+            &format!("http://{addr}{path}"),
+        ])
+        .output()
+        .expect("wrk must be installed (scripts/bench.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let latency = |pct: &str| -> f64 {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(pct))
+            .map_or(f64::NAN, |v| to_ms(v.trim()))
+    };
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    Wrk {
+        rps,
+        p50_ms: latency("50%"),
+        p99_ms: latency("99%"),
+    }
+}
+
+fn to_ms(v: &str) -> f64 {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, f64::NAN)
+    };
+    num.parse::<f64>().map_or(f64::NAN, |n| n * scale)
+}
+
+/// p99 of `n` sequential GETs, each on a new connection: how a kubelet
+/// probe sees the service (wrk with 16 connections measures the load
+/// generator's own contention for the CPUs as well).
+fn probe_p99(addr: SocketAddr, path: &str, n: usize) -> f64 {
+    let mut samples: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let ok = http(addr, "GET", path).map(|r| r.0) == Some(200);
+            thread::sleep(Duration::from_millis(2));
+            if ok {
+                t.elapsed().as_secs_f64() * 1000.0 - 2.0
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect();
+    samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    samples[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1]
+}
+
+fn wrk_median(addr: SocketAddr, path: &str, secs: u64, runs: usize) -> Wrk {
+    let all: Vec<Wrk> = (0..runs).map(|_| wrk(addr, path, secs)).collect();
+    Wrk {
+        rps: median(all.iter().map(|w| w.rps).collect()),
+        p50_ms: median(all.iter().map(|w| w.p50_ms).collect()),
+        p99_ms: median(all.iter().map(|w| w.p99_ms).collect()),
+    }
+}
+
+/// Milliseconds from spawning the floor to its first 200.
+fn floor_start(floor: &Path) -> f64 {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let t0 = Instant::now();
+    let mut child = Command::new(floor)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn floor");
+    while http(addr, "GET", "/").map(|r| r.0) != Some(200) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "floor did not start");
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let _ = child.kill();
+    let _ = child.wait();
+    ms
+}
+
+/// Allocates and touches `bytes` the fastest plain way: the baseline for
+/// the leak rate, measured in this process.
+fn raw_page_touch(bytes: usize) -> Duration {
+    let t = Instant::now();
+    let mut v: Vec<u8> = Vec::with_capacity(bytes);
+    for page in v.spare_capacity_mut().chunks_mut(4096) {
+        page[0].write(1);
+    }
+    let took = t.elapsed();
+    std::hint::black_box(&v);
+    took
+}
+
+struct Row {
+    figure: String,
+    goal: String,
+    measured: String,
+    verdict: &'static str,
+}
+
+fn row(figure: &str, goal: &str, measured: String, met: Option<bool>) -> Row {
+    Row {
+        figure: figure.to_string(),
+        goal: goal.to_string(),
+        measured,
+        verdict: match met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "",
+        },
+    }
+}
+
+/// A container of the image under podman; removed on drop.
+struct Container {
+    name: String,
+    addr: SocketAddr,
+    conf: PathBuf,
+}
+
+impl Container {
+    fn run(image: &str, cpus: &str) -> Option<Container> {
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/podman/containers.conf");
+        let port = free_port();
+        let name = format!("chaos-bench-{}-{port}", std::process::id());
+        let dir = std::env::temp_dir();
+        let status = Command::new("podman")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--cpus",
+                cpus,
+                "-p",
+                &format!("127.0.0.1:{port}:8080"),
+            ])
+            .args(["-e", "CHAOS_COOLDOWN_SECONDS=0", image])
+            .env("CONTAINERS_CONF", &conf)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        if !status.success() {
+            return None;
+        }
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+        let c = Container { name, addr, conf };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http(addr, "GET", "/ready").map(|r| r.0) != Some(200) {
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Some(c)
+    }
+
+    /// CPU seconds the container's cgroup used (v1 cpuacct or v2 cpu.stat).
+    fn cgroup_cpu_seconds(&self) -> f64 {
+        let pid = self.podman(&["inspect", "--format", "{{.State.Pid}}", &self.name]);
+        let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap_or_default();
+        for line in cgroups.lines() {
+            let mut f = line.splitn(3, ':');
+            let (_, controllers, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+            if controllers.split(',').any(|c| c == "cpuacct") {
+                // v1 mounts cpuacct alone or together with cpu, by distribution.
+                for mount in ["cpuacct", "cpu,cpuacct", "cpuacct,cpu"] {
+                    if let Ok(ns) = std::fs::read_to_string(format!("/sys/fs/cgroup/{mount}{path}/cpuacct.usage")) {
+                        return ns.trim().parse::<f64>().unwrap_or(f64::NAN) / 1e9;
+                    }
+                }
+            }
+            if controllers.is_empty()
+                && let Ok(stat) = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cpu.stat"))
+                && let Some(us) = stat.lines().find_map(|l| l.strip_prefix("usage_usec "))
+            {
+                return us.trim().parse::<f64>().unwrap_or(f64::NAN) / 1e6;
+            }
+        }
+        f64::NAN
+    }
+
+    fn podman(&self, args: &[&str]) -> String {
+        Command::new("podman")
+            .args(args)
+            .env("CONTAINERS_CONF", &self.conf)
+            .current_dir(std::env::temp_dir())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.podman(&["rm", "-f", "-t", "0", &self.name]);
+    }
+}
+
+/// Measured millicores over `window`, starting `warmup` after the load was
+/// started, read by `cpu` (CPU seconds so far).
+fn measure_millicores(addr: SocketAddr, m: u64, window: Duration, cpu: impl Fn() -> f64) -> f64 {
+    let warmup = Duration::from_millis(500);
+    let duration = (warmup + window).as_secs() + 2;
+    let r = http(addr, "POST", &format!("/load/cpu?millicores={m}&duration={duration}"));
+    assert_eq!(r.map(|r| r.0), Some(202), "load at {m}m");
+    thread::sleep(warmup);
+    let (c0, t0) = (cpu(), Instant::now());
+    thread::sleep(window);
+    let (c1, t1) = (cpu(), Instant::now());
+    // Wait for the load to end before the next one (MAX_CONCURRENT_CHAOS=1).
+    thread::sleep(Duration::from_secs(duration).saturating_sub(warmup + window) + Duration::from_millis(300));
+    (c1 - c0) / (t1 - t0).as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let o = options();
+    let runs = if o.short { 3 } else { 21 };
+    let wrk_secs = if o.short { 1 } else { 5 };
+    let wrk_runs = if o.short { 1 } else { 3 };
+    let window = Duration::from_secs(if o.short { 3 } else { 15 });
+    let mut rows = Vec::new();
+
+    // Start to ready, idle RSS.
+    let mut ready_ms = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..runs {
+        let (svc, ready) = Service::start(&o.binary, &[]);
+        ready_ms.push(ready.as_secs_f64() * 1000.0);
+        thread::sleep(Duration::from_millis(100));
+        rss.push(rss_mb(svc.pid()));
+    }
+    let ready = median(ready_ms);
+    let floor_ready = median((0..runs).map(|_| floor_start(&o.floor)).collect());
+    rows.push(row(
+        "start to first 200 on /ready (spawn included)",
+        "<= 3 ms",
+        format!("{ready:.2} ms; the floor's first 200: {floor_ready:.2} ms"),
+        Some(ready <= 3.0),
+    ));
+    let idle = median(rss);
+    rows.push(row("idle RSS", "<= 4 MB", format!("{idle:.2} MB"), Some(idle <= 4.0)));
+
+    // Throughput and latency against the floor, same run.
+    let (svc, _) = Service::start(&o.binary, &[]);
+    let floor_port = free_port();
+    let mut floor = Command::new(&o.floor)
+        .arg(floor_port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn floor");
+    let floor_addr: SocketAddr = format!("127.0.0.1:{floor_port}").parse().expect("addr");
+    while http(floor_addr, "GET", "/").is_none() {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let floor_w = wrk_median(floor_addr, "/health", wrk_secs, wrk_runs);
+    let health = wrk_median(svc.addr, "/health", wrk_secs, wrk_runs);
+    let root = wrk_median(svc.addr, "/", wrk_secs, wrk_runs);
+    let metrics = wrk_median(svc.addr, "/metrics", wrk_secs, wrk_runs);
+    let _ = floor.kill();
+    let _ = floor.wait();
+    let ratio = health.rps / floor_w.rps;
+    rows.push(row(
+        "/health throughput, 16 connections",
+        ">= 0.8x the tiny_http floor",
+        format!(
+            "{:.0} req/s; floor {:.0} req/s; ratio {ratio:.2}",
+            health.rps, floor_w.rps
+        ),
+        Some(ratio >= 0.8),
+    ));
+    rows.push(row(
+        "/health p50 / p99, 16 connections",
+        "p99 <= 0.5 ms",
+        format!(
+            "{:.3} / {:.3} ms (floor {:.3} / {:.3} ms)",
+            health.p50_ms, health.p99_ms, floor_w.p50_ms, floor_w.p99_ms
+        ),
+        Some(health.p99_ms <= 0.5),
+    ));
+    rows.push(row(
+        "GET / throughput and p50 / p99",
+        "",
+        format!(
+            "{:.0} req/s; {:.3} / {:.3} ms; {:.2}x the floor",
+            root.rps,
+            root.p50_ms,
+            root.p99_ms,
+            root.rps / floor_w.rps
+        ),
+        None,
+    ));
+    rows.push(row(
+        "/metrics throughput and p99, all series present",
+        "",
+        format!("{:.0} req/s; p99 {:.3} ms", metrics.rps, metrics.p99_ms),
+        None,
+    ));
+
+    // /health while every CPU is saturated by the service's own load.
+    let r = http(svc.addr, "POST", "/load/cpu?duration=120");
+    assert_eq!(r.map(|r| r.0), Some(202));
+    thread::sleep(Duration::from_millis(300));
+    let probes = if o.short { 100 } else { 1000 };
+    let idle_probe = {
+        let (idle_svc, _) = Service::start(&o.binary, &[]);
+        probe_p99(idle_svc.addr, "/health", probes)
+    };
+    let saturated_probe = probe_p99(svc.addr, "/health", probes);
+    let saturated = wrk_median(svc.addr, "/health", wrk_secs, wrk_runs);
+    drop(svc);
+    rows.push(row(
+        "/health p99, all CPUs saturated, one probe at a time",
+        "<= 2 ms",
+        format!("{saturated_probe:.3} ms over {probes} probes (idle: {idle_probe:.3} ms)"),
+        Some(saturated_probe <= 2.0),
+    ));
+    rows.push(row(
+        "/health p99, all CPUs saturated, wrk 16 connections",
+        "",
+        format!("{:.3} ms ({:.0} req/s)", saturated.p99_ms, saturated.rps),
+        None,
+    ));
+
+    // Leak rate against a raw page touch, and RSS accuracy.
+    let mb = if o.short { 64 } else { 256 };
+    let mut ratios = Vec::new();
+    let mut accuracy = Vec::new();
+    let mut leak_ms = Vec::new();
+    let mut raw_ms = Vec::new();
+    for _ in 0..(if o.short { 1 } else { 5 }) {
+        let (svc, _) = Service::start(&o.binary, &[("MAX_MEMORY_MB_READY", "1048576")]);
+        let before = rss_mb(svc.pid());
+        let (status, body) = http(svc.addr, "POST", &format!("/load/memory?mb={mb}")).expect("leak");
+        assert_eq!(status, 200, "{body}");
+        let server_secs = body
+            .split("\"seconds\":")
+            .nth(1)
+            .and_then(|s| s.split([',', '}']).next())
+            .and_then(|s| s.parse::<f64>().ok())
+            .expect("seconds in the answer");
+        let after = rss_mb(svc.pid());
+        drop(svc);
+        let raw = raw_page_touch(mb << 20).as_secs_f64();
+        ratios.push(raw / server_secs);
+        leak_ms.push(server_secs * 1000.0);
+        raw_ms.push(raw * 1000.0);
+        accuracy.push((after - before) / mb as f64 * 100.0);
+    }
+    let leak_ratio = median(ratios);
+    rows.push(row(
+        &format!("leak rate, {mb} MiB"),
+        ">= 0.8x raw page touch",
+        format!(
+            "{:.1} ms; raw page touch {:.1} ms; ratio {leak_ratio:.2}",
+            median(leak_ms),
+            median(raw_ms)
+        ),
+        Some(leak_ratio >= 0.8),
+    ));
+    rows.push(row(
+        "RSS growth / leak asked",
+        "",
+        format!("{:.1}%", median(accuracy)),
+        None,
+    ));
+
+    // CPU accuracy from the process's own CPU time.
+    for m in [250u64, 500, 1500] {
+        let (svc, _) = Service::start(&o.binary, &[]);
+        let pid = svc.pid();
+        let measured = measure_millicores(svc.addr, m, window, || cpu_seconds(pid));
+        let err = (measured - m as f64) / m as f64 * 100.0;
+        rows.push(row(
+            &format!("CPU {m}m over {} s (process CPU time)", window.as_secs()),
+            "within 5%",
+            format!("{measured:.0}m ({err:+.1}%)"),
+            Some(err.abs() <= 5.0),
+        ));
+    }
+
+    // Crash to process exit.
+    let mut crash_ms = Vec::new();
+    for _ in 0..(if o.short { 3 } else { 11 }) {
+        let (mut svc, _) = Service::start(&o.binary, &[]);
+        let mut s = TcpStream::connect(svc.addr).expect("connect");
+        let t0 = Instant::now();
+        s.write_all(b"POST /crash HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\n\r\n")
+            .expect("send");
+        let _ = svc.child.wait();
+        crash_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let crash = median(crash_ms);
+    rows.push(row(
+        "crash: request sent to process exit",
+        "<= 5 ms",
+        format!("{crash:.2} ms"),
+        Some(crash <= 5.0),
+    ));
+
+    // The image under podman.
+    if let Some(image) = &o.image {
+        let size = Command::new("podman")
+            .args(["image", "inspect", "--format", "{{.Size}}", image])
+            .env(
+                "CONTAINERS_CONF",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/podman/containers.conf"),
+            )
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        let size_mb = size / 1048576.0;
+        rows.push(row(
+            "image size",
+            "<= 3 MB",
+            format!("{size_mb:.2} MiB"),
+            Some(size_mb <= 3.0),
+        ));
+        if let Some(c) = Container::run(image, "1") {
+            let r = http(c.addr, "POST", "/load/cpu?millicores=500&duration=120");
+            assert_eq!(r.map(|r| r.0), Some(202));
+            thread::sleep(Duration::from_millis(500));
+            let held_probe = probe_p99(c.addr, "/health", if o.short { 100 } else { 1000 });
+            let held = wrk_median(c.addr, "/health", wrk_secs, wrk_runs);
+            rows.push(row(
+                "/health p99 in podman --cpus=1, held at 500m",
+                "",
+                format!(
+                    "{held_probe:.3} ms one probe at a time; {:.3} ms with wrk 16 connections ({:.0} req/s)",
+                    held.p99_ms, held.rps
+                ),
+                None,
+            ));
+        } else {
+            rows.push(row(
+                "/health p99 in podman --cpus=1, held at 500m",
+                "",
+                "podman run failed".into(),
+                Some(false),
+            ));
+        }
+        for m in [250u64, 500, 1500] {
+            let Some(c) = Container::run(image, "2") else {
+                rows.push(row(
+                    &format!("CPU {m}m in podman (cgroup)"),
+                    "within 5%",
+                    "podman run failed".into(),
+                    Some(false),
+                ));
+                continue;
+            };
+            let measured = measure_millicores(c.addr, m, window, || c.cgroup_cpu_seconds());
+            let err = (measured - m as f64) / m as f64 * 100.0;
+            rows.push(row(
+                &format!("CPU {m}m over {} s in podman --cpus=2 (cgroup usage)", window.as_secs()),
+                "within 5%",
+                format!("{measured:.0}m ({err:+.1}%)"),
+                Some(err.abs() <= 5.0),
+            ));
+        }
+    }
+
+    println!("| figure | goal | measured | |");
+    println!("|---|---|---|---|");
+    for r in &rows {
+        println!("| {} | {} | {} | {} |", r.figure, r.goal, r.measured, r.verdict);
+    }
+    let missed = rows
+        .iter()
+        .filter(|r| r.verdict != "met" && !r.verdict.is_empty())
+        .count();
+    println!();
+    println!(
+        "{} figures, {} with a goal: {} met, {missed} missed ({} mode: medians of {runs} starts, {wrk_runs} wrk run(s) of {wrk_secs} s, {} s CPU windows)",
+        rows.len(),
+        rows.iter().filter(|r| !r.verdict.is_empty()).count(),
+        rows.iter().filter(|r| r.verdict == "met").count(),
+        if o.short { "short" } else { "full" },
+        window.as_secs()
+    );
+}
