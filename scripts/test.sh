@@ -37,6 +37,7 @@ declare -A PACKAGE_OF=(
   [runc]=runc
   [conmon]=conmon
   [npm]=npm
+  [wrk]=wrk
 )
 
 missing=()

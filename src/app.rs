@@ -98,6 +98,7 @@ impl App {
                 "workers": self.config.workers,
                 "crash_to_startup_seconds": crash_to_startup,
                 "crash_mode": crash.map(|c| c.mode),
+                "startup_ms": self.started.elapsed().as_secs_f64() * 1000.0,
             }),
         );
     }

@@ -115,6 +115,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         .to_ip()
         .map_or_else(|| addr.to_string(), |a| a.to_string());
     let workers = config.workers;
+    log::debug!("bound after {:?}", started.elapsed());
     let app =
         Arc::new(App::new(config, Events::to_stderr(), started).map_err(|e| format!("cannot register metrics: {e}"))?);
     match accept_thread {
@@ -123,6 +124,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         }
         None => log::warn!("cannot find tiny_http's accept thread; a dead listener will not be noticed"),
     }
+    log::debug!("app ready after {:?}", started.elapsed());
     let pool = Pool::start(Arc::new(server), Arc::clone(&app), workers, tx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     log::info!("listening on http://{listen} with {workers} workers");

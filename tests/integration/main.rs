@@ -3,6 +3,7 @@
 //! time, exit signals).
 
 mod api;
+mod bench;
 mod chaos;
 mod container;
 mod guardrails;
