@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::json;
 
+use crate::access::Access;
 use crate::chaos::cpu::CpuLoads;
 use crate::chaos::memory::Leak;
 use crate::config::Config;
@@ -31,6 +32,7 @@ pub struct App {
     pub events: Arc<Events>,
     pub started: Instant,
     pub pod: String,
+    pub access: Access,
     shutting_down: AtomicBool,
     /// Whether STATE_DIR was writable at start-up (warned about once if not).
     pub state_dir_ok: bool,
@@ -52,7 +54,16 @@ impl App {
         metrics
             .readiness_max_latency_seconds
             .set(config.max_latency.as_secs_f64());
+        let access = Access::from_source(&config.chaos_token);
+        match &access {
+            Access::Closed(why) => log::warn!("chaos endpoints closed: {why}"),
+            Access::Open if config.chaos_enabled => {
+                log::info!("chaos endpoints are open to anyone who reaches the port (no CHAOS_TOKEN)")
+            }
+            _ => {}
+        }
         Ok(App {
+            access,
             metrics,
             guard: Guard::new(config.max_concurrent_chaos, config.chaos_cooldown),
             tracker: Tracker::default(),

@@ -31,6 +31,19 @@ pub struct Config {
     pub latency_window: Duration,
     pub shutdown_delay: Duration,
     pub ready_fail_on_cpu_stress: bool,
+    pub chaos_enabled: bool,
+    pub chaos_token: TokenSource,
+}
+
+/// Where the bearer token that guards the chaos endpoints comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSource {
+    /// Neither `CHAOS_TOKEN` nor `CHAOS_TOKEN_FILE`: the endpoints are open.
+    Open,
+    /// `CHAOS_TOKEN`.
+    Value(String),
+    /// `CHAOS_TOKEN_FILE`: read at start-up (a mounted Secret).
+    File(PathBuf),
 }
 
 /// A variable whose value cannot be used.
@@ -70,6 +83,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("LATENCY_WINDOW_SECONDS", "30"),
     ("SHUTDOWN_DELAY_SECONDS", "5"),
     ("READY_FAIL_ON_CPU_STRESS", "true"),
+    ("CHAOS_ENABLED", "true"),
 ];
 
 impl Config {
@@ -139,12 +153,39 @@ impl Config {
             latency_window: Duration::from_secs(int("LATENCY_WINDOW_SECONDS", 1, 3600, "seconds")?),
             shutdown_delay: Duration::from_secs(int("SHUTDOWN_DELAY_SECONDS", 0, 3600, "seconds")?),
             ready_fail_on_cpu_stress: boolean("READY_FAIL_ON_CPU_STRESS")?,
+            chaos_enabled: boolean("CHAOS_ENABLED")?,
+            chaos_token: token_source(&lookup)?,
         })
     }
 
     /// The RSS above which /ready fails.
     pub fn max_rss_bytes(&self) -> u64 {
         self.max_memory_mb_ready << 20
+    }
+}
+
+/// `CHAOS_TOKEN` or `CHAOS_TOKEN_FILE`, not both; neither may be empty (an
+/// empty token is more likely a missing Secret than a wish for no token).
+fn token_source(lookup: &impl Fn(&str) -> Option<String>) -> Result<TokenSource, ConfigError> {
+    match (lookup("CHAOS_TOKEN"), lookup("CHAOS_TOKEN_FILE")) {
+        (None, None) => Ok(TokenSource::Open),
+        (Some(_), Some(file)) => Err(ConfigError {
+            variable: "CHAOS_TOKEN_FILE",
+            value: file,
+            expected: "to be unset when CHAOS_TOKEN is set (give one or the other)".to_string(),
+        }),
+        (Some(token), None) if token.trim().is_empty() => Err(ConfigError {
+            variable: "CHAOS_TOKEN",
+            value: String::new(),
+            expected: "a non-empty bearer token, or no CHAOS_TOKEN at all".to_string(),
+        }),
+        (Some(token), None) => Ok(TokenSource::Value(token)),
+        (None, Some(file)) if file.is_empty() => Err(ConfigError {
+            variable: "CHAOS_TOKEN_FILE",
+            value: file,
+            expected: "the path of a file holding the bearer token".to_string(),
+        }),
+        (None, Some(file)) => Ok(TokenSource::File(PathBuf::from(file))),
     }
 }
 
@@ -192,6 +233,28 @@ mod tests {
         assert_eq!(c.latency_window, Duration::from_secs(30));
         assert_eq!(c.shutdown_delay, Duration::from_secs(5));
         assert!(c.ready_fail_on_cpu_stress);
+        assert!(c.chaos_enabled);
+        assert_eq!(c.chaos_token, TokenSource::Open);
+    }
+
+    #[test]
+    fn token_comes_from_one_source() {
+        assert_eq!(
+            with(&[("CHAOS_TOKEN", "s3cret")]).unwrap().chaos_token,
+            TokenSource::Value("s3cret".into())
+        );
+        assert_eq!(
+            with(&[("CHAOS_TOKEN_FILE", "/run/token")]).unwrap().chaos_token,
+            TokenSource::File("/run/token".into())
+        );
+        assert_eq!(with(&[("CHAOS_TOKEN", "")]).unwrap_err().variable, "CHAOS_TOKEN");
+        assert_eq!(
+            with(&[("CHAOS_TOKEN", "a"), ("CHAOS_TOKEN_FILE", "/b")])
+                .unwrap_err()
+                .variable,
+            "CHAOS_TOKEN_FILE"
+        );
+        assert_eq!(with(&[("CHAOS_ENABLED", "no")]).unwrap_err().variable, "CHAOS_ENABLED");
     }
 
     #[test]

@@ -74,6 +74,10 @@ impl Reply {
             .with_header("Retry-After", retry_after_secs.to_string())
     }
 
+    pub fn unauthorized(message: &str) -> Reply {
+        Reply::json(401, &json!({"error": message})).with_header("WWW-Authenticate", "Bearer".to_string())
+    }
+
     pub fn internal_error(message: &str) -> Reply {
         Reply::json(500, &json!({"error": message}))
     }

@@ -5,6 +5,7 @@
 //! becomes an exit code: 2 for bad configuration, 1 for a failure to serve.
 #![deny(unsafe_code)]
 
+mod access;
 mod app;
 mod cgroup;
 mod chaos;

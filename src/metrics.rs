@@ -28,9 +28,10 @@ const STARTUP_BUCKETS: &[f64] = &[
 
 /// Chaos actions, as the `action` label.
 pub const ACTIONS: &[&str] = &["cpu", "memory", "crash"];
-/// Chaos outcomes, as the `outcome` label: `failed` is an accepted action the
-/// system could not carry out (a refused allocation).
-pub const OUTCOMES: &[&str] = &["accepted", "rejected", "failed"];
+/// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails
+/// (429), `failed` when accepted but impossible (507), `unauthorized` (401),
+/// `disabled` by `CHAOS_ENABLED=false` (403).
+pub const OUTCOMES: &[&str] = &["accepted", "rejected", "failed", "unauthorized", "disabled"];
 
 /// The service's metrics, with typed fields.
 pub struct Metrics {

@@ -34,14 +34,14 @@ impl Query {
         for piece in raw.split('&').filter(|p| !p.is_empty()) {
             let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
             let name = decode(raw_name).ok_or_else(|| ParamError {
-                parameter: raw_name.to_string(),
+                parameter: shown(raw_name),
                 value: None,
-                message: format!("invalid percent-encoding in parameter name {raw_name:?}"),
+                message: format!("invalid percent-encoding in parameter name {:?}", shown(raw_name)),
             })?;
             let value = decode(raw_value).ok_or_else(|| ParamError {
-                parameter: name.clone(),
-                value: Some(raw_value.to_string()),
-                message: format!("invalid percent-encoding in {name} {raw_value:?}"),
+                parameter: shown(&name),
+                value: Some(shown(raw_value)),
+                message: format!("invalid percent-encoding in {} {:?}", shown(&name), shown(raw_value)),
             })?;
             if !allowed.contains(&name.as_str()) {
                 let known = if allowed.is_empty() {
@@ -50,16 +50,20 @@ impl Query {
                     format!("known: {}", allowed.join(", "))
                 };
                 return Err(ParamError {
-                    message: format!("unknown parameter {name:?} (value {value:?}); {known}"),
-                    parameter: name,
-                    value: Some(value),
+                    message: format!(
+                        "unknown parameter {:?} (value {:?}); {known}",
+                        shown(&name),
+                        shown(&value)
+                    ),
+                    parameter: shown(&name),
+                    value: Some(shown(&value)),
                 });
             }
             if pairs.iter().any(|(n, _)| *n == name) {
                 return Err(ParamError {
                     message: format!("parameter {name} given more than once"),
                     parameter: name,
-                    value: Some(value),
+                    value: Some(shown(&value)),
                 });
             }
             pairs.push((name, value));
@@ -80,9 +84,22 @@ impl Query {
             .map(Some)
             .ok_or_else(|| ParamError {
                 parameter: name.to_string(),
-                value: Some(value.to_string()),
-                message: format!("invalid {name} {value:?}: expected a whole number of {unit} from {min} to {max}"),
+                value: Some(shown(value)),
+                message: format!(
+                    "invalid {name} {:?}: expected a whole number of {unit} from {min} to {max}",
+                    shown(value)
+                ),
             })
+    }
+}
+
+/// A value as errors show it: at most 64 characters, so a 100 KiB parameter
+/// is named without being echoed back whole.
+fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &value[..cut], value.len()),
+        None => value.to_string(),
     }
 }
 
@@ -168,6 +185,16 @@ mod tests {
         assert!(err.message.contains("takes no parameters"), "{}", err.message);
         assert!(Query::parse("duration=%", CPU).is_err());
         assert!(Query::parse("duration=%ff", CPU).is_err(), "not UTF-8");
+    }
+
+    #[test]
+    fn long_values_are_named_not_echoed() {
+        let long = "9".repeat(100_000);
+        let q = Query::parse(&format!("duration={long}"), CPU).unwrap();
+        let err = q.bounded("duration", 1, 3600, "seconds").unwrap_err();
+        assert!(err.message.len() < 200, "{}", err.message);
+        assert!(err.message.contains("(100000 bytes)"), "{}", err.message);
+        assert_eq!(shown("é".repeat(70).as_str()).chars().filter(|c| *c == 'é').count(), 64);
     }
 
     /// A small deterministic fuzz: random bytes never panic the parser.

@@ -101,6 +101,16 @@ impl Route {
         }
     }
 
+    /// The chaos action a route starts (its `action` label), if any.
+    pub fn chaos_action(self) -> Option<&'static str> {
+        match self {
+            Route::LoadCpu => Some("cpu"),
+            Route::LoadMemory => Some("memory"),
+            Route::Crash => Some("crash"),
+            _ => None,
+        }
+    }
+
     /// Whether this route's latency is "user traffic" for the readiness p95.
     /// Probes, scrapes and chaos requests are not: a slow chaos request must
     /// not fail readiness on its own.
@@ -113,14 +123,22 @@ impl Route {
         match self {
             Route::Root | Route::Health | Route::Metrics => &[(Method::Get, 200)],
             Route::Ready => &[(Method::Get, 200), (Method::Get, 503)],
-            Route::LoadCpu => &[(Method::Post, 202), (Method::Post, 400), (Method::Post, 429)],
+            Route::LoadCpu => &[
+                (Method::Post, 202),
+                (Method::Post, 400),
+                (Method::Post, 401),
+                (Method::Post, 403),
+                (Method::Post, 429),
+            ],
             Route::LoadMemory => &[
                 (Method::Post, 200),
                 (Method::Post, 400),
+                (Method::Post, 401),
+                (Method::Post, 403),
                 (Method::Post, 429),
                 (Method::Post, 507),
             ],
-            Route::Crash => &[(Method::Post, 202)],
+            Route::Crash => &[(Method::Post, 202), (Method::Post, 401), (Method::Post, 403)],
         }
     }
 }
@@ -131,13 +149,33 @@ pub struct RequestLine<'a> {
     pub method: Method,
     pub path: &'a str,
     pub query: &'a str,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<&'a str>,
+    /// The method as sent, for error messages (`method` is bounded).
+    pub method_name: &'a str,
 }
 
 impl<'a> RequestLine<'a> {
     /// Splits a request target (`/load/cpu?duration=5`) into path and query.
     pub fn new(method: Method, target: &'a str) -> RequestLine<'a> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        RequestLine { method, path, query }
+        RequestLine {
+            method,
+            path,
+            query,
+            authorization: None,
+            method_name: method.label(),
+        }
+    }
+
+    pub fn with_method_name(mut self, name: &'a str) -> RequestLine<'a> {
+        self.method_name = name;
+        self
+    }
+
+    pub fn with_authorization(mut self, value: Option<&'a str>) -> RequestLine<'a> {
+        self.authorization = value;
+        self
     }
 }
 
@@ -147,6 +185,12 @@ pub fn dispatch(rq: &RequestLine<'_>, app: &App, now: Instant) -> Reply {
         return Reply::not_found(rq.path);
     };
     use Method::{Get, Head, Post};
+    if rq.method == Post
+        && let Some(action) = route.chaos_action()
+        && let Err(reply) = handlers::admit(app, action, rq.authorization)
+    {
+        return reply;
+    }
     match (rq.method, route) {
         (Get | Head, Route::Root) => handlers::root::get(app, now),
         (Get | Head, Route::Health) => handlers::probes::health(),
@@ -155,7 +199,10 @@ pub fn dispatch(rq: &RequestLine<'_>, app: &App, now: Instant) -> Reply {
         (Post, Route::LoadCpu) => handlers::cpu::start(app, rq.query, now),
         (Post, Route::LoadMemory) => handlers::memory::leak(app, rq.query, now),
         (Post, Route::Crash) => handlers::crash::crash(app, rq.query),
-        (method, route) => Reply::method_not_allowed(method.label(), route.label(), route.allowed()),
+        (_, route) => {
+            let name: String = rq.method_name.chars().take(32).collect();
+            Reply::method_not_allowed(&name, route.label(), route.allowed())
+        }
     }
 }
 

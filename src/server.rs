@@ -10,7 +10,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -121,7 +121,15 @@ fn handle(rq: tiny_http::Request, app: &App) {
     let started = Instant::now();
     let method = Method::from_tiny(rq.method());
     let target = rq.url().to_string();
-    let line = RequestLine::new(method, &target);
+    let authorization = rq
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str().to_string());
+    let method_name = rq.method().as_str().to_string();
+    let line = RequestLine::new(method, &target)
+        .with_authorization(authorization.as_deref())
+        .with_method_name(&method_name);
     let route = Route::from_path(line.path);
     if let Some(length) = rq.body_length().filter(|l| *l > MAX_DRAINABLE_BODY) {
         refuse_huge_body(rq, app, method, route, length);
@@ -146,12 +154,53 @@ fn handle(rq: tiny_http::Request, app: &App) {
     if route.is_some_and(Route::feeds_readiness) {
         app.latency.record(ended, elapsed);
     }
-    if let Err(e) = rq.respond(reply.into_response()) {
+    let response = reply.into_response();
+    if after.is_none() && has_unread_body(&rq) {
+        respond_off_the_worker(rq, response);
+    } else if let Err(e) = rq.respond(response) {
         log::debug!("response to {} {} not delivered: {e}", method.label(), line.path);
     }
     match after {
         Some(After::Abort { cause }) => crash::abort_now(&app.config.state_dir, &cause, &app.events),
         None => {}
+    }
+}
+
+/// Whether tiny_http left the body in the socket: it reads bodies of up to
+/// 1 KiB before handing the request over, but a larger, chunked or
+/// `Expect: 100-continue` body is drained when the request is dropped, that
+/// is inside `respond`, at whatever pace the client sends it.
+fn has_unread_body(rq: &tiny_http::Request) -> bool {
+    rq.body_length().is_some_and(|l| l > 1024)
+        || rq
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Transfer-Encoding") || h.field.equiv("Expect"))
+}
+
+/// Drainer threads running now, and the most there may be; past that a
+/// request is answered on its worker, as tiny_http would.
+static DRAINERS: AtomicUsize = AtomicUsize::new(0);
+const MAX_DRAINERS: usize = 1024;
+
+/// Answers on a thread of its own, so that a client trickling its body
+/// holds that thread, not a worker: otherwise four slow uploads would starve
+/// every probe. tiny_http already runs a thread per connection; this adds at
+/// most one per request with a body in flight.
+fn respond_off_the_worker(rq: tiny_http::Request, response: tiny_http::Response<std::io::Cursor<Vec<u8>>>) {
+    if DRAINERS.fetch_add(1, Ordering::SeqCst) >= MAX_DRAINERS {
+        DRAINERS.fetch_sub(1, Ordering::SeqCst);
+        let _ = rq.respond(response);
+        return;
+    }
+    let spawned = thread::Builder::new().name("body-drain".into()).spawn(move || {
+        let _ = rq.respond(response);
+        DRAINERS.fetch_sub(1, Ordering::SeqCst);
+    });
+    if spawned.is_err() {
+        // The closure, and with it the request, is gone: tiny_http answers
+        // 500 as it drops it.
+        DRAINERS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -165,8 +214,9 @@ fn handle(rq: tiny_http::Request, app: &App) {
 /// the request is answered through `upgrade` (which hands us the body reader
 /// instead of dropping it) and the stream is leaked on purpose: one parked
 /// connection thread and its socket per such request, instead of a dead
-/// service. The answer has no `Content-Length` (tiny_http omits it on
-/// upgrade), so such a client waits until it gives up.
+/// service. The client gets the 413 status line and headers, but tiny_http
+/// sends neither a body nor a `Content-Length` on upgrade, so it waits until
+/// it gives up.
 fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Option<Route>, length: usize) {
     log::warn!(
         "refusing a {length}-byte body on {} {}: larger than {MAX_DRAINABLE_BODY} bytes",

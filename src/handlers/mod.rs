@@ -19,6 +19,31 @@ use crate::guard::Permit;
 use crate::http::Reply;
 use crate::query::ParamError;
 
+/// Whether a chaos request may go on: the token first (401), then the kill
+/// switch (403). A refusal is counted and logged as CHAOS_REJECTED.
+pub fn admit(app: &App, action: &str, authorization: Option<&str>) -> Result<(), Reply> {
+    let refusal = match app.access.check(authorization) {
+        Err(denied) => Some(("unauthorized", Reply::unauthorized(&denied.0))),
+        Ok(()) if !app.config.chaos_enabled => Some((
+            "disabled",
+            Reply::json(
+                403,
+                &json!({"error": "chaos is disabled on this instance (CHAOS_ENABLED=false)"}),
+            ),
+        )),
+        Ok(()) => None,
+    };
+    match refusal {
+        None => Ok(()),
+        Some((outcome, reply)) => {
+            app.metrics.chaos(action, outcome);
+            app.events
+                .emit(Event::ChaosRejected, json!({"action": action, "reason": outcome}));
+            Err(reply)
+        }
+    }
+}
+
 /// Claims a guardrail slot for `action`, or builds the 429 (counted and
 /// logged as CHAOS_REJECTED). On success the detection timer starts.
 fn claim(app: &App, action: &str, now: Instant, expected: Duration) -> Result<Permit, Reply> {

@@ -7,6 +7,7 @@ mod bench;
 mod chaos;
 mod container;
 mod guardrails;
+mod hardening;
 mod harness;
 mod lifecycle;
 mod manifests;

@@ -1,0 +1,237 @@
+//! Hostile and careless clients: bad input of every kind, slow and idle
+//! connections, and who may start chaos (token, kill switch).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Service, exclusive, percentile, request, temp_dir};
+
+/// Sends raw bytes on a new connection and returns what came back before the
+/// server closed it (or 2 s passed).
+fn raw(svc: &Service, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(svc.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn post_request(target: &str) -> Vec<u8> {
+    format!("POST {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn every_bad_input_gets_a_clear_answer_and_the_service_keeps_serving() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let long_value = "9".repeat(100_000);
+    let long_header = format!(
+        "GET /health HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let big_body = format!(
+        "POST /load/memory?mb=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 4096\r\n\r\n{}",
+        "b".repeat(4096)
+    );
+    // (what, request bytes, status line, text the answer must contain)
+    let cases: Vec<(&str, Vec<u8>, &str, String)> = vec![
+        ("non-numeric", post_request("/load/cpu?duration=abc"), "400", "invalid duration \\\"abc\\\"".into()),
+        ("negative", post_request("/load/cpu?duration=-5"), "400", "invalid duration \\\"-5\\\"".into()),
+        ("zero", post_request("/load/cpu?millicores=0"), "400", "invalid millicores \\\"0\\\"".into()),
+        ("fractional", post_request("/load/memory?mb=1.5"), "400", "invalid mb \\\"1.5\\\"".into()),
+        ("overflowing", post_request("/load/memory?mb=99999999999999999999"), "400", "99999999999999999999".into()),
+        ("empty", post_request("/load/cpu?duration="), "400", "invalid duration \\\"\\\"".into()),
+        ("repeated", post_request("/load/cpu?duration=1&duration=2"), "400", "given more than once".into()),
+        ("unknown parameter", post_request("/load/cpu?durration=5"), "400", "unknown parameter \\\"durration\\\"".into()),
+        ("broken escape", post_request("/load/memory?mb=%zz"), "400", "invalid percent-encoding".into()),
+        ("very long URL", post_request(&format!("/load/cpu?duration={long_value}")), "400", "(100000 bytes)".into()),
+        ("oversized header", long_header.into_bytes(), "200", "healthy".into()),
+        ("body on POST, never read", big_body.into_bytes(), "200", "\"leaked_mb\":1".into()),
+        (
+            "absurd Content-Length",
+            b"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999\r\n\r\nabc".to_vec(),
+            "413",
+            // tiny_http sends no body with an upgrade() answer.
+            "".into(),
+        ),
+        (
+            "unknown method",
+            b"BREW /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(),
+            "405",
+            "method BREW is not allowed".into(),
+        ),
+        ("HTTP/1.0", b"GET /health HTTP/1.0\r\n\r\n".to_vec(), "HTTP/1.0 200", "healthy".into()),
+        ("Expect: 100-continue", b"POST /load/memory?mb=1 HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n".to_vec(), "200", "leaked".into()),
+        ("unknown expectation", b"POST /health HTTP/1.1\r\nHost: t\r\nExpect: tea\r\nConnection: close\r\n\r\n".to_vec(), "417", "".into()),
+        ("not HTTP at all", b"\x00\x01garbage\r\n\r\n".to_vec(), "400", "".into()),
+    ];
+    for (what, bytes, status, text) in cases {
+        let answer = raw(&svc, &bytes);
+        let status_line = answer.lines().next().unwrap_or("");
+        assert!(
+            status_line.contains(status),
+            "{what}: expected {status}, got {status_line:?}"
+        );
+        assert!(
+            answer.contains(&text),
+            "{what}: {text:?} not in {:?}",
+            &answer[..answer.len().min(400)]
+        );
+        assert!(
+            answer.len() < 20_000,
+            "{what}: the answer echoes too much ({} bytes)",
+            answer.len()
+        );
+        assert_eq!(
+            request(svc.addr, "GET", "/health", &[], "").status,
+            200,
+            "{what}: /health afterwards"
+        );
+    }
+    // Two pipelined requests on one connection get two answers, in order.
+    let both = raw(
+        &svc,
+        b"GET /health HTTP/1.1\r\nHost: t\r\n\r\nGET /ready HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(both.matches("HTTP/1.1 200").count(), 2, "{both}");
+    assert!(both.find("healthy").unwrap() < both.find("\"ready\"").unwrap());
+}
+
+/// tiny_http runs a thread per connection and reads headers there, so idle
+/// and slow-header clients hold no worker; a slow *body* would hold the
+/// worker that drains it, which is why such answers are sent from a thread of
+/// their own. 200 such connections must leave /health fast.
+#[test]
+fn two_hundred_slow_or_idle_clients_do_not_starve_the_probes() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let mut held = Vec::new();
+    for i in 0..200 {
+        let mut s = TcpStream::connect(svc.addr).unwrap();
+        match i % 4 {
+            // Idle: connected, nothing sent.
+            0 => {}
+            // Slow headers: half a request line.
+            1 => s.write_all(b"GET /hea").unwrap(),
+            // Slow body: headers say 4 KiB, 10 bytes come.
+            2 => s
+                .write_all(b"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 4096\r\n\r\n0123456789")
+                .unwrap(),
+            // Idle keep-alive after one answered request, never read.
+            _ => s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap(),
+        }
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut samples = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t = Instant::now();
+        let r = crate::harness::try_request(svc.addr, "GET", "/health", &[], "", Duration::from_secs(2))
+            .expect("/health answers while 200 clients hang on");
+        samples.push(t.elapsed());
+        assert_eq!(r.status, 200);
+    }
+    let p99 = percentile(&mut samples, 99.0);
+    eprintln!("/health p99 with 200 slow or idle connections held: {p99:?}");
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+    assert_eq!(request(svc.addr, "GET", "/ready", &[], "").status, 200);
+    drop(held);
+}
+
+#[test]
+fn token_guards_chaos_and_leaves_probes_open() {
+    let svc = Service::start(&[("CHAOS_TOKEN", "s3cret-token"), ("CHAOS_COOLDOWN_SECONDS", "0")]);
+    for (auth, status) in [
+        (None, 401),
+        (Some("Bearer wrong"), 401),
+        (Some("Basic s3cret-token"), 401),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        for target in ["/load/cpu?duration=1&millicores=10", "/load/memory?mb=1", "/crash"] {
+            let r = request(svc.addr, "POST", target, &headers, "");
+            assert_eq!(r.status, status, "{target} with {auth:?}");
+            assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+            assert!(
+                !r.body.contains("s3cret-token"),
+                "the token must never be echoed: {}",
+                r.body
+            );
+        }
+    }
+    let ok = [("Authorization", "Bearer s3cret-token")];
+    assert_eq!(request(svc.addr, "POST", "/load/memory?mb=1", &ok, "").status, 200);
+    assert_eq!(
+        request(svc.addr, "POST", "/load/cpu?duration=1&millicores=10", &ok, "").status,
+        202
+    );
+    for open in ["/", "/health", "/metrics"] {
+        assert_eq!(svc.get(open).status, 200, "{open} stays open");
+    }
+    assert_eq!(
+        svc.get("/ready").status,
+        503,
+        "open, and failing only because the CPU load runs"
+    );
+    assert_eq!(
+        svc.metric("chaos_actions_total{action=\"crash\",outcome=\"unauthorized\"}"),
+        3.0
+    );
+    assert_eq!(
+        svc.metric("chaos_actions_total{action=\"memory\",outcome=\"accepted\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn kill_switch_answers_403_even_with_the_right_token() {
+    let svc = Service::start(&[("CHAOS_ENABLED", "false"), ("CHAOS_TOKEN", "t0ken")]);
+    let ok = [("Authorization", "Bearer t0ken")];
+    for target in ["/load/cpu", "/load/memory", "/crash"] {
+        let r = request(svc.addr, "POST", target, &ok, "");
+        assert_eq!(r.status, 403, "{target}");
+        assert!(r.json()["error"].as_str().unwrap().contains("CHAOS_ENABLED=false"));
+    }
+    assert_eq!(
+        request(svc.addr, "POST", "/crash", &[], "").status,
+        401,
+        "the token is checked first"
+    );
+    assert_eq!(svc.get("/health").status, 200, "and nothing crashed");
+    assert_eq!(
+        svc.metric("chaos_actions_total{action=\"crash\",outcome=\"disabled\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn missing_token_file_closes_chaos_without_a_crash_loop() {
+    let missing = temp_dir("token").join("absent");
+    let svc = Service::start(&[("CHAOS_TOKEN_FILE", missing.to_str().unwrap())]);
+    let r = request(svc.addr, "POST", "/crash", &[("Authorization", "Bearer guess")], "");
+    assert_eq!(r.status, 401);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("could not be read"),
+        "{}",
+        r.body
+    );
+    assert_eq!(svc.get("/ready").status, 200);
+    // With the file present, its token works.
+    let file = temp_dir("token").join("token");
+    std::fs::write(&file, "from-a-secret\n").unwrap();
+    let svc = Service::start(&[("CHAOS_TOKEN_FILE", file.to_str().unwrap())]);
+    let r = request(
+        svc.addr,
+        "POST",
+        "/load/memory?mb=1",
+        &[("Authorization", "Bearer from-a-secret")],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
