@@ -30,6 +30,8 @@ Options:
   --poll-ms MS       how often /ready is polled (default 200)
   --probe-timeout S  timeout of each /ready poll (default 1, the kubelet's)
   --out FILE         results file (default recovery-results.csv)
+  --token T          bearer token for the chaos endpoints (default: the
+                     CHAOS_TOKEN environment variable, if set)
   -h, --help         this help
 
 Types:
@@ -85,6 +87,7 @@ mb=""
 poll_ms=200
 probe_timeout=1
 out="recovery-results.csv"
+token="${CHAOS_TOKEN:-}"
 
 need_value() {
   [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a value"
@@ -104,6 +107,7 @@ while [[ $# -gt 0 ]]; do
     --poll-ms) need_value "$@"; poll_ms="$2"; shift 2 ;;
     --probe-timeout) need_value "$@"; probe_timeout="$2"; shift 2 ;;
     --out) need_value "$@"; out="$2"; shift 2 ;;
+    --token) need_value "$@"; token="$2"; shift 2 ;;
     *) die_usage "unknown option \"$1\"" ;;
   esac
 done
@@ -247,8 +251,14 @@ trigger() {
   TRIGGER_ERROR=""
   tick
   local give_up=$((NOW_MS + timeout * 1000))
+  # The token goes through a header file, so it never shows in `ps`.
+  local auth=()
+  if [[ -n $token ]]; then
+    printf 'Authorization: Bearer %s\n' "$token" >"$work/auth"
+    auth=(-H "@$work/auth")
+  fi
   while :; do
-    TRIGGER_CODE=$(curl -s -X POST -D "$work/headers" -o "$work/body" -w '%{http_code}' \
+    TRIGGER_CODE=$(curl -s -X POST "${auth[@]}" -D "$work/headers" -o "$work/body" -w '%{http_code}' \
       --connect-timeout 5 --max-time 30 "$url$target" 2>/dev/null) || true
     [[ $TRIGGER_CODE =~ ^[0-9]{3}$ ]] || TRIGGER_CODE=000
     if [[ $TRIGGER_CODE != 429 ]]; then

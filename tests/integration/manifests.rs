@@ -290,6 +290,10 @@ fn deployment_agrees_with_the_app() {
     );
 }
 
+/// The bearer token the podman tests put in the Deployment's Secret mount.
+const TOKEN: &str = "manifest-test-token";
+const AUTH: [(&str, &str); 1] = [("Authorization", "Bearer manifest-test-token")];
+
 /// Runs the image with the Deployment's limits, security settings and env
 /// (`extra` overrides), as the kubelet would.
 fn run_like_the_deployment(docs: &[Value], extra: &[(&str, &str)]) -> (Container, Vec<(String, String)>) {
@@ -300,6 +304,12 @@ fn run_like_the_deployment(docs: &[Value], extra: &[(&str, &str)]) -> (Container
     let state = temp_dir("emptydir");
     std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let mount = format!("{}:{}", state.display(), env_value(&env, "STATE_DIR"));
+    // The Secret the Deployment mounts, with the token the tests send.
+    let token_file = Path::new(env_value(&env, "CHAOS_TOKEN_FILE"));
+    let secret = temp_dir("secret");
+    std::fs::write(secret.join(token_file.file_name().unwrap()), TOKEN).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let secret_mount = format!("{}:{}:ro", secret.display(), token_file.parent().unwrap().display());
     let mut args: Vec<String> = [
         "--cpus",
         &cpus,
@@ -310,6 +320,8 @@ fn run_like_the_deployment(docs: &[Value], extra: &[(&str, &str)]) -> (Container
         "--read-only",
         "-v",
         &mount,
+        "-v",
+        &secret_mount,
         "--cap-drop",
         "ALL",
         "--security-opt",
@@ -339,7 +351,7 @@ fn full_cpu_load_within_the_limit_keeps_liveness_fast_and_fails_readiness_in_one
     let (pod, _) = run_like_the_deployment(&docs, &[]);
     let addr = pod.addr().unwrap();
     assert_eq!(request(addr, "GET", "/ready", &[], "").status, 200);
-    let r = request(addr, "POST", "/load/cpu?duration=15", &[], "");
+    let r = request(addr, "POST", "/load/cpu?duration=15", &AUTH, "");
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.json()["threads"], 1, "the 1-CPU limit is honoured");
     let accepted = Instant::now();
@@ -378,7 +390,12 @@ fn memory_numbers_play_out_in_order_under_the_limit() {
     let (pod, env) = run_like_the_deployment(&docs, &[("CHAOS_COOLDOWN_SECONDS", "0")]);
     let addr = pod.addr().unwrap();
     let mb = env_value(&env, "MEMORY_MB");
-    let first = request(addr, "POST", "/load/memory", &[], "");
+    assert_eq!(
+        request(addr, "POST", "/load/memory", &[], "").status,
+        401,
+        "closed without the token"
+    );
+    let first = request(addr, "POST", "/load/memory", &AUTH, "");
     assert_eq!(first.status, 200);
     assert_eq!(first.json()["leaked_mb"].as_u64().unwrap().to_string(), mb);
     assert_eq!(
@@ -386,7 +403,7 @@ fn memory_numbers_play_out_in_order_under_the_limit() {
         200,
         "first leak: still ready"
     );
-    assert_eq!(request(addr, "POST", "/load/memory", &[], "").status, 200);
+    assert_eq!(request(addr, "POST", "/load/memory", &AUTH, "").status, 200);
     let ready = request(addr, "GET", "/ready", &[], "");
     assert_eq!(ready.status, 503, "second leak: traffic shed");
     assert!(
@@ -400,7 +417,7 @@ fn memory_numbers_play_out_in_order_under_the_limit() {
         200,
         "no restart wanted"
     );
-    let third = try_request(addr, "POST", "/load/memory", &[], "", Duration::from_secs(10));
+    let third = try_request(addr, "POST", "/load/memory", &AUTH, "", Duration::from_secs(10));
     assert!(third.is_err(), "third leak: killed before it answers ({third:?})");
     assert_eq!(pod.wait_exit(Duration::from_secs(10)), Some(137), "OOM kill");
 }

@@ -300,3 +300,50 @@ fn analyzer_reads_the_service_histograms() {
     assert_eq!(s["within_sla"], 1);
     assert_eq!(s["sla_basis"], "le=10");
 }
+
+#[test]
+fn generator_sends_the_token_when_given() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("CHAOS_TOKEN", "gen-token")]);
+    let url = format!("http://{}", svc.addr);
+    let dir = temp_dir("gen-auth");
+    let without = dir.join("without.csv");
+    let out = run(
+        "chaos-generator.sh",
+        &[
+            "--url",
+            &url,
+            "--iterations",
+            "1",
+            "--duration",
+            "1",
+            "--out",
+            without.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let rows_without = rows(&without);
+    assert_eq!(rows_without[0][5], "trigger-failed");
+    assert!(rows_without[0][6].contains("HTTP 401"), "{:?}", rows_without[0]);
+    let with = dir.join("with.csv");
+    let out = run(
+        "chaos-generator.sh",
+        &[
+            "--url",
+            &url,
+            "--iterations",
+            "1",
+            "--duration",
+            "1",
+            "--token",
+            "gen-token",
+            "--out",
+            with.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(rows(&with)[0][5], "recovered");
+    // The token never reaches the output or the file.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("gen-token"));
+    assert!(!std::fs::read_to_string(&with).unwrap().contains("gen-token"));
+}
