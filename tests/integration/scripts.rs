@@ -307,10 +307,10 @@ fn generator_sends_the_token_when_given() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("CHAOS_TOKEN", "gen-token")]);
     let url = format!("http://{}", svc.addr);
     let dir = temp_dir("gen-auth");
-    let without = dir.join("without.csv");
-    let out = run(
-        "chaos-generator.sh",
-        &[
+    // One 1 s CPU iteration, with `extra` options; its row and stdout.
+    let one_cycle = |name: &str, extra: &[&str]| {
+        let csv = dir.join(name);
+        let mut args = vec![
             "--url",
             &url,
             "--iterations",
@@ -318,32 +318,21 @@ fn generator_sends_the_token_when_given() {
             "--duration",
             "1",
             "--out",
-            without.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success());
-    let rows_without = rows(&without);
-    assert_eq!(rows_without[0][5], "trigger-failed");
-    assert!(rows_without[0][6].contains("HTTP 401"), "{:?}", rows_without[0]);
-    let with = dir.join("with.csv");
-    let out = run(
-        "chaos-generator.sh",
-        &[
-            "--url",
-            &url,
-            "--iterations",
-            "1",
-            "--duration",
-            "1",
-            "--token",
-            "gen-token",
-            "--out",
-            with.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success());
-    assert_eq!(rows(&with)[0][5], "recovered");
-    // The token never reaches the output or the file.
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("gen-token"));
-    assert!(!std::fs::read_to_string(&with).unwrap().contains("gen-token"));
+            csv.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = run("chaos-generator.sh", &args);
+        assert!(out.status.success());
+        assert!(
+            !std::fs::read_to_string(&csv).unwrap().contains("gen-token"),
+            "token in the file"
+        );
+        (rows(&csv).remove(0), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (row, _) = one_cycle("without.csv", &[]);
+    assert_eq!(row[5], "trigger-failed");
+    assert!(row[6].contains("HTTP 401"), "{row:?}");
+    let (row, stdout) = one_cycle("with.csv", &["--token", "gen-token"]);
+    assert_eq!(row[5], "recovered", "{row:?}");
+    assert!(!stdout.contains("gen-token"), "token in the output: {stdout}");
 }
