@@ -36,7 +36,7 @@ declare -A PACKAGE_OF=(
   [podman]=podman
   [runc]=runc
   [conmon]=conmon
-  [npm]=npm
+  [npm]=nodejs
   [wrk]=wrk
 )
 

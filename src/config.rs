@@ -284,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn readme_table_gives_every_variable_with_its_default() {
+        let readme = include_str!("../README.md");
+        for (name, default) in VARIABLES {
+            let row = format!("| `{name}` | `{default}` |");
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+        for extra in ["CHAOS_TOKEN", "CHAOS_TOKEN_FILE", "RUST_LOG"] {
+            assert!(readme.contains(&format!("| `{extra}` |")), "README.md lacks {extra}");
+        }
+    }
+
+    #[test]
     fn accepts_edge_values() {
         let c = with(&[
             ("PORT", "0"),
