@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::access::Access;
 use crate::chaos::cpu::CpuLoads;
+use crate::chaos::faults::Faults;
 use crate::chaos::memory::Leak;
 use crate::config::Config;
 use crate::events::{Event, Events};
@@ -29,6 +30,7 @@ pub struct App {
     pub latency: LatencyWindow,
     pub cpu: Arc<CpuLoads>,
     pub leak: Leak,
+    pub faults: Arc<Faults>,
     pub events: Arc<Events>,
     pub started: Instant,
     pub pod: String,
@@ -70,6 +72,7 @@ impl App {
             latency: LatencyWindow::new(started, config.latency_window, config.max_latency),
             cpu: Arc::new(CpuLoads::default()),
             leak: Leak::default(),
+            faults: Arc::new(Faults::default()),
             events: Arc::new(events),
             started,
             pod: pod_name(),
@@ -131,6 +134,8 @@ impl App {
     /// Every failing readiness check at `now`; also sets `pod_ready_status`.
     pub fn readiness_reasons(&self, now: Instant) -> Vec<Reason> {
         let inputs = Inputs {
+            starting: now.saturating_duration_since(self.started) < self.config.startup_delay,
+            forced: self.faults.readiness_forced(now),
             cpu_stress_active: self.cpu.active() > 0,
             rss_bytes: sys::rss_bytes(),
             latency: self.latency.summary(now),

@@ -33,6 +33,7 @@ pub struct Config {
     pub ready_fail_on_cpu_stress: bool,
     pub chaos_enabled: bool,
     pub chaos_token: TokenSource,
+    pub startup_delay: Duration,
 }
 
 /// Where the bearer token that guards the chaos endpoints comes from.
@@ -84,6 +85,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("SHUTDOWN_DELAY_SECONDS", "5"),
     ("READY_FAIL_ON_CPU_STRESS", "true"),
     ("CHAOS_ENABLED", "true"),
+    ("STARTUP_DELAY_SECONDS", "0"),
 ];
 
 impl Config {
@@ -155,6 +157,7 @@ impl Config {
             ready_fail_on_cpu_stress: boolean("READY_FAIL_ON_CPU_STRESS")?,
             chaos_enabled: boolean("CHAOS_ENABLED")?,
             chaos_token: token_source(&lookup)?,
+            startup_delay: Duration::from_secs(int("STARTUP_DELAY_SECONDS", 0, 3600, "seconds")?),
         })
     }
 

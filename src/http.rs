@@ -13,7 +13,31 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, PartialEq)]
 pub enum After {
     /// Crash the process (the 202 must reach the client first).
-    Abort { cause: String },
+    Crash { mode: CrashMode, cause: String },
+}
+
+/// How `POST /crash` ends the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// `abort()`: SIGABRT (139 as PID 1 in a container, see README).
+    Abort,
+    /// `exit(code)`.
+    Exit(u8),
+    /// SIGKILL to itself.
+    Kill,
+    /// A Rust panic on the main thread, which the process does not survive.
+    Panic,
+}
+
+impl CrashMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            CrashMode::Abort => "abort",
+            CrashMode::Exit(_) => "exit",
+            CrashMode::Kill => "kill",
+            CrashMode::Panic => "panic",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +47,9 @@ pub struct Reply {
     pub body: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
     pub after: Option<After>,
+    /// Send the answer only after this long (a latency or hang fault); the
+    /// worker does not wait, a thread of its own does.
+    pub hold: Option<std::time::Duration>,
 }
 
 impl Reply {
@@ -35,6 +62,7 @@ impl Reply {
             body,
             headers: Vec::new(),
             after: None,
+            hold: None,
         }
     }
 
@@ -84,6 +112,11 @@ impl Reply {
 
     pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
         self.headers.push((name, value));
+        self
+    }
+
+    pub fn held_for(mut self, hold: std::time::Duration) -> Reply {
+        self.hold = Some(hold);
         self
     }
 

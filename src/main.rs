@@ -133,6 +133,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
 
     match rx.recv() {
         Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &rx, name)),
+        Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
         Ok(Control::AcceptFailed(e)) => {
             log::error!(
                 "the listener failed ({e}); tiny_http accepts nothing more (tiny-http#283), so exit for a restart"

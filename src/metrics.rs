@@ -27,7 +27,9 @@ const STARTUP_BUCKETS: &[f64] = &[
 ];
 
 /// Chaos actions, as the `action` label.
-pub const ACTIONS: &[&str] = &["cpu", "memory", "crash"];
+pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", "readiness"];
+/// Faults, as the `fault` label of `chaos_fault_active`.
+pub const FAULTS: &[&str] = &["cpu", "memory", "latency", "liveness", "readiness"];
 /// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails
 /// (429), `failed` when accepted but impossible (507), `unauthorized` (401),
 /// `disabled` by `CHAOS_ENABLED=false` (403).
@@ -49,6 +51,9 @@ pub struct Metrics {
     pub readiness_failure_to_recovery_seconds: Histogram,
     pub crash_to_startup_seconds: Histogram,
     pub chaos_actions_total: IntCounterVec,
+    pub chaos_fault_active: prometheus::IntGaugeVec,
+    pub chaos_leaked_bytes: IntGauge,
+    pub chaos_cpu_target_millicores: IntGauge,
 }
 
 impl Metrics {
@@ -131,6 +136,21 @@ impl Metrics {
         registry.register(Box::new(readiness_failure_to_recovery_seconds.clone()))?;
         registry.register(Box::new(crash_to_startup_seconds.clone()))?;
         registry.register(Box::new(chaos_actions_total.clone()))?;
+        let chaos_fault_active = prometheus::IntGaugeVec::new(
+            Opts::new("chaos_fault_active", "1 while a fault of this kind is active."),
+            &["fault"],
+        )?;
+        let chaos_leaked_bytes = IntGauge::new("chaos_leaked_bytes", "Bytes held by the memory leak.")?;
+        let chaos_cpu_target_millicores = IntGauge::new(
+            "chaos_cpu_target_millicores",
+            "Millicores the running CPU loads aim at (a saturating load counts what the process may use).",
+        )?;
+        registry.register(Box::new(chaos_fault_active.clone()))?;
+        registry.register(Box::new(chaos_leaked_bytes.clone()))?;
+        registry.register(Box::new(chaos_cpu_target_millicores.clone()))?;
+        for fault in FAULTS {
+            chaos_fault_active.with_label_values(&[fault]);
+        }
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
         for route in Route::ALL {
@@ -162,6 +182,9 @@ impl Metrics {
             readiness_failure_to_recovery_seconds,
             crash_to_startup_seconds,
             chaos_actions_total,
+            chaos_fault_active,
+            chaos_leaked_bytes,
+            chaos_cpu_target_millicores,
         })
     }
 

@@ -75,6 +75,26 @@ impl Query {
         self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// One of `choices`, or `None` when absent.
+    pub fn choice(&self, name: &str, choices: &[&'static str]) -> Result<Option<&'static str>, ParamError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        choices
+            .iter()
+            .find(|c| **c == value)
+            .map(|c| Some(*c))
+            .ok_or_else(|| ParamError {
+                parameter: name.to_string(),
+                value: Some(shown(value)),
+                message: format!(
+                    "invalid {name} {:?}: expected one of {}",
+                    shown(value),
+                    choices.join(", ")
+                ),
+            })
+    }
+
     /// A whole number within `min..=max` of `unit`, or `None` when absent.
     pub fn bounded(&self, name: &str, min: u64, max: u64, unit: &str) -> Result<Option<u64>, ParamError> {
         let Some(value) = self.get(name) else {

@@ -13,6 +13,8 @@ use crate::latency::Summary;
 /// What the checks look at, read at one moment.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs {
+    pub starting: bool,
+    pub forced: bool,
     pub cpu_stress_active: bool,
     pub rss_bytes: u64,
     pub latency: Summary,
@@ -30,6 +32,8 @@ pub struct Limits {
 /// One failing check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reason {
+    Starting,
+    Forced,
     CpuStress,
     Memory { rss_bytes: u64, max_bytes: u64 },
     Latency { p95: Duration, max: Duration },
@@ -40,6 +44,8 @@ impl Reason {
     /// The text shown in `reasons` of the 503 body and in events.
     pub fn text(&self) -> String {
         match self {
+            Reason::Starting => "starting (STARTUP_DELAY_SECONDS)".to_string(),
+            Reason::Forced => "forced by /fault/readiness".to_string(),
             Reason::CpuStress => "cpu stress active".to_string(),
             Reason::Memory { rss_bytes, max_bytes } => format!(
                 "rss {:.1} MiB above MAX_MEMORY_MB_READY {} MiB",
@@ -57,13 +63,19 @@ impl Reason {
 
     /// Whether a chaos action can be the cause (shutting down never is).
     fn may_come_from_chaos(&self) -> bool {
-        !matches!(self, Reason::ShuttingDown)
+        !matches!(self, Reason::ShuttingDown | Reason::Starting)
     }
 }
 
 /// Every failing check, in a fixed order; empty means ready.
 pub fn evaluate(inputs: &Inputs, limits: &Limits) -> Vec<Reason> {
     let mut reasons = Vec::new();
+    if inputs.starting {
+        reasons.push(Reason::Starting);
+    }
+    if inputs.forced {
+        reasons.push(Reason::Forced);
+    }
     if limits.fail_on_cpu_stress && inputs.cpu_stress_active {
         reasons.push(Reason::CpuStress);
     }
@@ -168,6 +180,8 @@ mod tests {
 
     fn inputs() -> Inputs {
         Inputs {
+            starting: false,
+            forced: false,
             cpu_stress_active: false,
             rss_bytes: 10 << 20,
             latency: Summary {
@@ -183,6 +197,8 @@ mod tests {
     fn lists_every_failing_check() {
         assert!(evaluate(&inputs(), &LIMITS).is_empty());
         let all = Inputs {
+            starting: false,
+            forced: false,
             cpu_stress_active: true,
             rss_bytes: 500 << 20,
             latency: Summary {

@@ -60,10 +60,15 @@ pub enum Route {
     LoadCpu,
     LoadMemory,
     Crash,
+    LoadLatency,
+    FaultLiveness,
+    FaultReadiness,
+    Chaos,
+    ChaosStop,
 }
 
 impl Route {
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 12] = [
         Route::Root,
         Route::Health,
         Route::Ready,
@@ -71,6 +76,11 @@ impl Route {
         Route::LoadCpu,
         Route::LoadMemory,
         Route::Crash,
+        Route::LoadLatency,
+        Route::FaultLiveness,
+        Route::FaultReadiness,
+        Route::Chaos,
+        Route::ChaosStop,
     ];
 
     /// The `endpoint` label of every path that matches no route.
@@ -90,14 +100,22 @@ impl Route {
             Route::LoadCpu => "/load/cpu",
             Route::LoadMemory => "/load/memory",
             Route::Crash => "/crash",
+            Route::LoadLatency => "/load/latency",
+            Route::FaultLiveness => "/fault/liveness",
+            Route::FaultReadiness => "/fault/readiness",
+            Route::Chaos => "/chaos",
+            Route::ChaosStop => "/chaos/stop",
         }
     }
 
     /// The `Allow` header of this route.
     pub fn allowed(self) -> &'static str {
         match self {
-            Route::Root | Route::Health | Route::Ready | Route::Metrics => "GET, HEAD",
-            Route::LoadCpu | Route::LoadMemory | Route::Crash => "POST",
+            Route::Root | Route::Health | Route::Ready | Route::Metrics | Route::Chaos => "GET, HEAD",
+            Route::LoadCpu | Route::LoadMemory | Route::LoadLatency | Route::FaultLiveness | Route::FaultReadiness => {
+                "POST, DELETE"
+            }
+            Route::Crash | Route::ChaosStop => "POST",
         }
     }
 
@@ -107,6 +125,9 @@ impl Route {
             Route::LoadCpu => Some("cpu"),
             Route::LoadMemory => Some("memory"),
             Route::Crash => Some("crash"),
+            Route::LoadLatency => Some("latency"),
+            Route::FaultLiveness => Some("liveness"),
+            Route::FaultReadiness => Some("readiness"),
             _ => None,
         }
     }
@@ -121,7 +142,11 @@ impl Route {
     /// The (method, status) pairs whose counters exist from start-up.
     pub fn usual_answers(self) -> &'static [(Method, u16)] {
         match self {
-            Route::Root | Route::Health | Route::Metrics => &[(Method::Get, 200)],
+            Route::Root | Route::Health | Route::Metrics | Route::Chaos => &[(Method::Get, 200)],
+            Route::LoadLatency | Route::FaultLiveness | Route::FaultReadiness => {
+                &[(Method::Post, 202), (Method::Post, 429), (Method::Delete, 200)]
+            }
+            Route::ChaosStop => &[(Method::Post, 200)],
             Route::Ready => &[(Method::Get, 200), (Method::Get, 503)],
             Route::LoadCpu => &[
                 (Method::Post, 202),
@@ -184,21 +209,37 @@ pub fn dispatch(rq: &RequestLine<'_>, app: &App, now: Instant) -> Reply {
     let Some(route) = Route::from_path(rq.path) else {
         return Reply::not_found(rq.path);
     };
-    use Method::{Get, Head, Post};
-    if rq.method == Post
-        && let Some(action) = route.chaos_action()
-        && let Err(reply) = handlers::admit(app, action, rq.authorization)
-    {
-        return reply;
+    use Method::{Delete, Get, Head, Post};
+    // Starting chaos needs the token and the kill switch on; stopping it
+    // needs only the token (an operator must always be able to stop).
+    let starts = rq.method == Post && route.chaos_action().is_some();
+    let stops =
+        (rq.method == Delete && route.chaos_action().is_some()) || (rq.method == Post && route == Route::ChaosStop);
+    if starts || stops {
+        let action = route.chaos_action().unwrap_or("stop");
+        if let Err(reply) = handlers::admit(app, action, rq.authorization, starts) {
+            return reply;
+        }
     }
+    use crate::chaos::faults::Kind;
     match (rq.method, route) {
         (Get | Head, Route::Root) => handlers::root::get(app, now),
-        (Get | Head, Route::Health) => handlers::probes::health(),
+        (Get | Head, Route::Health) => handlers::probes::health(app, now),
         (Get | Head, Route::Ready) => handlers::probes::ready(app, now),
         (Get | Head, Route::Metrics) => handlers::scrape::metrics(app, now),
         (Post, Route::LoadCpu) => handlers::cpu::start(app, rq.query, now),
         (Post, Route::LoadMemory) => handlers::memory::leak(app, rq.query, now),
         (Post, Route::Crash) => handlers::crash::crash(app, rq.query),
+        (Delete, Route::LoadCpu) => handlers::cpu::stop(app),
+        (Delete, Route::LoadMemory) => handlers::memory::release(app),
+        (Post, Route::LoadLatency) => handlers::faults::start(app, Kind::Latency, rq.query, now),
+        (Post, Route::FaultLiveness) => handlers::faults::start(app, Kind::Liveness, rq.query, now),
+        (Post, Route::FaultReadiness) => handlers::faults::start(app, Kind::Readiness, rq.query, now),
+        (Delete, Route::LoadLatency) => handlers::faults::end(app, Kind::Latency, now),
+        (Delete, Route::FaultLiveness) => handlers::faults::end(app, Kind::Liveness, now),
+        (Delete, Route::FaultReadiness) => handlers::faults::end(app, Kind::Readiness, now),
+        (Get | Head, Route::Chaos) => handlers::chaos::list(app, now),
+        (Post, Route::ChaosStop) => handlers::chaos::stop(app, now),
         (_, route) => {
             let name: String = rq.method_name.chars().take(32).collect();
             Reply::method_not_allowed(&name, route.label(), route.allowed())

@@ -28,6 +28,8 @@ const ACCEPT_WATCH_PERIOD: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub enum Control {
     Signal(&'static str),
+    /// `POST /crash?mode=panic`: main panics, so the process ends with 101.
+    Panic(String),
     AcceptFailed(String),
     WorkerExited,
 }
@@ -70,7 +72,7 @@ impl Pool {
                 let _exit = ExitNotice(control.clone());
                 loop {
                     match server.recv() {
-                        Ok(rq) => handle(rq, &app),
+                        Ok(rq) => handle(rq, &app, &control),
                         Err(_) if stopping.load(Ordering::SeqCst) => break,
                         Err(e) => {
                             let _ = control.send(Control::AcceptFailed(e.to_string()));
@@ -117,7 +119,7 @@ pub fn watch_accept_thread(tid: u32, control: Sender<Control>) -> std::io::Resul
 }
 
 /// Serves one request from start to finish.
-fn handle(rq: tiny_http::Request, app: &App) {
+fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
     let started = Instant::now();
     let method = Method::from_tiny(rq.method());
     let target = rq.url().to_string();
@@ -137,12 +139,14 @@ fn handle(rq: tiny_http::Request, app: &App) {
     }
     let mut reply = run_guarded(|| routes::dispatch(&line, app, started));
     let after = reply.after.take();
+    let hold = reply.hold.take().unwrap_or_default();
     // Counted before the response is written, so a client that has its
     // answer finds it in the next scrape. The duration is the time to produce
     // the answer; writing a small body to the socket is a copy into the
     // kernel.
     let ended = Instant::now();
-    let elapsed = ended - started;
+    // A held answer is as slow as the client will see it.
+    let elapsed = ended - started + hold;
     let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
     let m = &app.metrics;
     m.http_requests_total
@@ -155,13 +159,15 @@ fn handle(rq: tiny_http::Request, app: &App) {
         app.latency.record(ended, elapsed);
     }
     let response = reply.into_response();
-    if after.is_none() && has_unread_body(&rq) {
-        respond_off_the_worker(rq, response);
+    if after.is_none() && (has_unread_body(&rq) || !hold.is_zero()) {
+        respond_off_the_worker(rq, response, hold);
     } else if let Err(e) = rq.respond(response) {
         log::debug!("response to {} {} not delivered: {e}", method.label(), line.path);
     }
     match after {
-        Some(After::Abort { cause }) => crash::abort_now(&app.config.state_dir, &cause, &app.events),
+        Some(After::Crash { mode, cause }) => {
+            crash::crash_now(&app.config.state_dir, mode, &cause, &app.events, control)
+        }
         None => {}
     }
 }
@@ -178,22 +184,28 @@ fn has_unread_body(rq: &tiny_http::Request) -> bool {
             .any(|h| h.field.equiv("Transfer-Encoding") || h.field.equiv("Expect"))
 }
 
-/// Drainer threads running now, and the most there may be; past that a
-/// request is answered on its worker, as tiny_http would.
+/// Threads answering off the workers now (slow bodies, held answers), and
+/// the most there may be; past that a request is answered on its worker at
+/// once, as tiny_http would.
 static DRAINERS: AtomicUsize = AtomicUsize::new(0);
 const MAX_DRAINERS: usize = 1024;
 
-/// Answers on a thread of its own, so that a client trickling its body
-/// holds that thread, not a worker: otherwise four slow uploads would starve
-/// every probe. tiny_http already runs a thread per connection; this adds at
-/// most one per request with a body in flight.
-fn respond_off_the_worker(rq: tiny_http::Request, response: tiny_http::Response<std::io::Cursor<Vec<u8>>>) {
+/// Answers on a thread of its own, after `hold`, so that neither a client
+/// trickling its body nor a latency or hang fault holds a worker: otherwise
+/// four slow uploads would starve every probe. tiny_http already runs a
+/// thread per connection; this adds at most one per such request.
+fn respond_off_the_worker(
+    rq: tiny_http::Request,
+    response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
+    hold: Duration,
+) {
     if DRAINERS.fetch_add(1, Ordering::SeqCst) >= MAX_DRAINERS {
         DRAINERS.fetch_sub(1, Ordering::SeqCst);
         let _ = rq.respond(response);
         return;
     }
-    let spawned = thread::Builder::new().name("body-drain".into()).spawn(move || {
+    let spawned = thread::Builder::new().name("answer-later".into()).spawn(move || {
+        thread::sleep(hold);
         let _ = rq.respond(response);
         DRAINERS.fetch_sub(1, Ordering::SeqCst);
     });

@@ -86,6 +86,20 @@ impl Plan {
 pub struct CpuLoads {
     active: AtomicUsize,
     generation: AtomicU64,
+    /// Millicores the running loads aim at (a saturating load counts what it
+    /// may use), for `chaos_cpu_target_millicores`.
+    target_millicores: AtomicU64,
+    next_id: AtomicU64,
+    running: std::sync::Mutex<Vec<Running>>,
+}
+
+/// A running load, as `GET /chaos` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Running {
+    pub id: u64,
+    pub plan: Plan,
+    pub millicores: u64,
+    pub ends_at: std::time::SystemTime,
 }
 
 impl CpuLoads {
@@ -93,9 +107,22 @@ impl CpuLoads {
         self.active.load(Ordering::SeqCst)
     }
 
-    /// Asks every running load to stop now (shutdown, or a stop request).
-    pub fn stop_all(&self) {
+    /// Asks every running load to stop now (shutdown, or a stop request);
+    /// returns how many were running.
+    pub fn stop_all(&self) -> usize {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.active()
+    }
+
+    pub fn target_millicores(&self) -> u64 {
+        self.target_millicores.load(Ordering::SeqCst)
+    }
+
+    pub fn running(&self) -> Vec<Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Starts a load for `duration` on new threads and returns at once.
@@ -104,12 +131,25 @@ impl CpuLoads {
     pub fn start(
         self: &Arc<Self>,
         plan: Plan,
+        millicores: u64,
         duration: Duration,
         on_end: impl FnOnce(Duration) + Send + 'static,
     ) -> std::io::Result<()> {
         let loads = Arc::clone(self);
         let generation = loads.generation.load(Ordering::SeqCst);
+        let id = loads.next_id.fetch_add(1, Ordering::SeqCst);
         loads.active.fetch_add(1, Ordering::SeqCst);
+        loads.target_millicores.fetch_add(millicores, Ordering::SeqCst);
+        loads
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Running {
+                id,
+                plan,
+                millicores,
+                ends_at: std::time::SystemTime::now() + duration,
+            });
         let started = Instant::now();
         let deadline = started + duration;
         let spawned = thread::Builder::new().name("cpu-load".into()).spawn(move || {
@@ -137,14 +177,25 @@ impl CpuLoads {
             for s in spinners {
                 let _ = s.join();
             }
-            loads.active.fetch_sub(1, Ordering::SeqCst);
+            loads.finish(id, millicores);
             on_end(started.elapsed());
         });
         if let Err(e) = spawned {
-            self.active.fetch_sub(1, Ordering::SeqCst);
+            self.finish(id, millicores);
             return Err(e);
         }
         Ok(())
+    }
+}
+
+impl CpuLoads {
+    fn finish(&self, id: u64, millicores: u64) {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|r| r.id != id);
+        self.target_millicores.fetch_sub(millicores, Ordering::SeqCst);
+        self.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -204,15 +255,24 @@ mod tests {
         let loads = Arc::new(CpuLoads::default());
         let (tx, rx) = mpsc::channel();
         loads
-            .start(Plan::Saturate { threads: 1 }, Duration::from_secs(30), move |ran| {
-                tx.send(ran).unwrap();
-            })
+            .start(
+                Plan::Saturate { threads: 1 },
+                1000,
+                Duration::from_secs(30),
+                move |ran| {
+                    tx.send(ran).unwrap();
+                },
+            )
             .unwrap();
         thread::sleep(Duration::from_millis(50));
         assert_eq!(loads.active(), 1);
-        loads.stop_all();
+        assert_eq!(loads.target_millicores(), 1000);
+        assert_eq!(loads.running().len(), 1);
+        assert_eq!(loads.stop_all(), 1);
         let ran = rx.recv_timeout(Duration::from_secs(2)).expect("load should end");
         assert!(ran < Duration::from_secs(2), "{ran:?}");
         assert_eq!(loads.active(), 0);
+        assert_eq!(loads.target_millicores(), 0);
+        assert!(loads.running().is_empty());
     }
 }

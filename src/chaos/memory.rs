@@ -65,6 +65,17 @@ impl Leak {
         Ok(())
     }
 
+    /// Frees every chunk; returns how many chunks and bytes were held. The
+    /// chunks are large enough for the allocator to have mapped each one on
+    /// its own, so freeing gives the pages back and RSS falls at once.
+    pub fn release(&self) -> (usize, u64) {
+        let chunks = std::mem::take(&mut *self.chunks.lock().unwrap_or_else(PoisonError::into_inner));
+        let bytes = self.total_bytes.swap(0, Ordering::SeqCst);
+        let count = chunks.len();
+        drop(chunks);
+        (count, bytes)
+    }
+
     pub fn chunks(&self) -> usize {
         self.chunks.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
@@ -89,6 +100,18 @@ mod tests {
         assert_eq!(leak.chunks(), 2);
         assert_eq!(leak.total_bytes(), 49 << 20);
         assert!(after >= before + (47 << 20), "rss {before} -> {after}");
+    }
+
+    #[test]
+    fn release_gives_the_memory_back() {
+        let _serial = sys::RSS_TEST_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let leak = Leak::default();
+        let before = sys::rss_bytes();
+        leak.grow(64 << 20).unwrap();
+        assert_eq!(leak.release(), (1, 64 << 20));
+        assert_eq!((leak.chunks(), leak.total_bytes()), (0, 0));
+        let after = sys::rss_bytes();
+        assert!(after < before + (8 << 20), "rss {before} -> {after}");
     }
 
     #[test]

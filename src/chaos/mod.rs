@@ -4,4 +4,5 @@
 
 pub mod cpu;
 pub mod crash;
+pub mod faults;
 pub mod memory;

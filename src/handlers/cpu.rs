@@ -70,7 +70,7 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
         );
         drop(permit);
     };
-    if let Err(e) = app.cpu.start(plan, duration, on_end) {
+    if let Err(e) = app.cpu.start(plan, millicores, duration, on_end) {
         app.metrics.chaos("cpu", "failed");
         log::error!("cannot start CPU load: {e}");
         return Reply::internal_error(&format!("cannot start CPU load threads: {e}"));
@@ -79,6 +79,13 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
     let mut body = details;
     body["status"] = json!("started");
     Reply::accepted(&body)
+}
+
+/// `DELETE /load/cpu`: ends every running load now. Each load's own thread
+/// emits CHAOS_FINISHED and frees its slot as it stops.
+pub fn stop(app: &App) -> Reply {
+    let loads = app.cpu.stop_all();
+    Reply::ok(&json!({"status": if loads > 0 { "stopping" } else { "not active" }, "loads": loads}))
 }
 
 #[cfg(test)]

@@ -1,19 +1,49 @@
-//! `POST /crash`: answers 202, and once the answer is flushed, writes the
-//! crash marker and aborts. Not subject to the guardrails, as in the seed.
+//! `POST /crash?mode=abort|exit|kill|panic&code=N`: answers 202, and once
+//! the answer is flushed, writes the crash marker and ends the process as
+//! asked. Not subject to the guardrails, as in the seed.
 
 use serde_json::json;
 
 use super::bad;
 use crate::app::App;
-use crate::http::{After, Reply};
+use crate::http::{After, CrashMode, Reply};
 use crate::query::Query;
 
+pub const PARAMETERS: &[&str] = &["mode", "code"];
+
 pub fn crash(app: &App, raw_query: &str) -> Reply {
-    if let Err(e) = Query::parse(raw_query, &[]) {
-        return bad(e);
-    }
+    let query = match Query::parse(raw_query, PARAMETERS) {
+        Ok(q) => q,
+        Err(e) => return bad(e),
+    };
+    let mode = match query.choice("mode", &["abort", "exit", "kill", "panic"]) {
+        Ok(m) => m.unwrap_or("abort"),
+        Err(e) => return bad(e),
+    };
+    let code = match query.bounded("code", 0, 255, "exit code") {
+        Ok(c) => c,
+        Err(e) => return bad(e),
+    };
+    let mode = match (mode, code) {
+        ("exit", code) => CrashMode::Exit(code.unwrap_or(1) as u8),
+        (other, Some(_)) => {
+            return Reply::bad_parameter(
+                &format!("code is for mode=exit, not mode={other}"),
+                "code",
+                query.get("code"),
+            );
+        }
+        ("kill", None) => CrashMode::Kill,
+        ("panic", None) => CrashMode::Panic,
+        _ => CrashMode::Abort,
+    };
     app.metrics.chaos("crash", "accepted");
-    Reply::accepted(&json!({"status": "crashing", "mode": "abort"})).then(After::Abort {
+    let exit_code = match mode {
+        CrashMode::Exit(c) => Some(c),
+        _ => None,
+    };
+    Reply::accepted(&json!({"status": "crashing", "mode": mode.label(), "exit_code": exit_code})).then(After::Crash {
+        mode,
         cause: "POST /crash".to_string(),
     })
 }

@@ -66,6 +66,25 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     }
 }
 
+/// `DELETE /load/memory`: frees the whole leak, so that a memory-degraded
+/// pod can recover and its recovery time be measured.
+pub fn release(app: &App) -> Reply {
+    let (chunks, bytes) = app.leak.release();
+    app.metrics.memory_chunks.set(0);
+    if chunks > 0 {
+        app.events.emit(
+            Event::ChaosFinished,
+            json!({"action": "memory", "released_mb": bytes >> 20}),
+        );
+    }
+    Reply::ok(&json!({
+        "status": if chunks > 0 { "released" } else { "not active" },
+        "released_mb": bytes >> 20,
+        "chunks": chunks,
+        "rss_bytes": sys::rss_bytes(),
+    }))
+}
+
 fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
     if let (Some(a), Some(b)) = (into.as_object_mut(), from.as_object()) {
         a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -2,8 +2,10 @@
 //! parts and `&App` that returns a `Reply`; it never reads the request body
 //! and never blocks for long.
 
+pub mod chaos;
 pub mod cpu;
 pub mod crash;
+pub mod faults;
 pub mod memory;
 pub mod probes;
 pub mod root;
@@ -19,12 +21,13 @@ use crate::guard::Permit;
 use crate::http::Reply;
 use crate::query::ParamError;
 
-/// Whether a chaos request may go on: the token first (401), then the kill
-/// switch (403). A refusal is counted and logged as CHAOS_REJECTED.
-pub fn admit(app: &App, action: &str, authorization: Option<&str>) -> Result<(), Reply> {
+/// Whether a chaos request may go on: the token first (401), then, for a
+/// request that `starts` chaos, the kill switch (403). A refusal is counted
+/// and logged as CHAOS_REJECTED.
+pub fn admit(app: &App, action: &str, authorization: Option<&str>, starts: bool) -> Result<(), Reply> {
     let refusal = match app.access.check(authorization) {
         Err(denied) => Some(("unauthorized", Reply::unauthorized(&denied.0))),
-        Ok(()) if !app.config.chaos_enabled => Some((
+        Ok(()) if starts && !app.config.chaos_enabled => Some((
             "disabled",
             Reply::json(
                 403,
@@ -36,7 +39,9 @@ pub fn admit(app: &App, action: &str, authorization: Option<&str>) -> Result<(),
     match refusal {
         None => Ok(()),
         Some((outcome, reply)) => {
-            app.metrics.chaos(action, outcome);
+            if starts {
+                app.metrics.chaos(action, outcome);
+            }
             app.events
                 .emit(Event::ChaosRejected, json!({"action": action, "reason": outcome}));
             Err(reply)

@@ -10,11 +10,25 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::app::App;
+use crate::chaos::faults::LivenessMode;
 use crate::http::Reply;
 use crate::readiness::Reason;
 
-pub fn health() -> Reply {
-    Reply::ok(&json!({"status": "healthy"}))
+/// /health: 200, unless a liveness fault says to fail (500) or to hang (no
+/// answer until the fault ends; the answer is held off the worker).
+pub fn health(app: &App, now: Instant) -> Reply {
+    match app.faults.liveness(now) {
+        None => Reply::ok(&json!({"status": "healthy"})),
+        Some((LivenessMode::Fail, _)) => Reply::json(
+            500,
+            &json!({"status": "unhealthy", "reason": "forced by /fault/liveness"}),
+        ),
+        Some((LivenessMode::Hang, until)) => Reply::json(
+            500,
+            &json!({"status": "unhealthy", "reason": "hung by /fault/liveness"}),
+        )
+        .held_for(until.saturating_duration_since(now)),
+    }
 }
 
 pub fn ready(app: &App, now: Instant) -> Reply {
@@ -35,7 +49,8 @@ mod tests {
 
     #[test]
     fn health_is_healthy() {
-        let r = health();
+        let (app, _) = testing::app("health", &[]);
+        let r = health(&app, Instant::now());
         assert_eq!((r.status, r.body_json()), (200, json!({"status": "healthy"})));
     }
 

@@ -8,12 +8,18 @@ use crate::app::App;
 use crate::http::Reply;
 
 pub fn get(app: &App, now: Instant) -> Reply {
-    Reply::ok(&json!({
+    let reply = Reply::ok(&json!({
         "service": "chaos-backend",
         "version": env!("CARGO_PKG_VERSION"),
         "pod": app.pod,
         "uptime_seconds": now.saturating_duration_since(app.started).as_secs_f64(),
-    }))
+    }));
+    // A latency fault slows user traffic only; the answer is held off the
+    // worker, and the readiness p95 sees the held time.
+    match app.faults.latency(now) {
+        Some(extra) => reply.held_for(extra),
+        None => reply,
+    }
 }
 
 #[cfg(test)]

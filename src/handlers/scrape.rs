@@ -14,6 +14,16 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
     m.memory_chunks
         .set(i64::try_from(app.leak.chunks()).unwrap_or(i64::MAX));
     m.cpu_stress_active.set(i64::from(app.cpu.active() > 0));
+    m.chaos_leaked_bytes
+        .set(i64::try_from(app.leak.total_bytes()).unwrap_or(i64::MAX));
+    m.chaos_cpu_target_millicores
+        .set(i64::try_from(app.cpu.target_millicores()).unwrap_or(i64::MAX));
+    let active = |fault: &str, on: bool| m.chaos_fault_active.with_label_values(&[fault]).set(i64::from(on));
+    active("cpu", app.cpu.active() > 0);
+    active("memory", app.leak.total_bytes() > 0);
+    for kind in crate::chaos::faults::Kind::ALL {
+        active(kind.label(), app.faults.is_active(kind, now));
+    }
     // Sets pod_ready_status; serving a scrape is not serving /ready, so no
     // timer moves.
     app.readiness_reasons(now);
@@ -24,6 +34,7 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
             body,
             headers: Vec::new(),
             after: None,
+            hold: None,
         },
         Err(e) => {
             log::error!("cannot render metrics: {e}");

@@ -1,0 +1,139 @@
+//! `POST`/`DELETE` `/fault/liveness`, `/fault/readiness` and `/load/latency`:
+//! timed faults that change how the service answers. Each holds a guardrail
+//! slot for its duration; `DELETE` ends it early.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+
+use super::{bad, claim};
+use crate::app::App;
+use crate::chaos::faults::{Kind, LivenessMode, Setting};
+use crate::config::MAX_DURATION_SECONDS;
+use crate::events::{Event, unix_ms};
+use crate::http::Reply;
+use crate::query::Query;
+
+/// Liveness and readiness faults last a minute unless told: long enough for
+/// the kubelet's default period (10 s) times failureThreshold (3).
+const DEFAULT_PROBE_FAULT: Duration = Duration::from_secs(60);
+
+fn parameters(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Liveness => &["mode", "duration"],
+        Kind::Readiness => &["duration"],
+        Kind::Latency => &["ms", "duration"],
+    }
+}
+
+/// The setting and duration a request asks for.
+fn parse(app: &App, kind: Kind, raw_query: &str) -> Result<(Setting, Duration), Reply> {
+    let query = Query::parse(raw_query, parameters(kind)).map_err(bad)?;
+    let default = match kind {
+        Kind::Latency => app.config.cpu_load_duration,
+        _ => DEFAULT_PROBE_FAULT,
+    };
+    let duration = query
+        .bounded("duration", 1, MAX_DURATION_SECONDS, "seconds")
+        .map_err(bad)?
+        .map_or(default, Duration::from_secs);
+    let setting = match kind {
+        Kind::Liveness => match query.choice("mode", &["fail", "hang"]).map_err(bad)? {
+            Some("hang") => Setting::Liveness(LivenessMode::Hang),
+            _ => Setting::Liveness(LivenessMode::Fail),
+        },
+        Kind::Readiness => Setting::Readiness,
+        Kind::Latency => {
+            let ms = query
+                .bounded("ms", 1, 60_000, "milliseconds")
+                .map_err(bad)?
+                .unwrap_or(1000);
+            Setting::Latency(Duration::from_millis(ms))
+        }
+    };
+    Ok((setting, duration))
+}
+
+pub fn start(app: &App, kind: Kind, raw_query: &str, now: Instant) -> Reply {
+    let (setting, duration) = match parse(app, kind, raw_query) {
+        Ok(p) => p,
+        Err(reply) => return reply,
+    };
+    let permit = match claim(app, kind.label(), now, duration) {
+        Ok(p) => p,
+        Err(reply) => return reply,
+    };
+    let id = app.faults.start(setting, now, duration, permit);
+    let started = unix_ms(SystemTime::now());
+    let details = json!({
+        "fault": kind.label(),
+        "detail": setting.detail(),
+        "duration_seconds": duration.as_secs(),
+        "started_at_unix_ms": started,
+        "ends_at_unix_ms": started + duration.as_millis() as u64,
+    });
+    app.events.emit(Event::ChaosStarted, details.clone());
+    let (faults, events) = (Arc::clone(&app.faults), Arc::clone(&app.events));
+    let timer = std::thread::Builder::new()
+        .name(format!("fault-{}", kind.label()))
+        .spawn(move || {
+            std::thread::sleep(duration);
+            if faults.expire(id) {
+                events.emit(Event::ChaosFinished, json!({"fault": kind.label(), "ended": "on time"}));
+            }
+        });
+    if let Err(e) = timer {
+        // The fault still ends on time (it is checked against the clock);
+        // only its slot stays taken until it is stopped.
+        log::warn!("no timer thread for the {} fault: {e}", kind.label());
+    }
+    let mut body = details;
+    body["status"] = json!("started");
+    Reply::accepted(&body)
+}
+
+pub fn end(app: &App, kind: Kind, now: Instant) -> Reply {
+    let was_active = app.faults.end(kind, now);
+    if was_active {
+        app.events.emit(
+            Event::ChaosFinished,
+            json!({"fault": kind.label(), "ended": "on request"}),
+        );
+    }
+    Reply::ok(&json!({"fault": kind.label(), "status": if was_active { "stopped" } else { "not active" }}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing;
+
+    #[test]
+    fn bad_fault_parameters_are_400() {
+        let (app, _) = testing::app("faults-bad", &[]);
+        for (kind, q) in [
+            (Kind::Liveness, "mode=sleep"),
+            (Kind::Liveness, "ms=5"),
+            (Kind::Latency, "ms=0"),
+            (Kind::Latency, "ms=60001"),
+            (Kind::Readiness, "duration=0"),
+        ] {
+            assert_eq!(start(&app, kind, q, Instant::now()).status, 400, "{q}");
+        }
+        assert_eq!(app.guard.active(), 0);
+    }
+
+    #[test]
+    fn latency_fault_starts_and_ends_on_request() {
+        let (app, events) = testing::app("faults-latency", &[("CHAOS_COOLDOWN_SECONDS", "0")]);
+        let now = Instant::now();
+        let r = start(&app, Kind::Latency, "ms=250&duration=30", now);
+        assert_eq!(r.status, 202, "{:?}", r.body_json());
+        assert_eq!(app.faults.latency(now), Some(Duration::from_millis(250)));
+        assert_eq!(end(&app, Kind::Latency, now).body_json()["status"], "stopped");
+        assert_eq!(app.faults.latency(now), None);
+        assert_eq!(app.guard.active(), 0, "the slot is free again");
+        assert_eq!(events.event_names(), ["CHAOS_STARTED", "CHAOS_FINISHED"]);
+    }
+}
