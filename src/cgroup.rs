@@ -65,6 +65,35 @@ pub fn cpu_quota() -> Option<CpuQuota> {
     tightest
 }
 
+/// The memory limit that applies to this process in bytes (v2 `memory.max`,
+/// v1 `memory.limit_in_bytes`, the tightest from our cgroup up), or `None`
+/// when unlimited. v1 writes "unlimited" as a page-rounded 2^63.
+pub fn memory_limit() -> Option<u64> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut tightest: Option<u64> = None;
+    let mut consider = |limit: u64| {
+        if limit < (1 << 62) && tightest.is_none_or(|t| limit < t) {
+            tightest = Some(limit);
+        }
+    };
+    for (hierarchy, file) in [
+        (find_hierarchy(&mountinfo, &cgroups, None), "memory.max"),
+        (
+            find_hierarchy(&mountinfo, &cgroups, Some("memory")),
+            "memory.limit_in_bytes",
+        ),
+    ] {
+        let Some(h) = hierarchy else { continue };
+        for dir in dirs_up_to_mount(&h) {
+            if let Some(limit) = read_file(&dir.join(file)).and_then(|t| t.trim().parse::<u64>().ok()) {
+                consider(limit);
+            }
+        }
+    }
+    tightest
+}
+
 fn read_file(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }

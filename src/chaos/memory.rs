@@ -34,8 +34,11 @@ impl fmt::Display for LeakError {
 /// The leaked chunks. Their bytes are never read; holding them is the point.
 #[derive(Debug, Default)]
 pub struct Leak {
-    chunks: Mutex<Vec<Vec<u8>>>,
+    /// Each chunk with the id of the leak request that made it, so that a
+    /// `hold` can release its own chunks and no others.
+    chunks: Mutex<Vec<(u64, Vec<u8>)>>,
     total_bytes: AtomicU64,
+    next_id: AtomicU64,
 }
 
 impl Leak {
@@ -44,7 +47,18 @@ impl Leak {
     /// A size beyond the machine's memory plus swap is refused up front:
     /// with `vm.overcommit_memory=1` (the kubelet's setting) the allocator
     /// would accept it, and outside a memory limit the node would pay.
+    #[cfg(test)]
     pub fn grow(&self, bytes: usize) -> Result<(), LeakError> {
+        self.grow_tagged(0, bytes)
+    }
+
+    /// A fresh id for the chunks of one leak request.
+    pub fn new_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Like `grow`, tagging the chunk with `id`.
+    pub fn grow_tagged(&self, id: u64, bytes: usize) -> Result<(), LeakError> {
         if let Some(machine) = sys::machine_memory_bytes()
             && bytes as u64 > machine
         {
@@ -60,8 +74,12 @@ impl Leak {
         for page in chunk.spare_capacity_mut().chunks_mut(sys::page_size()) {
             page[0].write(0xA5);
         }
-        self.chunks.lock().unwrap_or_else(PoisonError::into_inner).push(chunk);
-        self.total_bytes.fetch_add(bytes as u64, Ordering::SeqCst);
+        let held = chunk.capacity() as u64;
+        self.chunks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((id, chunk));
+        self.total_bytes.fetch_add(held, Ordering::SeqCst);
         Ok(())
     }
 
@@ -69,11 +87,24 @@ impl Leak {
     /// chunks are large enough for the allocator to have mapped each one on
     /// its own, so freeing gives the pages back and RSS falls at once.
     pub fn release(&self) -> (usize, u64) {
-        let chunks = std::mem::take(&mut *self.chunks.lock().unwrap_or_else(PoisonError::into_inner));
-        let bytes = self.total_bytes.swap(0, Ordering::SeqCst);
-        let count = chunks.len();
-        drop(chunks);
-        (count, bytes)
+        self.release_where(|_| true)
+    }
+
+    /// Frees the chunks of leak request `id` only.
+    pub fn release_id(&self, id: u64) -> (usize, u64) {
+        self.release_where(|chunk_id| chunk_id == id)
+    }
+
+    fn release_where(&self, pick: impl Fn(u64) -> bool) -> (usize, u64) {
+        let taken: Vec<Vec<u8>> = {
+            let mut chunks = self.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+            let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *chunks).into_iter().partition(|(id, _)| pick(*id));
+            *chunks = keep;
+            out.into_iter().map(|(_, c)| c).collect()
+        };
+        let bytes: u64 = taken.iter().map(|c| c.capacity() as u64).sum();
+        self.total_bytes.fetch_sub(bytes, Ordering::SeqCst);
+        (taken.len(), bytes)
     }
 
     pub fn chunks(&self) -> usize {
@@ -112,6 +143,16 @@ mod tests {
         assert_eq!((leak.chunks(), leak.total_bytes()), (0, 0));
         let after = sys::rss_bytes();
         assert!(after < before + (8 << 20), "rss {before} -> {after}");
+    }
+
+    #[test]
+    fn release_by_id_keeps_the_other_chunks() {
+        let leak = Leak::default();
+        let (a, b) = (leak.new_id(), leak.new_id());
+        leak.grow_tagged(a, 1 << 20).unwrap();
+        leak.grow_tagged(b, 2 << 20).unwrap();
+        assert_eq!(leak.release_id(a), (1, 1 << 20));
+        assert_eq!((leak.chunks(), leak.total_bytes()), (1, 2 << 20));
     }
 
     #[test]

@@ -1,40 +1,128 @@
-//! `POST /load/memory?mb=N`: leaks N MiB and answers with the new totals.
+//! `POST /load/memory?mb=N|percent_of_limit=P&ramp=S&hold=S` leaks memory;
+//! `DELETE /load/memory` frees it.
 //!
-//! The leak is made before answering, on the worker, because the answer
-//! reports the RSS it reached; touching 100 MiB takes about 25 ms.
+//! Without `ramp` the leak is made before answering, on the worker, because
+//! the answer reports the RSS it reached (touching 100 MiB takes about 25 ms).
+//! With `ramp` it grows on a thread of its own over S seconds and the answer
+//! is 202. With `hold` the leak frees itself S seconds after it is complete.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{bad, claim};
 use crate::app::App;
-use crate::config::MAX_MB;
-use crate::events::Event;
+use crate::chaos::memory::Leak;
+use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
+use crate::events::{Event, Events, unix_ms};
 use crate::http::Reply;
 use crate::query::Query;
-use crate::sys;
+use crate::{cgroup, sys};
 
-pub const PARAMETERS: &[&str] = &["mb"];
+pub const PARAMETERS: &[&str] = &["mb", "percent_of_limit", "ramp", "hold"];
+
+/// How often a ramp grows the leak.
+const RAMP_STEP: Duration = Duration::from_millis(100);
+
+/// The size asked for, in bytes: `mb`, or a share of the cgroup memory limit.
+fn size(app: &App, query: &Query) -> Result<(u64, Value), Reply> {
+    let mb = query.bounded("mb", 1, MAX_MB, "MiB").map_err(bad)?;
+    let percent = query.bounded("percent_of_limit", 1, 200, "percent").map_err(bad)?;
+    match (mb, percent) {
+        (Some(_), Some(_)) => Err(Reply::bad_parameter(
+            "give mb or percent_of_limit, not both",
+            "percent_of_limit",
+            query.get("percent_of_limit"),
+        )),
+        (None, Some(p)) => match cgroup::memory_limit() {
+            Some(limit) => Ok((limit * p / 100, json!({"percent_of_limit": p, "limit_bytes": limit}))),
+            None => Err(Reply::bad_parameter(
+                &format!("percent_of_limit={p} needs a cgroup memory limit, and this process has none"),
+                "percent_of_limit",
+                query.get("percent_of_limit"),
+            )),
+        },
+        (mb, None) => {
+            let mb = mb.unwrap_or(app.config.memory_mb);
+            Ok((mb << 20, json!({"mb": mb})))
+        }
+    }
+}
 
 pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     let query = match Query::parse(raw_query, PARAMETERS) {
         Ok(q) => q,
         Err(e) => return bad(e),
     };
-    let mb = match query.bounded("mb", 1, MAX_MB, "MiB") {
-        Ok(mb) => mb.unwrap_or(app.config.memory_mb),
-        Err(e) => return bad(e),
+    let (bytes, asked) = match size(app, &query) {
+        Ok(s) => s,
+        Err(reply) => return reply,
     };
-    let _permit = match claim(app, "memory", now, Duration::ZERO) {
+    let (ramp, hold) = match (
+        query.bounded("ramp", 1, MAX_DURATION_SECONDS, "seconds"),
+        query.bounded("hold", 1, 86_400, "seconds"),
+    ) {
+        (Ok(r), Ok(h)) => (r.map(Duration::from_secs), h.map(Duration::from_secs)),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let permit = match claim(app, "memory", now, ramp.unwrap_or(Duration::ZERO)) {
         Ok(p) => p,
         Err(reply) => return reply,
     };
-    app.events
-        .emit(Event::ChaosStarted, json!({"action": "memory", "mb": mb}));
+    let id = app.leak.new_id();
+    let mut started = json!({"action": "memory", "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "hold_seconds": hold.map(|h| h.as_secs())});
+    merge(&mut started, &asked);
+    app.events.emit(Event::ChaosStarted, started);
+
+    if let Some(ramp) = ramp {
+        let (leak, events) = (Arc::clone(&app.leak), Arc::clone(&app.events));
+        let spawned = std::thread::Builder::new().name("memory-ramp".into()).spawn(move || {
+            let steps = (ramp.as_millis() / RAMP_STEP.as_millis()).max(1) as u64;
+            let t0 = Instant::now();
+            let mut done = 0u64;
+            for step in 1..=steps {
+                let target = bytes * step / steps;
+                if let Err(e) = leak.grow_tagged(id, (target - done) as usize) {
+                    events.emit(
+                        Event::ChaosFinished,
+                        json!({"action": "memory", "error": e.to_string()}),
+                    );
+                    return;
+                }
+                done = target;
+                std::thread::sleep((t0 + RAMP_STEP * step as u32).saturating_duration_since(Instant::now()));
+            }
+            drop(permit);
+            events.emit(
+                Event::ChaosFinished,
+                json!({"action": "memory", "leaked_mb": bytes >> 20, "ramp_seconds": ramp.as_secs()}),
+            );
+            if let Some(hold) = hold {
+                release_after(leak, events, id, hold);
+            }
+        });
+        if let Err(e) = spawned {
+            app.metrics.chaos("memory", "failed");
+            return Reply::internal_error(&format!("cannot start the ramp thread: {e}"));
+        }
+        let t = unix_ms(SystemTime::now());
+        let mut body = json!({
+            "status": "ramping",
+            "action": "memory",
+            "bytes": bytes,
+            "ramp_seconds": ramp.as_secs(),
+            "ends_at_unix_ms": t + ramp.as_millis() as u64,
+            "release_at_unix_ms": hold.map(|h| t + (ramp + h).as_millis() as u64),
+        });
+        merge(&mut body, &asked);
+        return Reply::accepted(&body);
+    }
+
     let started = Instant::now();
-    let result = app.leak.grow((mb << 20) as usize);
+    let result = app.leak.grow_tagged(id, bytes as usize);
     let took = started.elapsed();
+    drop(permit);
     let totals = json!({
         "total_leaked_mb": app.leak.total_bytes() >> 20,
         "chunks": app.leak.chunks(),
@@ -43,11 +131,17 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     app.metrics
         .memory_chunks
         .set(i64::try_from(app.leak.chunks()).unwrap_or(i64::MAX));
+    let mb = bytes >> 20;
     match result {
         Ok(()) => {
             let mut body =
                 json!({"status": "leaked", "action": "memory", "leaked_mb": mb, "seconds": took.as_secs_f64()});
             merge(&mut body, &totals);
+            merge(&mut body, &asked);
+            if let Some(hold) = hold {
+                body["release_at_unix_ms"] = json!(unix_ms(SystemTime::now()) + hold.as_millis() as u64);
+                release_after(Arc::clone(&app.leak), Arc::clone(&app.events), id, hold);
+            }
             app.events.emit(Event::ChaosFinished, body.clone());
             Reply::ok(&body)
         }
@@ -63,6 +157,23 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
             );
             Reply::json(507, &body)
         }
+    }
+}
+
+/// Frees the chunks of leak `id` after `hold`, on a thread of its own.
+fn release_after(leak: Arc<Leak>, events: Arc<Events>, id: u64, hold: Duration) {
+    let spawned = std::thread::Builder::new().name("memory-hold".into()).spawn(move || {
+        std::thread::sleep(hold);
+        let (chunks, bytes) = leak.release_id(id);
+        if chunks > 0 {
+            events.emit(
+                Event::ChaosFinished,
+                json!({"action": "memory", "released_mb": bytes >> 20, "after_hold_seconds": hold.as_secs()}),
+            );
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("no thread to release the leak after {hold:?} ({e}); DELETE /load/memory frees it");
     }
 }
 
@@ -85,7 +196,7 @@ pub fn release(app: &App) -> Reply {
     }))
 }
 
-fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
+fn merge(into: &mut Value, from: &Value) {
     if let (Some(a), Some(b)) = (into.as_object_mut(), from.as_object()) {
         a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
@@ -134,9 +245,20 @@ mod tests {
     }
 
     #[test]
-    fn bad_mb_is_400() {
+    fn bad_memory_parameters_are_400() {
         let (app, _) = testing::app("memory-400", &[]);
-        for q in ["mb=-1", "mb=99999999999999999999", "mb=0", "mb=abc", "size=1"] {
+        for q in [
+            "mb=-1",
+            "mb=99999999999999999999",
+            "mb=0",
+            "mb=abc",
+            "size=1",
+            "mb=1&percent_of_limit=5",
+            "percent_of_limit=0",
+            "percent_of_limit=201",
+            "ramp=0",
+            "hold=x",
+        ] {
             assert_eq!(leak(&app, q, Instant::now()).status, 400, "{q}");
         }
         assert_eq!(app.leak.chunks(), 0);

@@ -253,3 +253,29 @@ fn read_only_root_with_a_state_volume_keeps_the_marker_across_restarts() {
     );
     assert!(!volume.join("last-crash.json").exists(), "and removed");
 }
+
+/// percent_of_limit sizes the leak from the container's memory limit, not
+/// the node's memory.
+#[test]
+fn percent_of_limit_follows_the_container_limit() {
+    let _x = exclusive();
+    let c = Container::run(&[
+        "--memory",
+        "128m",
+        "--memory-swap",
+        "128m",
+        "-e",
+        "MAX_MEMORY_MB_READY=1000",
+    ]);
+    let before = crate::harness::metric_value(&c.get("/metrics").body, "memory_usage_bytes").unwrap();
+    let r = c.post("/load/memory?percent_of_limit=50");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["limit_bytes"].as_u64(), Some(128 << 20));
+    assert_eq!(r.json()["leaked_mb"].as_u64(), Some(64));
+    let after = crate::harness::metric_value(&c.get("/metrics").body, "memory_usage_bytes").unwrap();
+    let grown = (after - before) / 1048576.0;
+    assert!(
+        (grown - 64.0).abs() <= 64.0 * 0.05,
+        "RSS grew {grown:.1} MiB for 50% of 128 MiB"
+    );
+}

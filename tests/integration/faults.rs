@@ -294,3 +294,43 @@ fn startup_delay_holds_readiness_then_releases_it() {
         "starting is no detection"
     );
 }
+
+#[test]
+fn ramp_grows_the_leak_over_time_and_hold_releases_it() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "3")]);
+    let r = svc.post("/load/memory?mb=40&ramp=2&hold=1");
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (202, Some("ramping")),
+        "{}",
+        r.body
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let halfway = svc.metric("chaos_leaked_bytes") / 1048576.0;
+    assert!(
+        (12.0..=28.0).contains(&halfway),
+        "{halfway} MiB after 1 s of a 2 s ramp to 40"
+    );
+    let full = poll(Duration::from_secs(3), Duration::from_millis(50), || {
+        (svc.metric("chaos_leaked_bytes") == (40u64 << 20) as f64).then(Instant::now)
+    });
+    assert!(full.is_some(), "the ramp reaches 40 MiB");
+    let freed = poll(Duration::from_secs(3), Duration::from_millis(50), || {
+        (svc.metric("chaos_leaked_bytes") == 0.0).then(Instant::now)
+    });
+    let held = freed.expect("hold releases it") - full.unwrap();
+    assert!(
+        held >= Duration::from_millis(800) && held < Duration::from_millis(1600),
+        "{held:?}"
+    );
+    // A plain leak with hold answers at once and frees only its own chunks.
+    assert_eq!(svc.post("/load/memory?mb=3").status, 200);
+    let r = svc.post("/load/memory?mb=5&hold=1");
+    assert_eq!(r.status, 200);
+    assert!(r.json()["release_at_unix_ms"].is_u64());
+    let left = poll(Duration::from_secs(3), Duration::from_millis(50), || {
+        (svc.metric("chaos_leaked_bytes") == (3u64 << 20) as f64).then_some(())
+    });
+    assert!(left.is_some(), "the 3 MiB leak stays");
+}
