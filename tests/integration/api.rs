@@ -141,8 +141,11 @@ fn unknown_path_is_404_json() {
 fn wrong_method_is_405_with_allow() {
     let svc = Service::start(&[]);
     for (method, path, allow) in [
-        ("GET", "/load/cpu", "POST"),
-        ("GET", "/load/memory", "POST"),
+        ("GET", "/load/cpu", "POST, DELETE"),
+        ("GET", "/load/memory", "POST, DELETE"),
+        ("GET", "/fault/liveness", "POST, DELETE"),
+        ("DELETE", "/chaos", "GET, HEAD"),
+        ("GET", "/chaos/stop", "POST"),
         ("GET", "/crash", "POST"),
         ("POST", "/health", "GET, HEAD"),
         ("DELETE", "/ready", "GET, HEAD"),

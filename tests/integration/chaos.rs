@@ -139,7 +139,10 @@ fn crash_answers_202_then_aborts_and_next_start_counts_it_once() {
     let mut svc = Service::start_in(&state, &[]);
     let r = svc.post("/crash");
     assert_eq!(r.status, 202);
-    assert_eq!(r.json(), serde_json::json!({"status": "crashing", "mode": "abort"}));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"status": "crashing", "mode": "abort", "exit_code": null})
+    );
     let status = svc.wait_exit(Duration::from_secs(5)).expect("process ends");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "ended by {}", describe(status));
     let marker: serde_json::Value =
