@@ -10,7 +10,7 @@ usage() {
 Usage: scripts/test.sh [--help]
 
 Installs what the tests need (apt-get and pip, as root), then runs:
-  shellcheck scripts/*.sh .ci/run
+  shellcheck scripts/*.sh .ci/run tests/matrix/*.sh
   hadolint Containerfile
   yamllint --strict -c .yamllint.yaml .
   cargo fmt --check
@@ -92,7 +92,7 @@ echo "==> npm ci (Grafana's schema and TypeScript, for the dashboard type check)
 npm ci --prefix grafana/typecheck --no-audit --no-fund --silent
 
 echo "==> shellcheck"
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh .ci/run tests/matrix/*.sh
 echo "==> hadolint"
 hadolint Containerfile
 echo "==> yamllint"

@@ -12,6 +12,7 @@ mod hardening;
 mod harness;
 mod lifecycle;
 mod manifests;
+mod matrix;
 mod observability;
 mod promtool;
 mod scripts;

@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# validate-matrix.sh: the Controlled Failure Matrix as hypotheses with
+# verdicts on a live cluster. Triggers each fault on one pod and measures the
+# healing from the Kubernetes side (Pods, EndpointSlices, HPA), not only from
+# the app. Needs bash, curl and kubectl.
+# The conditions are called through wait_for's argument and the handlers
+# through traps, which shellcheck cannot follow:
+# shellcheck disable=SC2329
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/validate-matrix.sh --namespace NS [options]
+
+For each row: record the state before, trigger the fault on one pod, watch
+the Kubernetes objects until the hypothesis holds or its time runs out,
+record every observation, restore (stop the fault, wait for Ready), and go on.
+
+Options:
+  --namespace NS       namespace of the Deployment (required)
+  --selector SEL       pod label selector (default app.kubernetes.io/name=chaos-backend)
+  --service NAME       Service whose EndpointSlices are watched (default chaos-backend)
+  --hpa NAME           HorizontalPodAutoscaler to watch (default chaos-backend)
+  --rows LIST          rows to run, comma-separated (default crash,oom,degraded,hpa)
+  --hypotheses FILE    override hypotheses (format below)
+  --out DIR            journal and verdict directory (default ./matrix-<unix time>)
+  --token T            bearer token for the chaos endpoints (default $CHAOS_TOKEN)
+  --url URL            reach the pod at URL instead of `kubectl port-forward`
+  --poll S             seconds between observations (default 1; decimals allowed)
+  -h, --help           this help
+
+Rows and default hypotheses:
+  crash     POST /crash. restartCount rises within crash.restart_within (60) s,
+            lastState.terminated.exitCode is one of crash.exit_codes (134,139),
+            Ready again within crash.ready_within (60) s of the restart.
+  oom       POST oom.trigger (/load/memory?percent_of_limit=150: half again
+            the container's memory limit). restartCount rises and
+            lastState.terminated.reason is oom.reason (OOMKilled) within
+            oom.within (120) s; Ready again within oom.ready_within (60) s.
+  degraded  POST /fault/readiness?duration=degraded.fault_seconds (60). The
+            pod's address leaves the Service's EndpointSlices (absent or not
+            ready) within degraded.removed_within (10) s with no restart;
+            after DELETE /fault/readiness it is back within
+            degraded.back_within (10) s.
+  hpa       POST /load/cpu?duration=hpa.load_seconds (240); desiredReplicas
+            rises within hpa.scale_within (180) s. Needs pods older than 5
+            minutes or READY_FAIL_ON_CPU_STRESS=false (see README).
+
+Hypotheses file: one `row.key=value` per line, `#` starts a comment, e.g.
+  crash.restart_within=30
+  oom.reason=OOMKilled
+  degraded.removed_within=5
+
+Output: a markdown verdict table on stdout and in OUT/verdict.md, and
+OUT/journal.jsonl: one JSON object per observation, written as it is made,
+so an interrupted run keeps everything it measured. On exit, interrupted or
+not, every fault this run started is stopped (POST /chaos/stop).
+
+Exit status: 0 every selected row passed; 1 a row failed; 2 bad usage;
+130 interrupted.
+USAGE
+}
+
+die_usage() {
+  echo "validate-matrix.sh: $1" >&2
+  echo "Try --help." >&2
+  exit 2
+}
+
+namespace=""
+selector="app.kubernetes.io/name=chaos-backend"
+service="chaos-backend"
+hpa="chaos-backend"
+rows="crash,oom,degraded,hpa"
+hypotheses_file=""
+out="matrix-$(date +%s)"
+token="${CHAOS_TOKEN:-}"
+url=""
+poll=1
+KUBECTL="${KUBECTL:-kubectl}"
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --namespace | --selector | --service | --hpa | --rows | --hypotheses | --out | --token | --url | --poll)
+      [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a value"
+      case "$1" in
+        --namespace) namespace="$2" ;;
+        --selector) selector="$2" ;;
+        --service) service="$2" ;;
+        --hpa) hpa="$2" ;;
+        --rows) rows="$2" ;;
+        --hypotheses) hypotheses_file="$2" ;;
+        --out) out="$2" ;;
+        --token) token="$2" ;;
+        --url) url="${2%/}" ;;
+        --poll) poll="$2" ;;
+      esac
+      shift 2
+      ;;
+    *) die_usage "unknown option \"$1\"" ;;
+  esac
+done
+[[ -n $namespace ]] || die_usage "--namespace is required"
+[[ $poll =~ ^[0-9]+([.][0-9]+)?$ ]] || die_usage "--poll \"$poll\": expected seconds"
+IFS=',' read -r -a selected <<<"$rows"
+for r in "${selected[@]}"; do
+  case "$r" in crash | oom | degraded | hpa) ;; *) die_usage "--rows: unknown row \"$r\"" ;; esac
+done
+
+# --- hypotheses -------------------------------------------------------------
+declare -A hyp=(
+  [crash.restart_within]=60 [crash.exit_codes]="134,139" [crash.ready_within]=60
+  [oom.within]=120 [oom.reason]=OOMKilled [oom.ready_within]=60
+  [oom.trigger]="/load/memory?percent_of_limit=150"
+  [degraded.fault_seconds]=60 [degraded.removed_within]=10 [degraded.back_within]=10
+  [hpa.load_seconds]=240 [hpa.scale_within]=180
+)
+if [[ -n $hypotheses_file ]]; then
+  [[ -r $hypotheses_file ]] || die_usage "cannot read --hypotheses \"$hypotheses_file\""
+  n=0
+  while IFS= read -r line || [[ -n $line ]]; do
+    n=$((n + 1))
+    line="${line%%#*}"
+    line="${line//[[:space:]]/}"
+    [[ -n $line ]] || continue
+    key="${line%%=*}"
+    [[ $line == *=* && -n ${hyp[$key]+set} ]] || die_usage "$hypotheses_file:$n: unknown hypothesis \"$line\""
+    hyp[$key]="${line#*=}"
+  done <"$hypotheses_file"
+fi
+
+mkdir -p "$out"
+journal="$out/journal.jsonl"
+: >>"$journal"
+
+# --- clock and journal -------------------------------------------------------
+now_ms() { local t=$EPOCHREALTIME; REPLY=$((10#${t/[.,]/} / 1000)); }
+
+json_escape() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; REPLY=${s//$'\n'/ }; }
+
+# note ROW PHASE key=value...: appends one JSON line to the journal.
+note() {
+  now_ms
+  local line="{\"ts_ms\":$REPLY,\"row\":\"$1\",\"phase\":\"$2\"" kv
+  shift 2
+  for kv in "$@"; do
+    json_escape "${kv#*=}"
+    line+=",\"${kv%%=*}\":\"$REPLY\""
+  done
+  printf '%s}\n' "$line" >>"$journal"
+}
+
+# --- Kubernetes: every kubectl call is here ----------------------------------
+# fetch ARGS...: `kubectl get ... -o json` as JSON text.
+fetch() { "$KUBECTL" -n "$namespace" get "$@" -o json 2>/dev/null; }
+
+# extract EXPR: applies a jsonpath to the JSON on stdin, offline (kubectl
+# evaluates it on a local object, touching no cluster). On a List it is
+# applied to each item in turn.
+extract() { KUBECONFIG=/dev/null kubectl annotate --local -f - validate-matrix=1 -o "jsonpath=$1" 2>/dev/null; }
+
+# pod_state NAME: sets RESTARTS, REASON, EXIT_CODE, READY, POD_IP.
+pod_state() {
+  local fields
+  fields=$(fetch pod "$1" | extract '{.status.containerStatuses[0].restartCount}|{.status.containerStatuses[0].lastState.terminated.reason}|{.status.containerStatuses[0].lastState.terminated.exitCode}|{.status.conditions[?(@.type=="Ready")].status}|{.status.podIP}') || fields=""
+  IFS='|' read -r RESTARTS REASON EXIT_CODE READY POD_IP <<<"$fields" || true
+  RESTARTS=${RESTARTS:-}
+}
+
+# endpoint_state IP: sets ENDPOINT to ready, not-ready or absent.
+endpoint_state() {
+  local lines
+  lines=$(fetch endpointslices -l "kubernetes.io/service-name=$service" |
+    extract '{range .endpoints[*]}{.addresses[0]}={.conditions.ready}{"\n"}{end}') || lines=""
+  ENDPOINT=absent
+  local l
+  while IFS= read -r l; do
+    [[ ${l%%=*} == "$1" ]] || continue
+    if [[ ${l#*=} == true ]]; then ENDPOINT=ready; else ENDPOINT=not-ready; fi
+  done <<<"$lines"
+}
+
+# hpa_state: sets DESIRED and CURRENT replicas.
+hpa_state() {
+  local fields
+  fields=$(fetch hpa "$hpa" | extract '{.status.desiredReplicas}|{.status.currentReplicas}') || fields=""
+  IFS='|' read -r DESIRED CURRENT <<<"$fields" || true
+}
+
+pick_pod() {
+  fetch pods -l "$selector" |
+    extract '{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}' |
+    awk -F= '$2 == "True" { print $1; exit }'
+}
+
+forward_pid=""
+# reach POD: sets BASE to a URL that reaches the pod's port 8080.
+reach() {
+  if [[ -n $url ]]; then BASE=$url; return; fi
+  [[ -z $forward_pid ]] || kill "$forward_pid" 2>/dev/null || true
+  "$KUBECTL" -n "$namespace" port-forward "pod/$1" :8080 >"$out/port-forward.log" 2>&1 &
+  forward_pid=$!
+  local port="" i
+  for i in $(seq 1 50); do
+    port=$(awk '/Forwarding from 127.0.0.1:/ { sub(/.*127.0.0.1:/, ""); sub(/ .*/, ""); print; exit }' "$out/port-forward.log")
+    [[ -z $port ]] || break
+    sleep 0.2
+  done
+  [[ -n $port ]] || { echo "validate-matrix.sh: kubectl port-forward to $1 failed (attempt $i)" >&2; return 1; }
+  BASE="http://127.0.0.1:$port"
+}
+
+# --- the app -----------------------------------------------------------------
+auth_args=()
+if [[ -n $token ]]; then
+  printf 'Authorization: Bearer %s\n' "$token" >"$out/.auth"
+  chmod 600 "$out/.auth"
+  auth_args=(-H "@$out/.auth")
+fi
+started_faults=0
+chaos() { # METHOD PATH: prints the HTTP code
+  curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X "$1" "${auth_args[@]}" "$BASE$2" 2>/dev/null || true
+}
+
+stop_faults() {
+  ((started_faults)) || return 0
+  if [[ -n ${BASE:-} ]]; then
+    local code
+    code=$(chaos POST /chaos/stop)
+    note all restore "chaos_stop=$code"
+  fi
+}
+
+# --- verdicts ----------------------------------------------------------------
+verdicts=()
+failed=0
+verdict() { # ROW HYPOTHESIS MEASURED PASS|FAIL
+  verdicts+=("| $1 | $2 | $3 | $4 |")
+  [[ $4 == PASS ]] || failed=1
+  note "$1" verdict "verdict=$4" "measured=$3"
+}
+
+print_verdicts() {
+  {
+    echo "| row | hypothesis | measured | verdict |"
+    echo "|---|---|---|---|"
+    local v
+    for v in "${verdicts[@]}"; do echo "$v"; done
+  } | tee "$out/verdict.md"
+  echo "journal: $journal"
+}
+
+finish() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop_faults
+  [[ -z $forward_pid ]] || kill "$forward_pid" 2>/dev/null || true
+  rm -f "$out/.auth"
+  exit "$status"
+}
+interrupted() {
+  note all interrupted
+  echo "interrupted: stopping the faults this run started" >&2
+  print_verdicts
+  exit 130
+}
+trap finish EXIT
+trap interrupted INT TERM
+
+elapsed_s() { # START_MS -> seconds with 3 decimals
+  now_ms
+  local d=$((REPLY - $1))
+  printf -v REPLY '%d.%03d' $((d / 1000)) $((d % 1000))
+}
+
+# wait_for DEADLINE_S CONDITION_FN ROW: polls until CONDITION_FN succeeds;
+# sets WAITED to the seconds it took. Returns 1 on the deadline.
+wait_for() {
+  local limit_ms=$(($1 * 1000)) fn=$2 row=$3 t0
+  now_ms
+  t0=$REPLY
+  while :; do
+    if "$fn"; then
+      elapsed_s "$t0"
+      WAITED=$REPLY
+      return 0
+    fi
+    now_ms
+    ((REPLY - t0 < limit_ms)) || { WAITED=""; note "$row" deadline "after_s=$1"; return 1; }
+    sleep "$poll" &
+    wait $! || true
+  done
+}
+
+# --- rows ----------------------------------------------------------------------
+pod=""
+restarted() {
+  pod_state "$pod"
+  note "$ROW" observe "restartCount=$RESTARTS" "reason=$REASON" "exitCode=$EXIT_CODE" "ready=$READY"
+  [[ -n $RESTARTS && $RESTARTS -gt $RESTARTS_BEFORE ]]
+}
+ready_again() {
+  pod_state "$pod"
+  note "$ROW" observe "restartCount=$RESTARTS" "ready=$READY"
+  [[ $READY == True ]]
+}
+endpoint_gone() {
+  endpoint_state "$POD_IP_BEFORE"
+  pod_state "$pod"
+  note "$ROW" observe "endpoint=$ENDPOINT" "restartCount=$RESTARTS"
+  [[ $ENDPOINT != ready ]]
+}
+endpoint_back() {
+  endpoint_state "$POD_IP_BEFORE"
+  note "$ROW" observe "endpoint=$ENDPOINT"
+  [[ $ENDPOINT == ready ]]
+}
+scaled_up() {
+  hpa_state
+  note "$ROW" observe "desiredReplicas=$DESIRED" "currentReplicas=$CURRENT"
+  [[ -n $DESIRED && $DESIRED -gt $DESIRED_BEFORE ]]
+}
+
+restart_row() { # ROW TRIGGER_PATH WITHIN_KEY READY_KEY
+  ROW=$1
+  pod_state "$pod"
+  RESTARTS_BEFORE=${RESTARTS:-0}
+  note "$ROW" before "pod=$pod" "restartCount=$RESTARTS_BEFORE"
+  local code
+  code=$(chaos POST "$2")
+  started_faults=1
+  note "$ROW" trigger "path=$2" "code=$code"
+  if [[ $code != 2?? && $code != 000 ]]; then
+    verdict "$ROW" "trigger accepted" "HTTP $code on $2" FAIL
+    return
+  fi
+  if ! wait_for "${hyp[$3]}" restarted "$ROW"; then
+    verdict "$ROW" "restart within ${hyp[$3]} s" "no restart seen" FAIL
+    return
+  fi
+  local restart_s=$WAITED ok=PASS measured
+  measured="restart after $restart_s s (exit code $EXIT_CODE, reason ${REASON:-none})"
+  if [[ $ROW == crash ]]; then
+    [[ ,${hyp[crash.exit_codes]}, == *",$EXIT_CODE,"* ]] || ok=FAIL
+  else
+    [[ $REASON == "${hyp[oom.reason]}" ]] || ok=FAIL
+  fi
+  if wait_for "${hyp[$4]}" ready_again "$ROW"; then
+    measured+="; Ready $WAITED s later"
+  else
+    measured+="; not Ready within ${hyp[$4]} s"
+    ok=FAIL
+  fi
+  verdict "$ROW" "restart within ${hyp[$3]} s, then Ready within ${hyp[$4]} s" "$measured" "$ok"
+  reach "$pod" || true
+}
+
+run_degraded() {
+  ROW=degraded
+  pod_state "$pod"
+  RESTARTS_BEFORE=${RESTARTS:-0}
+  POD_IP_BEFORE=$POD_IP
+  note degraded before "pod=$pod" "podIP=$POD_IP" "restartCount=$RESTARTS_BEFORE"
+  local code
+  code=$(chaos POST "/fault/readiness?duration=${hyp[degraded.fault_seconds]}")
+  started_faults=1
+  note degraded trigger "code=$code"
+  if [[ $code != 202 ]]; then
+    verdict degraded "trigger accepted" "HTTP $code on /fault/readiness" FAIL
+    return
+  fi
+  if ! wait_for "${hyp[degraded.removed_within]}" endpoint_gone degraded; then
+    verdict degraded "endpoint removed within ${hyp[degraded.removed_within]} s" "the endpoint never left" FAIL
+    return
+  fi
+  local removed=$WAITED ok=PASS measured
+  measured="removed after $removed s"
+  if [[ ${RESTARTS:-0} -ne $RESTARTS_BEFORE ]]; then
+    ok=FAIL
+    measured+=", but the pod restarted"
+  fi
+  code=$(chaos DELETE /fault/readiness)
+  note degraded release "code=$code"
+  if wait_for "${hyp[degraded.back_within]}" endpoint_back degraded; then
+    measured+="; back $WAITED s after the release"
+  else
+    measured+="; not back within ${hyp[degraded.back_within]} s"
+    ok=FAIL
+  fi
+  verdict degraded "removed within ${hyp[degraded.removed_within]} s without restart, back within ${hyp[degraded.back_within]} s" "$measured" "$ok"
+}
+
+run_hpa() {
+  ROW=hpa
+  hpa_state
+  DESIRED_BEFORE=${DESIRED:-0}
+  note hpa before "desiredReplicas=$DESIRED_BEFORE"
+  local code
+  code=$(chaos POST "/load/cpu?duration=${hyp[hpa.load_seconds]}")
+  started_faults=1
+  note hpa trigger "code=$code"
+  if [[ $code != 202 ]]; then
+    verdict hpa "trigger accepted" "HTTP $code on /load/cpu" FAIL
+    return
+  fi
+  if wait_for "${hyp[hpa.scale_within]}" scaled_up hpa; then
+    verdict hpa "desiredReplicas rises within ${hyp[hpa.scale_within]} s" "$DESIRED_BEFORE -> $DESIRED after $WAITED s" PASS
+  else
+    verdict hpa "desiredReplicas rises within ${hyp[hpa.scale_within]} s" "stayed at ${DESIRED:-?}" FAIL
+  fi
+  code=$(chaos DELETE /load/cpu)
+  note hpa restore "code=$code"
+}
+
+pod=$(pick_pod) || true
+[[ -n $pod ]] || { echo "validate-matrix.sh: no Ready pod matches $selector in $namespace" >&2; exit 1; }
+note all start "namespace=$namespace" "pod=$pod" "rows=$rows"
+reach "$pod"
+for r in "${selected[@]}"; do
+  case "$r" in
+    crash) restart_row crash /crash crash.restart_within crash.ready_within ;;
+    oom) restart_row oom "${hyp[oom.trigger]}" oom.within oom.ready_within ;;
+    degraded) run_degraded ;;
+    hpa) run_hpa ;;
+  esac
+done
+print_verdicts
+exit "$failed"

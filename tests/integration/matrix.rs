@@ -1,0 +1,319 @@
+//! scripts/validate-matrix.sh without a cluster: the triggers go to the real
+//! binary (`--url`), and the Kubernetes side is replayed from recorded
+//! `kubectl get -o json` outputs (tests/matrix/fake-kubectl.sh). The fixtures
+//! are written by hand from the Kubernetes API reference and kept to the
+//! fields the script reads: a Pod's status.podIP, Ready condition and
+//! containerStatuses[0] (restartCount, lastState.terminated), an
+//! EndpointSlice list's endpoints, an HPA's status. The JSONPath extraction
+//! itself runs in the real kubectl.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Service, poll, temp_dir};
+
+const IP: &str = "10.244.1.7";
+
+fn pod(restarts: u32, terminated: Option<(&str, i32)>, ready: bool) -> Value {
+    let last_state = match terminated {
+        Some((reason, code)) => {
+            json!({"terminated": {"reason": reason, "exitCode": code, "finishedAt": "2026-11-29T10:00:00Z"}})
+        }
+        None => json!({}),
+    };
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "chaos-backend-7d9f-abcde", "namespace": "chaos-lab", "labels": {"app.kubernetes.io/name": "chaos-backend"}},
+        "status": {
+            "phase": "Running",
+            "podIP": IP,
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            "containerStatuses": [{"name": "chaos-backend", "ready": ready, "restartCount": restarts, "lastState": last_state}]
+        }
+    })
+}
+
+fn pods_list() -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "items": [pod(0, None, true)]})
+}
+
+fn slices(ready: Option<bool>) -> Value {
+    let endpoints: Vec<Value> = ready
+        .map(|r| vec![json!({"addresses": [IP], "conditions": {"ready": r}})])
+        .unwrap_or_default();
+    json!({"apiVersion": "v1", "kind": "List", "items": [{
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "chaos-backend-x7k2p", "namespace": "chaos-lab", "labels": {"kubernetes.io/service-name": "chaos-backend"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    }]})
+}
+
+fn hpa(desired: u32) -> Value {
+    json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "chaos-backend", "namespace": "chaos-lab"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chaos-backend"}, "minReplicas": 2, "maxReplicas": 6},
+        "status": {"currentReplicas": 2, "desiredReplicas": desired}
+    })
+}
+
+/// Writes the recorded observations: `kind.1.json`, `kind.2.json`, ...
+fn fixtures(series: &[(&str, Vec<Value>)]) -> PathBuf {
+    let dir = temp_dir("matrix-fixtures");
+    for (kind, objects) in series {
+        for (i, o) in objects.iter().enumerate() {
+            std::fs::write(dir.join(format!("{kind}.{}.json", i + 1)), o.to_string()).unwrap();
+        }
+    }
+    dir
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-matrix.sh")
+}
+
+fn fake_kubectl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/matrix/fake-kubectl.sh")
+}
+
+fn hypotheses(lines: &str) -> PathBuf {
+    let file = temp_dir("matrix-hyp").join("hypotheses");
+    std::fs::write(&file, lines).unwrap();
+    file
+}
+
+fn command(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script())
+        .args(["--namespace", "chaos-lab", "--rows", rows, "--poll", "0.05"])
+        .arg("--url")
+        .arg(format!("http://{}", svc.addr))
+        .arg("--hypotheses")
+        .arg(hyp)
+        .arg("--out")
+        .arg(out)
+        .env("KUBECTL", fake_kubectl())
+        .env("FIXTURES", fixtures);
+    cmd
+}
+
+fn run_matrix(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path) -> (Output, String, Vec<Value>) {
+    let out_dir = temp_dir("matrix-out");
+    let out = command(svc, fixtures, rows, hyp, &out_dir)
+        .output()
+        .expect("run validate-matrix.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out, stdout, journal(&out_dir))
+}
+
+fn journal(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("journal line is not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn verdict_line<'a>(stdout: &'a str, row: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("| {row} |")))
+        .unwrap_or_else(|| panic!("no verdict for {row}"))
+}
+
+#[test]
+fn crash_row_passes_on_a_restart_with_the_abort_code_then_ready() {
+    let svc = Service::start(&[]);
+    let fx = fixtures(&[
+        ("pods", vec![pods_list()]),
+        (
+            "pod",
+            vec![
+                pod(0, None, true),
+                pod(0, None, true),
+                pod(1, Some(("Error", 139)), false),
+                pod(1, Some(("Error", 139)), true),
+            ],
+        ),
+    ]);
+    let (out, stdout, journal) = run_matrix(
+        &svc,
+        &fx,
+        "crash",
+        &hypotheses("crash.restart_within=5\ncrash.ready_within=5\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(verdict_line(&stdout, "crash").ends_with("| PASS |"));
+    assert!(verdict_line(&stdout, "crash").contains("exit code 139"));
+    assert!(
+        journal.iter().any(|j| j["phase"] == "trigger" && j["code"] == "202"),
+        "the real binary took the crash"
+    );
+}
+
+#[test]
+fn oom_row_fails_when_the_restart_reason_is_error() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let restart = |reason| {
+        vec![
+            pod(0, None, true),
+            pod(1, Some((reason, 137)), false),
+            pod(1, Some((reason, 137)), true),
+        ]
+    };
+    let hyp = hypotheses(
+        "oom.within=5\noom.ready_within=5\n# the host has no limit to exceed\noom.trigger=/load/memory?mb=1\n",
+    );
+    let fx = fixtures(&[("pods", vec![pods_list()]), ("pod", restart("OOMKilled"))]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "oom", &hyp);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let fx = fixtures(&[("pods", vec![pods_list()]), ("pod", restart("Error"))]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "oom", &hyp);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = verdict_line(&stdout, "oom");
+    assert!(line.ends_with("| FAIL |") && line.contains("reason Error"), "{line}");
+}
+
+#[test]
+fn degraded_row_passes_when_the_endpoint_leaves_and_returns() {
+    let svc = Service::start(&[]);
+    let fx = fixtures(&[
+        ("pods", vec![pods_list()]),
+        ("pod", vec![pod(0, None, true)]),
+        (
+            "endpointslices",
+            vec![
+                slices(Some(true)),
+                slices(Some(false)),
+                slices(None),
+                slices(Some(true)),
+            ],
+        ),
+    ]);
+    let (out, stdout, journal) = run_matrix(
+        &svc,
+        &fx,
+        "degraded",
+        &hypotheses("degraded.removed_within=5\ndegraded.back_within=5\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(verdict_line(&stdout, "degraded").ends_with("| PASS |"));
+    assert!(journal.iter().any(|j| j["endpoint"] == "not-ready"));
+    assert!(journal.iter().any(|j| j["phase"] == "release" && j["code"] == "200"));
+    assert_eq!(svc.get("/ready").status, 200, "the forced readiness fault was ended");
+}
+
+#[test]
+fn degraded_row_fails_when_the_endpoint_never_leaves_or_the_pod_restarts() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let hyp = hypotheses("degraded.removed_within=1\ndegraded.back_within=1\n");
+    let fx = fixtures(&[
+        ("pods", vec![pods_list()]),
+        ("pod", vec![pod(0, None, true)]),
+        ("endpointslices", vec![slices(Some(true))]),
+    ]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "degraded", &hyp);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(verdict_line(&stdout, "degraded").contains("the endpoint never left"));
+    let fx = fixtures(&[
+        ("pods", vec![pods_list()]),
+        ("pod", vec![pod(0, None, true), pod(1, Some(("Error", 137)), false)]),
+        ("endpointslices", vec![slices(Some(false)), slices(Some(true))]),
+    ]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "degraded", &hyp);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        verdict_line(&stdout, "degraded").contains("but the pod restarted"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn hpa_row_passes_on_a_scale_up_and_fails_without_one() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let hyp = hypotheses("hpa.scale_within=1\nhpa.load_seconds=5\n");
+    let fx = fixtures(&[("pods", vec![pods_list()]), ("hpa", vec![hpa(2), hpa(2), hpa(4)])]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "hpa", &hyp);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(verdict_line(&stdout, "hpa").contains("2 -> 4"));
+    let fx = fixtures(&[("pods", vec![pods_list()]), ("hpa", vec![hpa(2)])]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "hpa", &hyp);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(verdict_line(&stdout, "hpa").ends_with("| FAIL |"));
+    assert_eq!(
+        svc.metric("cpu_stress_active"),
+        0.0,
+        "the load was stopped after the row"
+    );
+}
+
+#[test]
+fn interrupting_keeps_the_journal_and_stops_the_faults_it_started() {
+    let svc = Service::start(&[]);
+    let fx = fixtures(&[
+        ("pods", vec![pods_list()]),
+        ("pod", vec![pod(0, None, true)]),
+        ("endpointslices", vec![slices(Some(true))]),
+    ]);
+    let out_dir = temp_dir("matrix-int");
+    let child = command(
+        &svc,
+        &fx,
+        "degraded",
+        &hypotheses("degraded.removed_within=60\n"),
+        &out_dir,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let triggered = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        journal(&out_dir).iter().any(|j| j["phase"] == "observe").then_some(())
+    });
+    assert!(triggered.is_some(), "the row should be watching");
+    assert_eq!(svc.get("/chaos").json()["active"], 1, "the readiness fault is on");
+    // SAFETY: kill(2) on our own child with a valid signal.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let j = journal(&out_dir);
+    for phase in ["start", "before", "trigger", "observe", "interrupted", "restore"] {
+        assert!(j.iter().any(|e| e["phase"] == phase), "no {phase} in the journal");
+    }
+    assert_eq!(svc.get("/chaos").json()["active"], 0, "no active fault remains");
+    assert_eq!(svc.get("/ready").status, 200);
+}
+
+#[test]
+fn help_documents_rows_hypotheses_and_exit_codes() {
+    let out = Command::new("bash").arg(script()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in [
+        "crash",
+        "oom",
+        "degraded",
+        "hpa",
+        "Hypotheses file",
+        "row.key=value",
+        "Exit status",
+        "130",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+    let bad = Command::new("bash")
+        .arg(script())
+        .args(["--namespace", "x", "--rows", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
