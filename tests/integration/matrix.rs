@@ -161,6 +161,24 @@ fn crash_row_passes_on_a_restart_with_the_abort_code_then_ready() {
 }
 
 #[test]
+fn crash_row_fails_on_another_exit_code_or_no_restart() {
+    let hyp = hypotheses("crash.restart_within=1\ncrash.ready_within=1\n");
+    let svc = Service::start(&[]);
+    let fx = fixtures(&[
+        ("pods", vec![pods_list()]),
+        ("pod", vec![pod(0, None, true), pod(1, Some(("Error", 1)), true)]),
+    ]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "crash", &hyp);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(verdict_line(&stdout, "crash").contains("exit code 1,"), "{stdout}");
+    let svc = Service::start(&[]);
+    let fx = fixtures(&[("pods", vec![pods_list()]), ("pod", vec![pod(0, None, true)])]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "crash", &hyp);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(verdict_line(&stdout, "crash").contains("no restart seen"));
+}
+
+#[test]
 fn oom_row_fails_when_the_restart_reason_is_error() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
     let restart = |reason| {
