@@ -263,15 +263,20 @@ fn hpa_row_passes_on_a_scale_up_and_fails_without_one() {
     let (out, stdout, _) = run_matrix(&svc, &fx, "hpa", &hyp);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(verdict_line(&stdout, "hpa").contains("2 -> 4"));
+    // DELETE /load/cpu answers "stopping"; the idle-priority spin threads
+    // stop when they next get a CPU, which frees the guardrail slot.
+    let stopped = || {
+        poll(Duration::from_secs(3), Duration::from_millis(20), || {
+            (svc.metric("cpu_stress_active") == 0.0).then_some(())
+        })
+    };
+    assert!(stopped().is_some(), "the load was stopped after the row");
     let fx = fixtures(&[("pods", vec![pods_list()]), ("hpa", vec![hpa(2)])]);
     let (out, stdout, _) = run_matrix(&svc, &fx, "hpa", &hyp);
     assert_eq!(out.status.code(), Some(1));
-    assert!(verdict_line(&stdout, "hpa").ends_with("| FAIL |"));
-    assert_eq!(
-        svc.metric("cpu_stress_active"),
-        0.0,
-        "the load was stopped after the row"
-    );
+    let line = verdict_line(&stdout, "hpa");
+    assert!(line.ends_with("| FAIL |") && line.contains("stayed at 2"), "{line}");
+    assert!(stopped().is_some(), "the load was stopped after the failed row too");
 }
 
 #[test]
