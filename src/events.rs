@@ -60,8 +60,9 @@ impl Events {
     pub fn emit(&self, event: Event, fields: Value) {
         let mut line = Map::new();
         line.insert("event".into(), json!(event.name()));
-        line.insert("ts".into(), json!(rfc3339_utc(SystemTime::now())));
-        line.insert("ts_unix_ms".into(), json!(unix_ms(SystemTime::now())));
+        let now = SystemTime::now();
+        line.insert("ts".into(), json!(rfc3339_utc(now)));
+        line.insert("ts_unix_ms".into(), json!(unix_ms(now)));
         if let Value::Object(extra) = fields {
             line.extend(extra);
         }

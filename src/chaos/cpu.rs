@@ -16,7 +16,7 @@
 //! (250m asked, about 400m used, kubernetes#16425).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -80,15 +80,12 @@ impl Plan {
     }
 }
 
-/// The running loads: how many, and a generation number whose change tells
-/// every spin thread to stop early.
+/// The running loads, and a generation number whose change tells every spin
+/// thread to stop early. How many run and what they aim at are read off the
+/// list, so there is one record to keep right.
 #[derive(Debug, Default)]
 pub struct CpuLoads {
-    active: AtomicUsize,
     generation: AtomicU64,
-    /// Millicores the running loads aim at (a saturating load counts what it
-    /// may use), for `chaos_cpu_target_millicores`.
-    target_millicores: AtomicU64,
     next_id: AtomicU64,
     running: std::sync::Mutex<Vec<Running>>,
 }
@@ -103,8 +100,12 @@ pub struct Running {
 }
 
 impl CpuLoads {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::SeqCst)
+        self.list().len()
     }
 
     /// Asks every running load to stop now (shutdown, or a stop request);
@@ -114,15 +115,14 @@ impl CpuLoads {
         self.active()
     }
 
+    /// Millicores the running loads aim at (a saturating load counts what it
+    /// may use), for `chaos_cpu_target_millicores`.
     pub fn target_millicores(&self) -> u64 {
-        self.target_millicores.load(Ordering::SeqCst)
+        self.list().iter().map(|r| r.millicores).sum()
     }
 
     pub fn running(&self) -> Vec<Running> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.list().clone()
     }
 
     /// Starts a load for `duration` on new threads and returns at once.
@@ -138,18 +138,12 @@ impl CpuLoads {
         let loads = Arc::clone(self);
         let generation = loads.generation.load(Ordering::SeqCst);
         let id = loads.next_id.fetch_add(1, Ordering::SeqCst);
-        loads.active.fetch_add(1, Ordering::SeqCst);
-        loads.target_millicores.fetch_add(millicores, Ordering::SeqCst);
-        loads
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Running {
-                id,
-                plan,
-                millicores,
-                ends_at: std::time::SystemTime::now() + duration,
-            });
+        loads.list().push(Running {
+            id,
+            plan,
+            millicores,
+            ends_at: std::time::SystemTime::now() + duration,
+        });
         let started = Instant::now();
         let deadline = started + duration;
         let spawned = thread::Builder::new().name("cpu-load".into()).spawn(move || {
@@ -177,11 +171,11 @@ impl CpuLoads {
             for s in spinners {
                 let _ = s.join();
             }
-            loads.finish(id, millicores);
+            loads.finish(id);
             on_end(started.elapsed());
         });
         if let Err(e) = spawned {
-            self.finish(id, millicores);
+            self.finish(id);
             return Err(e);
         }
         Ok(())
@@ -189,13 +183,8 @@ impl CpuLoads {
 }
 
 impl CpuLoads {
-    fn finish(&self, id: u64, millicores: u64) {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|r| r.id != id);
-        self.target_millicores.fetch_sub(millicores, Ordering::SeqCst);
-        self.active.fetch_sub(1, Ordering::SeqCst);
+    fn finish(&self, id: u64) {
+        self.list().retain(|r| r.id != id);
     }
 }
 

@@ -59,11 +59,9 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
     });
     app.events.emit(Event::ChaosStarted, details.clone());
 
-    let gauge = app.metrics.cpu_stress_active.clone();
+    // cpu_stress_active is read off the running loads at each scrape.
     let events = std::sync::Arc::clone(&app.events);
-    let loads = std::sync::Arc::clone(&app.cpu);
     let on_end = move |ran: Duration| {
-        gauge.set(i64::from(loads.active() > 0));
         events.emit(
             Event::ChaosFinished,
             json!({"action": "cpu", "mode": mode, "ran_seconds": ran.as_secs_f64()}),
@@ -75,7 +73,6 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
         log::error!("cannot start CPU load: {e}");
         return Reply::internal_error(&format!("cannot start CPU load threads: {e}"));
     }
-    app.metrics.cpu_stress_active.set(1);
     let mut body = details;
     body["status"] = json!("started");
     Reply::accepted(&body)

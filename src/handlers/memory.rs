@@ -128,9 +128,6 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
         "chunks": app.leak.chunks(),
         "rss_bytes": sys::rss_bytes(),
     });
-    app.metrics
-        .memory_chunks
-        .set(i64::try_from(app.leak.chunks()).unwrap_or(i64::MAX));
     let mb = bytes >> 20;
     match result {
         Ok(()) => {
@@ -181,7 +178,6 @@ fn release_after(leak: Arc<Leak>, events: Arc<Events>, id: u64, hold: Duration) 
 /// pod can recover and its recovery time be measured.
 pub fn release(app: &App) -> Reply {
     let (chunks, bytes) = app.leak.release();
-    app.metrics.memory_chunks.set(0);
     if chunks > 0 {
         app.events.emit(
             Event::ChaosFinished,
