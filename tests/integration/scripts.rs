@@ -34,6 +34,14 @@ fn run(name: &str, args: &[&str]) -> Output {
     out
 }
 
+/// chaos-generator.sh against `svc`, writing `csv`, with `args` after that.
+fn generate(svc: &Service, csv: &Path, args: &[&str]) -> Output {
+    let url = format!("http://{}", svc.addr);
+    let mut all = vec!["--url", &url, "--out", csv.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run("chaos-generator.sh", &all)
+}
+
 /// The data rows of a results file, split into their 7 fields.
 fn rows(csv: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(csv).expect("results file");
@@ -54,12 +62,10 @@ fn cpu_run_of_three_iterations_recovers_each_time() {
     let _x = exclusive();
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
     let csv = temp_dir("gen-cpu").join("results.csv");
-    let url = format!("http://{}", svc.addr);
-    let out = run(
-        "chaos-generator.sh",
+    let out = generate(
+        &svc,
+        &csv,
         &[
-            "--url",
-            &url,
             "--type",
             "cpu",
             "--iterations",
@@ -68,8 +74,6 @@ fn cpu_run_of_three_iterations_recovers_each_time() {
             "0",
             "--duration",
             "1",
-            "--out",
-            csv.to_str().unwrap(),
         ],
     );
     assert!(out.status.success());
@@ -103,12 +107,10 @@ fn memory_run_past_the_threshold_times_out_then_cannot_trigger() {
     let _x = exclusive();
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_MEMORY_MB_READY", "40")]);
     let csv = temp_dir("gen-mem").join("results.csv");
-    let url = format!("http://{}", svc.addr);
-    let out = run(
-        "chaos-generator.sh",
+    let out = generate(
+        &svc,
+        &csv,
         &[
-            "--url",
-            &url,
             "--type",
             "memory",
             "--mb",
@@ -119,8 +121,6 @@ fn memory_run_past_the_threshold_times_out_then_cannot_trigger() {
             "0",
             "--timeout",
             "2",
-            "--out",
-            csv.to_str().unwrap(),
         ],
     );
     assert!(out.status.success());
@@ -305,23 +305,13 @@ fn analyzer_reads_the_service_histograms() {
 fn generator_sends_the_token_when_given() {
     let _x = exclusive();
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("CHAOS_TOKEN", "gen-token")]);
-    let url = format!("http://{}", svc.addr);
     let dir = temp_dir("gen-auth");
     // One 1 s CPU iteration, with `extra` options; its row and stdout.
     let one_cycle = |name: &str, extra: &[&str]| {
         let csv = dir.join(name);
-        let mut args = vec![
-            "--url",
-            &url,
-            "--iterations",
-            "1",
-            "--duration",
-            "1",
-            "--out",
-            csv.to_str().unwrap(),
-        ];
+        let mut args = vec!["--iterations", "1", "--duration", "1"];
         args.extend_from_slice(extra);
-        let out = run("chaos-generator.sh", &args);
+        let out = generate(&svc, &csv, &args);
         assert!(out.status.success());
         assert!(
             !std::fs::read_to_string(&csv).unwrap().contains("gen-token"),
