@@ -334,3 +334,35 @@ fn ramp_grows_the_leak_over_time_and_hold_releases_it() {
     });
     assert!(left.is_some(), "the 3 MiB leak stays");
 }
+
+/// Issue 9's "ends on time and on request", for each timed fault alike.
+#[test]
+fn every_timed_fault_ends_on_time_and_on_request() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    for (path, fault) in [
+        ("/fault/liveness?mode=hang", "liveness"),
+        ("/fault/readiness", "readiness"),
+        ("/load/latency?ms=5", "latency"),
+    ] {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        assert_eq!(svc.post(&format!("{path}{sep}duration=1")).status, 202, "{path}");
+        assert!(listed(&svc, fault), "{fault} listed while active");
+        assert_eq!(active_metric(&svc, fault), 1.0, "{fault}");
+        let over = poll(Duration::from_secs(3), Duration::from_millis(20), || {
+            (!listed(&svc, fault)).then_some(())
+        });
+        assert!(over.is_some(), "{fault} ends on time");
+        assert_eq!(active_metric(&svc, fault), 0.0, "{fault}");
+        assert_eq!(svc.post(&format!("{path}{sep}duration=60")).status, 202, "{path}");
+        let base = path.split('?').next().unwrap();
+        let r = request(svc.addr, "DELETE", base, &[], "");
+        assert_eq!(
+            (r.status, r.json()["status"].as_str()),
+            (200, Some("stopped")),
+            "{fault}"
+        );
+        assert!(!listed(&svc, fault), "{fault} ends on request");
+    }
+    assert_eq!(svc.get("/ready").status, 200);
+    assert_eq!(svc.get("/health").status, 200);
+}
