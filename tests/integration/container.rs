@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Response, exclusive, poll, request, temp_dir, try_request};
 
-const IMAGE: &str = "localhost/chaos-backend:test";
+/// The tag the container tests build; `CHAOS_TEST_IMAGE` overrides it, so
+/// that two checkouts on one machine do not replace each other's image.
+fn image_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| std::env::var("CHAOS_TEST_IMAGE").unwrap_or_else(|_| "localhost/chaos-backend:test".into()))
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -43,7 +48,7 @@ fn image() -> &'static str {
     let built = BUILT.get_or_init(|| {
         let out = Command::new("bash")
             .arg(repo().join("scripts/build-image.sh"))
-            .arg(IMAGE)
+            .arg(image_tag())
             .env("CONTAINER_ENGINE", "podman")
             .env("CONTAINERS_CONF", repo().join("tests/podman/containers.conf"))
             .current_dir(temp_dir("build"))
@@ -65,7 +70,7 @@ fn image() -> &'static str {
     });
     let size = built.as_ref().unwrap_or_else(|e| panic!("{e}"));
     assert!(*size <= 3 << 20, "image is {size} bytes; the goal is <= 3 MiB");
-    IMAGE
+    image_tag()
 }
 
 /// A container that is removed when the test ends.
