@@ -6,7 +6,8 @@ usage() {
   cat <<'USAGE'
 Usage: scripts/bench.sh [--short] [--no-image]
 
-Builds the release binary, the tiny_http floor (examples/floor.rs) and the
+Builds the release binary, the tiny_http floor (bench/floor: unpatched
+crates.io tiny_http, built outside the workspace) and the
 harness (examples/bench.rs), builds the image with scripts/build-image.sh,
 and prints a markdown table: start to ready, idle RSS, throughput and
 latency against the floor (wrk, 16 connections), /health under a saturated
@@ -46,8 +47,12 @@ fi
 target=x86_64-unknown-linux-gnu
 echo "==> cargo build --release --target $target, static (service, floor, harness)" >&2
 RUSTFLAGS='-C target-feature=+crt-static' \
-  cargo build --release --locked --target "$target" --bin chaos-backend --example floor --example bench >&2
+  cargo build --release --locked --target "$target" --bin chaos-backend --example bench >&2
+RUSTFLAGS='-C target-feature=+crt-static' \
+  cargo build --release --locked --target "$target" --manifest-path bench/floor/Cargo.toml \
+  --target-dir "${CARGO_TARGET_DIR:-target}/floor" >&2
 out="${CARGO_TARGET_DIR:-target}/$target/release"
+floor="${CARGO_TARGET_DIR:-target}/floor/$target/release/floor"
 
 image_args=()
 if ((image)); then
@@ -59,5 +64,5 @@ fi
 
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(free -g | awk '/Mem:/ { print $2 }') GiB, Linux $(uname -r)"
 echo
-"$out/examples/bench" --binary "$out/chaos-backend" --floor "$out/examples/floor" \
+"$out/examples/bench" --binary "$out/chaos-backend" --floor "$floor" \
   "${image_args[@]}" "${short[@]}"

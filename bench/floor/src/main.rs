@@ -3,6 +3,10 @@
 //! `for rq in server.incoming_requests()`), answering every request with a
 //! fixed JSON body. Whatever the service does beyond this is its overhead.
 //!
+//! Its own package (bench/floor), built against unpatched crates.io
+//! tiny_http: the service uses a patched copy, and the floor must not move
+//! with it.
+//!
 //! usage: floor PORT [WORKERS]
 
 use std::sync::Arc;
