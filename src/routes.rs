@@ -65,10 +65,11 @@ pub enum Route {
     FaultReadiness,
     Chaos,
     ChaosStop,
+    OpenApi,
 }
 
 impl Route {
-    pub const ALL: [Route; 12] = [
+    pub const ALL: [Route; 13] = [
         Route::Root,
         Route::Health,
         Route::Ready,
@@ -81,6 +82,7 @@ impl Route {
         Route::FaultReadiness,
         Route::Chaos,
         Route::ChaosStop,
+        Route::OpenApi,
     ];
 
     /// The `endpoint` label of every path that matches no route.
@@ -105,13 +107,14 @@ impl Route {
             Route::FaultReadiness => "/fault/readiness",
             Route::Chaos => "/chaos",
             Route::ChaosStop => "/chaos/stop",
+            Route::OpenApi => "/openapi.json",
         }
     }
 
     /// The `Allow` header of this route.
     pub fn allowed(self) -> &'static str {
         match self {
-            Route::Root | Route::Health | Route::Ready | Route::Metrics | Route::Chaos => "GET, HEAD",
+            Route::Root | Route::Health | Route::Ready | Route::Metrics | Route::Chaos | Route::OpenApi => "GET, HEAD",
             Route::LoadCpu | Route::LoadMemory | Route::LoadLatency | Route::FaultLiveness | Route::FaultReadiness => {
                 "POST, DELETE"
             }
@@ -142,7 +145,7 @@ impl Route {
     /// The (method, status) pairs whose counters exist from start-up.
     pub fn usual_answers(self) -> &'static [(Method, u16)] {
         match self {
-            Route::Root | Route::Health | Route::Metrics | Route::Chaos => &[(Method::Get, 200)],
+            Route::Root | Route::Health | Route::Metrics | Route::Chaos | Route::OpenApi => &[(Method::Get, 200)],
             Route::LoadLatency | Route::FaultLiveness | Route::FaultReadiness => {
                 &[(Method::Post, 202), (Method::Post, 429), (Method::Delete, 200)]
             }
@@ -240,6 +243,7 @@ pub fn dispatch(rq: &RequestLine<'_>, app: &App, now: Instant) -> Reply {
         (Delete, Route::FaultReadiness) => handlers::faults::end(app, Kind::Readiness, now),
         (Get | Head, Route::Chaos) => handlers::chaos::list(app, now),
         (Post, Route::ChaosStop) => handlers::chaos::stop(app, now),
+        (Get | Head, Route::OpenApi) => handlers::openapi::get(),
         (_, route) => {
             let name: String = rq.method_name.chars().take(32).collect();
             Reply::method_not_allowed(&name, route.label(), route.allowed())

@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod crash;
 pub mod faults;
 pub mod memory;
+pub mod openapi;
 pub mod probes;
 pub mod root;
 pub mod scrape;
