@@ -14,5 +14,6 @@ mod lifecycle;
 mod manifests;
 mod matrix;
 mod observability;
+mod openapi;
 mod promtool;
 mod scripts;
