@@ -501,9 +501,14 @@ fn schemathesis_finds_nothing_against_the_release_binary() {
         .find_map(|l| l.trim().split_once(" generated"))
         .and_then(|(n, _)| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no count of generated cases:\n{report}"));
-    eprintln!("schemathesis: {generated} cases generated, 0 failures, in {took:.1?}");
+    // Straight to stderr, past libtest's capture: the count shows in
+    // scripts/test.sh's output even when the test passes.
     let summary: Vec<&str> = report.lines().skip_while(|l| !l.contains("SUMMARY")).collect();
-    eprintln!("{}", summary.join("\n"));
+    let _ = writeln!(
+        std::io::stderr(),
+        "schemathesis: {generated} cases generated, 0 failures, in {took:.1?}\n{}",
+        summary.join("\n")
+    );
     assert!(
         generated >= 200,
         "too few cases to mean anything: {generated}\n{report}"
