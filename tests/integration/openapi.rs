@@ -356,6 +356,11 @@ fn http_layer_answers_are_documented_on_every_operation() {
             assert_eq!(content_type, Some("application/json"), "{what}");
             let key = if status == 200 { "status" } else { "error" };
             assert!(json[key].is_string(), "{what}: {json}");
+            // An answer of the HTTP layer closes the connection, as documented.
+            if status != 200 {
+                let connection = headers.iter().find(|(k, _)| k == "connection").map(|(_, v)| v.as_str());
+                assert_eq!(connection, Some("close"), "{what}: {status}");
+            }
         }
     }
     assert_eq!(svc.get("/health").status, 200);
