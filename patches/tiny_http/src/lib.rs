@@ -120,6 +120,7 @@ pub use options::{ConnectionLimits, ErrorBody, HeadLimits, ServerOptions};
 mod client;
 mod common;
 mod connection;
+mod head;
 mod options;
 mod request;
 mod response;
