@@ -11,6 +11,9 @@ use std::time::Duration;
 /// The largest leak one request may ask for, in MiB (1 TiB): a guard against
 /// typos, far above any real memory limit.
 pub const MAX_MB: u64 = 1 << 20;
+/// The largest `MAX_REQUEST_HEAD_BYTES` (1 MiB): each connection may hold
+/// this much head, so it is a memory bound per connection.
+pub const MAX_REQUEST_HEAD_BYTES: u64 = 1 << 20;
 /// The longest CPU load or delay one request may ask for, in seconds.
 pub const MAX_DURATION_SECONDS: u64 = 3600;
 
@@ -34,6 +37,10 @@ pub struct Config {
     pub chaos_enabled: bool,
     pub chaos_token: TokenSource,
     pub startup_delay: Duration,
+    /// Request line and headers together, in bytes: more is 431 and a close.
+    pub max_request_head_bytes: usize,
+    /// Header fields in one request: more is 431 and a close.
+    pub max_request_headers: usize,
 }
 
 /// Where the bearer token that guards the chaos endpoints comes from.
@@ -86,6 +93,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("READY_FAIL_ON_CPU_STRESS", "true"),
     ("CHAOS_ENABLED", "true"),
     ("STARTUP_DELAY_SECONDS", "0"),
+    ("MAX_REQUEST_HEAD_BYTES", "16384"),
+    ("MAX_REQUEST_HEADERS", "100"),
 ];
 
 impl Config {
@@ -158,6 +167,8 @@ impl Config {
             chaos_enabled: boolean("CHAOS_ENABLED")?,
             chaos_token: token_source(&lookup)?,
             startup_delay: Duration::from_secs(int("STARTUP_DELAY_SECONDS", 0, 3600, "seconds")?),
+            max_request_head_bytes: int("MAX_REQUEST_HEAD_BYTES", 1024, MAX_REQUEST_HEAD_BYTES, "bytes")? as usize,
+            max_request_headers: int("MAX_REQUEST_HEADERS", 1, 10_000, "header fields")? as usize,
         })
     }
 
@@ -238,6 +249,8 @@ mod tests {
         assert!(c.ready_fail_on_cpu_stress);
         assert!(c.chaos_enabled);
         assert_eq!(c.chaos_token, TokenSource::Open);
+        assert_eq!(c.max_request_head_bytes, 16 * 1024);
+        assert_eq!(c.max_request_headers, 100);
     }
 
     #[test]
@@ -276,6 +289,11 @@ mod tests {
             ("CHAOS_COOLDOWN_SECONDS", " 5"),
             ("MAX_CONCURRENT_CHAOS", "+2"),
             ("STATE_DIR", ""),
+            ("MAX_REQUEST_HEAD_BYTES", "1023"),
+            ("MAX_REQUEST_HEAD_BYTES", "16k"),
+            ("MAX_REQUEST_HEAD_BYTES", "1048577"),
+            ("MAX_REQUEST_HEADERS", "0"),
+            ("MAX_REQUEST_HEADERS", "-1"),
         ];
         for (name, value) in cases {
             let err = with(&[(name, value)]).expect_err(&format!("{name}={value:?} should fail"));

@@ -102,7 +102,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     if let Err(e) = sys::set_nodelay(&listener) {
         log::warn!("cannot set TCP_NODELAY on {addr} ({e}); large answers may wait for delayed ACKs");
     }
-    let server = tiny_http::Server::from_listener_with(listener, None, tiny_http::ServerOptions::default())
+    let server = tiny_http::Server::from_listener_with(listener, None, http::server_options(&config))
         .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
     // Server::http starts one thread, the accept loop, which at once starts
     // the four threads of its connection pool: the accept thread is the

@@ -182,8 +182,13 @@ pub struct RequestLine<'a> {
 
 impl<'a> RequestLine<'a> {
     /// Splits a request target (`/load/cpu?duration=5`) into path and query.
+    /// The absolute form (`http://host/health`), which RFC 9112 §3.2.2
+    /// requires servers to accept, is routed by its path; the host is
+    /// ignored.
     pub fn new(method: Method, target: &'a str) -> RequestLine<'a> {
+        let target = origin_form(target);
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = if path.is_empty() { "/" } else { path };
         RequestLine {
             method,
             path,
@@ -202,6 +207,21 @@ impl<'a> RequestLine<'a> {
         self.authorization = value;
         self
     }
+}
+
+/// The path and query of a target in absolute form (`scheme://authority`
+/// then path), or the target as it is.
+fn origin_form(target: &str) -> &str {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target;
+    };
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !is_scheme {
+        return target;
+    }
+    // `http://host` and `http://host?x=1` have an empty path: `new` makes it `/`.
+    rest.find(['/', '?']).map_or("", |i| &rest[i..])
 }
 
 /// Picks and runs the handler. `now` is when the worker took the request.
@@ -257,6 +277,22 @@ mod tests {
         assert_eq!(rq.path, "/load/cpu");
         assert_eq!(rq.query, "duration=5");
         assert_eq!(RequestLine::new(Method::Get, "/").query, "");
+    }
+
+    #[test]
+    fn absolute_form_is_routed_by_its_path() {
+        for (target, path, query) in [
+            ("http://host/health", "/health", ""),
+            ("HTTP://example.com:8080/load/cpu?duration=5", "/load/cpu", "duration=5"),
+            ("https://h/", "/", ""),
+            ("http://h", "/", ""),
+            ("http://h?x=1", "/", "x=1"),
+            ("http://user@h:1/ready?", "/ready", ""),
+            ("/a://b", "/a://b", ""),
+        ] {
+            let rq = RequestLine::new(Method::Get, target);
+            assert_eq!((rq.path, rq.query), (path, query), "{target}");
+        }
     }
 
     #[test]

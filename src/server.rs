@@ -162,7 +162,11 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
     if after.is_none() && (has_unread_body(&rq) || !hold.is_zero()) {
         respond_off_the_worker(rq, response, hold);
     } else if let Err(e) = rq.respond(response) {
-        log::debug!("response to {} {} not delivered: {e}", method.label(), line.path);
+        log::debug!(
+            "response to {} {} not delivered: {e}",
+            method.label(),
+            crate::http::shown(line.path)
+        );
     }
     match after {
         Some(After::Crash { mode, cause }) => {
@@ -233,7 +237,7 @@ fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Op
     log::warn!(
         "refusing a {length}-byte body on {} {}: larger than {MAX_DRAINABLE_BODY} bytes",
         method.label(),
-        rq.url()
+        crate::http::shown(rq.url())
     );
     let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
     app.metrics

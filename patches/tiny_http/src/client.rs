@@ -245,7 +245,7 @@ impl ClientConnection {
                 response.add_header(h);
             }
         }
-        response.add_header(Header::from_bytes("Connection", "close").expect("ASCII literal"));
+        let response = response.with_connection_close();
         let mut writer = self.sink.next().unwrap();
         response.raw_print(&mut writer, version, &[], false, None).ok();
         writer.flush().ok();
