@@ -113,7 +113,7 @@ impl Container {
         request(self.addr().expect("published port"), "POST", path, &[], "")
     }
 
-    fn inspect(&self, format: &str) -> String {
+    pub fn inspect(&self, format: &str) -> String {
         podman_ok(&self.dir, &["inspect", "--format", format, &self.name])
     }
 

@@ -10,6 +10,7 @@ mod faults;
 mod guardrails;
 mod hardening;
 mod harness;
+mod heads;
 mod lifecycle;
 mod manifests;
 mod matrix;
