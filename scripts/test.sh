@@ -16,6 +16,7 @@ Installs what the tests need (apt-get and pip, as root), then runs:
   cargo fmt --check
   cargo clippy --all-targets --locked -- -D warnings
   cargo test --locked
+  cargo test --locked -p tiny_http --lib   (the patched HTTP layer's unit tests)
 Exit status: 0 when everything passed, non-zero otherwise.
 USAGE
 }
@@ -104,3 +105,6 @@ echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --locked
+# The patched tiny_http is not a workspace member: its unit tests (head.rs) run here.
+echo "==> cargo test -p tiny_http"
+cargo test --locked -p tiny_http --lib

@@ -651,8 +651,12 @@ fn three_100_mb_heads_under_the_deployment_memory_limit_leave_the_pod_serving() 
         let ex = a.join().expect("attacker thread");
         assert_eq!(statuses(&ex.answer), [431], "{:?}", String::from_utf8_lossy(&ex.answer));
     }
-    eprintln!("{probes} probes, slowest {slowest:?}");
-    assert!(slowest < Duration::from_secs(1));
     assert_eq!(c.inspect("{{.State.Running}}"), "true");
     assert_eq!(c.inspect("{{.State.ExitCode}}"), "0");
+    // Nothing past the 16 KiB limit was held: the service stays small.
+    let pid: u32 = c.inspect("{{.State.Pid}}").parse().expect("container pid");
+    let rss_kib = proc_status_kib(pid, "VmRSS:");
+    eprintln!("{probes} probes, slowest {slowest:?}; RSS after the attack {rss_kib} KiB");
+    assert!(slowest < Duration::from_secs(1));
+    assert!(rss_kib < 32 * 1024, "RSS {rss_kib} KiB after three 100 MB heads");
 }
