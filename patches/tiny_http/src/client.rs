@@ -176,7 +176,11 @@ impl Iterator for ClientConnection {
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     // request timeout
-                    self.refuse(408, "the request head did not arrive in time", HTTPVersion(1, 1));
+                    self.refuse(
+                        408,
+                        "the request head did not arrive in time",
+                        HTTPVersion(1, 1),
+                    );
                     return None; // closing the connection
                 }
 
@@ -247,7 +251,9 @@ impl ClientConnection {
         }
         let response = response.with_connection_close();
         let mut writer = self.sink.next().unwrap();
-        response.raw_print(&mut writer, version, &[], false, None).ok();
+        response
+            .raw_print(&mut writer, version, &[], false, None)
+            .ok();
         writer.flush().ok();
     }
 }

@@ -233,7 +233,9 @@ fn header_line(line: &[u8]) -> Result<Header, HeadError> {
     };
     let (name, value) = (&line[..colon], &line[colon + 1..]);
     if name.is_empty() {
-        return Err(HeadError::Malformed("header line with an empty name".into()));
+        return Err(HeadError::Malformed(
+            "header line with an empty name".into(),
+        ));
     }
     if name.ends_with(b" ") || name.ends_with(b"\t") {
         return Err(HeadError::Malformed(format!(
@@ -304,7 +306,12 @@ fn check_framing(version: &HTTPVersion, headers: &mut Vec<Header>) -> Result<(),
             }
         } else if h.field.equiv("Content-Length") {
             length_lines += 1;
-            lengths.extend(h.value.as_str().split(',').map(|v| v.trim_matches([' ', '\t'])));
+            lengths.extend(
+                h.value
+                    .as_str()
+                    .split(',')
+                    .map(|v| v.trim_matches([' ', '\t'])),
+            );
         }
     }
     if !codings.is_empty() {
@@ -330,7 +337,10 @@ fn check_framing(version: &HTTPVersion, headers: &mut Vec<Header>) -> Result<(),
             )));
         }
         let n: usize = v.parse().map_err(|_| {
-            HeadError::Malformed(format!("Content-Length {} is too large", quote(v.as_bytes())))
+            HeadError::Malformed(format!(
+                "Content-Length {} is too large",
+                quote(v.as_bytes())
+            ))
         })?;
         match length {
             Some(m) if m != n => {
@@ -468,14 +478,21 @@ mod tests {
         head.extend(b"\r\n");
         let err = read(&head).unwrap_err();
         assert_eq!(err.status(), Some(431));
-        assert!(err.reason().contains("more than 8 header fields"), "{}", err.reason());
+        assert!(
+            err.reason().contains("more than 8 header fields"),
+            "{}",
+            err.reason()
+        );
     }
 
     #[test]
     fn malformed_heads_are_400() {
         for (what, bytes) in [
             ("bare CR", &b"GET / HTTP/1.1\rHost: t\r\n\r\n"[..]),
-            ("bare CR in a header", b"GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n"),
+            (
+                "bare CR in a header",
+                b"GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n",
+            ),
             ("obs-fold", b"GET / HTTP/1.1\r\nX: a\r\n  b\r\n\r\n"),
             ("space before colon", b"GET / HTTP/1.1\r\nHost : t\r\n\r\n"),
             ("no colon", b"GET / HTTP/1.1\r\nHost\r\n\r\n"),
@@ -483,7 +500,10 @@ mod tests {
             ("bad name char", b"GET / HTTP/1.1\r\nHo(st: t\r\n\r\n"),
             ("control in value", b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n"),
             ("NUL in value", b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n"),
-            ("obs-text value", b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n"),
+            (
+                "obs-text value",
+                b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n",
+            ),
             ("garbage", b"\x00\x01garbage\r\n\r\n"),
             ("HTTP/0.9 style", b"GET /\r\n\r\n"),
             ("two spaces", b"GET  / HTTP/1.1\r\n\r\n"),
@@ -501,7 +521,13 @@ mod tests {
 
     #[test]
     fn other_versions_are_505_before_the_headers() {
-        for line in ["GET / HTTP/2.0", "PRI * HTTP/2.0", "GET / HTTP/1.2", "GET / HTTP/0.9", "GET / HTTP/3.0"] {
+        for line in [
+            "GET / HTTP/2.0",
+            "PRI * HTTP/2.0",
+            "GET / HTTP/1.2",
+            "GET / HTTP/0.9",
+            "GET / HTTP/3.0",
+        ] {
             // No header section follows: the version alone decides.
             let err = read(format!("{line}\r\n").as_bytes()).expect_err(line);
             assert_eq!(err.status(), Some(505), "{line}: {err:?}");
@@ -531,19 +557,43 @@ mod tests {
             ("signed length", "Content-Length: +5\r\n", 400),
             ("hex length", "Content-Length: 0x10\r\n", 400),
             ("empty length", "Content-Length:\r\n", 400),
-            ("overflowing length", "Content-Length: 99999999999999999999999\r\n", 400),
-            ("two lengths", "Content-Length: 5\r\nContent-Length: 6\r\n", 400),
+            (
+                "overflowing length",
+                "Content-Length: 99999999999999999999999\r\n",
+                400,
+            ),
+            (
+                "two lengths",
+                "Content-Length: 5\r\nContent-Length: 6\r\n",
+                400,
+            ),
             ("a list that disagrees", "Content-Length: 5, 6\r\n", 400),
             ("gzip", "Transfer-Encoding: gzip\r\n", 400),
-            ("gzip then chunked", "Transfer-Encoding: gzip, chunked\r\n", 400),
-            ("chunked twice", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400),
+            (
+                "gzip then chunked",
+                "Transfer-Encoding: gzip, chunked\r\n",
+                400,
+            ),
+            (
+                "chunked twice",
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                400,
+            ),
             ("identity", "Transfer-Encoding: identity\r\n", 400),
-            ("TE and CL", "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 400),
+            (
+                "TE and CL",
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                400,
+            ),
             ("chunked", "Transfer-Encoding: chunked\r\n", 200),
             ("Chunked, any case", "Transfer-Encoding: Chunked\r\n", 200),
             ("a length", "Content-Length: 5\r\n", 200),
             ("leading zeros", "Content-Length: 005\r\n", 200),
-            ("two equal lengths", "Content-Length: 5\r\nContent-Length: 5\r\n", 200),
+            (
+                "two equal lengths",
+                "Content-Length: 5\r\nContent-Length: 5\r\n",
+                200,
+            ),
             ("an equal list", "Content-Length: 5, 5\r\n", 200),
         ] {
             let head = format!("POST / HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
@@ -551,7 +601,8 @@ mod tests {
         }
         let te_in_10 = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(status(te_in_10), Some(400));
-        let h = read(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n").unwrap();
+        let h =
+            read(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n").unwrap();
         let lengths: Vec<_> = h
             .headers
             .iter()
@@ -564,7 +615,10 @@ mod tests {
     #[test]
     fn eof_and_io_errors_are_not_answered() {
         assert_eq!(read(b"").unwrap_err().status(), None);
-        assert_eq!(read(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap_err().status(), None);
+        assert_eq!(
+            read(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap_err().status(),
+            None
+        );
     }
 
     #[test]
