@@ -660,3 +660,36 @@ fn three_100_mb_heads_under_the_deployment_memory_limit_leave_the_pod_serving() 
     assert!(slowest < Duration::from_secs(1));
     assert!(rss_kib < 32 * 1024, "RSS {rss_kib} KiB after three 100 MB heads");
 }
+
+/// A body left unread is drained (up to 64 KiB) by whoever drops the
+/// request, so nothing may be drained that a client need never send: the
+/// rest of the stream after `Connection: upgrade`, or a body announced with
+/// `Expect: 100-continue` that got no `100 Continue`. Eight of each, held
+/// open, must not hold the four workers.
+#[test]
+fn held_upgrade_and_expect_connections_hold_no_worker() {
+    let _x = exclusive();
+    let svc = Service::start(&[]);
+    let mut held = Vec::new();
+    for i in 0..16 {
+        let mut s = TcpStream::connect(svc.addr).expect("connect");
+        let head = if i % 2 == 0 {
+            "GET /health HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        } else {
+            "GET /health HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
+        };
+        s.write_all(head.as_bytes()).expect("send head");
+        s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).expect("an answer");
+        assert_eq!(&buf, b"HTTP/1.1 200", "connection {i}");
+        held.push(s);
+    }
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = try_request(svc.addr, "GET", "/health", &[], "", Duration::from_secs(1));
+        assert!(r.is_ok_and(|r| r.status == 200), "/health with 16 connections held");
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+    drop(held);
+}

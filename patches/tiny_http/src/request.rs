@@ -482,13 +482,18 @@ impl Request {
     /// (upstream drops an unread chunked body undrained; tiny-http#147).
     /// A small rest is drained first (see `BodyWatch`).
     pub(crate) fn watch_body(mut self, body_left: Arc<AtomicBool>) -> Self {
+        // With `Connection: upgrade` the "body" is the rest of the stream,
+        // and a client that sent `Expect: 100-continue` and got no
+        // `100 Continue` may never send its body: never wait for either.
+        let upgrade = self.headers.iter().any(|h| {
+            h.field.equiv("Connection") && h.value.as_str().to_ascii_lowercase().contains("upgrade")
+        });
+        let drain = !self.must_send_continue && !upgrade;
         if let Some(inner) = self.data_reader.take() {
             self.data_reader = Some(Box::new(BodyWatch {
                 inner,
                 ended: false,
-                // A client that sent `Expect: 100-continue` and got no
-                // `100 Continue` may never send its body: never wait for it.
-                drain: !self.must_send_continue,
+                drain,
                 body_left,
             }));
         }
