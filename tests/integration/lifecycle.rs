@@ -20,6 +20,8 @@ fn bad_environment_values_exit_2_naming_variable_and_value() {
         ("READY_FAIL_ON_CPU_STRESS", "maybe"),
         ("RANDOM_CRASH_ENABLED", "sometimes"),
         ("LATENCY_WINDOW_SECONDS", ""),
+        ("MAX_REQUEST_HEAD_BYTES", "16k"),
+        ("MAX_REQUEST_HEADERS", "0"),
     ] {
         let out = command(&temp_dir("env"), &[(name, value)])
             .stdin(Stdio::null())
