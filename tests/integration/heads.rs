@@ -693,3 +693,32 @@ fn held_upgrade_and_expect_connections_hold_no_worker() {
     }
     drop(held);
 }
+
+/// The limits are configuration: smaller values take effect, and the
+/// answer names them.
+#[test]
+fn head_limits_follow_the_configuration() {
+    let svc = Service::start(&[("MAX_REQUEST_HEAD_BYTES", "2048"), ("MAX_REQUEST_HEADERS", "5")]);
+    let long = exchange(
+        svc.addr,
+        huge("GET /health HTTP/1.1\r\nX: ", 3000, "\r\n\r\n"),
+        Duration::from_secs(3),
+    );
+    assert_eq!(statuses(&long.answer), [431]);
+    assert!(String::from_utf8_lossy(&long.answer).contains("larger than 2048 bytes"));
+    let fields: String = (0..6).map(|i| format!("X-{i}: v\r\n")).collect();
+    let many = exchange(
+        svc.addr,
+        bytes(format!("GET /health HTTP/1.1\r\n{fields}\r\n")),
+        Duration::from_secs(3),
+    );
+    assert_eq!(statuses(&many.answer), [431]);
+    assert!(String::from_utf8_lossy(&many.answer).contains("more than 5 header fields"));
+    let fields: String = (0..4).map(|i| format!("X-{i}: v\r\n")).collect();
+    let ok = exchange(
+        svc.addr,
+        bytes(format!("GET /health HTTP/1.1\r\nConnection: close\r\n{fields}\r\n")),
+        Duration::from_secs(3),
+    );
+    assert_eq!(statuses(&ok.answer), [200]);
+}
