@@ -106,14 +106,12 @@ impl ClientConnection {
             target: path,
             version,
             headers,
-        } = read_head(&mut self.next_header_source, &self.options.head).map_err(|e| {
-            match e.status() {
-                Some(status) => ReadError::Refused(status, e.reason()),
-                None => ReadError::ReadIoError(match e {
-                    HeadError::Io(io) => io,
-                    other => IoError::new(ErrorKind::InvalidData, other.reason()),
-                }),
-            }
+        } = read_head(&mut self.next_header_source, &self.options.head).map_err(|e| match e.status() {
+            Some(status) => ReadError::Refused(status, e.reason()),
+            None => ReadError::ReadIoError(match e {
+                HeadError::Io(io) => io,
+                other => IoError::new(ErrorKind::InvalidData, other.reason()),
+            }),
         })?;
 
         // building the writer for the request
@@ -138,9 +136,7 @@ impl ClientConnection {
             use crate::request;
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
-                }
+                request::RequestCreationError::ExpectationFailed => ReadError::ExpectationFailed(version),
             }
         })?
         .watch_body(Arc::clone(&self.body_left));
@@ -176,11 +172,7 @@ impl Iterator for ClientConnection {
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     // request timeout
-                    self.refuse(
-                        408,
-                        "the request head did not arrive in time",
-                        HTTPVersion(1, 1),
-                    );
+                    self.refuse(408, "the request head did not arrive in time", HTTPVersion(1, 1));
                     return None; // closing the connection
                 }
 
@@ -197,13 +189,9 @@ impl Iterator for ClientConnection {
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
                 let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
+                let response = Response::from_string("This server only supports HTTP versions 1.0 and 1.1".to_owned())
+                    .with_status_code(StatusCode(505));
+                response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
                 continue;
             }
 
@@ -219,9 +207,7 @@ impl Iterator for ClientConnection {
             match lowercase {
                 Some(ref val) if val.contains("close") => self.no_more_requests = true,
                 Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
+                Some(ref val) if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) => {
                     self.no_more_requests = true
                 }
                 None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
@@ -251,9 +237,7 @@ impl ClientConnection {
         }
         let response = response.with_connection_close();
         let mut writer = self.sink.next().unwrap();
-        response
-            .raw_print(&mut writer, version, &[], false, None)
-            .ok();
+        response.raw_print(&mut writer, version, &[], false, None).ok();
         writer.flush().ok();
     }
 }

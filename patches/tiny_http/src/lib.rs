@@ -112,10 +112,10 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
+pub use options::{ConnectionLimits, ErrorBody, HeadLimits, ServerOptions};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
-pub use options::{ConnectionLimits, ErrorBody, HeadLimits, ServerOptions};
 
 mod client;
 mod common;
@@ -207,10 +207,7 @@ impl Server {
     /// Shortcut for an HTTPS server on a specific address.
     #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
     #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
+    pub fn https<A>(addr: A, config: SslConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
     where
         A: ToSocketAddrs,
     {
@@ -223,9 +220,7 @@ impl Server {
     #[cfg(unix)]
     #[inline]
     /// Shortcut for a UNIX socket server at a specific path
-    pub fn http_unix(
-        path: &std::path::Path,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+    pub fn http_unix(path: &std::path::Path) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::unix_from_path(path),
             ssl: None,
@@ -270,9 +265,7 @@ impl Server {
 
         // building the SSL capabilities
         #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
+        compile_error!("Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time");
         #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
         type SslContext = ();
         #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -285,10 +278,9 @@ impl Server {
                     Zeroizing::new(config.private_key),
                 )?),
                 #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
+                Some(_) => {
+                    return Err("Building a server with SSL requires enabling the `ssl` feature in tiny-http".into())
+                }
                 None => None,
             }
         };
@@ -325,7 +317,11 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable, Arc::clone(&options)))
+                        Ok(ClientConnection::new(
+                            write_closable,
+                            read_closable,
+                            Arc::clone(&options),
+                        ))
                     }
                     Err(e) => Err(e),
                 };

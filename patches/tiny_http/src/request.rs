@@ -304,11 +304,7 @@ impl Request {
     /// If you call this on a non-websocket request, tiny-http will wait until this `Stream` object
     ///  is destroyed before continuing to read or write on the socket. Therefore you should always
     ///  destroy it as soon as possible.
-    pub fn upgrade<R: Read>(
-        mut self,
-        protocol: &str,
-        response: Response<R>,
-    ) -> Box<dyn ReadWrite + Send> {
+    pub fn upgrade<R: Read>(mut self, protocol: &str, response: Response<R>) -> Box<dyn ReadWrite + Send> {
         use crate::util::CustomStream;
 
         response
@@ -325,10 +321,7 @@ impl Request {
 
         let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
         if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop {
-                sender,
-                inner: stream,
-            };
+            let stream = NotifyOnDrop { sender, inner: stream };
             Box::new(stream) as Box<dyn ReadWrite + Send>
         } else {
             Box::new(stream) as Box<dyn ReadWrite + Send>
@@ -392,10 +385,7 @@ impl Request {
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
         let writer = self.extract_writer_impl();
         if let Some(sender) = self.notify_when_responded.take() {
-            let writer = NotifyOnDrop {
-                sender,
-                inner: writer,
-            };
+            let writer = NotifyOnDrop { sender, inner: writer };
             Box::new(writer) as Box<dyn Write + Send + 'static>
         } else {
             writer
@@ -485,9 +475,10 @@ impl Request {
         // With `Connection: upgrade` the "body" is the rest of the stream,
         // and a client that sent `Expect: 100-continue` and got no
         // `100 Continue` may never send its body: never wait for either.
-        let upgrade = self.headers.iter().any(|h| {
-            h.field.equiv("Connection") && h.value.as_str().to_ascii_lowercase().contains("upgrade")
-        });
+        let upgrade = self
+            .headers
+            .iter()
+            .any(|h| h.field.equiv("Connection") && h.value.as_str().to_ascii_lowercase().contains("upgrade"));
         let drain = !self.must_send_continue && !upgrade;
         if let Some(inner) = self.data_reader.take() {
             self.data_reader = Some(Box::new(BodyWatch {
