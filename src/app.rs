@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::access::Access;
 use crate::chaos::cpu::CpuLoads;
+use crate::chaos::disk::DiskFill;
 use crate::chaos::faults::Faults;
 use crate::chaos::memory::Leak;
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub struct App {
     pub cpu: Arc<CpuLoads>,
     pub leak: Arc<Leak>,
     pub faults: Arc<Faults>,
+    /// The disk fill (issue 19); a registry entry once the registry lands.
+    pub disk: DiskFill,
     pub events: Arc<Events>,
     pub started: Instant,
     pub pod: String,
@@ -49,6 +52,13 @@ impl App {
                 false
             }
         };
+        let (disk, notes) = DiskFill::prepare(&config.disk_fill_dir);
+        for note in notes {
+            log::info!("{note}");
+        }
+        if let Some(why) = disk.unavailable() {
+            log::warn!("{why}; POST /load/disk will answer 503");
+        }
         let metrics = Metrics::new()?;
         metrics
             .readiness_max_memory_bytes
@@ -73,6 +83,7 @@ impl App {
             cpu: Arc::new(CpuLoads::default()),
             leak: Arc::new(Leak::default()),
             faults: Arc::new(Faults::default()),
+            disk,
             events: Arc::new(events),
             started,
             pod: pod_name(),

@@ -28,6 +28,9 @@ pub struct Config {
     pub bind_address: IpAddr,
     pub workers: usize,
     pub state_dir: PathBuf,
+    /// `DISK_FILL_DIR`: where `POST /load/disk` writes; `STATE_DIR/fill`
+    /// unless set.
+    pub disk_fill_dir: PathBuf,
     pub latency_window: Duration,
     pub shutdown_delay: Duration,
     pub ready_fail_on_cpu_stress: bool,
@@ -137,6 +140,17 @@ impl Config {
                 expected: "a directory path".to_string(),
             });
         }
+        let disk_fill_dir = match lookup("DISK_FILL_DIR") {
+            None => PathBuf::from(&state_value).join("fill"),
+            Some(dir) if dir.is_empty() => {
+                return Err(ConfigError {
+                    variable: "DISK_FILL_DIR",
+                    value: dir,
+                    expected: "a directory path, or no DISK_FILL_DIR at all (STATE_DIR/fill)".to_string(),
+                });
+            }
+            Some(dir) => PathBuf::from(dir),
+        };
         Ok(Config {
             cpu_load_duration: Duration::from_secs(int("CPU_LOAD_DURATION", 1, MAX_DURATION_SECONDS, "seconds")?),
             memory_mb: int("MEMORY_MB", 1, MAX_MB, "MiB")?,
@@ -152,6 +166,7 @@ impl Config {
             bind_address,
             workers: int("WORKERS", 1, 256, "threads")? as usize,
             state_dir: PathBuf::from(state_value),
+            disk_fill_dir,
             latency_window: Duration::from_secs(int("LATENCY_WINDOW_SECONDS", 1, 3600, "seconds")?),
             shutdown_delay: Duration::from_secs(int("SHUTDOWN_DELAY_SECONDS", 0, 3600, "seconds")?),
             ready_fail_on_cpu_stress: boolean("READY_FAIL_ON_CPU_STRESS")?,
@@ -238,6 +253,13 @@ mod tests {
         assert!(c.ready_fail_on_cpu_stress);
         assert!(c.chaos_enabled);
         assert_eq!(c.chaos_token, TokenSource::Open);
+        assert_eq!(c.disk_fill_dir, PathBuf::from("/tmp/chaos-backend/fill"));
+        let c = with(&[("STATE_DIR", "/s"), ("DISK_FILL_DIR", "/d")]).unwrap();
+        assert_eq!(c.disk_fill_dir, PathBuf::from("/d"));
+        assert_eq!(
+            with(&[("STATE_DIR", "/s")]).unwrap().disk_fill_dir,
+            PathBuf::from("/s/fill")
+        );
     }
 
     #[test]
@@ -276,6 +298,7 @@ mod tests {
             ("CHAOS_COOLDOWN_SECONDS", " 5"),
             ("MAX_CONCURRENT_CHAOS", "+2"),
             ("STATE_DIR", ""),
+            ("DISK_FILL_DIR", ""),
         ];
         for (name, value) in cases {
             let err = with(&[(name, value)]).expect_err(&format!("{name}={value:?} should fail"));
@@ -293,7 +316,7 @@ mod tests {
             let row = format!("| `{name}` | `{default}` |");
             assert!(readme.contains(&row), "README.md lacks the row {row}");
         }
-        for extra in ["CHAOS_TOKEN", "CHAOS_TOKEN_FILE", "RUST_LOG"] {
+        for extra in ["CHAOS_TOKEN", "CHAOS_TOKEN_FILE", "RUST_LOG", "DISK_FILL_DIR"] {
             assert!(readme.contains(&format!("| `{extra}` |")), "README.md lacks {extra}");
         }
     }

@@ -169,6 +169,9 @@ fn shut_down(app: &App, pool: &Pool, rx: &mpsc::Receiver<Control>, signal: &str)
         }
     }
     app.cpu.stop_all();
+    if let Some(bytes) = app.disk.stop() {
+        handlers::disk::removed(app, bytes);
+    }
     pool.stop();
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
     let mut exited = 0;

@@ -27,9 +27,11 @@ const STARTUP_BUCKETS: &[f64] = &[
 ];
 
 /// Chaos actions, as the `action` label.
-pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", "readiness"];
+pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", "readiness", "disk"];
 /// Faults, as the `fault` label of `chaos_fault_active`.
-pub const FAULTS: &[&str] = &["cpu", "memory", "latency", "liveness", "readiness"];
+pub const FAULTS: &[&str] = &["cpu", "memory", "latency", "liveness", "readiness", "disk"];
+/// The `state` label of `chaos_disk_fill_bytes`.
+pub const DISK_FILL_STATES: &[&str] = &["written", "target"];
 /// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails
 /// (429), `failed` when accepted but impossible (507), `unauthorized` (401),
 /// `disabled` by `CHAOS_ENABLED=false` (403).
@@ -54,6 +56,8 @@ pub struct Metrics {
     pub chaos_fault_active: prometheus::IntGaugeVec,
     pub chaos_leaked_bytes: IntGauge,
     pub chaos_cpu_target_millicores: IntGauge,
+    pub chaos_disk_fill_bytes: prometheus::IntGaugeVec,
+    pub chaos_disk_fill_ended_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -151,6 +155,28 @@ impl Metrics {
         for fault in FAULTS {
             chaos_fault_active.with_label_values(&[fault]);
         }
+        let chaos_disk_fill_bytes = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "chaos_disk_fill_bytes",
+                "The disk fill: bytes in its file now (state=written) and bytes the running fill aims at (state=target, 0 when none runs).",
+            ),
+            &["state"],
+        )?;
+        let chaos_disk_fill_ended_total = IntCounterVec::new(
+            Opts::new(
+                "chaos_disk_fill_ended_total",
+                "Disk fills ended, by reason: removed on request, no_space (ENOSPC), quota (EDQUOT), io_error.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(chaos_disk_fill_bytes.clone()))?;
+        registry.register(Box::new(chaos_disk_fill_ended_total.clone()))?;
+        for state in DISK_FILL_STATES {
+            chaos_disk_fill_bytes.with_label_values(&[state]);
+        }
+        for reason in crate::chaos::disk::EndReason::ALL {
+            chaos_disk_fill_ended_total.with_label_values(&[reason.label()]);
+        }
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
         for route in Route::ALL {
@@ -185,6 +211,8 @@ impl Metrics {
             chaos_fault_active,
             chaos_leaked_bytes,
             chaos_cpu_target_millicores,
+            chaos_disk_fill_bytes,
+            chaos_disk_fill_ended_total,
         })
     }
 
@@ -227,6 +255,12 @@ mod tests {
             "chaos_actions_total{action=\"crash\",outcome=\"accepted\"} 0",
             "chaos_actions_total{action=\"memory\",outcome=\"failed\"} 0",
             "process_resident_memory_bytes",
+            "chaos_disk_fill_bytes{state=\"written\"} 0",
+            "chaos_disk_fill_bytes{state=\"target\"} 0",
+            "chaos_disk_fill_ended_total{reason=\"no_space\"} 0",
+            "chaos_disk_fill_ended_total{reason=\"quota\"} 0",
+            "chaos_fault_active{fault=\"disk\"} 0",
+            "chaos_actions_total{action=\"disk\",outcome=\"failed\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");
         }

@@ -59,6 +59,7 @@ pub enum Route {
     Metrics,
     LoadCpu,
     LoadMemory,
+    LoadDisk,
     Crash,
     LoadLatency,
     FaultLiveness,
@@ -68,13 +69,14 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 12] = [
+    pub const ALL: [Route; 13] = [
         Route::Root,
         Route::Health,
         Route::Ready,
         Route::Metrics,
         Route::LoadCpu,
         Route::LoadMemory,
+        Route::LoadDisk,
         Route::Crash,
         Route::LoadLatency,
         Route::FaultLiveness,
@@ -99,6 +101,7 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::LoadCpu => "/load/cpu",
             Route::LoadMemory => "/load/memory",
+            Route::LoadDisk => "/load/disk",
             Route::Crash => "/crash",
             Route::LoadLatency => "/load/latency",
             Route::FaultLiveness => "/fault/liveness",
@@ -112,9 +115,12 @@ impl Route {
     pub fn allowed(self) -> &'static str {
         match self {
             Route::Root | Route::Health | Route::Ready | Route::Metrics | Route::Chaos => "GET, HEAD",
-            Route::LoadCpu | Route::LoadMemory | Route::LoadLatency | Route::FaultLiveness | Route::FaultReadiness => {
-                "POST, DELETE"
-            }
+            Route::LoadCpu
+            | Route::LoadMemory
+            | Route::LoadDisk
+            | Route::LoadLatency
+            | Route::FaultLiveness
+            | Route::FaultReadiness => "POST, DELETE",
             Route::Crash | Route::ChaosStop => "POST",
         }
     }
@@ -124,6 +130,7 @@ impl Route {
         match self {
             Route::LoadCpu => Some("cpu"),
             Route::LoadMemory => Some("memory"),
+            Route::LoadDisk => Some("disk"),
             Route::Crash => Some("crash"),
             Route::LoadLatency => Some("latency"),
             Route::FaultLiveness => Some("liveness"),
@@ -162,6 +169,17 @@ impl Route {
                 (Method::Post, 403),
                 (Method::Post, 429),
                 (Method::Post, 507),
+            ],
+            Route::LoadDisk => &[
+                (Method::Post, 200),
+                (Method::Post, 202),
+                (Method::Post, 400),
+                (Method::Post, 401),
+                (Method::Post, 403),
+                (Method::Post, 409),
+                (Method::Post, 429),
+                (Method::Post, 507),
+                (Method::Delete, 200),
             ],
             Route::Crash => &[(Method::Post, 202), (Method::Post, 401), (Method::Post, 403)],
         }
@@ -232,6 +250,8 @@ pub fn dispatch(rq: &RequestLine<'_>, app: &App, now: Instant) -> Reply {
         (Post, Route::Crash) => handlers::crash::crash(app, rq.query),
         (Delete, Route::LoadCpu) => handlers::cpu::stop(app),
         (Delete, Route::LoadMemory) => handlers::memory::release(app),
+        (Post, Route::LoadDisk) => handlers::disk::fill(app, rq.query, now),
+        (Delete, Route::LoadDisk) => handlers::disk::remove(app),
         (Post, Route::LoadLatency) => handlers::faults::start(app, Kind::Latency, rq.query, now),
         (Post, Route::FaultLiveness) => handlers::faults::start(app, Kind::Liveness, rq.query, now),
         (Post, Route::FaultReadiness) => handlers::faults::start(app, Kind::Readiness, rq.query, now),
