@@ -6,6 +6,7 @@ mod api;
 mod bench;
 mod chaos;
 mod container;
+mod disk;
 mod faults;
 mod guardrails;
 mod hardening;
