@@ -117,6 +117,17 @@ impl Container {
         podman_ok(&self.dir, &["inspect", "--format", format, &self.name])
     }
 
+    /// `podman diff`: what changed in the container's own filesystem
+    /// (volumes excluded), sorted.
+    pub fn diff(&self) -> Vec<String> {
+        let mut lines: Vec<String> = podman_ok(&self.dir, &["diff", &self.name])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
     fn logs(&self) -> String {
         let out = podman(&self.dir, &["logs", &self.name]);
         format!(
