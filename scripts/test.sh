@@ -33,6 +33,7 @@ declare -A PACKAGE_OF=(
   [promtool]=prometheus
   [unshare]=util-linux
   [prlimit]=util-linux
+  [mount]=mount
   [podman]=podman
   [runc]=runc
   [conmon]=conmon
