@@ -172,12 +172,18 @@ impl DiskFill {
     pub fn prepare(dir: &Path) -> (DiskFill, Vec<String>) {
         let mut log = Vec::new();
         let unavailable = match fs::create_dir_all(dir) {
-            Ok(()) => None,
+            Ok(()) => {
+                log.extend(remove_leftovers(dir));
+                // A read-only volume exists but takes no file: say so now,
+                // not as a 500 at the first fill.
+                let probe = dir.join(format!("{FILE_PREFIX}.probe"));
+                File::create(&probe)
+                    .and_then(|_| fs::remove_file(&probe))
+                    .err()
+                    .map(|e| format!("DISK_FILL_DIR {} is not writable: {e}", dir.display()))
+            }
             Err(e) => Some(format!("cannot create DISK_FILL_DIR {}: {e}", dir.display())),
         };
-        if unavailable.is_none() {
-            log.extend(remove_leftovers(dir));
-        }
         let fill = DiskFill {
             dir: dir.to_path_buf(),
             unavailable,
@@ -667,6 +673,14 @@ mod tests {
             fill.start(1, None, false, (), quiet()),
             Err(StartError::Unavailable(_))
         ));
+    }
+
+    #[test]
+    fn a_read_only_dir_makes_the_fault_unavailable() {
+        // /proc/self exists and takes no new file, even for root.
+        let (fill, _) = DiskFill::prepare(Path::new("/proc/self"));
+        let why = fill.unavailable().unwrap().to_string();
+        assert!(why.contains("/proc/self is not writable"), "{why}");
     }
 
     #[test]
