@@ -78,17 +78,12 @@ impl EndReason {
 pub enum Outcome {
     /// All bytes written and synced; the file stays until removed.
     Complete { bytes: u64, took: Duration },
-    /// Ended early: why, how many bytes had been written, whether the
-    /// partial file was kept, and the error text.
-    Ended {
-        reason: EndReason,
-        written: u64,
-        kept: bool,
-        error: String,
-    },
+    /// Ended early.
+    Ended(Ended),
 }
 
-/// The last fill that ended early, for `GET /chaos`.
+/// How a fill ended early: why, how many bytes had been written, whether
+/// the partial file was kept, the error text, and when (for `GET /chaos`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ended {
     pub reason: EndReason,
@@ -248,7 +243,7 @@ impl DiskFill {
         let spawned = std::thread::Builder::new().name("disk-fill".into()).spawn(move || {
             let outcome = job.run();
             drop(hold_until_done);
-            if matches!(outcome, Outcome::Ended { reason, .. } if reason != EndReason::Removed) {
+            if matches!(&outcome, Outcome::Ended(e) if e.reason != EndReason::Removed) {
                 on_end(&outcome, &job.path);
             }
             report(&tx, &outcome);
@@ -377,22 +372,11 @@ fn reap_with(inner: &mut Inner, wait: bool) {
     let Some(r) = inner.running.take() else { return };
     match r.thread.join() {
         Ok(Outcome::Complete { .. }) => inner.held = Some(r.path),
-        Ok(Outcome::Ended {
-            reason,
-            written,
-            kept,
-            error,
-        }) => {
-            if kept {
+        Ok(Outcome::Ended(ended)) => {
+            if ended.kept {
                 inner.held = Some(r.path);
             }
-            inner.last_ended = Some(Ended {
-                reason,
-                written,
-                kept,
-                error,
-                at: SystemTime::now(),
-            });
+            inner.last_ended = Some(ended);
         }
         Err(_) => {
             // The writer panicked; treat its file as held so DELETE removes it.
@@ -504,12 +488,13 @@ impl Job {
                 sync_dir(dir);
             }
         }
-        Outcome::Ended {
+        Outcome::Ended(Ended {
             reason,
             written,
             kept,
             error,
-        }
+            at: SystemTime::now(),
+        })
     }
 }
 

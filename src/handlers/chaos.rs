@@ -49,8 +49,8 @@ pub fn list(app: &App, now: Instant) -> Reply {
             "ends_at_unix_ms": d.ends_at.map(unix_ms),
         }));
     }
-    // Why the last disk fill ended, when it ended before a DELETE: a ramp
-    // that ran out of space has no client left to tell.
+    // Why the last disk fill ended (removed on request, or the disk ran
+    // out): a ramp that ran out of space has no client left to tell.
     let ended: Vec<Value> = app
         .disk
         .last_ended()

@@ -103,12 +103,8 @@ pub fn fill(app: &App, raw_query: &str, now: Instant) -> Reply {
             app.events.emit(Event::ChaosFinished, body.clone());
             Reply::ok(&body)
         }
-        Ok(Outcome::Ended {
-            reason,
-            written,
-            kept,
-            error,
-        }) => {
+        Ok(Outcome::Ended(ended)) => {
+            let (reason, written, kept) = (ended.reason, ended.written, ended.kept);
             let status = match reason {
                 EndReason::NoSpace | EndReason::Quota => 507,
                 EndReason::Removed => 409,
@@ -117,7 +113,7 @@ pub fn fill(app: &App, raw_query: &str, now: Instant) -> Reply {
             Reply::json(
                 status,
                 &json!({
-                    "error": ended_message(reason, written, mb, kept, &error),
+                    "error": ended_message(reason, written, mb, kept, &ended.error),
                     "reason": reason.label(),
                     "written_bytes": written,
                     "written_mb": written >> 20,
@@ -186,14 +182,9 @@ fn on_end(app: &App, mb: u64) -> OnEnd {
     let actions = app.metrics.chaos_actions_total.clone();
     let events = Arc::clone(&app.events);
     Arc::new(move |outcome: &Outcome, path: &Path| {
-        if let Outcome::Ended {
-            reason,
-            written,
-            kept,
-            error,
-        } = outcome
-        {
-            let message = ended_message(*reason, *written, mb, *kept, error);
+        if let Outcome::Ended(e) = outcome {
+            let (reason, written, kept) = (e.reason, e.written, e.kept);
+            let message = ended_message(reason, written, mb, kept, &e.error);
             log::warn!("{message} ({})", path.display());
             ended.with_label_values(&[reason.label()]).inc();
             actions.with_label_values(&["disk", "failed"]).inc();
