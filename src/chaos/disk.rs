@@ -669,6 +669,17 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_and_a_used_up_quota_are_told_apart() {
+        use std::io::Error;
+        assert_eq!(
+            EndReason::of(&Error::from_raw_os_error(libc::ENOSPC)),
+            EndReason::NoSpace
+        );
+        assert_eq!(EndReason::of(&Error::from_raw_os_error(libc::EDQUOT)), EndReason::Quota);
+        assert_eq!(EndReason::of(&Error::from_raw_os_error(libc::EIO)), EndReason::IoError);
+    }
+
+    #[test]
     fn the_pattern_is_never_zero_and_does_not_repeat_within_a_chunk() {
         let p = pattern(CHUNK);
         assert_eq!(p.len(), CHUNK);

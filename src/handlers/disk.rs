@@ -241,6 +241,23 @@ mod tests {
     }
 
     #[test]
+    fn the_507_message_names_the_cause_the_size_written_and_the_file() {
+        let m = ended_message(
+            EndReason::Quota,
+            5 << 20,
+            64,
+            false,
+            "Disk quota exceeded (os error 122)",
+        );
+        assert_eq!(
+            m,
+            "the disk quota is used up (EDQUOT) after writing 5 MiB (5242880 bytes) of 64 MiB: \
+             Disk quota exceeded (os error 122); the partial file was removed"
+        );
+        assert!(ended_message(EndReason::NoSpace, 0, 1, true, "x").ends_with("kept (keep=true)"));
+    }
+
+    #[test]
     fn bad_disk_parameters_are_400() {
         let (app, _) = testing::app("disk-400", &[]);
         for q in [
