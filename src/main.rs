@@ -10,6 +10,7 @@ mod app;
 mod cgroup;
 mod chaos;
 mod config;
+mod control;
 mod events;
 mod guard;
 mod handlers;
@@ -33,8 +34,9 @@ use std::time::{Duration, Instant};
 
 use app::App;
 use config::Config;
+use control::Control;
 use events::Events;
-use server::{Control, Pool};
+use server::Pool;
 
 const USAGE: &str = "\
 usage: chaos-backend               serve (configured by environment variables, see README.md)

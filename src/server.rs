@@ -17,22 +17,13 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::chaos::crash;
+use crate::control::Control;
 use crate::http::{After, Reply};
 use crate::routes::{self, Method, RequestLine, Route};
 use crate::sys;
 
 /// How often the accept thread is checked; a deaf server lives at most this long.
 const ACCEPT_WATCH_PERIOD: Duration = Duration::from_millis(200);
-
-/// What the workers and the signal thread tell `main`.
-#[derive(Debug)]
-pub enum Control {
-    Signal(&'static str),
-    /// `POST /crash?mode=panic`: main panics, so the process ends with 101.
-    Panic(String),
-    AcceptFailed(String),
-    WorkerExited,
-}
 
 /// Sends `Control::WorkerExited` when dropped.
 struct ExitNotice(Sender<Control>);

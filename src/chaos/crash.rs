@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
+use crate::control::Control;
 use crate::events::{Event, Events};
 use crate::http::CrashMode;
-use crate::server::Control;
 use crate::{recovery, sys};
 
 /// Writes the crash marker, logs the event and ends the process as `mode`
