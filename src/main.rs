@@ -36,7 +36,7 @@ use app::App;
 use config::Config;
 use control::Control;
 use events::Events;
-use server::Pool;
+use server::{Listening, Pool};
 
 const USAGE: &str = "\
 usage: chaos-backend               serve (configured by environment variables, see README.md)
@@ -98,25 +98,11 @@ fn main() -> ExitCode {
 fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let (tx, rx) = mpsc::channel::<Control>();
     signals::spawn_waiter(tx.clone()).map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    let addr = SocketAddr::new(config.bind_address, config.port);
-    let threads_before = sys::thread_ids();
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    if let Err(e) = sys::set_nodelay(&listener) {
-        log::warn!("cannot set TCP_NODELAY on {addr} ({e}); large answers may wait for delayed ACKs");
-    }
-    let server = tiny_http::Server::from_listener_with(listener, None, tiny_http::ServerOptions::default())
-        .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
-    // Server::http starts one thread, the accept loop, which at once starts
-    // the four threads of its connection pool: the accept thread is the
-    // first, so the lowest new thread id (ids only decrease on wrap-around).
-    let accept_thread = sys::thread_ids()
-        .into_iter()
-        .filter(|t| !threads_before.contains(t))
-        .min();
-    let listen = server
-        .server_addr()
-        .to_ip()
-        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    let Listening {
+        server,
+        accept_thread,
+        listen,
+    } = server::listen(SocketAddr::new(config.bind_address, config.port))?;
     let workers = config.workers;
     log::debug!("bound after {:?}", started.elapsed());
     let app =
