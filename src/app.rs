@@ -20,7 +20,7 @@ use crate::guard::Guard;
 use crate::latency::LatencyWindow;
 use crate::metrics::Metrics;
 use crate::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
-use crate::{crash_marker, sys};
+use crate::{crash_marker, routes, sys};
 
 pub struct App {
     pub config: Config,
@@ -49,7 +49,7 @@ impl App {
                 false
             }
         };
-        let metrics = Metrics::new()?;
+        let metrics = Metrics::new(&routes::endpoint_series())?;
         metrics
             .readiness_max_memory_bytes
             .set(i64::try_from(config.max_rss_bytes()).unwrap_or(i64::MAX));

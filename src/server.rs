@@ -259,7 +259,7 @@ fn respond_off_the_worker(
 /// service. The client gets the 413 status line and headers, but tiny_http
 /// sends neither a body nor a `Content-Length` on upgrade, so it waits until
 /// it gives up.
-fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Option<Route>, length: usize) {
+fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Option<&'static Route>, length: usize) {
     log::warn!(
         "refusing a {length}-byte body on {} {}: larger than {MAX_DRAINABLE_BODY} bytes",
         method.label(),
