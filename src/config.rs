@@ -67,8 +67,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One row of the configuration table: name, default, meaning. The README's
-/// table is written from the same facts; a unit test keeps them in step.
+/// The configuration table: each variable's name and default. The README's
+/// table gives the same facts with their meaning; a unit test keeps them in
+/// step.
 pub const VARIABLES: &[(&str, &str)] = &[
     ("CPU_LOAD_DURATION", "10"),
     ("MEMORY_MB", "100"),
