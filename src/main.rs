@@ -41,7 +41,8 @@ use server::{Listening, Pool};
 const USAGE: &str = "\
 usage: chaos-backend               serve (configured by environment variables, see README.md)
        chaos-backend healthcheck   exit 0 if GET /health on the local PORT answers 200, else 1
-       chaos-backend --version";
+       chaos-backend --version
+       chaos-backend --help";
 
 /// How long stopped workers get to finish the requests they hold.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -52,24 +53,11 @@ fn main() -> ExitCode {
     signals::block_termination_signals();
     events::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("chaos-backend: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => {}
-        ["healthcheck"] => {
-            return match healthcheck::check(healthcheck::probe_address(&config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("chaos-backend healthcheck: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+    // Arguments first: --help and --version answer whatever the environment
+    // holds, so a bad variable never hides the usage that explains it.
+    let healthcheck = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => false,
+        ["healthcheck"] => true,
         ["--version"] => {
             println!("chaos-backend {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -82,6 +70,27 @@ fn main() -> ExitCode {
             eprintln!("chaos-backend: unexpected arguments {args:?}\n{USAGE}");
             return ExitCode::from(2);
         }
+    };
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        // The probe's answer is 0 or 1 (Docker reserves 2 in a HEALTHCHECK).
+        Err(e) if healthcheck => {
+            eprintln!("chaos-backend healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("chaos-backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if healthcheck {
+        return match healthcheck::check(healthcheck::probe_address(&config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chaos-backend healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if config.random_crash_enabled {
         log::warn!("RANDOM_CRASH_ENABLED=true is accepted but reserved: no random crash will happen");
