@@ -1,12 +1,15 @@
 //! Every environment variable the service reads, its default and its bounds.
 //!
 //! A bad value is a `ConfigError` that names the variable and quotes the
-//! value; `main` turns it into exit code 2 before anything binds a port.
+//! value, and a misspelt name is refused naming the name meant; `main` turns
+//! either into exit code 2 before anything binds a port.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::misspelling;
 
 /// The largest leak one request may ask for, in MiB (1 TiB): a guard against
 /// typos, far above any real memory limit.
@@ -89,10 +92,34 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("STARTUP_DELAY_SECONDS", "0"),
 ];
 
+/// The variables read that have no default (unset means "off"), and those
+/// read for others (`RUST_LOG` by env_logger). With [`VARIABLES`] they are
+/// the known names that the misspelling check compares every variable of
+/// the environment against: a new variable is one line in `VARIABLES` (with
+/// its default) or here.
+pub const KNOWN_WITHOUT_DEFAULT: &[&str] = &["CHAOS_TOKEN", "CHAOS_TOKEN_FILE", "RUST_LOG"];
+
+/// Every variable name the service knows.
+pub fn known_names() -> Vec<&'static str> {
+    VARIABLES
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(KNOWN_WITHOUT_DEFAULT.iter().copied())
+        .collect()
+}
+
 impl Config {
-    /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+    /// Reads the configuration from the process environment, after refusing
+    /// any variable whose name looks like a misspelt known one (see
+    /// `misspelling`): a misspelt name would otherwise be ignored in silence.
+    pub fn from_env() -> Result<Config, Box<dyn std::error::Error>> {
+        let names: Vec<String> = std::env::vars_os()
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        misspelling::check(names.iter().map(String::as_str), &known_names())?;
+        Ok(Config::from_lookup(|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })?)
     }
 
     /// Reads the configuration through `lookup`, so tests need no real

@@ -19,6 +19,7 @@ mod healthcheck;
 mod http;
 mod latency;
 mod metrics;
+mod misspelling;
 mod query;
 mod readiness;
 mod routes;
