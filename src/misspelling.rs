@@ -11,6 +11,8 @@
 //! - Kubernetes service links (`*_SERVICE_HOST`, `*_SERVICE_PORT*`, `*_PORT`,
 //!   `*_PORT_<n>_<TCP|UDP|SCTP>*`) are never refused: a Service in the
 //!   namespace injects them into every pod;
+//! - a few real variables of other programs near a known name ([`OTHERS`],
+//!   such as rustc's `RUSTC_LOG`) are never refused;
 //! - otherwise a name is refused when its Damerau–Levenshtein distance to a
 //!   known name is at most 2, or at most 1 when the known name is shorter
 //!   than [`LONG_NAME`] characters. Short names have too many neighbours at
@@ -21,6 +23,13 @@ use std::fmt;
 
 /// Known names at least this long accept distance 2; shorter ones only 1.
 pub const LONG_NAME: usize = 8;
+
+/// Real variables of other programs that happen to lie within the distance
+/// of a known name: never refused.
+const OTHERS: &[&str] = &[
+    // rustc's own log filter, 1 from RUST_LOG.
+    "RUSTC_LOG",
+];
 
 /// A variable whose name looks like a misspelling of a known one. Its value
 /// is not shown: it may be a token.
@@ -74,7 +83,7 @@ pub fn check<'a>(names: impl IntoIterator<Item = &'a str>, known: &[&'static str
 
 /// The known name `name` is probably a misspelling of, if any.
 pub fn meant(name: &str, known: &[&'static str]) -> Option<&'static str> {
-    if known.contains(&name) || is_service_link(name) {
+    if known.contains(&name) || OTHERS.contains(&name) || is_service_link(name) {
         return None;
     }
     let upper = name.to_uppercase();
@@ -290,6 +299,7 @@ mod tests {
             "RUST_BACKTRACE",
             "RUST_LIB_BACKTRACE",
             "RUST_LOG_STYLE",
+            "RUSTC_LOG",
             "RUST_MIN_STACK",
             "RUSTFLAGS",
             "RUSTUP_HOME",
