@@ -373,4 +373,47 @@ mod tests {
         assert!(Route::from_path("/crash").unwrap().method(Delete).is_none());
         assert!(Route::from_path("/ready").unwrap().method(Method::Head).is_some());
     }
+
+    /// The gate reads the table: every method that starts or stops chaos,
+    /// on every route (a new one included), is refused without the token,
+    /// and starting is refused by the kill switch; reads are never refused.
+    #[test]
+    fn every_start_and_stop_needs_the_token_and_only_start_the_kill_switch() {
+        let (app, _) = crate::app::testing::app("gate", &[("CHAOS_TOKEN", "s3cret"), ("CHAOS_ENABLED", "false")]);
+        let now = Instant::now();
+        for route in ROUTES {
+            for (method, access, _) in route.methods {
+                // Reads are served even without a token; /crash is never
+                // reached here with a token, so nothing ends the test process.
+                let anonymous = RequestLine::new(*method, route.path);
+                let status = dispatch(&anonymous, &app, now).status;
+                let with_token = anonymous.clone().with_authorization(Some("Bearer s3cret"));
+                match access {
+                    Read => assert_ne!(status, 401, "{} {}", method.label(), route.path),
+                    Start(_) => {
+                        assert_eq!(status, 401, "{} {} without a token", method.label(), route.path);
+                        let status = dispatch(&with_token, &app, now).status;
+                        assert_eq!(
+                            status,
+                            403,
+                            "{} {} with CHAOS_ENABLED=false",
+                            method.label(),
+                            route.path
+                        );
+                    }
+                    Stop(_) => {
+                        assert_eq!(status, 401, "{} {} without a token", method.label(), route.path);
+                        let status = dispatch(&with_token, &app, now).status;
+                        assert_ne!(
+                            status,
+                            403,
+                            "{} {}: stopping is never disabled",
+                            method.label(),
+                            route.path
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
