@@ -21,7 +21,7 @@ use crate::guard::Guard;
 use crate::latency::LatencyWindow;
 use crate::metrics::Metrics;
 use crate::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
-use crate::{recovery, sys};
+use crate::{crash_marker, routes, sys};
 
 pub struct App {
     pub config: Config,
@@ -45,7 +45,7 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, events: Events, started: Instant) -> Result<App, prometheus::Error> {
-        let state_dir_ok = match recovery::prepare_state_dir(&config.state_dir) {
+        let state_dir_ok = match crash_marker::prepare_state_dir(&config.state_dir) {
             Ok(()) => true,
             Err(e) => {
                 log::warn!("{e}; the crash marker will not be written, crash_to_startup_seconds cannot be measured");
@@ -59,7 +59,7 @@ impl App {
         if let Some(why) = disk.unavailable() {
             log::warn!("{why}; POST /load/disk will answer 503");
         }
-        let metrics = Metrics::new()?;
+        let metrics = Metrics::new(&routes::endpoint_series())?;
         metrics
             .readiness_max_memory_bytes
             .set(i64::try_from(config.max_rss_bytes()).unwrap_or(i64::MAX));
@@ -98,7 +98,7 @@ impl App {
     pub fn record_start(&self, listen: &str) {
         self.metrics.pod_recovery_count_total.inc();
         let crash = if self.state_dir_ok {
-            match recovery::take_marker(&self.config.state_dir) {
+            match crash_marker::take_marker(&self.config.state_dir) {
                 Ok(found) => found,
                 Err(e) => {
                     log::warn!("{e}");

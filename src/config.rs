@@ -1,12 +1,15 @@
 //! Every environment variable the service reads, its default and its bounds.
 //!
 //! A bad value is a `ConfigError` that names the variable and quotes the
-//! value; `main` turns it into exit code 2 before anything binds a port.
+//! value, and a misspelt name is refused naming the name meant; `main` turns
+//! either into exit code 2 before anything binds a port.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::misspelling;
 
 /// The largest leak one request may ask for, in MiB (1 TiB): a guard against
 /// typos, far above any real memory limit.
@@ -70,8 +73,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One row of the configuration table: name, default, meaning. The README's
-/// table is written from the same facts; a unit test keeps them in step.
+/// The configuration table: each variable's name and default. The README's
+/// table gives the same facts with their meaning; a unit test keeps them in
+/// step.
 pub const VARIABLES: &[(&str, &str)] = &[
     ("CPU_LOAD_DURATION", "10"),
     ("MEMORY_MB", "100"),
@@ -91,10 +95,35 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("STARTUP_DELAY_SECONDS", "0"),
 ];
 
+/// The variables read that have no fixed default (unset means "off", or, for
+/// `DISK_FILL_DIR`, a default made from `STATE_DIR`), and those read for
+/// others (`RUST_LOG` by env_logger). With [`VARIABLES`] they are the known
+/// names that the misspelling check compares every variable of the
+/// environment against: a new variable is one line in `VARIABLES` (with its
+/// default) or here.
+pub const KNOWN_WITHOUT_DEFAULT: &[&str] = &["CHAOS_TOKEN", "CHAOS_TOKEN_FILE", "RUST_LOG", "DISK_FILL_DIR"];
+
+/// Every variable name the service knows.
+pub fn known_names() -> Vec<&'static str> {
+    VARIABLES
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(KNOWN_WITHOUT_DEFAULT.iter().copied())
+        .collect()
+}
+
 impl Config {
-    /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+    /// Reads the configuration from the process environment, after refusing
+    /// any variable whose name looks like a misspelt known one (see
+    /// `misspelling`): a misspelt name would otherwise be ignored in silence.
+    pub fn from_env() -> Result<Config, Box<dyn std::error::Error>> {
+        let names: Vec<String> = std::env::vars_os()
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        misspelling::check(names.iter().map(String::as_str), &known_names())?;
+        Ok(Config::from_lookup(|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })?)
     }
 
     /// Reads the configuration through `lookup`, so tests need no real
@@ -316,7 +345,7 @@ mod tests {
             let row = format!("| `{name}` | `{default}` |");
             assert!(readme.contains(&row), "README.md lacks the row {row}");
         }
-        for extra in ["CHAOS_TOKEN", "CHAOS_TOKEN_FILE", "RUST_LOG", "DISK_FILL_DIR"] {
+        for extra in KNOWN_WITHOUT_DEFAULT {
             assert!(readme.contains(&format!("| `{extra}` |")), "README.md lacks {extra}");
         }
     }

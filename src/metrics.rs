@@ -11,8 +11,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::routes::{Method, Route};
-
 /// Request-latency buckets in seconds: fine below 10 ms, where probes live.
 const REQUEST_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -36,6 +34,13 @@ pub const DISK_FILL_STATES: &[&str] = &["written", "target"];
 /// (429), `failed` when accepted but impossible (507), `unauthorized` (401),
 /// `disabled` by `CHAOS_ENABLED=false` (403).
 pub const OUTCOMES: &[&str] = &["accepted", "rejected", "failed", "unauthorized", "disabled"];
+
+/// The series of one endpoint that exist from start-up: its `endpoint`
+/// label and the (method, status code) answers it usually gives.
+pub struct Endpoint {
+    pub label: &'static str,
+    pub answers: Vec<(&'static str, u16)>,
+}
 
 /// The service's metrics, with typed fields.
 pub struct Metrics {
@@ -61,8 +66,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric, and the label sets known up front.
-    pub fn new() -> Result<Metrics, prometheus::Error> {
+    /// Creates and registers every metric, and the label sets known up front
+    /// (`endpoints` gives those of the HTTP series).
+    pub fn new(endpoints: &[Endpoint]) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let http_requests_total = IntCounterVec::new(
             Opts::new(
@@ -179,14 +185,12 @@ impl Metrics {
         }
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
-        for route in Route::ALL {
-            http_request_duration_seconds.with_label_values(&[route.label()]);
-            for (method, code) in route.usual_answers() {
-                http_requests_total.with_label_values(&[method.label(), route.label(), &code.to_string()]);
+        for endpoint in endpoints {
+            http_request_duration_seconds.with_label_values(&[endpoint.label]);
+            for (method, code) in &endpoint.answers {
+                http_requests_total.with_label_values(&[method, endpoint.label, &code.to_string()]);
             }
         }
-        http_request_duration_seconds.with_label_values(&[Route::UNMATCHED_LABEL]);
-        http_requests_total.with_label_values(&[Method::Get.label(), Route::UNMATCHED_LABEL, "404"]);
         for action in ACTIONS {
             for outcome in OUTCOMES {
                 chaos_actions_total.with_label_values(&[action, outcome]);
@@ -240,7 +244,21 @@ mod tests {
 
     #[test]
     fn every_series_exists_before_any_event() {
-        let m = Metrics::new().unwrap();
+        let m = Metrics::new(&[
+            Endpoint {
+                label: "/health",
+                answers: vec![("GET", 200)],
+            },
+            Endpoint {
+                label: "/ready",
+                answers: vec![("GET", 503)],
+            },
+            Endpoint {
+                label: "/",
+                answers: vec![],
+            },
+        ])
+        .unwrap();
         let text = String::from_utf8(m.render().unwrap()).unwrap();
         for needle in [
             "http_requests_total{code=\"200\",endpoint=\"/health\",method=\"GET\"} 0",

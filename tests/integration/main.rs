@@ -5,6 +5,7 @@
 mod api;
 mod bench;
 mod chaos;
+mod config;
 mod container;
 mod disk;
 mod faults;

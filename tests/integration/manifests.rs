@@ -107,6 +107,7 @@ fn millicores(q: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs kubectl, kubernetes-validate: scripts/test.sh runs it"]
 fn schemas_pass_strict_validation_for_1_30_and_the_newest() {
     let mut args = vec!["tests/manifests/validate.py", "1.30,latest"];
     let files = resource_files();
@@ -137,6 +138,7 @@ fn schemas_pass_strict_validation_for_1_30_and_the_newest() {
 }
 
 #[test]
+#[ignore = "needs checkov, kubectl: scripts/test.sh runs it"]
 fn checkov_offline_finds_no_failed_check_and_every_skip_has_a_reason() {
     let dir = temp_dir("checkov");
     std::fs::write(dir.join("rendered.yaml"), rendered()).unwrap();
@@ -168,6 +170,7 @@ fn checkov_offline_finds_no_failed_check_and_every_skip_has_a_reason() {
 }
 
 #[test]
+#[ignore = "needs yamllint, kubectl, pyyaml: scripts/test.sh runs it"]
 fn yamllint_and_kustomize_succeed() {
     let out = run(
         "yamllint",
@@ -194,6 +197,7 @@ fn yamllint_and_kustomize_succeed() {
 }
 
 #[test]
+#[ignore = "needs kubectl, pyyaml: scripts/test.sh runs it"]
 fn deployment_agrees_with_the_app() {
     let docs = documents();
     let (c, env) = container(&docs);
@@ -353,6 +357,7 @@ fn run_like_the_deployment_in(
 }
 
 #[test]
+#[ignore = "needs podman, kubectl, pyyaml: scripts/test.sh runs it"]
 fn full_cpu_load_within_the_limit_keeps_liveness_fast_and_fails_readiness_in_one_period() {
     let _x = exclusive();
     let docs = documents();
@@ -394,6 +399,7 @@ fn full_cpu_load_within_the_limit_keeps_liveness_fast_and_fails_readiness_in_one
 }
 
 #[test]
+#[ignore = "needs podman, kubectl, pyyaml: scripts/test.sh runs it"]
 fn memory_numbers_play_out_in_order_under_the_limit() {
     let _x = exclusive();
     let docs = documents();
@@ -448,7 +454,7 @@ fn size_limit_mib(docs: &[Value], name: &str) -> u64 {
 /// emptyDir plus the most logs the kubelet keeps (5 x 10Mi), so that only
 /// the fill evicts, and by the emptyDir rule.
 #[test]
-#[ignore = "needs kubectl and python3-yaml: scripts/test.sh runs it"]
+#[ignore = "needs kubectl, pyyaml: scripts/test.sh runs it"]
 fn disk_numbers_evict_by_the_emptydir_limit_and_nothing_else() {
     const MAX_LOGS_MIB: u64 = 5 * 10;
     let docs = documents();
@@ -481,7 +487,7 @@ fn disk_numbers_evict_by_the_emptydir_limit_and_nothing_else() {
 /// uid 65532, all capabilities dropped) and a volume for STATE_DIR: the
 /// fill works, lands in the volume, and nothing is written anywhere else.
 #[test]
-#[ignore = "needs podman: scripts/test.sh runs it"]
+#[ignore = "needs podman, kubectl, pyyaml: scripts/test.sh runs it"]
 fn disk_fill_in_podman_like_the_deployment_stays_in_the_volume() {
     let _x = exclusive();
     let docs = documents();

@@ -115,10 +115,12 @@ pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
+pub use options::{ConnectionLimits, ErrorBody, HeadLimits, ServerOptions};
 
 mod client;
 mod common;
 mod connection;
+mod options;
 mod request;
 mod response;
 mod ssl;
@@ -243,6 +245,17 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with(listener, ssl_config, ServerOptions::default())
+    }
+
+    /// Patch (chaos-backend): like `from_listener`, with limits and hooks
+    /// (see `ServerOptions`).
+    pub fn from_listener_with<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        options: ServerOptions,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        let options = Arc::new(options);
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -311,7 +324,7 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok(ClientConnection::new(write_closable, read_closable, Arc::clone(&options)))
                     }
                     Err(e) => Err(e),
                 };
