@@ -13,7 +13,7 @@ use crate::harness::{Service, command, describe, output_within, poll, request, t
 const MIB: u64 = 1 << 20;
 
 /// The binary with STATE_DIR on a fresh `size`-limited tmpfs, in a mount
-/// namespace of its own. `unshare` and the shell stay alive after the
+/// namespace of its own (and a user namespace when not root). `unshare` and the shell stay alive after the
 /// service exits, so the tmpfs can still be read (the marker of a crash);
 /// they run as PID 1 of a new PID namespace, so killing `unshare` (the
 /// harness's child) kills the service too.
@@ -21,6 +21,13 @@ fn on_tmpfs(size: &str, env: &[(&str, &str)]) -> (Service, PathBuf) {
     let state = temp_dir("tmpfs");
     let inner = command(&state, env);
     let mut cmd = Command::new("unshare");
+    // Without root, a user namespace of our own grants the mount and PID
+    // namespaces (as in lifecycle's PID 1 test), so plain cargo test needs
+    // no root; the files then belong to the user running the tests.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        cmd.args(["--user", "--map-root-user"]);
+    }
     cmd.args(["--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c"])
         .arg("mount -t tmpfs -o \"size=$0,mode=0755\" tmpfs \"$1\" && \"$2\"; sleep 60")
         .arg(size)
