@@ -36,15 +36,22 @@ impl Query {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for piece in raw.split('&').filter(|p| !p.is_empty()) {
             let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
-            let name = decode(raw_name).ok_or_else(|| ParamError {
+            let name = decode(raw_name).map_err(|why| ParamError {
                 parameter: raw_name.to_string(),
                 value: None,
-                message: format!("invalid percent-encoding in parameter name {:?}", shown(raw_name)),
+                message: format!(
+                    "invalid percent-encoding in parameter name {:?}: {why}",
+                    shown(raw_name)
+                ),
             })?;
-            let value = decode(raw_value).ok_or_else(|| ParamError {
+            let value = decode(raw_value).map_err(|why| ParamError {
                 parameter: name.to_string(),
                 value: Some(raw_value.to_string()),
-                message: format!("invalid percent-encoding in {} {:?}", shown(&name), shown(raw_value)),
+                message: format!(
+                    "invalid percent-encoding in {} {:?}: {why}",
+                    shown(&name),
+                    shown(raw_value)
+                ),
             })?;
             if !allowed.contains(&name.as_str()) {
                 let known = if allowed.is_empty() {
@@ -116,18 +123,43 @@ impl Query {
     }
 }
 
-/// Percent-decodes a query component (`+` is a space). `None` for a broken
-/// escape or bytes that are not UTF-8.
-fn decode(text: &str) -> Option<String> {
+/// Why a query component cannot be decoded.
+#[derive(Debug, Clone, PartialEq)]
+enum DecodeError {
+    /// A `%` not followed by two hex digits; holds the escape as sent.
+    BrokenEscape(String),
+    NotUtf8,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BrokenEscape(escape) => {
+                write!(f, "broken escape {escape:?} (a % must be followed by two hex digits)")
+            }
+            DecodeError::NotUtf8 => f.write_str("the decoded bytes are not UTF-8"),
+        }
+    }
+}
+
+/// Percent-decodes a query component (`+` is a space). A broken escape or
+/// bytes that are not UTF-8 are an error, never a guess.
+fn decode(text: &str) -> Result<String, DecodeError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Both digits checked here: `from_str_radix` alone would
+                // take a sign, so `%+5` would decode to 0x05.
+                let byte = match bytes.get(i + 1..i + 3) {
+                    Some(&[hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                        hex_value(hi) << 4 | hex_value(lo)
+                    }
+                    _ => return Err(DecodeError::BrokenEscape(text[i..].chars().take(3).collect())),
+                };
+                out.push(byte);
                 i += 3;
             }
             b'+' => {
@@ -140,7 +172,16 @@ fn decode(text: &str) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).map_err(|_| DecodeError::NotUtf8)
+}
+
+/// The value of one ASCII hex digit (the caller has checked it is one).
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +238,10 @@ mod tests {
         let err = Query::parse("mode=x", &[]).unwrap_err();
         assert!(err.message.contains("takes no parameters"), "{}", err.message);
         assert!(Query::parse("duration=%", CPU).is_err());
+        assert_eq!(
+            Query::parse("duration=%35%2b%2B", CPU).unwrap().get("duration"),
+            Some("5++")
+        );
         assert!(Query::parse("duration=%ff", CPU).is_err(), "not UTF-8");
     }
 
@@ -229,6 +274,36 @@ mod tests {
             if let Ok(q) = Query::parse(&raw, CPU) {
                 let _ = q.bounded("duration", 1, 3600, "seconds");
             }
+        }
+    }
+
+    /// `from_str_radix` takes a sign: `%+5` once decoded to 0x05. Every `%`
+    /// not followed by two hex digits is a broken escape, named as sent.
+    #[test]
+    fn broken_escapes_are_refused_and_quoted() {
+        for (raw, escape) in [
+            ("duration=%+5", "%+5"),
+            ("duration=%-5", "%-5"),
+            ("duration=% 5", "% 5"),
+            ("duration=%5", "%5"),
+            ("duration=1%5", "%5"),
+            ("duration=%G0", "%G0"),
+            ("duration=%0G", "%0G"),
+            ("duration=%", "%"),
+            ("duration=%é1", "%é1"),
+            ("%+5duration=1", "%+5"),
+        ] {
+            let err = Query::parse(raw, CPU).unwrap_err();
+            assert!(
+                err.message.contains(&format!("broken escape {escape:?}")),
+                "{raw}: {}",
+                err.message
+            );
+        }
+        let err = Query::parse("duration=%ff", CPU).unwrap_err();
+        assert!(err.message.contains("not UTF-8"), "{}", err.message);
+        for (escape, byte) in [("%00", 0u8), ("%7f", 0x7f), ("%7F", 0x7f), ("%4a", b'J'), ("%4A", b'J')] {
+            assert_eq!(decode(escape).unwrap().as_bytes(), [byte], "{escape}");
         }
     }
 }

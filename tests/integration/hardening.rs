@@ -242,6 +242,8 @@ fn missing_token_file_closes_chaos_without_a_crash_loop() {
 /// do not grow beyond the intended leak.
 #[test]
 fn soak_short_mode_passes() {
+    // It times its answers and runs chaos cycles: alone, like the other timing tests.
+    let _x = exclusive();
     let out = std::process::Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/soak.sh"))
         .args(["--short", "--binary", env!("CARGO_BIN_EXE_chaos-backend")])

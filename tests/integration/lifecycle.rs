@@ -92,6 +92,11 @@ fn sigterm_works_as_pid_1() {
     let state = temp_dir("pid1");
     let inner = command(&state, &[]);
     let mut cmd = Command::new("unshare");
+    // Without root, a user namespace of our own grants the PID namespace.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        cmd.args(["--user", "--map-root-user"]);
+    }
     cmd.args(["--pid", "--fork", "--kill-child", "--"])
         .arg(inner.get_program());
     cmd.env_clear();

@@ -5,7 +5,9 @@
 mod api;
 mod bench;
 mod chaos;
+mod config;
 mod container;
+mod disk;
 mod faults;
 mod guardrails;
 mod hardening;
