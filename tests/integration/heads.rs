@@ -231,6 +231,26 @@ fn rows() -> Vec<Row> {
             "(5000 bytes)",
             false,
         ),
+        row(
+            "400 for a 10,000-byte disk size (the route table's /load/disk)",
+            bytes(format!(
+                "POST /load/disk?mb={} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+                "9".repeat(10_000)
+            )),
+            &[400],
+            "(10000 bytes)",
+            false,
+        ),
+        row(
+            "400 for a 10,000-byte broken escape, absolute form on /load/disk",
+            bytes(format!(
+                "POST http://example.com/load/disk?mb=%+5{} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+                "9".repeat(10_000)
+            )),
+            &[400],
+            "broken escape",
+            false,
+        ),
         // 3. Framing (RFC 9112 §6): 400 and a close.
         row(
             "Content-Length: -1",
