@@ -91,7 +91,8 @@ fn sigterm_works_as_pid_1() {
     let inner = command(&state, &[]);
     let mut cmd = Command::new("unshare");
     cmd.args(["--pid", "--fork", "--kill-child", "--"])
-        .arg(inner.get_program());
+        .arg(inner.get_program())
+        .args(inner.get_args());
     cmd.env_clear();
     for (k, v) in inner.get_envs() {
         if let Some(v) = v {
