@@ -25,8 +25,10 @@ toolchain is needed (rustup adds the Rust target when it is missing):
   linux/amd64  x86_64-unknown-linux-gnu with crt-static on a Linux x86_64
                host (measured faster than musl: see README "Performance");
                elsewhere x86_64-unknown-linux-musl, linked by rust-lld
-The build context of each platform is target/image/ARCH (the binary and an
-empty state directory), so no base image is ever pulled. The engine is
+The build context of each platform (the binary and an empty state
+directory) is laid out in a fresh directory under target/, so no base
+image is ever pulled; the host's platform's, when built, is left in
+target/image, which compose.yaml builds from when the image is missing. The engine is
 $CONTAINER_ENGINE if set, else docker if its daemon answers, else podman
 (with --format docker, which keeps the HEALTHCHECK). Prints each
 platform's image size.
@@ -118,8 +120,11 @@ for platform in "${wanted[@]}"; do
   arches+=("$arch")
 done
 
-context_root=target/image
-rm -rf "$context_root"
+# A build context per run (two builds at once must not share one), removed
+# at the end.
+mkdir -p target
+context_root="$(mktemp -d target/image.XXXXXX)"
+trap 'rm -rf "$context_root"' EXIT
 for arch in "${arches[@]}"; do
   target="$(rust_target "$arch")"
   if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$target"; then
@@ -136,6 +141,18 @@ for arch in "${arches[@]}"; do
   mkdir -p "$context_root/$arch/state"
   cp "${CARGO_TARGET_DIR:-target}/$target/release/chaos-backend" "$context_root/$arch/chaos-backend"
 done
+
+# compose.yaml builds from target/image when the image is missing: leave
+# the host's platform there, when it was built.
+case "$(uname -m)" in
+  x86_64 | amd64) host_arch=amd64 ;;
+  aarch64 | arm64) host_arch=arm64 ;;
+  *) host_arch="" ;;
+esac
+if [[ -n $host_arch && -d $context_root/$host_arch ]]; then
+  rm -rf target/image
+  cp -R "$context_root/$host_arch" target/image
+fi
 
 # Checks an image's platform and prints its size.
 report() {
