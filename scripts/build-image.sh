@@ -28,10 +28,10 @@ toolchain is needed (rustup adds the Rust target when it is missing):
 The build context of each platform (the binary and an empty state
 directory) is laid out in a fresh directory under target/, so no base
 image is ever pulled; the host's platform's, when built, is left in
-target/image, which compose.yaml builds from when the image is missing. The engine is
-$CONTAINER_ENGINE if set, else docker if its daemon answers, else podman
-(with --format docker, which keeps the HEALTHCHECK). Prints each
-platform's image size.
+target/image, which compose.yaml builds from when the image is missing.
+The engine is $CONTAINER_ENGINE if set, else docker if its daemon
+answers, else podman (with --format docker, which keeps the HEALTHCHECK).
+Prints each platform's image size.
 USAGE
 }
 

@@ -123,17 +123,23 @@ fn oci_archive_is_an_index_of_both_platforms() {
 }
 
 /// `--platform linux/arm64` builds that platform alone, under a tag of its
-/// own so that the shared test image is left as it is.
+/// own so that the shared test image is left as it is. The tag is a short
+/// name, as a kind user gives it: the archive names the image as
+/// Kubernetes will look it up, under docker.io/library.
 #[test]
 #[ignore = "needs podman: scripts/test.sh runs it"]
 fn platform_flag_builds_one_platform() {
     image();
     let _x = exclusive();
     let dir = temp_dir("one-platform");
-    let tag = format!("{}-arm64-only", image_tag());
+    let short = format!("chaos-backend-it-{}:arm64-only", std::process::id());
+    let tag = format!("localhost/{short}");
+    let archive = dir.join("arm64.tar");
     let out = Command::new("bash")
         .arg(repo().join("scripts/build-image.sh"))
-        .args(["--platform", "linux/arm64", &tag])
+        .args(["--platform", "linux/arm64", "--oci-archive"])
+        .arg(&archive)
+        .arg(&short)
         .env("CONTAINER_ENGINE", "podman")
         .env("CONTAINERS_CONF", repo().join("tests/podman/containers.conf"))
         .current_dir(&dir)
@@ -149,6 +155,17 @@ fn platform_flag_builds_one_platform() {
     let list: Value = serde_json::from_str(&podman_ok(&dir, &["manifest", "inspect", &tag])).unwrap();
     assert_eq!(listed_platforms(&list), ["linux/arm64"]);
     let _ = podman(&dir, &["manifest", "rm", &tag]);
+    let index = Command::new("tar")
+        .arg("-xOf")
+        .arg(&archive)
+        .arg("index.json")
+        .output()
+        .expect("tar");
+    let index: Value = serde_json::from_slice(&index.stdout).expect("index.json");
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        format!("docker.io/library/{short}")
+    );
 
     // A platform it cannot build is refused up front, naming it.
     let out = Command::new("bash")
