@@ -47,13 +47,17 @@ while (($# > 0)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
     --platform)
-      [[ $# -ge 2 ]] || die "--platform needs a value"
+      [[ $# -ge 2 && -n $2 ]] || die "--platform needs a value"
       platforms="$2"; shift 2 ;;
-    --platform=*) platforms="${1#*=}"; shift ;;
+    --platform=*)
+      platforms="${1#*=}"; shift
+      [[ -n $platforms ]] || die "--platform needs a value" ;;
     --oci-archive)
-      [[ $# -ge 2 ]] || die "--oci-archive needs a file"
+      [[ $# -ge 2 && -n $2 ]] || die "--oci-archive needs a file"
       archive="$2"; shift 2 ;;
-    --oci-archive=*) archive="${1#*=}"; shift ;;
+    --oci-archive=*)
+      archive="${1#*=}"; shift
+      [[ -n $archive ]] || die "--oci-archive needs a file" ;;
     -*) usage >&2; die "unknown option \"$1\"" ;;
     *)
       [[ -z $tag ]] || { usage >&2; die "one TAG only, got \"$tag\" and \"$1\""; }
@@ -109,14 +113,17 @@ rust_target() {
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}"
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}"
 
+# (No empty-array expansions: macOS's bash 3.2 calls them unbound.)
 arches=()
+seen=" "
 for platform in "${wanted[@]}"; do
   case "$platform" in
     linux/amd64 | linux/arm64) ;;
     *) die "unsupported platform \"$platform\": expected linux/amd64 or linux/arm64" ;;
   esac
   arch="${platform#linux/}"
-  [[ " ${arches[*]} " != *" $arch "* ]] || die "platform \"$platform\" given twice"
+  [[ $seen != *" $arch "* ]] || die "platform \"$platform\" given twice"
+  seen+="$arch "
   arches+=("$arch")
 done
 
