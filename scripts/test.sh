@@ -151,6 +151,9 @@ stop_dockerd() {
   kill "$dockerd_pid" 2>/dev/null || true
   wait "$dockerd_pid" 2>/dev/null || true
   dockerd_pid=""
+  # dockerd leaves its network namespace bind-mounted (exec/netns/default).
+  awk -v dir="$dockerd_dir/" 'index($2, dir) == 1 { print $2 }' /proc/self/mounts |
+    sort -r | xargs -r umount 2>/dev/null || true
   rm -rf "$dockerd_dir" 2>/dev/null || echo "scripts/test.sh: left $dockerd_dir" >&2
 }
 
