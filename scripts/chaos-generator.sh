@@ -18,7 +18,7 @@ ends, so an interrupted run loses nothing that finished.
 
 Options:
   --url URL          service base URL (default http://localhost:8080)
-  --type TYPE        cpu | memory | crash (default cpu)
+  --type TYPE        cpu | memory | crash | disk (default cpu)
   --iterations N     iterations to run (default 20)
   --cooldown S       seconds to wait between iterations (default 10)
   --timeout S        limit of each phase, in seconds (default 60): waiting to
@@ -26,7 +26,8 @@ Options:
                      waiting for recovery
   --duration S       cpu: load duration in seconds (default: the service's)
   --millicores M     cpu: millicores instead of saturating every CPU
-  --mb N             memory: MiB to leak per iteration (default: the service's)
+  --mb N             memory: MiB to leak per iteration (default: the service's);
+                     disk: MiB to write (default: the service's, 96)
   --poll-ms MS       how often /ready is polled (default 200)
   --probe-timeout S  timeout of each /ready poll (default 1, the kubelet's)
   --out FILE         results file (default recovery-results.csv)
@@ -47,6 +48,17 @@ Types:
            that restarts it: Kubernetes, `docker run --restart on-failure`,
            or podman. After recovery, crash_to_startup_seconds is read from
            /metrics into the row's detail.
+  disk     POST /load/disk: fills the pod's emptyDir past its sizeLimit; the
+           kubelet evicts the pod within about 1 to 2 minutes (use
+           --timeout 150). Give --url the URL of ONE pod (its IP:8080 from
+           inside the cluster): detected_s is then the time until that pod
+           stops answering, i.e. the eviction. The pod never comes back (its
+           replacement is a new pod at another address), so the row ends as
+           `timeout`; run one iteration. The time to a Ready replacement is
+           NOT measured here: with two replicas the Service never becomes
+           unreachable, and a kubectl port-forward dies with its pod. It is
+           the `evict` row of scripts/validate-matrix.sh that measures it.
+           Outside Kubernetes nothing evicts: the row is no-degradation.
 
 Measurement:
   Times come from a monotonic clock with millisecond resolution: bash's
@@ -117,7 +129,7 @@ whole() { # name value min
     die_usage "$1 \"$2\": expected a whole number >= $3"
   fi
 }
-case "$type" in cpu | memory | crash) ;; *) die_usage "--type \"$type\": expected cpu, memory or crash" ;; esac
+case "$type" in cpu | memory | crash | disk) ;; *) die_usage "--type \"$type\": expected cpu, memory, crash or disk" ;; esac
 whole --iterations "$iterations" 1
 whole --cooldown "$cooldown" 0
 whole --timeout "$timeout" 1
@@ -127,7 +139,7 @@ whole --probe-timeout "$probe_timeout" 1
 [[ -z $millicores ]] || whole --millicores "$millicores" 1
 [[ -z $mb ]] || whole --mb "$mb" 1
 [[ $type == cpu || (-z $duration && -z $millicores) ]] || die_usage "--duration and --millicores are for --type cpu"
-[[ $type == memory || -z $mb ]] || die_usage "--mb is for --type memory"
+[[ $type == memory || $type == disk || -z $mb ]] || die_usage "--mb is for --type memory or disk"
 [[ -n ${EPOCHREALTIME:-} ]] || { echo "chaos-generator.sh: needs bash >= 5 (EPOCHREALTIME)" >&2; exit 2; }
 command -v curl >/dev/null || { echo "chaos-generator.sh: needs curl" >&2; exit 2; }
 
@@ -238,6 +250,7 @@ trigger_target() {
       if ((${#q[@]})); then REPLY="/load/cpu?${q[*]}"; else REPLY="/load/cpu"; fi
       ;;
     memory) if [[ -n $mb ]]; then REPLY="/load/memory?mb=$mb"; else REPLY="/load/memory"; fi ;;
+    disk) if [[ -n $mb ]]; then REPLY="/load/disk?mb=$mb"; else REPLY="/load/disk"; fi ;;
     crash) REPLY="/crash" ;;
   esac
 }

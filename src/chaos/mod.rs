@@ -1,8 +1,9 @@
-//! The faults the service injects into itself: CPU load, a memory leak, and
-//! a crash. Handlers in `routes` decide whether a fault may start; the code
+//! The faults the service injects into itself: CPU load, a memory leak, a
+//! disk fill and a crash. Handlers in `routes` decide whether a fault may start; the code
 //! here only carries it out.
 
 pub mod cpu;
 pub mod crash;
+pub mod disk;
 pub mod faults;
 pub mod memory;

@@ -18,9 +18,17 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
         .set(i64::try_from(app.leak.total_bytes()).unwrap_or(i64::MAX));
     m.chaos_cpu_target_millicores
         .set(i64::try_from(app.cpu.target_millicores()).unwrap_or(i64::MAX));
+    let disk = |state: &str, bytes: u64| {
+        m.chaos_disk_fill_bytes
+            .with_label_values(&[state])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX))
+    };
+    disk("written", app.disk.written());
+    disk("target", app.disk.target());
     let active = |fault: &str, on: bool| m.chaos_fault_active.with_label_values(&[fault]).set(i64::from(on));
     active("cpu", app.cpu.active() > 0);
     active("memory", app.leak.total_bytes() > 0);
+    active("disk", app.disk.status().is_some());
     for kind in crate::chaos::faults::Kind::ALL {
         active(kind.label(), app.faults.is_active(kind, now));
     }

@@ -5,13 +5,16 @@
 mod api;
 mod bench;
 mod chaos;
+mod config;
 mod container;
+mod disk;
 mod emulation;
 mod engines;
 mod faults;
 mod guardrails;
 mod hardening;
 mod harness;
+mod heads;
 mod image;
 mod lifecycle;
 mod manifests;
