@@ -97,7 +97,11 @@ pub fn affinity_cpu_count() -> usize {
 ///
 /// Falls back to nice 19 where SCHED_IDLE is refused. Returns which one took.
 pub fn make_current_thread_idle() -> &'static str {
-    let param = libc::sched_param { sched_priority: 0 };
+    // musl's sched_param has more fields than glibc's (the SCHED_SPORADIC
+    // ones), so the struct is zeroed rather than written out field by field.
+    // SAFETY: sched_param is plain integers and timespecs; all zero is a
+    // valid value, and priority 0 is the one SCHED_IDLE takes.
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param and
     // priority 0 is the only valid one for SCHED_IDLE.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };

@@ -15,6 +15,29 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chaos-backend");
 
+/// The binary under test: `CHAOS_BIN` when set (scripts/test.sh points it
+/// at the arm64 build for the smoke subset), else the one cargo built.
+pub fn bin() -> PathBuf {
+    std::env::var_os("CHAOS_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+}
+
+/// A command prefix that runs the binary, split on whitespace: for example
+/// `CHAOS_RUNNER=qemu-aarch64-static`. qemu-user runs the guest inside its
+/// own process, so pids, signals, /proc RSS and CPU time stay the service's.
+pub fn runner() -> Vec<String> {
+    std::env::var("CHAOS_RUNNER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether the binary runs under an emulator; the few timing bounds that
+/// emulation stretches are loosened only then, and say so where they are.
+pub fn emulated() -> bool {
+    !runner().is_empty()
+}
+
 /// Tests that load the CPUs or time things take this lock, so that two of
 /// them never distort each other.
 static EXCLUSIVE: Mutex<()> = Mutex::new(());
@@ -38,7 +61,14 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// The command for the binary with a clean environment plus `env`.
 pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut prefix = runner();
+    let mut cmd = if prefix.is_empty() {
+        Command::new(bin())
+    } else {
+        let mut c = Command::new(prefix.remove(0));
+        c.args(prefix).arg(bin());
+        c
+    };
     cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("PORT", "0")

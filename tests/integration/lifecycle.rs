@@ -98,7 +98,8 @@ fn sigterm_works_as_pid_1() {
         cmd.args(["--user", "--map-root-user"]);
     }
     cmd.args(["--pid", "--fork", "--kill-child", "--"])
-        .arg(inner.get_program());
+        .arg(inner.get_program())
+        .args(inner.get_args());
     cmd.env_clear();
     for (k, v) in inner.get_envs() {
         if let Some(v) = v {
@@ -136,7 +137,9 @@ fn listener_failure_exits_non_zero() {
     let state = temp_dir("emfile");
     let inner = command(&state, &[]);
     let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=12:12", "--"]).arg(inner.get_program());
+    cmd.args(["--nofile=12:12", "--"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
     cmd.env_clear();
     for (k, v) in inner.get_envs() {
         if let Some(v) = v {
