@@ -14,6 +14,7 @@ use crate::access::Access;
 use crate::chaos::cpu::CpuLoads;
 use crate::chaos::faults::Faults;
 use crate::chaos::memory::Leak;
+use crate::chaos::registry::Registry;
 use crate::config::Config;
 use crate::events::{Event, Events};
 use crate::guard::Guard;
@@ -25,7 +26,8 @@ use crate::{recovery, sys};
 pub struct App {
     pub config: Config,
     pub metrics: Metrics,
-    pub guard: Guard,
+    /// Every running fault: the guardrails, GET /chaos, stop and DELETE.
+    pub registry: Arc<Registry>,
     pub tracker: Tracker,
     pub latency: LatencyWindow,
     pub cpu: Arc<CpuLoads>,
@@ -67,7 +69,7 @@ impl App {
         Ok(App {
             access,
             metrics,
-            guard: Guard::new(config.max_concurrent_chaos, config.chaos_cooldown),
+            registry: Registry::new(Guard::new(config.max_concurrent_chaos, config.chaos_cooldown)),
             tracker: Tracker::default(),
             latency: LatencyWindow::new(started, config.latency_window, config.max_latency),
             cpu: Arc::new(CpuLoads::default()),
@@ -154,7 +156,7 @@ impl App {
     /// /ready is being served at `now` with these reasons: advance the
     /// detection and recovery timers and record what changed.
     pub fn readiness_served(&self, now: Instant, reasons: &[Reason]) {
-        let chaos_active = self.guard.active() > 0;
+        let chaos_active = self.registry.active() > 0;
         match self.tracker.served(now, reasons, chaos_active) {
             Transition::Unchanged => {}
             Transition::Degraded { detection } => {

@@ -235,11 +235,11 @@ pub fn dispatch(rq: &RequestLine<'_>, app: &App, now: Instant) -> Reply {
         (Post, Route::LoadLatency) => handlers::faults::start(app, Kind::Latency, rq.query, now),
         (Post, Route::FaultLiveness) => handlers::faults::start(app, Kind::Liveness, rq.query, now),
         (Post, Route::FaultReadiness) => handlers::faults::start(app, Kind::Readiness, rq.query, now),
-        (Delete, Route::LoadLatency) => handlers::faults::end(app, Kind::Latency, now),
-        (Delete, Route::FaultLiveness) => handlers::faults::end(app, Kind::Liveness, now),
-        (Delete, Route::FaultReadiness) => handlers::faults::end(app, Kind::Readiness, now),
-        (Get | Head, Route::Chaos) => handlers::chaos::list(app, now),
-        (Post, Route::ChaosStop) => handlers::chaos::stop(app, now),
+        (Delete, Route::LoadLatency) => handlers::faults::end(app, Kind::Latency),
+        (Delete, Route::FaultLiveness) => handlers::faults::end(app, Kind::Liveness),
+        (Delete, Route::FaultReadiness) => handlers::faults::end(app, Kind::Readiness),
+        (Get | Head, Route::Chaos) => handlers::chaos::list(app),
+        (Post, Route::ChaosStop) => handlers::chaos::stop(app),
         (_, route) => {
             let name: String = rq.method_name.chars().take(32).collect();
             Reply::method_not_allowed(&name, route.label(), route.allowed())

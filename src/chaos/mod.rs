@@ -6,3 +6,4 @@ pub mod cpu;
 pub mod crash;
 pub mod faults;
 pub mod memory;
+pub mod registry;

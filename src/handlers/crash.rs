@@ -1,11 +1,13 @@
 //! `POST /crash?mode=abort|exit|kill|panic&code=N`: answers 202, and once
 //! the answer is flushed, writes the crash marker and ends the process as
-//! asked. Not subject to the guardrails, as in the seed.
+//! asked. Not subject to the guardrails, as in the seed, but only the first
+//! crash is accepted: every later one gets 409 while the process ends.
 
 use serde_json::json;
 
 use super::bad;
 use crate::app::App;
+use crate::events::Event;
 use crate::http::{After, CrashMode, Reply};
 use crate::query::Query;
 
@@ -37,11 +39,24 @@ pub fn crash(app: &App, raw_query: &str) -> Reply {
         ("panic", None) => CrashMode::Panic,
         _ => CrashMode::Abort,
     };
-    app.metrics.chaos("crash", "accepted");
     let exit_code = match mode {
         CrashMode::Exit(c) => Some(c),
         _ => None,
     };
+    let detail = match exit_code {
+        Some(c) => format!("mode=exit code={c}"),
+        None => format!("mode={}", mode.label()),
+    };
+    // Exactly one crash per process: the marker must record the mode that
+    // was answered 202, and a second crash racing the first could win.
+    if let Err(first) = app.registry.claim_crash(&detail) {
+        let message = format!("a crash ({}) is already in progress; only one is accepted", first.mode);
+        app.metrics.chaos("crash", "rejected");
+        app.events
+            .emit(Event::ChaosRejected, json!({"action": "crash", "reason": message}));
+        return Reply::json(409, &json!({"error": message, "crash": first.mode}));
+    }
+    app.metrics.chaos("crash", "accepted");
     Reply::accepted(&json!({"status": "crashing", "mode": mode.label(), "exit_code": exit_code})).then(After::Crash {
         mode,
         cause: "POST /crash".to_string(),

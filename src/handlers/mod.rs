@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::app::App;
+use crate::chaos::registry::{FaultKind, Running, StartError, Ticket};
 use crate::events::Event;
-use crate::guard::Permit;
+use crate::guard::RejectReason;
 use crate::http::Reply;
 use crate::query::ParamError;
 
@@ -49,23 +50,46 @@ pub fn admit(app: &App, action: &str, authorization: Option<&str>, starts: bool)
     }
 }
 
-/// Claims a guardrail slot for `action`, or builds the 429 (counted and
-/// logged as CHAOS_REJECTED). On success the detection timer starts.
-fn claim(app: &App, action: &str, now: Instant, expected: Duration) -> Result<Permit, Reply> {
-    match app.guard.try_acquire(now, expected) {
-        Ok(permit) => {
+/// Starts a fault of `kind` through the registry: claims its guardrail
+/// slot, then runs `launch` (see `Registry::start`). A refusal is the 429
+/// (counted and logged as CHAOS_REJECTED); on success the detection timer
+/// starts.
+fn start_fault(
+    app: &App,
+    kind: FaultKind,
+    now: Instant,
+    expected: Option<Duration>,
+    launch: impl FnOnce(Ticket) -> Result<Running, String>,
+) -> Result<u64, Reply> {
+    let action = kind.label();
+    match app.registry.start(kind, now, expected, launch) {
+        Ok(id) => {
             app.metrics.chaos(action, "accepted");
             app.tracker.chaos_accepted(now);
-            Ok(permit)
+            Ok(id)
         }
-        Err(rejected) => {
-            let message = rejected.message(app.guard.max_concurrent(), app.guard.cooldown());
+        Err(StartError::Rejected(rejected)) => {
+            let guard = app.registry.guard();
+            let mut message = rejected.message(guard.max_concurrent(), guard.cooldown());
+            if rejected.reason == RejectReason::Concurrency {
+                let running: Vec<&str> = app.registry.list().iter().map(|l| l.kind.label()).collect();
+                message.push_str(&format!(" (running: {}", running.join(", ")));
+                if running.contains(&"memory") {
+                    message.push_str("; a leak holds its slot until DELETE /load/memory or POST /chaos/stop");
+                }
+                message.push(')');
+            }
             app.metrics.chaos(action, "rejected");
             app.events.emit(
                 Event::ChaosRejected,
                 json!({"action": action, "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
             );
             Err(Reply::too_many_requests(&message, rejected.retry_after_secs))
+        }
+        Err(StartError::Failed(e)) => {
+            app.metrics.chaos(action, "failed");
+            log::error!("cannot start the {action} fault: {e}");
+            Err(Reply::internal_error(&format!("cannot start the {action} fault: {e}")))
         }
     }
 }

@@ -15,4 +15,5 @@ mod manifests;
 mod matrix;
 mod observability;
 mod promtool;
+mod registry;
 mod scripts;

@@ -1,0 +1,270 @@
+//! The fault registry (issue 15): stop means stop, released memory leaves
+//! RSS, a ramp is size-checked up front, one crash at a time, and a leak
+//! holds its guardrail slot until it is released.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Service, describe, exclusive, metric_value, poll, request, temp_dir, try_request};
+
+const MIB: u64 = 1 << 20;
+
+fn delete(svc: &Service, path: &str) -> crate::harness::Response {
+    request(svc.addr, "DELETE", path, &[], "")
+}
+
+fn active(svc: &Service) -> u64 {
+    svc.get("/chaos").json()["active"].as_u64().expect("active is a number")
+}
+
+fn leaked(svc: &Service) -> u64 {
+    svc.metric("chaos_leaked_bytes") as u64
+}
+
+/// RSS after some traffic, so that thread stacks and buffers of the first
+/// requests are not counted as leak.
+fn warm_baseline(svc: &Service) -> u64 {
+    for _ in 0..20 {
+        svc.get("/metrics");
+        svc.get("/chaos");
+        svc.get("/ready");
+    }
+    svc.rss_bytes()
+}
+
+/// The issue's bound: RSS ≤ the RSS before the leak + max(5 MiB, 10% of it).
+fn assert_rss_back(svc: &Service, baseline: u64, leak_bytes: u64, what: &str) {
+    let limit = baseline + (5 * MIB).max(leak_bytes / 10);
+    let back = poll(Duration::from_secs(1), Duration::from_millis(20), || {
+        (svc.rss_bytes() <= limit).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "{what}: RSS {} MiB, more than {} MiB (baseline {} MiB + slack)",
+        svc.rss_bytes() / MIB,
+        limit / MIB,
+        baseline / MIB
+    );
+}
+
+/// Defect 1: a ramping leak outlives a stop, and keeps its slot.
+#[test]
+fn a_stopped_ramp_stays_stopped_and_frees_its_slot() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "1")]);
+    let baseline = warm_baseline(&svc);
+    for stop in ["POST /chaos/stop", "DELETE /load/memory"] {
+        let r = svc.post("/load/memory?mb=60&ramp=3");
+        assert_eq!(r.status, 202, "{}", r.body);
+        thread::sleep(Duration::from_millis(400));
+        assert!(leaked(&svc) > 0, "the ramp has begun");
+        let r = match stop {
+            "POST /chaos/stop" => svc.post("/chaos/stop"),
+            _ => delete(&svc, "/load/memory"),
+        };
+        assert_eq!(r.status, 200, "{stop}: {}", r.body);
+        // Answered means stopped: nothing is added later, nothing listed.
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            assert_eq!(leaked(&svc), 0, "{stop}: the ramp came back");
+            assert_eq!(active(&svc), 0, "{stop}: still listed");
+            thread::sleep(Duration::from_millis(100));
+        }
+        assert_rss_back(&svc, baseline, 60 * MIB, stop);
+    }
+    // An hour-long ramp gives its slot back when stopped.
+    assert_eq!(svc.post("/load/memory?mb=1&ramp=3600").status, 202);
+    assert_eq!(svc.post("/load/cpu?duration=1&millicores=10").status, 429, "one slot");
+    assert_eq!(svc.post("/chaos/stop").status, 200);
+    let r = svc.post("/load/cpu?duration=1&millicores=10");
+    assert_eq!(r.status, 202, "the slot is free after the stop: {}", r.body);
+}
+
+/// Defect 3: a ramp's total is checked before it starts, like an at-once leak.
+#[test]
+fn a_ramp_beyond_memory_plus_swap_is_refused_up_front() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let r = svc.post("/load/memory?mb=1048576&ramp=3600");
+    assert_eq!(r.status, 507, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("1048576 MiB") && error.contains("memory plus swap"),
+        "{error}"
+    );
+    assert_eq!(active(&svc), 0);
+    assert_eq!(leaked(&svc), 0);
+    assert_eq!(svc.post("/load/memory?mb=1").status, 200, "nothing holds the slot");
+}
+
+/// Defect 4: of many parallel crash requests exactly one is accepted, the
+/// others get 409, and the marker records the accepted mode.
+#[test]
+fn parallel_crashes_accept_exactly_one() {
+    let _x = exclusive();
+    let state = temp_dir("crash-race");
+    let mut svc = Service::start_in(&state, &[("WORKERS", "8")]);
+    let modes = ["mode=exit&code=3", "mode=exit&code=4", "mode=kill", "mode=abort"];
+    let n = 40;
+    let barrier = Arc::new(Barrier::new(n));
+    let addr = svc.addr;
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = Arc::clone(&barrier);
+            let target = format!("/crash?{}", modes[i % modes.len()]);
+            thread::spawn(move || {
+                barrier.wait();
+                try_request(addr, "POST", &target, &[], "", Duration::from_secs(10)).ok()
+            })
+        })
+        .collect();
+    let answers: Vec<_> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+    let accepted: Vec<Value> = answers.iter().filter(|r| r.status == 202).map(|r| r.json()).collect();
+    assert_eq!(accepted.len(), 1, "exactly one crash accepted: {accepted:?}");
+    for r in answers.iter().filter(|r| r.status != 202) {
+        assert_eq!(r.status, 409, "{}", r.body);
+        let error = r.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains("crash") && error.contains("in progress"), "{error}");
+    }
+    let mode = accepted[0]["mode"].as_str().unwrap().to_string();
+    let expected = match (mode.as_str(), accepted[0]["exit_code"].as_u64()) {
+        ("exit", Some(code)) => format!("exit code {code}"),
+        ("kill", _) => "signal 9".to_string(),
+        ("abort", _) => "signal 6".to_string(),
+        other => panic!("unexpected accepted crash {other:?}"),
+    };
+    let status = svc.wait_exit(Duration::from_secs(10)).expect("the process ends");
+    assert_eq!(describe(status), expected, "it ends as the accepted request said");
+    drop(svc);
+    let svc = Service::start_in(&state, &[]);
+    let started = svc
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "POD_STARTED")
+        .expect("POD_STARTED");
+    assert_eq!(started["crash_mode"], mode.as_str(), "{started}");
+}
+
+/// Defect 5: a leak is a running fault until it is released, and holds its
+/// guardrail slot that long; GET /chaos and the metrics agree.
+#[test]
+fn a_leak_holds_its_slot_until_released() {
+    let _x = exclusive();
+    let svc = Service::start(&[
+        ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ("MAX_CONCURRENT_CHAOS", "1"),
+        ("WORKERS", "8"),
+    ]);
+    let n = 100;
+    let barrier = Arc::new(Barrier::new(n));
+    let addr = svc.addr;
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                request(addr, "POST", "/load/memory?mb=10", &[], "")
+            })
+        })
+        .collect();
+    let answers: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let accepted = answers.iter().filter(|r| r.status == 200).count();
+    let refused = answers.iter().filter(|r| r.status == 429).count();
+    assert_eq!((accepted, refused), (1, n - 1), "exactly one leak accepted");
+    let listing = svc.get("/chaos").json();
+    assert_eq!(listing["active"], 1, "{listing}");
+    assert_eq!(listing["faults"][0]["fault"], "memory", "{listing}");
+    let metrics = svc.get("/metrics").body;
+    assert_eq!(
+        metric_value(&metrics, "chaos_fault_active{fault=\"memory\"}"),
+        Some(1.0)
+    );
+    assert_eq!(metric_value(&metrics, "chaos_leaked_bytes"), Some((10 * MIB) as f64));
+    assert_eq!(
+        svc.post("/load/memory?mb=1").status,
+        429,
+        "still held after the allocation"
+    );
+    assert_eq!(delete(&svc, "/load/memory").status, 200);
+    assert_eq!(active(&svc), 0);
+    let metrics = svc.get("/metrics").body;
+    assert_eq!(
+        metric_value(&metrics, "chaos_fault_active{fault=\"memory\"}"),
+        Some(0.0)
+    );
+    assert_eq!(metric_value(&metrics, "chaos_leaked_bytes"), Some(0.0));
+    assert_eq!(svc.post("/load/memory?mb=1").status, 200, "released: the slot is free");
+}
+
+/// One leak pattern, released twice: the second release runs after glibc
+/// would have raised its mmap threshold.
+fn released_memory_leaves_rss(pattern: &str) {
+    let _x = exclusive();
+    let svc = Service::start(&[
+        ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ("MAX_CONCURRENT_CHAOS", "64"),
+        ("WORKERS", "4"),
+    ]);
+    let baseline = warm_baseline(&svc);
+    for round in ["first release", "later release"] {
+        let total = match pattern {
+            "at once" => {
+                assert_eq!(svc.post("/load/memory?mb=24").status, 200);
+                24 * MIB
+            }
+            "ramp" => {
+                assert_eq!(svc.post("/load/memory?mb=40&ramp=1").status, 202);
+                let done = poll(Duration::from_secs(5), Duration::from_millis(50), || {
+                    (leaked(&svc) == 40 * MIB).then_some(())
+                });
+                assert!(done.is_some(), "the ramp completes");
+                40 * MIB
+            }
+            "many small" => {
+                for _ in 0..48 {
+                    assert_eq!(svc.post("/load/memory?mb=1").status, 200);
+                }
+                48 * MIB
+            }
+            "hold" => {
+                assert_eq!(svc.post("/load/memory?mb=24&hold=1").status, 200);
+                assert_eq!(leaked(&svc), 24 * MIB);
+                let freed = poll(Duration::from_secs(4), Duration::from_millis(50), || {
+                    (leaked(&svc) == 0).then_some(())
+                });
+                assert!(freed.is_some(), "the hold ends by itself");
+                24 * MIB
+            }
+            other => panic!("unknown pattern {other}"),
+        };
+        assert!(svc.rss_bytes() >= baseline + total * 9 / 10 || pattern == "hold");
+        if pattern != "hold" {
+            let r = delete(&svc, "/load/memory");
+            assert_eq!(r.json()["released_mb"].as_u64(), Some(total / MIB), "{}", r.body);
+        }
+        assert_eq!(leaked(&svc), 0);
+        assert_rss_back(&svc, baseline, total, &format!("{pattern}, {round}"));
+    }
+}
+
+#[test]
+fn released_memory_leaves_rss_at_once() {
+    released_memory_leaves_rss("at once");
+}
+
+#[test]
+fn released_memory_leaves_rss_ramp() {
+    released_memory_leaves_rss("ramp");
+}
+
+#[test]
+fn released_memory_leaves_rss_many_small() {
+    released_memory_leaves_rss("many small");
+}
+
+#[test]
+fn released_memory_leaves_rss_hold() {
+    released_memory_leaves_rss("hold");
+}
