@@ -268,3 +268,150 @@ fn released_memory_leaves_rss_many_small() {
 fn released_memory_leaves_rss_hold() {
     released_memory_leaves_rss("hold");
 }
+
+/// A small seeded generator (xorshift64*): the sequence test must be
+/// replayable from the seed it prints, without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number from `lo` to `hi`, both included.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Prints the seed when the test fails, so the run can be replayed with
+/// CHAOS_TEST_SEED=<seed>.
+struct SeedNote(u64);
+
+impl Drop for SeedNote {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "random sequence seed: {} (replay: CHAOS_TEST_SEED={} cargo test --test integration random_)",
+                self.0, self.0
+            );
+        }
+    }
+}
+
+/// One random action against the service; what it did, for the failure log.
+fn random_action(svc: &Service, rng: &mut Rng) -> String {
+    let d = rng.range(1, 4);
+    let (method, target) = match rng.range(0, 10) {
+        0 => (
+            "POST",
+            format!("/load/cpu?duration={d}&millicores={}", rng.range(10, 300)),
+        ),
+        1 | 2 => {
+            let mut t = format!("/load/memory?mb={}", rng.range(1, 24));
+            if rng.range(0, 1) == 1 {
+                t.push_str(&format!("&ramp={}", rng.range(1, 3)));
+            }
+            if rng.range(0, 2) == 2 {
+                t.push_str(&format!("&hold={}", rng.range(1, 2)));
+            }
+            ("POST", t)
+        }
+        3 => (
+            "POST",
+            format!(
+                "/fault/liveness?mode={}&duration={d}",
+                ["fail", "hang"][rng.range(0, 1) as usize]
+            ),
+        ),
+        4 => ("POST", format!("/fault/readiness?duration={d}")),
+        5 => ("POST", format!("/load/latency?ms={}&duration={d}", rng.range(1, 900))),
+        6 => ("DELETE", "/load/cpu".to_string()),
+        7 => ("DELETE", "/load/memory".to_string()),
+        8 => ("DELETE", "/fault/liveness".to_string()),
+        9 => ("DELETE", "/fault/readiness".to_string()),
+        _ => ("DELETE", "/load/latency".to_string()),
+    };
+    let r = request(svc.addr, method, &target, &[], "");
+    let expected: &[u16] = if method == "DELETE" { &[200] } else { &[200, 202, 429] };
+    assert!(
+        expected.contains(&r.status),
+        "{method} {target}: unexpected {} {}",
+        r.status,
+        r.body
+    );
+    format!("{method} {target} -> {}", r.status)
+}
+
+/// Random starts, stops and DELETEs across every fault, cooldown 0; after
+/// each POST /chaos/stop, within 1 s: nothing listed, nothing leaked, RSS
+/// back near its baseline, and the next chaos request accepted.
+#[test]
+fn random_sequences_always_stop_cleanly() {
+    let _x = exclusive();
+    let seed = std::env::var("CHAOS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    let _note = SeedNote(seed);
+    let mut rng = Rng(seed);
+    let svc = Service::start(&[
+        ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ("MAX_CONCURRENT_CHAOS", "6"),
+        ("MAX_MEMORY_MB_READY", "100000"),
+    ]);
+    let baseline = warm_baseline(&svc);
+    let started = Instant::now();
+    let mut rounds = 0;
+    while rounds < 3 || started.elapsed() < Duration::from_secs(15) {
+        rounds += 1;
+        let mut log = Vec::new();
+        let mut peak = 0;
+        for _ in 0..rng.range(2, 10) {
+            log.push(random_action(&svc, &mut rng));
+            peak = peak.max(leaked(&svc));
+            thread::sleep(Duration::from_millis(rng.range(0, 300)));
+        }
+        let r = svc.post("/chaos/stop");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let stopped_at = Instant::now();
+        let clean = poll(Duration::from_secs(1), Duration::from_millis(20), || {
+            let metrics = svc.get("/metrics").body;
+            let quiet = active(&svc) == 0
+                && metric_value(&metrics, "chaos_leaked_bytes") == Some(0.0)
+                && metric_value(&metrics, "cpu_stress_active") == Some(0.0)
+                && svc.rss_bytes() <= baseline + (5 * MIB).max(peak / 10);
+            quiet.then_some(())
+        });
+        assert!(
+            clean.is_some() && stopped_at.elapsed() <= Duration::from_millis(1500),
+            "round {rounds}: not clean within 1 s of the stop: {} active, {} leaked, RSS {} MiB (baseline {} MiB); actions: {log:#?}",
+            active(&svc),
+            leaked(&svc),
+            svc.rss_bytes() / MIB,
+            baseline / MIB
+        );
+        // Nothing comes back (a ramp step is 100 ms).
+        thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            (active(&svc), leaked(&svc)),
+            (0, 0),
+            "round {rounds}: a fault came back; {log:#?}"
+        );
+        let r = svc.post("/load/cpu?duration=1&millicores=10");
+        assert_eq!(
+            r.status, 202,
+            "round {rounds}: the next chaos request: {}; {log:#?}",
+            r.body
+        );
+        assert_eq!(delete(&svc, "/load/cpu").status, 200);
+    }
+}
