@@ -415,3 +415,68 @@ fn random_sequences_always_stop_cleanly() {
         assert_eq!(delete(&svc, "/load/cpu").status, 200);
     }
 }
+
+/// The class behind defect 1, for every fault at once: when POST
+/// /chaos/stop answers, no load burns CPU, no probe is failed or slowed, and
+/// nothing is leaked, listed or holding a slot.
+#[test]
+fn every_fault_is_over_when_stop_answers() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "5")]);
+    for target in [
+        "/load/cpu?duration=60&millicores=500",
+        "/load/memory?mb=40&ramp=20",
+        "/fault/liveness?mode=fail&duration=60",
+        "/fault/readiness?duration=60",
+        "/load/latency?ms=2000&duration=60",
+    ] {
+        let r = svc.post(target);
+        assert!(matches!(r.status, 200 | 202), "{target}: {}", r.body);
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(svc.get("/health").status, 500);
+    assert_eq!(svc.get("/ready").status, 503);
+    let r = svc.post("/chaos/stop");
+    assert_eq!(
+        r.json()["stopped"],
+        serde_json::json!(["cpu", "memory", "liveness", "readiness", "latency"])
+    );
+    assert_eq!(svc.get("/health").status, 200, "liveness lifted");
+    let t0 = Instant::now();
+    assert_eq!(svc.get("/").status, 200);
+    assert!(t0.elapsed() < Duration::from_millis(500), "latency lifted");
+    assert_eq!(svc.get("/ready").status, 200, "readiness lifted, no load");
+    assert_eq!((active(&svc), leaked(&svc)), (0, 0));
+    let cpu0 = svc.cpu_time();
+    thread::sleep(Duration::from_secs(1));
+    let burnt = svc.cpu_time() - cpu0;
+    assert!(
+        burnt < Duration::from_millis(150),
+        "the load still burns: {burnt:?} in 1 s"
+    );
+    assert_eq!((active(&svc), leaked(&svc)), (0, 0), "nothing came back");
+    let metrics = svc.get("/metrics").body;
+    for fault in ["cpu", "memory", "liveness", "readiness", "latency"] {
+        let series = format!("chaos_fault_active{{fault=\"{fault}\"}}");
+        assert_eq!(metric_value(&metrics, &series), Some(0.0), "{series}");
+    }
+}
+
+/// SIGTERM stops every fault through the registry too: the process exits
+/// promptly and cleanly with a ramp, a hold and a load running.
+#[test]
+fn sigterm_stops_every_fault() {
+    let mut svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "5")]);
+    assert_eq!(svc.post("/load/memory?mb=20&ramp=30").status, 202);
+    assert_eq!(svc.post("/load/memory?mb=2&hold=600").status, 200);
+    assert_eq!(svc.post("/load/cpu?duration=600&millicores=50").status, 202);
+    svc.signal(libc::SIGTERM);
+    let status = svc.wait_exit(Duration::from_secs(5)).expect("exits within 5 s");
+    assert_eq!(describe(status), "exit code 0");
+    let finished = svc
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "CHAOS_FINISHED" && e["ended"] == "shutdown")
+        .count();
+    assert!(finished >= 1, "the leaks end as shut down: {}", svc.stderr());
+}
