@@ -9,7 +9,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::chaos::registry::FaultKind;
+use crate::chaos::registry::{Cancel, FaultKind};
 
 /// The faults, as the `fault` label and in `GET /chaos`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,8 @@ struct Active {
     setting: Setting,
     ends_at: Instant,
     id: u64,
+    /// The registry's cancel handle of the fault: releases held answers.
+    cancel: Cancel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,11 +79,12 @@ pub struct Faults {
 
 impl Faults {
     /// Puts `setting` in force for `duration` from `now`, as fault `id`.
-    pub fn start(&self, id: u64, setting: Setting, now: Instant, duration: Duration) {
+    pub fn start(&self, id: u64, setting: Setting, now: Instant, duration: Duration, cancel: Cancel) {
         self.active.lock().unwrap_or_else(PoisonError::into_inner).push(Active {
             setting,
             ends_at: now + duration,
             id,
+            cancel,
         });
     }
 
@@ -99,10 +102,10 @@ impl Faults {
         active.iter().rev().filter(|a| now < a.ends_at).find_map(pick)
     }
 
-    /// The liveness fault in force, and when it ends.
-    pub fn liveness(&self, now: Instant) -> Option<(LivenessMode, Instant)> {
+    /// The liveness fault in force, when it ends, and its cancel handle.
+    pub fn liveness(&self, now: Instant) -> Option<(LivenessMode, Instant, Cancel)> {
         self.find(now, |a| match a.setting {
-            Setting::Liveness(mode) => Some((mode, a.ends_at)),
+            Setting::Liveness(mode) => Some((mode, a.ends_at, a.cancel.clone())),
             _ => None,
         })
     }
@@ -112,10 +115,10 @@ impl Faults {
             .is_some()
     }
 
-    /// The extra latency of `GET /` in force.
-    pub fn latency(&self, now: Instant) -> Option<Duration> {
+    /// The extra latency of `GET /` in force, and its cancel handle.
+    pub fn latency(&self, now: Instant) -> Option<(Duration, Cancel)> {
         self.find(now, |a| match a.setting {
-            Setting::Latency(d) => Some(d),
+            Setting::Latency(d) => Some((d, a.cancel.clone())),
             _ => None,
         })
     }
@@ -129,19 +132,34 @@ mod tests {
     fn settings_end_by_time_and_by_removal() {
         let f = Faults::default();
         let t0 = Instant::now();
-        f.start(1, Setting::Liveness(LivenessMode::Hang), t0, Duration::from_secs(10));
+        let c = Cancel::default();
+        f.start(
+            1,
+            Setting::Liveness(LivenessMode::Hang),
+            t0,
+            Duration::from_secs(10),
+            c.clone(),
+        );
         f.start(
             2,
             Setting::Latency(Duration::from_millis(700)),
             t0,
             Duration::from_secs(5),
+            c,
         );
         assert_eq!(f.liveness(t0).map(|l| l.0), Some(LivenessMode::Hang));
-        assert_eq!(f.latency(t0 + Duration::from_secs(4)), Some(Duration::from_millis(700)));
-        assert_eq!(f.latency(t0 + Duration::from_secs(5)), None, "over by time");
+        assert_eq!(
+            f.latency(t0 + Duration::from_secs(4)).map(|l| l.0),
+            Some(Duration::from_millis(700))
+        );
+        assert_eq!(
+            f.latency(t0 + Duration::from_secs(5)).map(|l| l.0),
+            None,
+            "over by time"
+        );
         assert!(!f.readiness_forced(t0));
         assert!(f.remove(1));
         assert!(!f.remove(1), "nothing left to remove");
-        assert_eq!(f.liveness(t0), None);
+        assert!(f.liveness(t0).is_none());
     }
 }

@@ -103,6 +103,13 @@ struct CancelState {
     wake: Condvar,
 }
 
+/// Two handles are equal when they cancel the same fault.
+impl PartialEq for Cancel {
+    fn eq(&self, other: &Cancel) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl Cancel {
     pub fn cancel(&self) {
         self.0.flag.store(true, Ordering::SeqCst);

@@ -71,7 +71,7 @@ pub fn start(app: &App, kind: Kind, raw_query: &str, now: Instant) -> Reply {
     });
     let (faults, events) = (Arc::clone(&app.faults), Arc::clone(&app.events));
     let launched = start_fault(app, kind.fault_kind(), now, Some(duration), |ticket| {
-        faults.start(ticket.id, setting, now, duration);
+        faults.start(ticket.id, setting, now, duration, ticket.cancel.clone());
         events.emit(Event::ChaosStarted, details.clone());
         let timer = ticket.clone();
         let thread = std::thread::Builder::new()
@@ -143,9 +143,9 @@ mod tests {
         let now = Instant::now();
         let r = start(&app, Kind::Latency, "ms=250&duration=30", now);
         assert_eq!(r.status, 202, "{:?}", r.body_json());
-        assert_eq!(app.faults.latency(now), Some(Duration::from_millis(250)));
+        assert_eq!(app.faults.latency(now).map(|l| l.0), Some(Duration::from_millis(250)));
         assert_eq!(end(&app, Kind::Latency).body_json()["status"], "stopped");
-        assert_eq!(app.faults.latency(now), None);
+        assert!(app.faults.latency(now).is_none());
         assert_eq!(app.registry.active(), 0, "the slot is free again");
         assert_eq!(events.event_names(), ["CHAOS_STARTED", "CHAOS_FINISHED"]);
     }

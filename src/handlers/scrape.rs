@@ -35,6 +35,7 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
             headers: Vec::new(),
             after: None,
             hold: None,
+            released_by: None,
         },
         Err(e) => {
             log::error!("cannot render metrics: {e}");

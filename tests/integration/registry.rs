@@ -480,3 +480,35 @@ fn sigterm_stops_every_fault() {
         .count();
     assert!(finished >= 1, "the leaks end as shut down: {}", svc.stderr());
 }
+
+/// Answers a hang or latency fault holds are released when the fault is
+/// stopped, not at the time it would have ended.
+#[test]
+fn stopping_a_fault_releases_the_answers_it_holds() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "2")]);
+    assert_eq!(svc.post("/fault/liveness?mode=hang&duration=60").status, 202);
+    assert_eq!(svc.post("/load/latency?ms=30000&duration=60").status, 202);
+    let addr = svc.addr;
+    let held: Vec<_> = ["/health", "/"]
+        .into_iter()
+        .map(|path| {
+            thread::spawn(move || {
+                let r = try_request(addr, "GET", path, &[], "", Duration::from_secs(20));
+                (path, r.map(|r| r.status), Instant::now())
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(svc.post("/chaos/stop").status, 200);
+    let stopped = Instant::now();
+    for h in held {
+        let (path, status, answered) = h.join().unwrap();
+        let status = status.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(
+            answered.saturating_duration_since(stopped) < Duration::from_secs(1),
+            "GET {path} ({status}) was held {:?} past the stop",
+            answered.saturating_duration_since(stopped)
+        );
+    }
+    assert_eq!(svc.get("/health").status, 200);
+}
