@@ -160,6 +160,17 @@ mod tests {
     }
 
     #[test]
+    fn an_action_without_an_end_says_retry_in_a_minute() {
+        let guard = Guard::new(2, Duration::ZERO);
+        let t0 = Instant::now();
+        let _leak = guard.try_acquire(t0, None).unwrap();
+        let _other = guard.try_acquire(t0, None).unwrap();
+        let rejected = guard.try_acquire(t0, Some(Duration::from_secs(1))).unwrap_err();
+        assert_eq!(rejected.reason, RejectReason::Concurrency);
+        assert_eq!(rejected.retry_after_secs, 60);
+    }
+
+    #[test]
     fn cooldown_counts_from_last_accept() {
         let guard = Guard::new(5, Duration::from_secs(60));
         let t0 = Instant::now();

@@ -163,7 +163,12 @@ impl Route {
                 (Method::Post, 429),
                 (Method::Post, 507),
             ],
-            Route::Crash => &[(Method::Post, 202), (Method::Post, 401), (Method::Post, 403)],
+            Route::Crash => &[
+                (Method::Post, 202),
+                (Method::Post, 401),
+                (Method::Post, 403),
+                (Method::Post, 409),
+            ],
         }
     }
 }

@@ -62,3 +62,28 @@ pub fn crash(app: &App, raw_query: &str) -> Reply {
         cause: "POST /crash".to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing;
+
+    #[test]
+    fn only_the_first_crash_is_accepted() {
+        let (app, events) = testing::app("crash-once", &[]);
+        let first = crash(&app, "mode=exit&code=3");
+        assert_eq!(first.status, 202);
+        assert!(first.after.is_some(), "the accepted one crashes after answering");
+        for query in ["mode=abort", "mode=exit&code=3", ""] {
+            let r = crash(&app, query);
+            assert_eq!(r.status, 409, "{query}");
+            assert!(r.after.is_none(), "a refused crash does nothing");
+            assert_eq!(
+                r.body_json()["error"],
+                "a crash (mode=exit code=3) is already in progress; only one is accepted"
+            );
+        }
+        assert_eq!(crash(&app, "mode=nope").status, 400, "a bad request is still a 400");
+        assert_eq!(events.event_names(), ["CHAOS_REJECTED"; 3]);
+    }
+}
