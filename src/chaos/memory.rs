@@ -185,6 +185,17 @@ pub fn spawn(
     })
 }
 
+/// How much a ramp of `steps` steps to `bytes` holds after `step`: whole
+/// pages until the last step, so that no chunk is smaller than a page (a
+/// 29-byte chunk would still cost a whole page of RSS, and a mapping).
+fn ramp_target(bytes: u64, step: u64, steps: u64, page: u64) -> u64 {
+    if step >= steps {
+        bytes
+    } else {
+        (bytes * step / steps) / page * page
+    }
+}
+
 /// Grows leak `ticket.id` to `bytes` in even steps over `ramp`; whether it
 /// got there (not stopped, not failed).
 fn ramp_up(leak: &Leak, events: &Events, bytes: u64, ramp: Duration, ticket: &Ticket) -> bool {
@@ -192,7 +203,7 @@ fn ramp_up(leak: &Leak, events: &Events, bytes: u64, ramp: Duration, ticket: &Ti
     let t0 = Instant::now();
     let mut done = 0u64;
     for step in 1..=steps {
-        let target = bytes * step / steps;
+        let target = ramp_target(bytes, step, steps, sys::page_size() as u64);
         if target > done {
             match leak.grow(ticket.id, (target - done) as usize, &ticket.cancel) {
                 Ok(()) => done = target,
@@ -272,6 +283,25 @@ mod tests {
         assert!(grow(&leak, 1, usize::MAX / 2).is_err());
         assert!(check_size(u64::MAX / 2).is_err());
         assert_eq!((leak.chunks(), leak.total_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_slow_ramp_grows_by_whole_pages() {
+        // mb=1&ramp=3600: 36000 steps of 100 ms, 256 pages to spread.
+        let (bytes, steps, page) = (1u64 << 20, 36_000, 4096);
+        let targets: Vec<u64> = (1..=steps).map(|s| ramp_target(bytes, s, steps, page)).collect();
+        let mut chunks = 0;
+        let mut done = 0;
+        for t in targets {
+            assert!(t >= done);
+            if t > done {
+                assert_eq!((t - done) % page, 0, "whole pages");
+                chunks += 1;
+                done = t;
+            }
+        }
+        assert_eq!((done, chunks), (bytes, 256));
+        assert_eq!(ramp_target(100 << 20, 20, 40, page), 50 << 20, "even steps");
     }
 
     #[test]
