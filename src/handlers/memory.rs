@@ -79,7 +79,9 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     // A leak lasts until it is released: by DELETE, /chaos/stop, or the end
     // of its hold. It holds its guardrail slot that long.
     let expected = hold.map(|h| ramp.unwrap_or_default() + h);
-    let (made_tx, made_rx) = mpsc::channel();
+    // A rendezvous-sized buffer made here: sending allocates nothing on the
+    // leak's thread (see `memory::spawn`).
+    let (made_tx, made_rx) = mpsc::sync_channel(1);
     let (leak, events) = (Arc::clone(&app.leak), Arc::clone(&app.events));
     let mut started = json!({"action": "memory", "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "hold_seconds": hold.map(|h| h.as_secs())});
     merge(&mut started, &asked);
