@@ -73,6 +73,8 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
         app.metrics.chaos("memory", "failed");
         let message = format!("cannot leak {mb} MiB: {e}");
         log::warn!("{message}");
+        app.events
+            .emit(Event::ChaosRejected, json!({"action": "memory", "reason": message}));
         return Reply::json(507, &json!({"error": message, "leaked_mb": 0}));
     }
     let plan = memory::Plan { bytes, ramp, hold };
