@@ -307,16 +307,11 @@ impl Registry {
     }
 
     /// Stops every fault of `kind` (every fault when `None`) and returns
-    /// the kinds stopped, in start order, once their threads have ended and
-    /// their clean-up has run.
+    /// the kind of each fault stopped, in start order, once their threads
+    /// have ended and their clean-up has run.
     pub fn stop(&self, kind: Option<FaultKind>, ended: Ended) -> Vec<FaultKind> {
         let taken = take(&mut self.lock().entries, |e| kind.is_none_or(|k| e.kind == k));
-        let mut kinds: Vec<FaultKind> = Vec::new();
-        for e in &taken {
-            if !kinds.contains(&e.kind) {
-                kinds.push(e.kind);
-            }
-        }
+        let kinds = taken.iter().map(|e| e.kind).collect();
         end_all(taken, ended);
         kinds
     }
@@ -471,7 +466,10 @@ mod tests {
         sleeper(&r, FaultKind::Cpu, Duration::from_secs(60), tx.clone());
         sleeper(&r, FaultKind::Cpu, Duration::from_secs(60), tx);
         assert_eq!(r.active(), 3, "CPU loads add up");
-        assert_eq!(r.stop(Some(FaultKind::Cpu), Ended::OnRequest), vec![FaultKind::Cpu]);
+        assert_eq!(
+            r.stop(Some(FaultKind::Cpu), Ended::OnRequest),
+            vec![FaultKind::Cpu, FaultKind::Cpu]
+        );
         assert_eq!(r.active(), 1);
     }
 

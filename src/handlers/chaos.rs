@@ -38,12 +38,12 @@ pub fn list(app: &App) -> Reply {
 /// its memory is unmapped.
 pub fn stop(app: &App) -> Reply {
     let bytes = app.leak.total_bytes();
-    let stopped: Vec<&str> = app
-        .registry
-        .stop(None, Ended::OnRequest)
-        .into_iter()
-        .map(FaultKind::label)
-        .collect();
+    let mut stopped: Vec<&str> = Vec::new();
+    for kind in app.registry.stop(None, Ended::OnRequest) {
+        if !stopped.contains(&kind.label()) {
+            stopped.push(kind.label());
+        }
+    }
     let released = bytes.saturating_sub(app.leak.total_bytes());
     Reply::ok(&json!({"status": "stopped", "stopped": stopped, "released_mb": released >> 20}))
 }

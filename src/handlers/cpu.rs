@@ -93,8 +93,7 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
 /// `DELETE /load/cpu`: ends every running load, and answers once their
 /// threads have stopped.
 pub fn stop(app: &App) -> Reply {
-    let loads = app.registry.list().iter().filter(|l| l.kind == FaultKind::Cpu).count();
-    app.registry.stop(Some(FaultKind::Cpu), Ended::OnRequest);
+    let loads = app.registry.stop(Some(FaultKind::Cpu), Ended::OnRequest).len();
     Reply::ok(&json!({"status": if loads > 0 { "stopped" } else { "not active" }, "loads": loads}))
 }
 
