@@ -28,8 +28,6 @@ const STARTUP_BUCKETS: &[f64] = &[
 
 /// Chaos actions, as the `action` label.
 pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", "readiness"];
-/// Faults, as the `fault` label of `chaos_fault_active`.
-pub const FAULTS: &[&str] = &["cpu", "memory", "latency", "liveness", "readiness"];
 /// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails
 /// (429), `failed` when accepted but impossible (507), `unauthorized` (401),
 /// `disabled` by `CHAOS_ENABLED=false` (403).
@@ -148,8 +146,9 @@ impl Metrics {
         registry.register(Box::new(chaos_fault_active.clone()))?;
         registry.register(Box::new(chaos_leaked_bytes.clone()))?;
         registry.register(Box::new(chaos_cpu_target_millicores.clone()))?;
-        for fault in FAULTS {
-            chaos_fault_active.with_label_values(&[fault]);
+        // Every kind the registry knows: a new kind gets its series here.
+        for kind in crate::chaos::registry::FaultKind::ALL {
+            chaos_fault_active.with_label_values(&[kind.label()]);
         }
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
