@@ -502,6 +502,7 @@ fn every_fault_is_over_when_stop_answers() {
 /// promptly and cleanly with a ramp, a hold and a load running.
 #[test]
 fn sigterm_stops_every_fault() {
+    let _x = exclusive();
     let mut svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "5")]);
     assert_eq!(svc.post("/load/memory?mb=20&ramp=30").status, 202);
     assert_eq!(svc.post("/load/memory?mb=2&hold=600").status, 200);
