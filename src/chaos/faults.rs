@@ -9,7 +9,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::chaos::registry::{Cancel, FaultKind};
+use crate::chaos::registry::{Cancel, Ended, FaultKind, Ticket};
 
 /// The faults, as the `fault` label and in `GET /chaos`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +122,18 @@ impl Faults {
             _ => None,
         })
     }
+}
+
+/// Starts the thread that ends fault `ticket` at `deadline`, unless it is
+/// stopped first (then it just returns; the stopper cleans up).
+pub fn spawn_timer(ticket: Ticket, kind: Kind, deadline: Instant) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("fault-{}", kind.label()))
+        .spawn(move || {
+            if !ticket.cancel.sleep_until(deadline) {
+                ticket.finish(Ended::OnTime);
+            }
+        })
 }
 
 #[cfg(test)]

@@ -73,15 +73,7 @@ pub fn start(app: &App, kind: Kind, raw_query: &str, now: Instant) -> Reply {
     let launched = start_fault(app, kind.fault_kind(), now, Some(duration), |ticket| {
         faults.start(ticket.id, setting, now, duration, ticket.cancel.clone());
         events.emit(Event::ChaosStarted, details.clone());
-        let timer = ticket.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("fault-{}", kind.label()))
-            .spawn(move || {
-                if !timer.cancel.sleep_until(now + duration) {
-                    timer.finish(Ended::OnTime);
-                }
-            });
-        let thread = match thread {
+        let thread = match crate::chaos::faults::spawn_timer(ticket.clone(), kind, now + duration) {
             Ok(t) => t,
             Err(e) => {
                 faults.remove(ticket.id);
