@@ -18,8 +18,8 @@ ends, so an interrupted run loses nothing that finished.
 
 Options:
   --url URL          service base URL (default http://localhost:8080)
-  --type TYPE        cpu | memory | crash | readiness | latency | liveness
-                     (default cpu)
+  --type TYPE        cpu | memory | crash | disk | readiness | latency |
+                     liveness (default cpu)
   --iterations N     iterations to run (default 20)
   --cooldown S       seconds to wait between iterations (default 10)
   --timeout S        limit of each phase, in seconds (default 60): waiting to
@@ -29,7 +29,8 @@ Options:
                      in seconds (default: the service's; 60 for readiness
                      and liveness, so raise --timeout or pass a shorter one)
   --millicores M     cpu: millicores instead of saturating every CPU
-  --mb N             memory: MiB to leak per iteration (default: the service's)
+  --mb N             memory: MiB to leak per iteration (default: the service's);
+                     disk: MiB to write (default: the service's, 96)
   --ms MS            latency: extra milliseconds per GET / (default: the
                      service's, 1000)
   --mode M           liveness: fail (500) or hang (no answer) (default fail)
@@ -68,6 +69,17 @@ Types:
            restarts the process; the row measures that restart as /ready
            sees it (detection within --timeout). Without one the row is
            `no-degradation`.
+  disk     POST /load/disk: fills the pod's emptyDir past its sizeLimit; the
+           kubelet evicts the pod within about 1 to 2 minutes (use
+           --timeout 150). Give --url the URL of ONE pod (its IP:8080 from
+           inside the cluster): detected_s is then the time until that pod
+           stops answering, i.e. the eviction. The pod never comes back (its
+           replacement is a new pod at another address), so the row ends as
+           `timeout`; run one iteration. The time to a Ready replacement is
+           NOT measured here: with two replicas the Service never becomes
+           unreachable, and a kubectl port-forward dies with its pod. It is
+           the `evict` row of scripts/validate-matrix.sh that measures it.
+           Outside Kubernetes nothing evicts: the row is no-degradation.
 
 Measurement:
   Times come from a monotonic clock with millisecond resolution: bash's
@@ -143,8 +155,8 @@ whole() { # name value min
   fi
 }
 case "$type" in
-  cpu | memory | crash | readiness | latency | liveness) ;;
-  *) die_usage "--type \"$type\": expected cpu, memory, crash, readiness, latency or liveness" ;;
+  cpu | memory | crash | disk | readiness | latency | liveness) ;;
+  *) die_usage "--type \"$type\": expected cpu, memory, crash, disk, readiness, latency or liveness" ;;
 esac
 whole --iterations "$iterations" 1
 whole --cooldown "$cooldown" 0
@@ -157,8 +169,8 @@ whole --probe-timeout "$probe_timeout" 1
 [[ -z $ms ]] || whole --ms "$ms" 1
 case "$mode" in "" | fail | hang) ;; *) die_usage "--mode \"$mode\": expected fail or hang" ;; esac
 [[ $type == cpu || -z $millicores ]] || die_usage "--millicores is for --type cpu"
-[[ $type != memory && $type != crash || -z $duration ]] || die_usage "--duration is not for --type $type"
-[[ $type == memory || -z $mb ]] || die_usage "--mb is for --type memory"
+[[ $type != memory && $type != crash && $type != disk || -z $duration ]] || die_usage "--duration is not for --type $type"
+[[ $type == memory || $type == disk || -z $mb ]] || die_usage "--mb is for --type memory or disk"
 [[ $type == latency || -z $ms ]] || die_usage "--ms is for --type latency"
 [[ $type == liveness || -z $mode ]] || die_usage "--mode is for --type liveness"
 [[ -n ${EPOCHREALTIME:-} ]] || { echo "chaos-generator.sh: needs bash >= 5 (EPOCHREALTIME)" >&2; exit 2; }
@@ -282,6 +294,10 @@ trigger_target() {
     liveness)
       path=/fault/liveness
       [[ -z $mode ]] || q+=("mode=$mode")
+      ;;
+    disk)
+      path=/load/disk
+      [[ -z $mb ]] || q+=("mb=$mb")
       ;;
   esac
   local IFS='&'

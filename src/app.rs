@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::access::Access;
 use crate::chaos::cpu::CpuLoads;
+use crate::chaos::disk::DiskFill;
 use crate::chaos::faults::Faults;
 use crate::chaos::memory::Leak;
 use crate::chaos::registry::Registry;
@@ -21,7 +22,7 @@ use crate::guard::Guard;
 use crate::latency::LatencyWindow;
 use crate::metrics::Metrics;
 use crate::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
-use crate::{recovery, sys};
+use crate::{crash_marker, routes, sys};
 
 pub struct App {
     pub config: Config,
@@ -33,6 +34,8 @@ pub struct App {
     pub cpu: Arc<CpuLoads>,
     pub leak: Arc<Leak>,
     pub faults: Arc<Faults>,
+    /// The disk fill (issue 19); a registry entry once the registry lands.
+    pub disk: DiskFill,
     pub events: Arc<Events>,
     pub started: Instant,
     pub pod: String,
@@ -44,14 +47,21 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, events: Events, started: Instant) -> Result<App, prometheus::Error> {
-        let state_dir_ok = match recovery::prepare_state_dir(&config.state_dir) {
+        let state_dir_ok = match crash_marker::prepare_state_dir(&config.state_dir) {
             Ok(()) => true,
             Err(e) => {
                 log::warn!("{e}; the crash marker will not be written, crash_to_startup_seconds cannot be measured");
                 false
             }
         };
-        let metrics = Metrics::new()?;
+        let (disk, notes) = DiskFill::prepare(&config.disk_fill_dir);
+        for note in notes {
+            log::info!("{note}");
+        }
+        if let Some(why) = disk.unavailable() {
+            log::warn!("{why}; POST /load/disk will answer 503");
+        }
+        let metrics = Metrics::new(&routes::endpoint_series())?;
         metrics
             .readiness_max_memory_bytes
             .set(i64::try_from(config.max_rss_bytes()).unwrap_or(i64::MAX));
@@ -75,6 +85,7 @@ impl App {
             cpu: Arc::new(CpuLoads::default()),
             leak: Arc::new(Leak::default()),
             faults: Arc::new(Faults::default()),
+            disk,
             events: Arc::new(events),
             started,
             pod: pod_name(),
@@ -89,7 +100,7 @@ impl App {
     pub fn record_start(&self, listen: &str) {
         self.metrics.pod_recovery_count_total.inc();
         let crash = if self.state_dir_ok {
-            match recovery::take_marker(&self.config.state_dir) {
+            match crash_marker::take_marker(&self.config.state_dir) {
                 Ok(found) => found,
                 Err(e) => {
                     log::warn!("{e}");

@@ -8,6 +8,7 @@
 //! non-zero so that the orchestrator restarts a process that would otherwise
 //! live on accepting nothing.
 
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,22 +19,13 @@ use std::time::{Duration, Instant};
 use crate::app::App;
 use crate::chaos::crash;
 use crate::chaos::registry::Cancel;
+use crate::control::Control;
 use crate::http::{After, Reply};
 use crate::routes::{self, Method, RequestLine, Route};
 use crate::sys;
 
 /// How often the accept thread is checked; a deaf server lives at most this long.
 const ACCEPT_WATCH_PERIOD: Duration = Duration::from_millis(200);
-
-/// What the workers and the signal thread tell `main`.
-#[derive(Debug)]
-pub enum Control {
-    Signal(&'static str),
-    /// `POST /crash?mode=panic`: main panics, so the process ends with 101.
-    Panic(String),
-    AcceptFailed(String),
-    WorkerExited,
-}
 
 /// Sends `Control::WorkerExited` when dropped.
 struct ExitNotice(Sender<Control>);
@@ -105,6 +97,45 @@ impl Pool {
     }
 }
 
+/// A bound server, before any worker runs.
+pub struct Listening {
+    pub server: tiny_http::Server,
+    /// The kernel thread id of tiny_http's accept loop, when it was found.
+    pub accept_thread: Option<u32>,
+    /// The address actually bound (`PORT=0` picks one), for logs and events.
+    pub listen: String,
+}
+
+/// Binds `addr` with `TCP_NODELAY` (accepted sockets inherit it) and starts
+/// tiny_http's accept loop on it, with `options` (head limits, error bodies:
+/// `http::server_options`).
+pub fn listen(addr: SocketAddr, options: tiny_http::ServerOptions) -> Result<Listening, String> {
+    let threads_before = sys::thread_ids();
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    if let Err(e) = sys::set_nodelay(&listener) {
+        log::warn!("cannot set TCP_NODELAY on {addr} ({e}); large answers may wait for delayed ACKs");
+    }
+    let server = tiny_http::Server::from_listener_with(listener, None, options)
+        .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
+    // Server::from_listener_with starts one thread, the accept loop, which
+    // at once starts the four threads of its connection pool: the accept
+    // thread is the first, so the lowest new thread id (ids only decrease on
+    // wrap-around).
+    let accept_thread = sys::thread_ids()
+        .into_iter()
+        .filter(|t| !threads_before.contains(t))
+        .min();
+    let listen = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    Ok(Listening {
+        server,
+        accept_thread,
+        listen,
+    })
+}
+
 /// Watches tiny_http's accept thread (kernel thread id `tid`). It ends on an
 /// accept error, and it panics when it cannot clone a socket (EMFILE in
 /// `RefinedTcpStream::new`), in which case no error reaches the workers at
@@ -164,7 +195,11 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
     if after.is_none() && (has_unread_body(&rq) || !hold.is_zero()) {
         respond_off_the_worker(rq, response, hold, released_by);
     } else if let Err(e) = rq.respond(response) {
-        log::debug!("response to {} {} not delivered: {e}", method.label(), line.path);
+        log::debug!(
+            "response to {} {} not delivered: {e}",
+            method.label(),
+            crate::http::shown(line.path)
+        );
     }
     match after {
         Some(After::Crash { mode, cause }) => {
@@ -238,11 +273,11 @@ fn respond_off_the_worker(
 /// service. The client gets the 413 status line and headers, but tiny_http
 /// sends neither a body nor a `Content-Length` on upgrade, so it waits until
 /// it gives up.
-fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Option<Route>, length: usize) {
+fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Option<&'static Route>, length: usize) {
     log::warn!(
         "refusing a {length}-byte body on {} {}: larger than {MAX_DRAINABLE_BODY} bytes",
         method.label(),
-        rq.url()
+        crate::http::shown(rq.url())
     );
     let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
     app.metrics

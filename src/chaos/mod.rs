@@ -5,6 +5,7 @@
 
 pub mod cpu;
 pub mod crash;
+pub mod disk;
 pub mod faults;
 pub mod memory;
 pub mod registry;

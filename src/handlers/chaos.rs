@@ -31,7 +31,40 @@ pub fn list(app: &App) -> Reply {
     if let Some(crash) = app.registry.crash_in_progress() {
         faults.push(json!({"fault": "crash", "detail": crash.mode, "ends_at_unix_ms": null}));
     }
-    Reply::ok(&json!({"active": faults.len(), "faults": faults}))
+    if let Some(d) = app.disk.status() {
+        faults.push(json!({
+            "fault": "disk",
+            "detail": format!(
+                "{} MiB of {} MiB in {}{}",
+                d.written >> 20,
+                d.target >> 20,
+                d.path.display(),
+                if d.writing { " (writing)" } else { "" }
+            ),
+            "written_bytes": d.written,
+            "target_bytes": d.target,
+            "writing": d.writing,
+            "ends_at_unix_ms": d.ends_at.map(unix_ms),
+        }));
+    }
+    // Why the last disk fill ended (removed on request, or the disk ran
+    // out): a ramp that ran out of space has no client left to tell.
+    let ended: Vec<Value> = app
+        .disk
+        .last_ended()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "fault": "disk",
+                "reason": e.reason.label(),
+                "error": e.error,
+                "written_bytes": e.written,
+                "kept": e.kept,
+                "ended_at_unix_ms": unix_ms(e.at),
+            })
+        })
+        .collect();
+    Reply::ok(&json!({"active": faults.len(), "faults": faults, "ended": ended}))
 }
 
 /// Ends every fault, and answers once each one's threads have stopped and
@@ -45,5 +78,9 @@ pub fn stop(app: &App) -> Reply {
         }
     }
     let released = bytes.saturating_sub(app.leak.total_bytes());
+    if let Some(bytes) = app.disk.stop() {
+        stopped.push("disk");
+        super::disk::removed(app, bytes);
+    }
     Reply::ok(&json!({"status": "stopped", "stopped": stopped, "released_mb": released >> 20}))
 }

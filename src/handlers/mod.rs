@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod cpu;
 pub mod crash;
+pub mod disk;
 pub mod faults;
 pub mod memory;
 pub mod probes;
@@ -90,6 +91,28 @@ fn start_fault(
             app.metrics.chaos(action, "failed");
             log::error!("cannot start the {action} fault: {e}");
             Err(Reply::internal_error(&format!("cannot start the {action} fault: {e}")))
+        }
+    }
+}
+
+/// Claims a guardrail slot outside the registry (the disk fill only, until
+/// it becomes a registry entry).
+fn claim(app: &App, action: &str, now: Instant, expected: Duration) -> Result<crate::guard::Permit, Reply> {
+    let guard = app.registry.guard();
+    match guard.try_acquire(now, Some(expected)) {
+        Ok(permit) => {
+            app.metrics.chaos(action, "accepted");
+            app.tracker.chaos_accepted(now);
+            Ok(permit)
+        }
+        Err(rejected) => {
+            let message = rejected.message(guard.max_concurrent(), guard.cooldown());
+            app.metrics.chaos(action, "rejected");
+            app.events.emit(
+                Event::ChaosRejected,
+                json!({"action": action, "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
+            );
+            Err(Reply::too_many_requests(&message, rejected.retry_after_secs))
         }
     }
 }

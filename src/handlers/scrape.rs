@@ -24,6 +24,16 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
             .with_label_values(&[kind.label()])
             .set(i64::from(app.registry.is_active(kind)));
     }
+    let disk = |state: &str, bytes: u64| {
+        m.chaos_disk_fill_bytes
+            .with_label_values(&[state])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX))
+    };
+    disk("written", app.disk.written());
+    disk("target", app.disk.target());
+    m.chaos_fault_active
+        .with_label_values(&["disk"])
+        .set(i64::from(app.disk.status().is_some()));
     // Sets pod_ready_status; serving a scrape is not serving /ready, so no
     // timer moves.
     app.readiness_reasons(now);

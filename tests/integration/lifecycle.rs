@@ -20,6 +20,8 @@ fn bad_environment_values_exit_2_naming_variable_and_value() {
         ("READY_FAIL_ON_CPU_STRESS", "maybe"),
         ("RANDOM_CRASH_ENABLED", "sometimes"),
         ("LATENCY_WINDOW_SECONDS", ""),
+        ("MAX_REQUEST_HEAD_BYTES", "16k"),
+        ("MAX_REQUEST_HEADERS", "0"),
     ] {
         let out = command(&temp_dir("env"), &[(name, value)])
             .stdin(Stdio::null())
@@ -90,6 +92,11 @@ fn sigterm_works_as_pid_1() {
     let state = temp_dir("pid1");
     let inner = command(&state, &[]);
     let mut cmd = Command::new("unshare");
+    // Without root, a user namespace of our own grants the PID namespace.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        cmd.args(["--user", "--map-root-user"]);
+    }
     cmd.args(["--pid", "--fork", "--kill-child", "--"])
         .arg(inner.get_program());
     cmd.env_clear();

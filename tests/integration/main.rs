@@ -5,11 +5,14 @@
 mod api;
 mod bench;
 mod chaos;
+mod config;
 mod container;
+mod disk;
 mod faults;
 mod guardrails;
 mod hardening;
 mod harness;
+mod heads;
 mod lifecycle;
 mod manifests;
 mod matrix;

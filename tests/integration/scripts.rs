@@ -456,12 +456,71 @@ fn liveness_run_needs_a_supervisor() {
             "--duration is not for --type crash",
         ),
         (
-            &["--type", "disk"][..],
-            "expected cpu, memory, crash, readiness, latency or liveness",
+            &["--type", "network"][..],
+            "expected cpu, memory, crash, disk, readiness, latency or liveness",
+        ),
+        (
+            &["--type", "disk", "--duration", "5"][..],
+            "--duration is not for --type disk",
         ),
     ] {
         let out = generate(&svc, &csv, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{args:?}");
     }
+}
+
+/// `--type disk` against one pod: outside Kubernetes nothing evicts, so the
+/// row is no-degradation; when the pod is killed after the fill (as the
+/// kubelet evicts it), detection is the pod going dark and, since an evicted
+/// pod never returns, the row is `timeout`. The help says where the time to
+/// a replacement is measured instead.
+#[test]
+fn disk_run_detects_the_pod_going_dark_and_sends_replacement_timing_elsewhere() {
+    let state = temp_dir("gen-disk");
+    let svc = Service::start_in(&state, &[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let csv = temp_dir("gen-disk-out").join("results.csv");
+    let args = ["--type", "disk", "--mb", "2", "--iterations", "1", "--timeout", "2"];
+    let out = generate(&svc, &csv, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rows(&csv)[0][5], "no-degradation", "{:?}", rows(&csv));
+    assert_eq!(svc.metric("chaos_disk_fill_bytes{state=\"written\"}"), (2 << 20) as f64);
+    assert_eq!(svc.post("/chaos/stop").status, 200);
+
+    // The "kubelet": kills the pod a little after the fill was answered.
+    let csv = temp_dir("gen-disk-evicted").join("results.csv");
+    let out = std::thread::scope(|scope| {
+        let evictor = scope.spawn(|| {
+            let filled = poll(Duration::from_secs(10), Duration::from_millis(5), || {
+                (svc.event_count("CHAOS_FINISHED", 3) >= 3).then_some(())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            // SAFETY: kill(2) on the test's own child.
+            filled.is_some() && unsafe { libc::kill(svc.pid() as i32, libc::SIGKILL) } == 0
+        });
+        let out = generate(&svc, &csv, &args);
+        assert!(evictor.join().unwrap(), "the second fill never finished");
+        out
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let row = &rows(&csv)[0];
+    assert_eq!((row[1].as_str(), row[5].as_str()), ("disk", "timeout"), "{row:?}");
+    assert!(secs(&row[3]) < 2.0 && row[4].is_empty(), "{row:?}");
+    assert!(
+        row[6].contains("first_down_code=000") && row[6].contains("still_code=000"),
+        "{row:?}"
+    );
+
+    let help = run("chaos-generator.sh", &["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "disk",
+        "port-forward dies with its pod",
+        "never becomes",
+        "validate-matrix.sh",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+    let bad = run("chaos-generator.sh", &["--type", "cpu", "--mb", "2"]);
+    assert_eq!(bad.status.code(), Some(2));
 }

@@ -1,16 +1,17 @@
-use ascii::AsciiString;
-
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Write};
 
 use std::net::SocketAddr;
-use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use crate::common::{HTTPVersion, Method};
+use crate::common::HTTPVersion;
+use crate::head::{read_head, Head, HeadError};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
+use crate::ServerOptions;
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -34,13 +35,21 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // Patch (chaos-backend): the server's limits and hooks.
+    options: Arc<ServerOptions>,
+
+    // Patch (chaos-backend): set when a request's body was dropped before
+    // its end; the connection then reads no further request.
+    body_left: Arc<AtomicBool>,
 }
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
-    WrongRequestLine,
-    WrongHeader(HTTPVersion),
+    /// Patch (chaos-backend): the head was refused (431, 400 or 505, see
+    /// head.rs), with a reason for the client.
+    Refused(u16, String),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
@@ -51,6 +60,7 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        options: Arc<ServerOptions>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -65,6 +75,8 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            options,
+            body_left: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -73,68 +85,34 @@ impl ClientConnection {
         self.secure
     }
 
-    /// Reads the next line from self.next_header_source.
-    ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
-        let mut buf = Vec::new();
-        let mut prev_byte_was_cr = false;
-
-        loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
-            };
-
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
-            }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
-        }
-    }
-
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
+    ///
+    /// Patch (chaos-backend): the head is read by `head::read_head`, bounded
+    /// by `ServerOptions::head` and strict (see head.rs), instead of line by
+    /// line with no limit. It waits first for the previous request's body to
+    /// be dropped, and stops if that body was not read to its end: the rest
+    /// of it must never be parsed as a request (tiny-http#147).
     fn read(&mut self) -> Result<Request, ReadError> {
-        let (method, path, version, headers) = {
-            // reading the request line
-            let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
-
-            // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
-                }
-
-                headers
-            };
-
-            (method, path, version, headers)
-        };
+        self.next_header_source.wait_turn();
+        if self.body_left.load(Ordering::SeqCst) {
+            return Err(ReadError::ReadIoError(IoError::new(
+                ErrorKind::ConnectionAborted,
+                "the previous request's body was not read to its end",
+            )));
+        }
+        let Head {
+            method,
+            target: path,
+            version,
+            headers,
+        } = read_head(&mut self.next_header_source, &self.options.head).map_err(|e| match e.status() {
+            Some(status) => ReadError::Refused(status, e.reason()),
+            None => ReadError::ReadIoError(match e {
+                HeadError::Io(io) => io,
+                other => IoError::new(ErrorKind::InvalidData, other.reason()),
+            }),
+        })?;
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -158,11 +136,10 @@ impl ClientConnection {
             use crate::request;
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
-                }
+                request::RequestCreationError::ExpectationFailed => ReadError::ExpectationFailed(version),
             }
-        })?;
+        })?
+        .watch_body(Arc::clone(&self.body_left));
 
         // return the request
         Ok(request)
@@ -185,38 +162,22 @@ impl Iterator for ClientConnection {
 
         loop {
             let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
+                // Patch (chaos-backend): every answer tiny_http writes itself
+                // has a body (`ServerOptions::error_body`) and closes.
+                Err(ReadError::Refused(status, reason)) => {
+                    self.refuse(status, &reason, HTTPVersion(1, 1));
                     return None; // we don't know where the next request would start,
                                  // se we have to close
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    self.refuse(408, "the request head did not arrive in time", HTTPVersion(1, 1));
                     return None; // closing the connection
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
+                    self.refuse(417, "only the expectation 100-continue is supported", ver);
                     return None; // TODO: should be recoverable, but needs handling in case of body
                 }
 
@@ -228,13 +189,9 @@ impl Iterator for ClientConnection {
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
                 let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
+                let response = Response::from_string("This server only supports HTTP versions 1.0 and 1.1".to_owned())
+                    .with_status_code(StatusCode(505));
+                response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
                 continue;
             }
 
@@ -250,9 +207,7 @@ impl Iterator for ClientConnection {
             match lowercase {
                 Some(ref val) if val.contains("close") => self.no_more_requests = true,
                 Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
+                Some(ref val) if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) => {
                     self.no_more_requests = true
                 }
                 None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
@@ -265,45 +220,24 @@ impl Iterator for ClientConnection {
     }
 }
 
-/// Parses a "HTTP/1.1" string.
-fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
-    let (major, minor) = match version {
-        "HTTP/0.9" => (0, 9),
-        "HTTP/1.0" => (1, 0),
-        "HTTP/1.1" => (1, 1),
-        "HTTP/2.0" => (2, 0),
-        "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
-    };
-
-    Ok(HTTPVersion(major, minor))
-}
-
-/// Parses the request line of the request.
-/// eg. GET / HTTP/1.1
-fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
-    let mut parts = line.split(' ');
-
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
-    let version = parts.next().and_then(|w| parse_http_version(w).ok());
-
-    method
-        .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
-}
-
-#[cfg(test)]
-mod test {
-    #[test]
-    fn test_parse_request_line() {
-        let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1").unwrap();
-
-        assert!(method == crate::Method::Get);
-        assert!(path == "/hello");
-        assert!(ver == crate::common::HTTPVersion(1, 1));
-
-        assert!(super::parse_request_line("GET /hello").is_err());
-        assert!(super::parse_request_line("qsd qsd qsd").is_err());
+impl ClientConnection {
+    /// Patch (chaos-backend): writes an answer of tiny_http's own, with the
+    /// body `ServerOptions::error_body` renders and `Connection: close`.
+    fn refuse(&mut self, status: u16, reason: &str, version: HTTPVersion) {
+        use crate::{Header, Response, StatusCode};
+        let (content_type, body) = match self.options.error_body {
+            Some(ref render) => render(status, reason),
+            None => (String::new(), Vec::new()),
+        };
+        let mut response = Response::from_data(body).with_status_code(StatusCode(status));
+        if let Ok(h) = Header::from_bytes("Content-Type", content_type) {
+            if !h.value.is_empty() {
+                response.add_header(h);
+            }
+        }
+        let response = response.with_connection_close();
+        let mut writer = self.sink.next().unwrap();
+        response.raw_print(&mut writer, version, &[], false, None).ok();
+        writer.flush().ok();
     }
 }

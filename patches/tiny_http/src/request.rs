@@ -5,7 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -302,11 +304,7 @@ impl Request {
     /// If you call this on a non-websocket request, tiny-http will wait until this `Stream` object
     ///  is destroyed before continuing to read or write on the socket. Therefore you should always
     ///  destroy it as soon as possible.
-    pub fn upgrade<R: Read>(
-        mut self,
-        protocol: &str,
-        response: Response<R>,
-    ) -> Box<dyn ReadWrite + Send> {
+    pub fn upgrade<R: Read>(mut self, protocol: &str, response: Response<R>) -> Box<dyn ReadWrite + Send> {
         use crate::util::CustomStream;
 
         response
@@ -323,10 +321,7 @@ impl Request {
 
         let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
         if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop {
-                sender,
-                inner: stream,
-            };
+            let stream = NotifyOnDrop { sender, inner: stream };
             Box::new(stream) as Box<dyn ReadWrite + Send>
         } else {
             Box::new(stream) as Box<dyn ReadWrite + Send>
@@ -390,10 +385,7 @@ impl Request {
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
         let writer = self.extract_writer_impl();
         if let Some(sender) = self.notify_when_responded.take() {
-            let writer = NotifyOnDrop {
-                sender,
-                inner: writer,
-            };
+            let writer = NotifyOnDrop { sender, inner: writer };
             Box::new(writer) as Box<dyn Write + Send + 'static>
         } else {
             writer
@@ -472,6 +464,78 @@ impl Request {
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
         self.notify_when_responded = Some(sender);
         self
+    }
+
+    /// Patch (chaos-backend): sets `body_left` when this request's body is
+    /// dropped before its end, so that the connection closes after the
+    /// answer instead of reading the rest of the body as the next request
+    /// (upstream drops an unread chunked body undrained; tiny-http#147).
+    /// A small rest is drained first (see `BodyWatch`).
+    pub(crate) fn watch_body(mut self, body_left: Arc<AtomicBool>) -> Self {
+        // With `Connection: upgrade` the "body" is the rest of the stream,
+        // and a client that sent `Expect: 100-continue` and got no
+        // `100 Continue` may never send its body: never wait for either.
+        let upgrade = self
+            .headers
+            .iter()
+            .any(|h| h.field.equiv("Connection") && h.value.as_str().to_ascii_lowercase().contains("upgrade"));
+        let drain = !self.must_send_continue && !upgrade;
+        if let Some(inner) = self.data_reader.take() {
+            self.data_reader = Some(Box::new(BodyWatch {
+                inner,
+                ended: false,
+                drain,
+                body_left,
+            }));
+        }
+        self
+    }
+}
+
+/// Patch (chaos-backend): the most bytes of an unread body drained when a
+/// request is dropped, so that a keep-alive connection can go on; past it,
+/// the connection is closed. The connection layer may drain more, later.
+const DRAIN_ON_DROP: usize = 64 * 1024;
+
+/// Patch (chaos-backend): a request body that knows whether it was read to
+/// its end. See `Request::watch_body`.
+struct BodyWatch {
+    inner: Box<dyn Read + Send + 'static>,
+    ended: bool,
+    drain: bool,
+    body_left: Arc<AtomicBool>,
+}
+
+impl Read for BodyWatch {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended = true;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for BodyWatch {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if self.drain {
+            let mut buf = [0u8; 8192];
+            let mut drained = 0;
+            while drained <= DRAIN_ON_DROP {
+                match self.inner.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => drained += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        // Runs before `inner` (and the connection's reader in it) is
+        // dropped, so the connection sees this before it reads on.
+        self.body_left.store(true, Ordering::SeqCst);
     }
 }
 
