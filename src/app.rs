@@ -34,8 +34,9 @@ pub struct App {
     pub cpu: Arc<CpuLoads>,
     pub leak: Arc<Leak>,
     pub faults: Arc<Faults>,
-    /// The disk fill (issue 19); a registry entry once the registry lands.
-    pub disk: DiskFill,
+    /// The disk: where fills go and what is written; a running fill is a
+    /// registry entry (`FaultKind::Disk`).
+    pub disk: Arc<DiskFill>,
     pub events: Arc<Events>,
     pub started: Instant,
     pub pod: String,
@@ -85,7 +86,7 @@ impl App {
             cpu: Arc::new(CpuLoads::default()),
             leak: Arc::new(Leak::default()),
             faults: Arc::new(Faults::default()),
-            disk,
+            disk: Arc::new(disk),
             events: Arc::new(events),
             started,
             pod: pod_name(),

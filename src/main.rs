@@ -171,9 +171,6 @@ fn shut_down(app: &App, pool: &Pool, rx: &mpsc::Receiver<Control>, signal: &str)
     }
     // Every fault ends, and its threads with it, before the workers stop.
     app.registry.stop(None, chaos::registry::Ended::Shutdown);
-    if let Some(bytes) = app.disk.stop() {
-        handlers::disk::removed(app, bytes);
-    }
     pool.stop();
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
     let mut exited = 0;

@@ -160,7 +160,6 @@ impl Metrics {
         for kind in crate::chaos::registry::FaultKind::ALL {
             chaos_fault_active.with_label_values(&[kind.label()]);
         }
-        chaos_fault_active.with_label_values(&["disk"]);
         let chaos_disk_fill_bytes = prometheus::IntGaugeVec::new(
             Opts::new(
                 "chaos_disk_fill_bytes",

@@ -183,8 +183,8 @@ pub struct Mapping {
 // SAFETY: the mapping is plain memory owned by this value alone; no other
 // code holds its address, so moving it to another thread is sound.
 unsafe impl Send for Mapping {}
-// SAFETY: `&Mapping` only exposes `len`; the memory is written through
-// `&mut self` only.
+// SAFETY: `&Mapping` exposes `len` and a shared view of the bytes; the
+// memory is written through `&mut self` only.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
@@ -217,6 +217,17 @@ impl Mapping {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points at `len` readable bytes owned by `self` for as
+        // long as the borrow lasts (unmapped only in `drop`).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and the borrow is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     /// Writes one byte into each page from `from` (bytes) on, up to `pages`

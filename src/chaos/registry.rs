@@ -36,15 +36,17 @@ pub enum FaultKind {
     Liveness,
     Readiness,
     Latency,
+    Disk,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Cpu,
         FaultKind::Memory,
         FaultKind::Liveness,
         FaultKind::Readiness,
         FaultKind::Latency,
+        FaultKind::Disk,
     ];
 
     pub fn label(self) -> &'static str {
@@ -54,7 +56,15 @@ impl FaultKind {
             FaultKind::Liveness => "liveness",
             FaultKind::Readiness => "readiness",
             FaultKind::Latency => "latency",
+            FaultKind::Disk => "disk",
         }
+    }
+
+    /// Whether at most one fault of this kind may exist, a second start
+    /// being refused (409) rather than added or replacing it: the disk fill
+    /// has one file, and replacing it would throw away what was asked for.
+    pub fn one_at_a_time(self) -> bool {
+        self == FaultKind::Disk
     }
 
     /// Whether a new fault of this kind replaces the running one (a probe
@@ -173,11 +183,15 @@ impl Ticket {
     pub fn finish(&self, ended: Ended) {
         let taken = {
             let mut state = self.registry.lock();
-            state
+            let taken = state
                 .entries
                 .iter()
                 .position(|e| e.id == self.id)
-                .map(|i| state.entries.remove(i))
+                .map(|i| state.entries.remove(i));
+            if let Some(e) = &taken {
+                state.ending.push((e.id, e.kind));
+            }
+            taken
         };
         if let Some(entry) = taken {
             // The calling thread is one of the entry's: never join it.
@@ -189,6 +203,7 @@ impl Ticket {
             } = entry;
             drop(threads);
             cleanup(ended);
+            self.registry.done_ending(&[self.id]);
         }
     }
 }
@@ -206,6 +221,18 @@ struct Entry {
     _permit: Permit,
 }
 
+impl Entry {
+    fn listed(&self) -> Listed {
+        Listed {
+            id: self.id,
+            kind: self.kind,
+            detail: self.detail.clone(),
+            ends_at: self.ends_at,
+            extra: self.extra.clone(),
+        }
+    }
+}
+
 /// A crash that was accepted: the process is ending.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CrashInProgress {
@@ -218,6 +245,9 @@ struct State {
     entries: Vec<Entry>,
     next_id: u64,
     crash: Option<CrashInProgress>,
+    /// Faults taken out of `entries` whose clean-up has not finished yet
+    /// (id, kind): a one-at-a-time kind may not start again until it has.
+    ending: Vec<(u64, FaultKind)>,
 }
 
 /// Why a fault did not start.
@@ -227,6 +257,9 @@ pub enum StartError {
     Rejected(Rejected),
     /// The launch failed (no thread could be spawned, ...).
     Failed(String),
+    /// A fault of this one-at-a-time kind exists, or is still being
+    /// stopped (409); what `GET /chaos` shows of it, if listed.
+    Busy(Option<Listed>),
 }
 
 /// What `GET /chaos` shows of one fault.
@@ -274,6 +307,12 @@ impl Registry {
     ) -> Result<u64, StartError> {
         let (id, replaced) = {
             let mut state = self.lock();
+            if kind.one_at_a_time() {
+                let listed = state.entries.iter().find(|e| e.kind == kind).map(Entry::listed);
+                if listed.is_some() || state.ending.iter().any(|(_, k)| *k == kind) {
+                    return Err(StartError::Busy(listed));
+                }
+            }
             let permit = self.guard.try_acquire(now, expected).map_err(StartError::Rejected)?;
             let id = state.next_id;
             state.next_id += 1;
@@ -310,25 +349,28 @@ impl Registry {
     /// the kind of each fault stopped, in start order, once their threads
     /// have ended and their clean-up has run.
     pub fn stop(&self, kind: Option<FaultKind>, ended: Ended) -> Vec<FaultKind> {
-        let taken = take(&mut self.lock().entries, |e| kind.is_none_or(|k| e.kind == k));
+        let taken = {
+            let mut state = self.lock();
+            let taken = take(&mut state.entries, |e| kind.is_none_or(|k| e.kind == k));
+            state.ending.extend(taken.iter().map(|e| (e.id, e.kind)));
+            taken
+        };
         let kinds = taken.iter().map(|e| e.kind).collect();
+        let ids: Vec<u64> = taken.iter().map(|e| e.id).collect();
         end_all(taken, ended);
+        self.done_ending(&ids);
         kinds
+    }
+
+    /// The clean-up of these faults has run.
+    fn done_ending(&self, ids: &[u64]) {
+        let mut state = self.lock();
+        state.ending.retain(|(id, _)| !ids.contains(id));
     }
 
     /// The running faults, in start order.
     pub fn list(&self) -> Vec<Listed> {
-        self.lock()
-            .entries
-            .iter()
-            .map(|e| Listed {
-                id: e.id,
-                kind: e.kind,
-                detail: e.detail.clone(),
-                ends_at: e.ends_at,
-                extra: e.extra.clone(),
-            })
-            .collect()
+        self.lock().entries.iter().map(Entry::listed).collect()
     }
 
     /// Whether a fault of `kind` is running.
@@ -493,5 +535,47 @@ mod tests {
             c.sleep_until(Instant::now() + Duration::from_secs(60)),
             "stays cancelled"
         );
+    }
+
+    /// A disk fill is one at a time: a second is refused (409, before any
+    /// slot or cooldown is spent) while the first exists, and while it is
+    /// still being removed, so two fills never share the file.
+    #[test]
+    fn a_one_at_a_time_kind_is_refused_while_one_exists_or_is_ending() {
+        let r = registry(4);
+        let (tx, _rx) = mpsc::channel();
+        sleeper(&r, FaultKind::Disk, Duration::from_secs(60), tx);
+        let busy = r.start(FaultKind::Disk, Instant::now(), None, |_| Err("unused".into()));
+        assert!(matches!(busy, Err(StartError::Busy(Some(_)))));
+        assert_eq!(r.active(), 1, "the refusal took no slot");
+        r.stop(None, Ended::OnRequest);
+
+        // A clean-up that takes its time: the kind stays refused until it ran.
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (entered_tx, entered_rx) = mpsc::channel::<()>();
+        r.start(FaultKind::Disk, Instant::now(), None, |_| {
+            Ok(Running {
+                threads: Vec::new(),
+                cleanup: Box::new(move |_| {
+                    entered_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                }),
+                detail: String::new(),
+                ends_at: None,
+                extra: Value::Null,
+            })
+        })
+        .unwrap();
+        let r2 = Arc::clone(&r);
+        let stopper = std::thread::spawn(move || r2.stop(None, Ended::OnRequest));
+        entered_rx.recv().unwrap();
+        assert!(!r.is_active(FaultKind::Disk), "no longer listed");
+        let busy = r.start(FaultKind::Disk, Instant::now(), None, |_| Err("unused".into()));
+        assert!(matches!(busy, Err(StartError::Busy(None))));
+        release_tx.send(()).unwrap();
+        assert_eq!(stopper.join().unwrap(), vec![FaultKind::Disk]);
+        let (tx, _rx) = mpsc::channel();
+        sleeper(&r, FaultKind::Disk, Duration::from_secs(60), tx);
+        assert_eq!(r.stop(None, Ended::OnRequest), vec![FaultKind::Disk]);
     }
 }

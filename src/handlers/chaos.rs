@@ -1,5 +1,6 @@
-//! `GET /chaos` lists the running faults, as the registry holds them;
-//! `POST /chaos/stop` ends them all, the leak included.
+//! `GET /chaos` lists the running faults, as the registry holds them (and,
+//! under `ended`, why the last disk fill ended); `POST /chaos/stop` ends
+//! them all, the leak and the disk fill included.
 
 use serde_json::{Value, json};
 
@@ -25,27 +26,28 @@ pub fn list(app: &App) -> Reply {
             if l.kind == FaultKind::Memory {
                 f["leaked_bytes"] = json!(app.leak.bytes_of(l.id));
             }
+            if l.kind == FaultKind::Disk {
+                // One fill at a time: the disk's state is this entry's.
+                if let Some(d) = app.disk.status() {
+                    f["detail"] = json!(format!(
+                        "{} MiB of {} MiB in {}{}",
+                        d.written >> 20,
+                        d.target >> 20,
+                        d.path.display(),
+                        if d.writing { " (writing)" } else { "" }
+                    ));
+                    f["written_bytes"] = json!(d.written);
+                    f["target_bytes"] = json!(d.target);
+                    f["writing"] = json!(d.writing);
+                    // A written fill stays until removed: no end of its own.
+                    f["ends_at_unix_ms"] = json!(d.ends_at.map(unix_ms));
+                }
+            }
             f
         })
         .collect();
     if let Some(crash) = app.registry.crash_in_progress() {
         faults.push(json!({"fault": "crash", "detail": crash.mode, "ends_at_unix_ms": null}));
-    }
-    if let Some(d) = app.disk.status() {
-        faults.push(json!({
-            "fault": "disk",
-            "detail": format!(
-                "{} MiB of {} MiB in {}{}",
-                d.written >> 20,
-                d.target >> 20,
-                d.path.display(),
-                if d.writing { " (writing)" } else { "" }
-            ),
-            "written_bytes": d.written,
-            "target_bytes": d.target,
-            "writing": d.writing,
-            "ends_at_unix_ms": d.ends_at.map(unix_ms),
-        }));
     }
     // Why the last disk fill ended (removed on request, or the disk ran
     // out): a ramp that ran out of space has no client left to tell.
@@ -78,9 +80,5 @@ pub fn stop(app: &App) -> Reply {
         }
     }
     let released = bytes.saturating_sub(app.leak.total_bytes());
-    if let Some(bytes) = app.disk.stop() {
-        stopped.push("disk");
-        super::disk::removed(app, bytes);
-    }
     Reply::ok(&json!({"status": "stopped", "stopped": stopped, "released_mb": released >> 20}))
 }

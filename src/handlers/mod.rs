@@ -52,9 +52,10 @@ pub fn admit(app: &App, action: &str, authorization: Option<&str>, starts: bool)
 }
 
 /// Starts a fault of `kind` through the registry: claims its guardrail
-/// slot, then runs `launch` (see `Registry::start`). A refusal is the 429
-/// (counted and logged as CHAOS_REJECTED); on success the detection timer
-/// starts.
+/// slot, then runs `launch` (see `Registry::start`). A guardrail's refusal
+/// is the 429, a second fault of a one-at-a-time kind (the disk fill) the
+/// 409, both counted as `rejected` and logged as CHAOS_REJECTED; on success
+/// the detection timer starts.
 fn start_fault(
     app: &App,
     kind: FaultKind,
@@ -78,6 +79,9 @@ fn start_fault(
                 if running.contains(&"memory") {
                     message.push_str("; a leak holds its slot until DELETE /load/memory or POST /chaos/stop");
                 }
+                if running.contains(&"disk") {
+                    message.push_str("; a disk fill holds its slot until DELETE /load/disk or POST /chaos/stop");
+                }
                 message.push(')');
             }
             app.metrics.chaos(action, "rejected");
@@ -87,32 +91,28 @@ fn start_fault(
             );
             Err(Reply::too_many_requests(&message, rejected.retry_after_secs))
         }
+        Err(StartError::Busy(listed)) => {
+            let what = match (kind, app.disk.status()) {
+                (FaultKind::Disk, Some(d)) => format!(
+                    "a disk fill is already {} ({} MiB written); DELETE /load/disk first",
+                    if d.writing { "running" } else { "held" },
+                    d.written >> 20
+                ),
+                (FaultKind::Disk, None) => "a disk fill is being removed; try again".to_string(),
+                _ => format!(
+                    "a {action} fault already exists ({}); only one at a time",
+                    listed.map(|l| l.detail).unwrap_or_default()
+                ),
+            };
+            app.metrics.chaos(action, "rejected");
+            app.events
+                .emit(Event::ChaosRejected, json!({"action": action, "reason": what}));
+            Err(Reply::json(409, &json!({"error": what})))
+        }
         Err(StartError::Failed(e)) => {
             app.metrics.chaos(action, "failed");
             log::error!("cannot start the {action} fault: {e}");
             Err(Reply::internal_error(&format!("cannot start the {action} fault: {e}")))
-        }
-    }
-}
-
-/// Claims a guardrail slot outside the registry (the disk fill only, until
-/// it becomes a registry entry).
-fn claim(app: &App, action: &str, now: Instant, expected: Duration) -> Result<crate::guard::Permit, Reply> {
-    let guard = app.registry.guard();
-    match guard.try_acquire(now, Some(expected)) {
-        Ok(permit) => {
-            app.metrics.chaos(action, "accepted");
-            app.tracker.chaos_accepted(now);
-            Ok(permit)
-        }
-        Err(rejected) => {
-            let message = rejected.message(guard.max_concurrent(), guard.cooldown());
-            app.metrics.chaos(action, "rejected");
-            app.events.emit(
-                Event::ChaosRejected,
-                json!({"action": action, "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
-            );
-            Err(Reply::too_many_requests(&message, rejected.retry_after_secs))
         }
     }
 }

@@ -31,9 +31,6 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
     };
     disk("written", app.disk.written());
     disk("target", app.disk.target());
-    m.chaos_fault_active
-        .with_label_values(&["disk"])
-        .set(i64::from(app.disk.status().is_some()));
     // Sets pod_ready_status; serving a scrape is not serving /ready, so no
     // timer moves.
     app.readiness_reasons(now);

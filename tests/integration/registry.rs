@@ -316,7 +316,7 @@ impl Drop for Finished<'_> {
 /// One random action against the service; what it did, for the failure log.
 fn random_action(addr: std::net::SocketAddr, rng: &mut Rng) -> String {
     let d = rng.range(1, 4);
-    let (method, target) = match rng.range(0, 10) {
+    let (method, target) = match rng.range(0, 12) {
         0 => (
             "POST",
             format!("/load/cpu?duration={d}&millicores={}", rng.range(10, 300)),
@@ -344,11 +344,19 @@ fn random_action(addr: std::net::SocketAddr, rng: &mut Rng) -> String {
         7 => ("DELETE", "/load/memory".to_string()),
         8 => ("DELETE", "/fault/liveness".to_string()),
         9 => ("DELETE", "/fault/readiness".to_string()),
-        _ => ("DELETE", "/load/latency".to_string()),
+        10 => ("DELETE", "/load/latency".to_string()),
+        11 => {
+            let mut t = format!("/load/disk?mb={}", rng.range(1, 8));
+            if rng.range(0, 1) == 1 {
+                t.push_str(&format!("&ramp={}", rng.range(1, 3)));
+            }
+            ("POST", t)
+        }
+        _ => ("DELETE", "/load/disk".to_string()),
     };
     let r = request(addr, method, &target, &[], "");
-    // 409: a leak stopped by a DELETE or stop of another client while it
-    // was being made.
+    // 409: a leak or a disk fill stopped by a DELETE or stop of another
+    // client while it was being made, or a second disk fill.
     let expected: &[u16] = if method == "DELETE" {
         &[200]
     } else {
@@ -360,6 +368,10 @@ fn random_action(addr: std::net::SocketAddr, rng: &mut Rng) -> String {
         r.status,
         r.body
     );
+    if r.status == 409 {
+        let why: String = r.body.chars().take(160).collect();
+        return format!("{method} {target} -> 409 {why}");
+    }
     format!("{method} {target} -> {}", r.status)
 }
 
@@ -380,11 +392,13 @@ fn random_sequences_always_stop_cleanly() {
         });
     let _note = SeedNote(seed);
     let mut rng = Rng(seed);
+    let fill_dir = temp_dir("seq-fill");
     let svc = Service::start(&[
         ("CHAOS_COOLDOWN_SECONDS", "0"),
-        ("MAX_CONCURRENT_CHAOS", "6"),
+        ("MAX_CONCURRENT_CHAOS", "7"),
         ("WORKERS", "6"),
         ("MAX_MEMORY_MB_READY", "100000"),
+        ("DISK_FILL_DIR", fill_dir.to_str().unwrap()),
     ]);
     let baseline = warm_baseline(&svc);
     let started = Instant::now();
@@ -421,11 +435,20 @@ fn random_sequences_always_stop_cleanly() {
         let r = svc.post("/chaos/stop");
         assert_eq!(r.status, 200, "{}", r.body);
         let stopped_at = Instant::now();
+        // The stop answers once the disk fill's writer has ended and its
+        // file is gone: nothing is on disk when it answers.
+        assert_eq!(
+            files(&fill_dir),
+            Vec::<String>::new(),
+            "round {rounds}: a disk fill left after the stop; {log:#?}"
+        );
         let clean = poll(Duration::from_secs(1), Duration::from_millis(20), || {
             let metrics = svc.get("/metrics").body;
             let quiet = active(&svc) == 0
                 && metric_value(&metrics, "chaos_leaked_bytes") == Some(0.0)
                 && metric_value(&metrics, "cpu_stress_active") == Some(0.0)
+                && metric_value(&metrics, "chaos_disk_fill_bytes{state=\"written\"}") == Some(0.0)
+                && metric_value(&metrics, "chaos_fault_active{fault=\"disk\"}") == Some(0.0)
                 && svc.rss_bytes() <= baseline + (5 * MIB).max(peak / 10);
             quiet.then_some(())
         });
@@ -440,8 +463,8 @@ fn random_sequences_always_stop_cleanly() {
         // Nothing comes back (a ramp step is 100 ms).
         thread::sleep(Duration::from_millis(250));
         assert_eq!(
-            (active(&svc), leaked(&svc)),
-            (0, 0),
+            (active(&svc), leaked(&svc), files(&fill_dir)),
+            (0, 0, Vec::<String>::new()),
             "round {rounds}: a fault came back; {log:#?}"
         );
         let r = svc.post("/load/cpu?duration=1&millicores=10");
@@ -460,13 +483,19 @@ fn random_sequences_always_stop_cleanly() {
 #[test]
 fn every_fault_is_over_when_stop_answers() {
     let _x = exclusive();
-    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "5")]);
+    let fill_dir = temp_dir("stop-fill");
+    let svc = Service::start(&[
+        ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ("MAX_CONCURRENT_CHAOS", "6"),
+        ("DISK_FILL_DIR", fill_dir.to_str().unwrap()),
+    ]);
     for target in [
         "/load/cpu?duration=60&millicores=500",
         "/load/memory?mb=40&ramp=20",
         "/fault/liveness?mode=fail&duration=60",
         "/fault/readiness?duration=60",
         "/load/latency?ms=2000&duration=60",
+        "/load/disk?mb=64&ramp=20",
     ] {
         let r = svc.post(target);
         assert!(matches!(r.status, 200 | 202), "{target}: {}", r.body);
@@ -477,8 +506,9 @@ fn every_fault_is_over_when_stop_answers() {
     let r = svc.post("/chaos/stop");
     assert_eq!(
         r.json()["stopped"],
-        serde_json::json!(["cpu", "memory", "liveness", "readiness", "latency"])
+        serde_json::json!(["cpu", "memory", "liveness", "readiness", "latency", "disk"])
     );
+    assert_eq!(files(&fill_dir), Vec::<String>::new(), "the disk fill removed");
     assert_eq!(svc.get("/health").status, 200, "liveness lifted");
     let t0 = Instant::now();
     assert_eq!(svc.get("/").status, 200);
@@ -493,8 +523,9 @@ fn every_fault_is_over_when_stop_answers() {
         "the load still burns: {burnt:?} in 1 s"
     );
     assert_eq!((active(&svc), leaked(&svc)), (0, 0), "nothing came back");
+    assert_eq!(files(&fill_dir), Vec::<String>::new(), "no disk fill came back");
     let metrics = svc.get("/metrics").body;
-    for fault in ["cpu", "memory", "liveness", "readiness", "latency"] {
+    for fault in ["cpu", "memory", "liveness", "readiness", "latency", "disk"] {
         let series = format!("chaos_fault_active{{fault=\"{fault}\"}}");
         assert_eq!(metric_value(&metrics, &series), Some(0.0), "{series}");
     }
@@ -555,4 +586,15 @@ fn stopping_a_fault_releases_the_answers_it_holds() {
         );
     }
     assert_eq!(svc.get("/health").status, 200);
+}
+
+/// The names of the files in `dir` (none if it does not exist).
+fn files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
