@@ -15,6 +15,7 @@ use crate::chaos::cpu::CpuLoads;
 use crate::chaos::disk::DiskFill;
 use crate::chaos::faults::Faults;
 use crate::chaos::memory::Leak;
+use crate::chaos::registry::Registry;
 use crate::config::Config;
 use crate::events::{Event, Events};
 use crate::guard::Guard;
@@ -26,14 +27,16 @@ use crate::{crash_marker, routes, sys};
 pub struct App {
     pub config: Config,
     pub metrics: Metrics,
-    pub guard: Guard,
+    /// Every running fault: the guardrails, GET /chaos, stop and DELETE.
+    pub registry: Arc<Registry>,
     pub tracker: Tracker,
     pub latency: LatencyWindow,
     pub cpu: Arc<CpuLoads>,
     pub leak: Arc<Leak>,
     pub faults: Arc<Faults>,
-    /// The disk fill (issue 19); a registry entry once the registry lands.
-    pub disk: DiskFill,
+    /// The disk: where fills go and what is written; a running fill is a
+    /// registry entry (`FaultKind::Disk`).
+    pub disk: Arc<DiskFill>,
     pub events: Arc<Events>,
     pub started: Instant,
     pub pod: String,
@@ -77,13 +80,13 @@ impl App {
         Ok(App {
             access,
             metrics,
-            guard: Guard::new(config.max_concurrent_chaos, config.chaos_cooldown),
+            registry: Registry::new(Guard::new(config.max_concurrent_chaos, config.chaos_cooldown)),
             tracker: Tracker::default(),
             latency: LatencyWindow::new(started, config.latency_window, config.max_latency),
             cpu: Arc::new(CpuLoads::default()),
             leak: Arc::new(Leak::default()),
             faults: Arc::new(Faults::default()),
-            disk,
+            disk: Arc::new(disk),
             events: Arc::new(events),
             started,
             pod: pod_name(),
@@ -165,7 +168,7 @@ impl App {
     /// /ready is being served at `now` with these reasons: advance the
     /// detection and recovery timers and record what changed.
     pub fn readiness_served(&self, now: Instant, reasons: &[Reason]) {
-        let chaos_active = self.guard.active() > 0;
+        let chaos_active = self.registry.active() > 0;
         match self.tracker.served(now, reasons, chaos_active) {
             Transition::Unchanged => {}
             Transition::Degraded { detection } => {

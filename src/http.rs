@@ -9,6 +9,8 @@ use std::io::Cursor;
 
 use serde_json::{Value, json};
 
+use crate::chaos::registry::Cancel;
+
 /// Work to do after the response has been written and flushed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum After {
@@ -46,10 +48,13 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
-    pub after: Option<After>,
+    /// Boxed: rare, and it keeps `Reply` small enough to return in a `Result`.
+    pub after: Option<Box<After>>,
     /// Send the answer only after this long (a latency or hang fault); the
     /// worker does not wait, a thread of its own does.
     pub hold: Option<std::time::Duration>,
+    /// Ends the hold early: the fault that asked for it was stopped.
+    pub released_by: Option<Cancel>,
 }
 
 impl Reply {
@@ -63,6 +68,7 @@ impl Reply {
             headers: Vec::new(),
             after: None,
             hold: None,
+            released_by: None,
         }
     }
 
@@ -127,8 +133,14 @@ impl Reply {
         self
     }
 
+    /// The hold ends early when `cancel` fires (its fault was stopped).
+    pub fn released_by(mut self, cancel: Cancel) -> Reply {
+        self.released_by = Some(cancel);
+        self
+    }
+
     pub fn then(mut self, after: After) -> Reply {
-        self.after = Some(after);
+        self.after = Some(Box::new(after));
         self
     }
 

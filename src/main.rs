@@ -169,10 +169,8 @@ fn shut_down(app: &App, pool: &Pool, rx: &mpsc::Receiver<Control>, signal: &str)
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
         }
     }
-    app.cpu.stop_all();
-    if let Some(bytes) = app.disk.stop() {
-        handlers::disk::removed(app, bytes);
-    }
+    // Every fault ends, and its threads with it, before the workers stop.
+    app.registry.stop(None, chaos::registry::Ended::Shutdown);
     pool.stop();
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
     let mut exited = 0;

@@ -26,8 +26,6 @@ const STARTUP_BUCKETS: &[f64] = &[
 
 /// Chaos actions, as the `action` label.
 pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", "readiness", "disk"];
-/// Faults, as the `fault` label of `chaos_fault_active`.
-pub const FAULTS: &[&str] = &["cpu", "memory", "latency", "liveness", "readiness", "disk"];
 /// The `state` label of `chaos_disk_fill_bytes`.
 pub const DISK_FILL_STATES: &[&str] = &["written", "target"];
 /// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails
@@ -158,8 +156,9 @@ impl Metrics {
         registry.register(Box::new(chaos_fault_active.clone()))?;
         registry.register(Box::new(chaos_leaked_bytes.clone()))?;
         registry.register(Box::new(chaos_cpu_target_millicores.clone()))?;
-        for fault in FAULTS {
-            chaos_fault_active.with_label_values(&[fault]);
+        // Every kind the registry knows: a new kind gets its series here.
+        for kind in crate::chaos::registry::FaultKind::ALL {
+            chaos_fault_active.with_label_values(&[kind.label()]);
         }
         let chaos_disk_fill_bytes = prometheus::IntGaugeVec::new(
             Opts::new(

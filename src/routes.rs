@@ -169,7 +169,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         path: "/crash",
         methods: &[(Post, Start("crash"), |app, rq, _| handlers::crash::crash(app, rq.query))],
-        usual_answers: &[(Post, 202), (Post, 401), (Post, 403)],
+        usual_answers: &[(Post, 202), (Post, 401), (Post, 403), (Post, 409)],
         feeds_readiness: false,
     },
     Route {
@@ -178,8 +178,8 @@ pub static ROUTES: &[Route] = &[
             (Post, Start("latency"), |app, rq, now| {
                 handlers::faults::start(app, Kind::Latency, rq.query, now)
             }),
-            (Delete, Stop("latency"), |app, _, now| {
-                handlers::faults::end(app, Kind::Latency, now)
+            (Delete, Stop("latency"), |app, _, _| {
+                handlers::faults::end(app, Kind::Latency)
             }),
         ],
         usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
@@ -191,8 +191,8 @@ pub static ROUTES: &[Route] = &[
             (Post, Start("liveness"), |app, rq, now| {
                 handlers::faults::start(app, Kind::Liveness, rq.query, now)
             }),
-            (Delete, Stop("liveness"), |app, _, now| {
-                handlers::faults::end(app, Kind::Liveness, now)
+            (Delete, Stop("liveness"), |app, _, _| {
+                handlers::faults::end(app, Kind::Liveness)
             }),
         ],
         usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
@@ -204,8 +204,8 @@ pub static ROUTES: &[Route] = &[
             (Post, Start("readiness"), |app, rq, now| {
                 handlers::faults::start(app, Kind::Readiness, rq.query, now)
             }),
-            (Delete, Stop("readiness"), |app, _, now| {
-                handlers::faults::end(app, Kind::Readiness, now)
+            (Delete, Stop("readiness"), |app, _, _| {
+                handlers::faults::end(app, Kind::Readiness)
             }),
         ],
         usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
@@ -213,13 +213,13 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         path: "/chaos",
-        methods: &[(Get, Read, |app, _, now| handlers::chaos::list(app, now))],
+        methods: &[(Get, Read, |app, _, _| handlers::chaos::list(app))],
         usual_answers: &[(Get, 200)],
         feeds_readiness: false,
     },
     Route {
         path: "/chaos/stop",
-        methods: &[(Post, Stop("stop"), |app, _, now| handlers::chaos::stop(app, now))],
+        methods: &[(Post, Stop("stop"), |app, _, _| handlers::chaos::stop(app))],
         usual_answers: &[(Post, 200)],
         feeds_readiness: false,
     },

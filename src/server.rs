@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::chaos::crash;
+use crate::chaos::registry::Cancel;
 use crate::control::Control;
 use crate::http::{After, Reply};
 use crate::routes::{self, Method, RequestLine, Route};
@@ -169,8 +170,9 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
         return;
     }
     let mut reply = run_guarded(|| routes::dispatch(&line, app, started));
-    let after = reply.after.take();
+    let after = reply.after.take().map(|a| *a);
     let hold = reply.hold.take().unwrap_or_default();
+    let released_by = reply.released_by.take();
     // Counted before the response is written, so a client that has its
     // answer finds it in the next scrape. The duration is the time to produce
     // the answer; writing a small body to the socket is a copy into the
@@ -191,7 +193,7 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
     }
     let response = reply.into_response();
     if after.is_none() && (has_unread_body(&rq) || !hold.is_zero()) {
-        respond_off_the_worker(rq, response, hold);
+        respond_off_the_worker(rq, response, hold, released_by);
     } else if let Err(e) = rq.respond(response) {
         log::debug!(
             "response to {} {} not delivered: {e}",
@@ -233,6 +235,7 @@ fn respond_off_the_worker(
     rq: tiny_http::Request,
     response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
     hold: Duration,
+    released_by: Option<Cancel>,
 ) {
     if DRAINERS.fetch_add(1, Ordering::SeqCst) >= MAX_DRAINERS {
         DRAINERS.fetch_sub(1, Ordering::SeqCst);
@@ -240,7 +243,13 @@ fn respond_off_the_worker(
         return;
     }
     let spawned = thread::Builder::new().name("answer-later".into()).spawn(move || {
-        thread::sleep(hold);
+        // A stopped fault releases the answers it holds at once.
+        match released_by {
+            Some(cancel) => {
+                cancel.sleep_until(Instant::now() + hold);
+            }
+            None => thread::sleep(hold),
+        }
         let _ = rq.respond(response);
         DRAINERS.fetch_sub(1, Ordering::SeqCst);
     });

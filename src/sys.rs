@@ -172,6 +172,103 @@ pub fn abort() -> ! {
     std::process::abort()
 }
 
+/// An anonymous private memory mapping, unmapped when dropped.
+///
+/// The leak maps its chunks itself rather than through the allocator: glibc
+/// raises its mmap threshold after the first large free (up to 32 MiB), so a
+/// later chunk would come from the heap, and `free` may keep those pages in
+/// the process. `munmap` always gives them back to the kernel.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value alone; no other
+// code holds its address, so moving it to another thread is sound.
+unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` exposes `len` and a shared view of the bytes; the
+// memory is written through `&mut self` only.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes (rounded up to whole pages by the kernel) of
+    /// zero-filled, private, anonymous memory. Nothing is resident until a
+    /// page is written.
+    pub fn anonymous(len: usize) -> std::io::Result<Mapping> {
+        if len == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty mapping"));
+        }
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks;
+        // no existing memory is touched. The result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ptr =
+            std::ptr::NonNull::new(ptr.cast::<u8>()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points at `len` readable bytes owned by `self` for as
+        // long as the borrow lasts (unmapped only in `drop`).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and the borrow is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Writes one byte into each page from `from` (bytes) on, up to `pages`
+    /// pages, so that the kernel backs them; returns the offset reached.
+    pub fn touch(&mut self, from: usize, pages: usize) -> usize {
+        let page = page_size();
+        let mut offset = from;
+        for _ in 0..pages {
+            if offset >= self.len {
+                break;
+            }
+            // SAFETY: `offset < len`, so the byte lies inside the mapping,
+            // which is readable and writable and owned by `self` (borrowed
+            // mutably here).
+            unsafe { self.ptr.as_ptr().add(offset).write_volatile(0xA5) };
+            offset += page;
+        }
+        offset.min(self.len)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` are exactly what mmap returned and was
+        // asked for; the mapping is unmapped once, here, and nothing refers
+        // to it afterwards.
+        let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        if rc != 0 {
+            log::error!(
+                "munmap of {} bytes failed: {}",
+                self.len,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Unit tests that compare RSS before and after take this lock, so that
 /// another test freeing memory at the same time cannot skew the figures.
 #[cfg(test)]
@@ -246,6 +343,20 @@ mod tests {
         assert_eq!(rc, 0);
         assert_eq!(value, 1, "TCP_NODELAY is inherited");
         assert!(accepted.nodelay().unwrap());
+    }
+
+    #[test]
+    fn a_dropped_mapping_leaves_rss() {
+        let _serial = RSS_TEST_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = rss_bytes();
+        let mut m = Mapping::anonymous(24 << 20).unwrap();
+        assert_eq!(m.touch(0, usize::MAX), 24 << 20);
+        let full = rss_bytes();
+        assert!(full >= before + (23 << 20), "rss {before} -> {full}");
+        drop(m);
+        // Other tests run meanwhile: what matters is that the pages left.
+        let after = rss_bytes();
+        assert!(after + (20 << 20) <= full, "rss {full} -> {after} after munmap");
     }
 
     #[test]

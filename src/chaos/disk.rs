@@ -3,23 +3,27 @@
 //! the kubelet's volume accounting and a quota all see every byte (a sparse
 //! file or a run of zeros on a compressing file system would fool them).
 //!
-//! `DiskFill` owns the file, the bytes written, a cancel flag and the writer
-//! thread. Every fill is written by a thread of its own, with or without a
-//! ramp; `stop` returns only once that thread has confirmed it stopped and the
-//! file is gone. When the disk runs out (ENOSPC, EDQUOT) the writer removes
+//! The registry owns a running fill (a `FaultKind::Disk` entry: its
+//! guardrail slot, its cancel handle, its writer thread and its removal);
+//! `DiskFill` carries it out and reports on it (the file, the bytes written,
+//! how the last fill ended). Every fill is written by a thread of its own,
+//! with or without a ramp; a stop cancels it, joins it, then removes the
+//! file (`DiskFill::remove`), all before the stop answers. When the disk runs out (ENOSPC, EDQUOT) the writer removes
 //! the partial file (unless `keep`), so the crash marker and the probes keep
 //! working, and reports why it ended.
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+
+use super::registry::{Cancel, Ended as RegistryEnded, Ticket};
+use crate::sys::Mapping;
 
 /// Every file this fault writes starts with this; start-up removes only
 /// files so named, so a `DISK_FILL_DIR` shared with other data is safe.
@@ -104,53 +108,27 @@ pub struct Status {
     pub ends_at: Option<SystemTime>,
 }
 
-/// A fill could not start.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StartError {
-    /// DISK_FILL_DIR could not be created at start-up.
-    Unavailable(String),
-    /// A fill is already running or held.
-    Busy { written: u64, writing: bool },
-    /// The file or the thread could not be made.
-    Failed(String),
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Unavailable(why) => write!(f, "disk fill unavailable: {why}"),
-            StartError::Busy { written, writing } => write!(
-                f,
-                "a disk fill is already {} ({} MiB written); DELETE /load/disk first",
-                if *writing { "running" } else { "held" },
-                written >> 20
-            ),
-            StartError::Failed(why) => f.write_str(why),
-        }
-    }
-}
-
 /// Called by the writer thread when a fill ends early, at that moment (the
 /// client of a ramp already has its 202): it logs, counts and emits.
 pub type OnEnd = Arc<dyn Fn(&Outcome, &Path) + Send + Sync>;
 
-struct Running {
+/// The fill that exists now: being written, or written and held.
+struct Current {
     path: PathBuf,
     target: u64,
+    writing: bool,
     ends_at: Option<SystemTime>,
-    cancel: Arc<AtomicBool>,
-    thread: JoinHandle<Outcome>,
 }
 
 #[derive(Default)]
 struct Inner {
-    running: Option<Running>,
-    /// A file left by a finished fill (complete, or kept after ENOSPC).
-    held: Option<PathBuf>,
+    current: Option<Current>,
     last_ended: Option<Ended>,
 }
 
-/// The fault. One fill at a time.
+/// The disk: where fills go, what is written now, and how the last one
+/// ended. The registry owns the running fill (its slot, its writer thread,
+/// its removal); this only carries it out and reports on it.
 pub struct DiskFill {
     dir: PathBuf,
     unavailable: Option<String>,
@@ -197,28 +175,30 @@ impl DiskFill {
         &self.dir
     }
 
-    /// Starts writing `target` bytes, over `ramp` if given. The returned
-    /// receiver gets the outcome when the writer ends (a handler without a
-    /// ramp waits on it). `hold_until_done` is moved into the writer thread
-    /// and dropped when writing ends (the guardrail permit).
-    pub fn start<P: Send + 'static>(
-        &self,
+    /// Starts the writer thread of the registry entry `ticket`: `target`
+    /// bytes, over `ramp` if given. Returns the thread (the registry joins it
+    /// on a stop) and a receiver that gets the outcome when writing ends (a
+    /// handler without a ramp waits on it). When the disk runs out and the
+    /// partial file is not kept, the writer removes it, calls `on_end` and
+    /// ends the entry itself (`Ended::Failed`), before sending the outcome;
+    /// a complete or kept file stays, and its entry with it, until removed.
+    /// Only spawns: never waits (it runs under the registry's lock).
+    pub fn spawn(
+        self: &Arc<Self>,
+        ticket: Ticket,
         target: u64,
         ramp: Option<Duration>,
         keep: bool,
-        hold_until_done: P,
         on_end: OnEnd,
-    ) -> Result<Receiver<Outcome>, StartError> {
+    ) -> Result<(JoinHandle<()>, Receiver<Outcome>), String> {
         if let Some(why) = &self.unavailable {
-            return Err(StartError::Unavailable(why.clone()));
+            return Err(format!("disk fill unavailable: {why}"));
         }
         let mut inner = self.lock();
-        reap(&mut inner);
-        if inner.running.is_some() || inner.held.is_some() {
-            return Err(StartError::Busy {
-                written: self.written.load(Ordering::SeqCst),
-                writing: inner.running.is_some(),
-            });
+        // The registry lets one disk fill exist at a time, its removal
+        // included; this only guards that promise.
+        if inner.current.is_some() {
+            return Err("a disk fill still exists".to_string());
         }
         let path = self.dir.join(FILE_NAME);
         let file = OpenOptions::new()
@@ -227,8 +207,7 @@ impl DiskFill {
             .truncate(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| StartError::Failed(format!("cannot create {}: {e}", path.display())))?;
-        let cancel = Arc::new(AtomicBool::new(false));
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let (tx, rx) = mpsc::sync_channel(1);
         let job = Job {
             file,
@@ -236,69 +215,76 @@ impl DiskFill {
             target,
             ramp,
             keep,
-            cancel: Arc::clone(&cancel),
+            cancel: ticket.cancel.clone(),
             written: Arc::clone(&self.written),
         };
         self.written.store(0, Ordering::SeqCst);
+        let fill = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("disk-fill".into()).spawn(move || {
             let outcome = job.run();
-            drop(hold_until_done);
-            if matches!(&outcome, Outcome::Ended(e) if e.reason != EndReason::Removed) {
+            let early = match &outcome {
+                Outcome::Ended(e) if e.reason != EndReason::Removed => Some(e.kept),
+                _ => None,
+            };
+            fill.written_out(&outcome);
+            if let (Some(kept), Outcome::Ended(e)) = (early, &outcome) {
                 on_end(&outcome, &job.path);
+                if !kept {
+                    // Nothing is left on disk: the entry and its slot go now.
+                    ticket.finish(RegistryEnded::Failed);
+                }
+                // Last: whoever reads why it ended (GET /chaos) also sees
+                // the entry gone and the end counted.
+                fill.lock().last_ended = Some(e.clone());
             }
             report(&tx, &outcome);
-            outcome
         });
         match spawned {
             Ok(thread) => {
-                inner.running = Some(Running {
+                inner.current = Some(Current {
                     path,
                     target,
+                    writing: true,
                     ends_at: ramp.map(|r| SystemTime::now() + r),
-                    cancel,
-                    thread,
                 });
-                Ok(rx)
+                Ok((thread, rx))
             }
             Err(e) => {
                 let _ = fs::remove_file(&path);
-                Err(StartError::Failed(format!("cannot start the writer thread: {e}")))
+                Err(format!("cannot start the writer thread: {e}"))
             }
         }
     }
 
-    /// Stops the writer (waiting until its thread has ended) and removes the
-    /// file. Returns the bytes that were on disk, or `None` if there was no
-    /// fill. Never holds the lock while waiting, so status stays answerable.
-    pub fn stop(&self) -> Option<u64> {
-        let (running, held) = {
-            let mut inner = self.lock();
-            (inner.running.take(), inner.held.take())
-        };
-        if running.is_none() && held.is_none() {
-            return None;
+    /// The writer is done: a complete or kept file is held; after an early
+    /// end without `keep` there is no file left.
+    fn written_out(&self, outcome: &Outcome) {
+        let mut inner = self.lock();
+        if let Some(c) = inner.current.as_mut() {
+            c.writing = false;
         }
+        if let Outcome::Ended(e) = outcome
+            && e.reason != EndReason::Removed
+            && !e.kept
+        {
+            inner.current = None;
+        }
+    }
+
+    /// Removes the fill's file; the registry calls it once the writer
+    /// thread has ended. Returns the bytes that were on disk, or `None` if
+    /// no fill existed (it had already ended and removed its file).
+    pub fn remove(&self) -> Option<u64> {
+        let current = self.lock().current.take()?;
         let before = self.written.load(Ordering::SeqCst);
-        let mut paths: Vec<PathBuf> = held.into_iter().collect();
-        if let Some(r) = running {
-            r.cancel.store(true, Ordering::SeqCst);
-            r.thread.thread().unpark();
-            // The writer checks the flag between chunks and while it sleeps;
-            // a panicked writer has ended too, so its result does not matter.
-            let _ = r.thread.join();
-            paths.push(r.path);
-        }
-        for path in &paths {
-            if let Err(e) = fs::remove_file(path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                log::warn!("cannot remove disk fill {}: {e}", path.display());
-            }
+        if let Err(e) = fs::remove_file(&current.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            log::warn!("cannot remove disk fill {}: {e}", current.path.display());
         }
         sync_dir(&self.dir);
         self.written.store(0, Ordering::SeqCst);
-        let mut inner = self.lock();
-        inner.last_ended = Some(Ended {
+        self.lock().last_ended = Some(Ended {
             reason: EndReason::Removed,
             written: before,
             kept: false,
@@ -308,35 +294,22 @@ impl DiskFill {
         Some(before)
     }
 
-    /// The fill, if one is running or held.
+    /// The fill, if one is being written or held.
     pub fn status(&self) -> Option<Status> {
-        let mut inner = self.lock();
-        reap(&mut inner);
+        let inner = self.lock();
         let written = self.written.load(Ordering::SeqCst);
-        if let Some(r) = &inner.running {
-            return Some(Status {
-                path: r.path.clone(),
-                written,
-                target: r.target,
-                writing: true,
-                ends_at: r.ends_at,
-            });
-        }
-        inner.held.as_ref().map(|path| Status {
-            path: path.clone(),
+        inner.current.as_ref().map(|c| Status {
+            path: c.path.clone(),
             written,
-            target: written,
-            writing: false,
-            ends_at: None,
+            target: if c.writing { c.target } else { written },
+            writing: c.writing,
+            ends_at: if c.writing { c.ends_at } else { None },
         })
     }
 
-    /// The last fill that ended before it was removed on purpose or that ran
-    /// out of space, with why.
+    /// How the last fill ended (removed, or ran out of space), with why.
     pub fn last_ended(&self) -> Option<Ended> {
-        let mut inner = self.lock();
-        reap(&mut inner);
-        inner.last_ended.clone()
+        self.lock().last_ended.clone()
     }
 
     /// Bytes in the fill file now.
@@ -344,49 +317,15 @@ impl DiskFill {
         self.written.load(Ordering::SeqCst)
     }
 
-    /// Bytes the running fill aims at (0 when none runs).
+    /// Bytes the running fill aims at (0 when none is being written).
     pub fn target(&self) -> u64 {
         let inner = self.lock();
-        inner.running.as_ref().map_or(0, |r| r.target)
-    }
-
-    /// Called once the outcome from `start` has been received: waits for the
-    /// writer thread to end, so that a `GET /chaos` right after the answer
-    /// sees the fill as written, not as still writing. The writer touches
-    /// nothing of ours after sending, so holding the lock here is safe.
-    pub fn settle(&self) {
-        reap_with(&mut self.lock(), true);
+        inner.current.as_ref().filter(|c| c.writing).map_or(0, |c| c.target)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Moves a finished writer's result into the state; with `wait`, waits for
-/// the writer to end (only once it has sent its outcome, so briefly).
-fn reap_with(inner: &mut Inner, wait: bool) {
-    if !wait && !inner.running.as_ref().is_some_and(|r| r.thread.is_finished()) {
-        return;
-    }
-    let Some(r) = inner.running.take() else { return };
-    match r.thread.join() {
-        Ok(Outcome::Complete { .. }) => inner.held = Some(r.path),
-        Ok(Outcome::Ended(ended)) => {
-            if ended.kept {
-                inner.held = Some(r.path);
-            }
-            inner.last_ended = Some(ended);
-        }
-        Err(_) => {
-            // The writer panicked; treat its file as held so DELETE removes it.
-            inner.held = Some(r.path);
-        }
-    }
-}
-
-fn reap(inner: &mut Inner) {
-    reap_with(inner, false);
 }
 
 fn report(tx: &SyncSender<Outcome>, outcome: &Outcome) {
@@ -401,29 +340,30 @@ struct Job {
     target: u64,
     ramp: Option<Duration>,
     keep: bool,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
     written: Arc<AtomicU64>,
 }
 
 impl Job {
     fn run(&self) -> Outcome {
         let t0 = Instant::now();
-        let buf = pattern(CHUNK);
+        let map = match pattern(CHUNK) {
+            Ok(map) => map,
+            Err(e) => return self.ended(EndReason::IoError, format!("cannot map the write buffer: {e}")),
+        };
+        let buf = map.as_slice();
         let result = match self.ramp {
-            None => self.write_until(self.target, &buf, SYNC_EVERY),
+            None => self.write_until(self.target, buf, SYNC_EVERY),
             Some(ramp) => {
                 let steps = (ramp.as_millis() / RAMP_STEP.as_millis()).max(1) as u64;
                 let mut result = Ok(());
                 for step in 1..=steps {
                     let goal = (u128::from(self.target) * u128::from(step) / u128::from(steps)) as u64;
-                    result = self.write_until(goal, &buf, u64::MAX).and_then(|()| self.sync());
+                    result = self.write_until(goal, buf, u64::MAX).and_then(|()| self.sync());
                     if result.is_err() {
                         break;
                     }
-                    let due = t0 + RAMP_STEP * step as u32;
-                    while !self.cancelled() && Instant::now() < due {
-                        std::thread::park_timeout(due.saturating_duration_since(Instant::now()));
-                    }
+                    self.cancel.sleep_until(t0 + RAMP_STEP * step as u32);
                 }
                 result
             }
@@ -441,7 +381,7 @@ impl Job {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
+        self.cancel.is_cancelled()
     }
 
     /// Writes until the file holds `goal` bytes, syncing every `sync_every`.
@@ -505,17 +445,21 @@ enum Stop {
 
 /// `len` bytes that no file system compresses or deduplicates within a
 /// chunk and that are never all zero (xorshift64; the seed is not zero).
-fn pattern(len: usize) -> Vec<u8> {
+/// Mapped, not allocated: a writer thread that allocated 1 MiB would give
+/// itself a glibc arena whose freed memory stays in RSS after the fill is
+/// removed (see `memory.rs` on the mmap threshold); a mapping is returned
+/// to the kernel when dropped.
+fn pattern(len: usize) -> std::io::Result<Mapping> {
+    let mut map = Mapping::anonymous(len)?;
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
+    for word in map.as_mut_slice().chunks_mut(8) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        out.extend_from_slice(&(x | 1).to_le_bytes());
+        let bytes = (x | 1).to_le_bytes();
+        word.copy_from_slice(&bytes[..word.len()]);
     }
-    out.truncate(len);
-    out
+    Ok(map)
 }
 
 /// Removes the fill files an earlier run left in `dir`; says what it did.
@@ -557,6 +501,8 @@ fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chaos::registry::{FaultKind, Registry, Running as RegistryRunning, StartError as RegistryStartError};
+    use crate::guard::Guard;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("chaos-backend-disk-{name}-{}", std::process::id()));
@@ -566,6 +512,36 @@ mod tests {
 
     fn quiet() -> OnEnd {
         Arc::new(|_: &Outcome, _: &Path| {})
+    }
+
+    /// Starts a fill as the handler does: a registry entry whose clean-up
+    /// removes the file.
+    fn start(
+        registry: &Arc<Registry>,
+        fill: &Arc<DiskFill>,
+        target: u64,
+        ramp: Option<Duration>,
+    ) -> Result<Receiver<Outcome>, RegistryStartError> {
+        let mut done = None;
+        registry.start(FaultKind::Disk, Instant::now(), None, |ticket| {
+            let (thread, rx) = fill.spawn(ticket, target, ramp, false, quiet())?;
+            done = Some(rx);
+            let remover = Arc::clone(fill);
+            Ok(RegistryRunning {
+                threads: vec![thread],
+                cleanup: Box::new(move |_| {
+                    remover.remove();
+                }),
+                detail: String::new(),
+                ends_at: None,
+                extra: serde_json::Value::Null,
+            })
+        })?;
+        Ok(done.expect("launched"))
+    }
+
+    fn registry() -> Arc<Registry> {
+        Registry::new(Guard::new(4, Duration::ZERO))
     }
 
     /// Allocated bytes of a file, as `du` counts them.
@@ -578,10 +554,11 @@ mod tests {
     fn writes_real_blocks_and_stop_removes_them() {
         let dir = temp_dir("real");
         let (fill, log) = DiskFill::prepare(&dir);
+        let fill = Arc::new(fill);
         assert!(log.is_empty(), "{log:?}");
-        let rx = fill.start(3 << 20, None, false, (), quiet()).unwrap();
+        let registry = registry();
+        let rx = start(&registry, &fill, 3 << 20, None).unwrap();
         let outcome = rx.recv().unwrap();
-        fill.settle();
         assert!(
             matches!(outcome, Outcome::Complete { bytes, .. } if bytes == 3 << 20),
             "{outcome:?}"
@@ -592,14 +569,18 @@ mod tests {
         assert!(allocated(&status.path) >= 3 << 20, "{}", allocated(&status.path));
         let head = fs::read(&status.path).unwrap();
         assert!(head.chunks(8).all(|w| w != [0u8; 8]));
+        // A written fill stays, and so does its entry: one at a time.
+        assert!(registry.is_active(FaultKind::Disk));
         assert!(matches!(
-            fill.start(1, None, false, (), quiet()),
-            Err(StartError::Busy { .. })
+            start(&registry, &fill, 1, None),
+            Err(RegistryStartError::Busy(Some(_)))
         ));
-        assert_eq!(fill.stop(), Some(3 << 20));
+        assert_eq!(registry.stop(Some(FaultKind::Disk), RegistryEnded::OnRequest).len(), 1);
         assert!(!status.path.exists());
         assert_eq!(fill.status(), None);
-        assert_eq!(fill.stop(), None);
+        assert_eq!(fill.last_ended().unwrap().written, 3 << 20);
+        assert_eq!(fill.remove(), None);
+        assert_eq!(registry.active(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -607,16 +588,9 @@ mod tests {
     fn stop_ends_a_ramp_at_once() {
         let dir = temp_dir("ramp");
         let (fill, _) = DiskFill::prepare(&dir);
-        let permit = Arc::new(());
-        let _rx = fill
-            .start(
-                64 << 20,
-                Some(Duration::from_secs(60)),
-                false,
-                Arc::clone(&permit),
-                quiet(),
-            )
-            .unwrap();
+        let fill = Arc::new(fill);
+        let registry = registry();
+        let _rx = start(&registry, &fill, 64 << 20, Some(Duration::from_secs(60))).unwrap();
         std::thread::sleep(Duration::from_millis(250));
         let status = fill.status().unwrap();
         assert!(
@@ -624,13 +598,15 @@ mod tests {
             "{status:?}"
         );
         let t = Instant::now();
-        assert!(fill.stop().is_some());
+        assert_eq!(registry.stop(None, RegistryEnded::OnRequest), [FaultKind::Disk]);
         assert!(t.elapsed() < Duration::from_secs(2), "stop took {:?}", t.elapsed());
-        // The writer thread has ended: it dropped what it held.
-        assert_eq!(Arc::strong_count(&permit), 1);
+        // The writer thread has ended and the file is gone: nothing comes back.
+        assert!(!status.path.exists());
+        std::thread::sleep(Duration::from_millis(300));
         assert!(!status.path.exists());
         assert_eq!(fill.written(), 0);
         assert_eq!(fill.last_ended().unwrap().reason, EndReason::Removed);
+        assert_eq!(registry.active(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -654,10 +630,13 @@ mod tests {
         let (fill, _) = DiskFill::prepare(Path::new("/proc/chaos-backend-no-such-dir/fill"));
         let why = fill.unavailable().unwrap().to_string();
         assert!(why.contains("/proc/chaos-backend-no-such-dir/fill"), "{why}");
-        assert!(matches!(
-            fill.start(1, None, false, (), quiet()),
-            Err(StartError::Unavailable(_))
-        ));
+        let fill = Arc::new(fill);
+        let registry = registry();
+        match start(&registry, &fill, 1, None) {
+            Err(RegistryStartError::Failed(e)) => assert!(e.contains("unavailable"), "{e}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert_eq!(registry.active(), 0);
     }
 
     #[test]
@@ -681,7 +660,8 @@ mod tests {
 
     #[test]
     fn the_pattern_is_never_zero_and_does_not_repeat_within_a_chunk() {
-        let p = pattern(CHUNK);
+        let map = pattern(CHUNK).unwrap();
+        let p = map.as_slice();
         assert_eq!(p.len(), CHUNK);
         assert!(p.chunks(8).all(|w| w[0] & 1 == 1));
         assert_ne!(&p[..4096], &p[4096..8192]);

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use super::{bad, claim};
+use super::{bad, start_fault};
 use crate::app::App;
-use crate::chaos::disk::{EndReason, OnEnd, Outcome, StartError};
+use crate::chaos::disk::{EndReason, OnEnd, Outcome};
+use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
 use crate::events::{Event, unix_ms};
 use crate::http::Reply;
@@ -51,29 +52,50 @@ pub fn fill(app: &App, raw_query: &str, now: Instant) -> Reply {
     if let Some(why) = app.disk.unavailable() {
         return Reply::json(503, &json!({"error": format!("disk fill unavailable: {why}")}));
     }
-    if let Some(s) = app.disk.status() {
-        return busy(&StartError::Busy {
-            written: s.written,
-            writing: s.writing,
-        });
-    }
-    let permit = match claim(app, "disk", now, ramp.unwrap_or(Duration::ZERO)) {
-        Ok(p) => p,
-        Err(reply) => return reply,
-    };
     let bytes = mb << 20;
     let path = app.disk.dir().display().to_string();
-    app.events.emit(
-        Event::ChaosStarted,
-        json!({"action": "disk", "mb": mb, "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "keep": keep, "dir": path}),
-    );
-    let done = match app.disk.start(bytes, ramp, keep, permit, on_end(app, mb)) {
-        Ok(rx) => rx,
-        Err(e @ StartError::Busy { .. }) => return busy(&e),
-        Err(e) => {
-            app.metrics.chaos("disk", "failed");
-            return Reply::internal_error(&e.to_string());
+    let started = json!({"action": "disk", "mb": mb, "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "keep": keep, "dir": path});
+    let (disk, events) = (Arc::clone(&app.disk), Arc::clone(&app.events));
+    let removed_total = app.metrics.chaos_disk_fill_ended_total.clone();
+    let on_end = on_end(app, mb);
+    let t = SystemTime::now();
+    let mut done = None;
+    // A fill stays until it is removed (DELETE, /chaos/stop, SIGTERM), as a
+    // leak does, and holds its guardrail slot that long: `expected` is None.
+    let launched = start_fault(app, FaultKind::Disk, now, None, |ticket| {
+        events.emit(Event::ChaosStarted, started);
+        let (thread, rx) = disk.spawn(ticket, bytes, ramp, keep, on_end)?;
+        done = Some(rx);
+        let mut detail = format!("{mb} MiB");
+        if let Some(r) = ramp {
+            detail.push_str(&format!(", ramp {} s", r.as_secs()));
         }
+        Ok(Running {
+            threads: vec![thread],
+            cleanup: Box::new(move |ended| {
+                // Ended by itself (ENOSPC, EDQUOT, an I/O error): the writer
+                // has removed the partial file and said why already.
+                if ended == Ended::Failed {
+                    return;
+                }
+                if let Some(bytes) = disk.remove() {
+                    removed_total.with_label_values(&[EndReason::Removed.label()]).inc();
+                    events.emit(
+                        Event::ChaosFinished,
+                        json!({"action": "disk", "reason": EndReason::Removed.label(), "ended": ended.label(), "removed_bytes": bytes, "removed_mb": bytes >> 20}),
+                    );
+                }
+            }),
+            detail,
+            ends_at: ramp.map(|r| t + r),
+            extra: json!({"target_bytes": bytes}),
+        })
+    });
+    if let Err(reply) = launched {
+        return reply;
+    }
+    let Some(done) = done else {
+        return Reply::internal_error("the disk fill started without its writer");
     };
     if let Some(ramp) = ramp {
         return Reply::accepted(&json!({
@@ -84,11 +106,12 @@ pub fn fill(app: &App, raw_query: &str, now: Instant) -> Reply {
             "keep": keep,
             "dir": path,
             "ramp_seconds": ramp.as_secs(),
-            "ends_at_unix_ms": unix_ms(SystemTime::now()) + ramp.as_millis() as u64,
+            "ends_at_unix_ms": unix_ms(t) + ramp.as_millis() as u64,
         }));
     }
+    // The writer has recorded the outcome (and ended the entry if nothing
+    // is left on disk) before sending it.
     let outcome = done.recv();
-    app.disk.settle();
     match outcome {
         Ok(Outcome::Complete { bytes, took }) => {
             let body = json!({
@@ -127,31 +150,18 @@ pub fn fill(app: &App, raw_query: &str, now: Instant) -> Reply {
     }
 }
 
-/// `DELETE /load/disk`: stops a running fill and removes the file.
+/// `DELETE /load/disk`: stops the fill through the registry, and answers
+/// once its writer thread has ended and its file is removed.
 pub fn remove(app: &App) -> Reply {
-    match app.disk.stop() {
-        Some(bytes) => {
-            removed(app, bytes);
-            Reply::ok(&json!({"status": "removed", "removed_bytes": bytes, "removed_mb": bytes >> 20}))
-        }
-        None => Reply::ok(&json!({"status": "not active", "removed_bytes": 0, "removed_mb": 0})),
+    if app.registry.stop(Some(FaultKind::Disk), Ended::OnRequest).is_empty() {
+        return Reply::ok(&json!({"status": "not active", "removed_bytes": 0, "removed_mb": 0}));
     }
-}
-
-/// Records a removal on request (DELETE, POST /chaos/stop, shutdown).
-pub fn removed(app: &App, bytes: u64) {
-    app.metrics
-        .chaos_disk_fill_ended_total
-        .with_label_values(&[EndReason::Removed.label()])
-        .inc();
-    app.events.emit(
-        Event::ChaosFinished,
-        json!({"action": "disk", "reason": EndReason::Removed.label(), "removed_bytes": bytes, "removed_mb": bytes >> 20}),
-    );
-}
-
-fn busy(e: &StartError) -> Reply {
-    Reply::json(409, &json!({"error": e.to_string()}))
+    let bytes = app
+        .disk
+        .last_ended()
+        .filter(|e| e.reason == EndReason::Removed)
+        .map_or(0, |e| e.written);
+    Reply::ok(&json!({"status": "removed", "removed_bytes": bytes, "removed_mb": bytes >> 20}))
 }
 
 fn ended_message(reason: EndReason, written: u64, mb: u64, kept: bool, error: &str) -> String {
@@ -236,8 +246,9 @@ mod tests {
         );
         assert_eq!(
             events.event_names(),
-            ["CHAOS_STARTED", "CHAOS_FINISHED", "CHAOS_FINISHED"]
+            ["CHAOS_STARTED", "CHAOS_FINISHED", "CHAOS_REJECTED", "CHAOS_FINISHED"]
         );
+        assert_eq!((app.registry.active(), app.disk.status()), (0, None));
     }
 
     #[test]

@@ -79,7 +79,8 @@ fn cpu_load_answers_202_with_what_started() {
 
 #[test]
 fn memory_leak_answers_with_totals() {
-    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    // Each leak holds a guardrail slot until it is released.
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "2")]);
     let r = svc.post("/load/memory?mb=4");
     assert_eq!(r.status, 200, "{}", r.body);
     let b = r.json();

@@ -95,7 +95,11 @@ fn on_a_32m_tmpfs_du_agrees_a_full_disk_is_507_and_the_crash_marker_still_works(
         .iter()
         .find(|f| f["fault"] == "disk")
         .cloned();
-    assert_eq!(listed.expect("disk listed")["written_bytes"], 16 * MIB, "{chaos}");
+    let listed = listed.expect("disk listed");
+    assert_eq!(listed["written_bytes"], 16 * MIB, "{chaos}");
+    // Written, it stays until removed, holding its slot: no end of its own.
+    assert_eq!(listed["ends_at_unix_ms"], serde_json::Value::Null, "{chaos}");
+    assert_eq!(chaos["active"], 1, "{chaos}");
     assert_eq!(
         svc.metric("chaos_disk_fill_bytes{state=\"written\"}"),
         (16 * MIB) as f64
@@ -277,4 +281,47 @@ fn token_kill_switch_guardrails_and_a_bad_dir_apply_to_the_disk_fill() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid DISK_FILL_DIR \"\""));
+}
+
+/// A fill that stays holds its guardrail slot until it is removed, as a
+/// leak does: once a ramp has written everything it is still listed (with
+/// no end of its own), counted by the guardrail and by chaos_fault_active;
+/// DELETE frees the slot.
+#[test]
+fn a_written_fill_keeps_its_slot_until_removed() {
+    let state = temp_dir("disk-slot");
+    let svc = Service::start_in(&state, &[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    assert_eq!(svc.post("/load/disk?mb=2&ramp=1").status, 202);
+    let held = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        let chaos = svc.get("/chaos").json();
+        (chaos["faults"][0]["writing"] == false).then_some(chaos)
+    })
+    .expect("the ramp finishes writing");
+    let fill = &held["faults"][0];
+    assert_eq!(
+        (
+            fill["fault"].as_str(),
+            fill["written_bytes"].as_u64(),
+            held["active"].as_u64()
+        ),
+        (Some("disk"), Some(2 * MIB), Some(1)),
+        "{held}"
+    );
+    assert_eq!(fill["ends_at_unix_ms"], serde_json::Value::Null, "{held}");
+    assert_eq!(svc.metric("chaos_fault_active{fault=\"disk\"}"), 1.0);
+    let r = svc.post("/load/cpu?duration=1");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(
+        r.body.contains("a disk fill holds its slot until DELETE /load/disk"),
+        "{}",
+        r.body
+    );
+    let r = svc.post("/load/disk?mb=1");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("already held (2 MiB written)"), "{}", r.body);
+    let r = request(svc.addr, "DELETE", "/load/disk", &[], "");
+    assert_eq!(r.json()["removed_bytes"].as_u64(), Some(2 * MIB), "{}", r.body);
+    assert_eq!(files(&state.join("fill")), Vec::<String>::new());
+    assert_eq!(svc.metric("chaos_fault_active{fault=\"disk\"}"), 0.0);
+    assert_eq!(svc.post("/load/cpu?duration=1").status, 202, "the slot is free");
 }

@@ -22,4 +22,5 @@ mod matrix;
 mod observability;
 mod openapi;
 mod promtool;
+mod registry;
 mod scripts;

@@ -261,7 +261,8 @@ fn deployment_agrees_with_the_app() {
     );
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
 
-    // Memory: measured idle RSS plus k leaks gives ready, then 503, then OOM.
+    // Memory: measured idle RSS plus a leak of k × MEMORY_MB gives ready,
+    // then 503, then OOM (the ramp of the README's recipe passes all three).
     let base_mib = svc.rss_bytes() as f64 / 1048576.0;
     let leak = env_value(&env, "MEMORY_MB").parse::<f64>().unwrap();
     let ready_max = env_value(&env, "MAX_MEMORY_MB_READY").parse::<f64>().unwrap();
@@ -271,9 +272,15 @@ fn deployment_agrees_with_the_app() {
         base_mib + leak < ready_max - margin,
         "1st leak: {base_mib:.1} + {leak} keeps the pod ready"
     );
-    assert!(base_mib + 2.0 * leak > ready_max + margin, "2nd leak fails readiness");
-    assert!(base_mib + 2.0 * leak < limit - margin, "2nd leak stays under the limit");
-    assert!(base_mib + 3.0 * leak > limit + margin, "3rd leak passes the limit");
+    assert!(
+        base_mib + 2.0 * leak > ready_max + margin,
+        "2 × MEMORY_MB fails readiness"
+    );
+    assert!(
+        base_mib + 2.0 * leak < limit - margin,
+        "2 × MEMORY_MB stays under the limit"
+    );
+    assert!(base_mib + 3.0 * leak > limit + margin, "3 × MEMORY_MB passes the limit");
 
     // CPU: one saturated pod alone pushes the average over the HPA target.
     let hpa = &find(&docs, "HorizontalPodAutoscaler")["spec"];
@@ -418,11 +425,19 @@ fn memory_numbers_play_out_in_order_under_the_limit() {
     assert_eq!(
         request(addr, "GET", "/ready", &[], "").status,
         200,
-        "first leak: still ready"
+        "a leak of MEMORY_MB: still ready"
     );
-    assert_eq!(request(addr, "POST", "/load/memory", &AUTH, "").status, 200);
+    assert_eq!(
+        request(addr, "POST", "/load/memory", &AUTH, "").status,
+        429,
+        "the leak holds the one guardrail slot until it is released"
+    );
+    assert_eq!(request(addr, "DELETE", "/load/memory", &AUTH, "").status, 200);
+    let mb: u64 = mb.parse().unwrap();
+    let twice = format!("/load/memory?mb={}", 2 * mb);
+    assert_eq!(request(addr, "POST", &twice, &AUTH, "").status, 200);
     let ready = request(addr, "GET", "/ready", &[], "");
-    assert_eq!(ready.status, 503, "second leak: traffic shed");
+    assert_eq!(ready.status, 503, "2 × MEMORY_MB: traffic shed");
     assert!(
         ready.json()["reasons"][0]
             .as_str()
@@ -434,9 +449,22 @@ fn memory_numbers_play_out_in_order_under_the_limit() {
         200,
         "no restart wanted"
     );
-    let third = try_request(addr, "POST", "/load/memory", &AUTH, "", Duration::from_secs(10));
-    assert!(third.is_err(), "third leak: killed before it answers ({third:?})");
-    assert_eq!(pod.wait_exit(Duration::from_secs(10)), Some(137), "OOM kill");
+    assert_eq!(request(addr, "DELETE", "/load/memory", &AUTH, "").status, 200);
+    assert_eq!(
+        request(addr, "GET", "/ready", &[], "").status,
+        200,
+        "released: ready again without a restart"
+    );
+    // The README's recipe, faster: one ramp to 3 × MEMORY_MB sheds traffic
+    // on the way, then passes the limit.
+    let ramp = format!("/load/memory?mb={}&ramp=6", 3 * mb);
+    assert_eq!(request(addr, "POST", &ramp, &AUTH, "").status, 202);
+    let shed = poll(Duration::from_secs(6), Duration::from_millis(100), || {
+        let r = try_request(addr, "GET", "/ready", &[], "", Duration::from_secs(2)).ok()?;
+        (r.status == 503).then_some(())
+    });
+    assert!(shed.is_some(), "the ramp fails readiness before the kill");
+    assert_eq!(pod.wait_exit(Duration::from_secs(15)), Some(137), "OOM kill");
 }
 
 /// The emptyDir `sizeLimit` of the volume `name`, in MiB.

@@ -269,8 +269,8 @@ fn hpa_row_passes_on_a_scale_up_and_fails_without_one() {
     let (out, stdout, _) = run_matrix(&svc, &fx, "hpa", &hyp);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(verdict_line(&stdout, "hpa").contains("2 -> 4"));
-    // DELETE /load/cpu answers "stopping"; the idle-priority spin threads
-    // stop when they next get a CPU, which frees the guardrail slot.
+    // DELETE /load/cpu answers once the spin threads have stopped and the
+    // guardrail slot is free.
     let stopped = || {
         poll(Duration::from_secs(3), Duration::from_millis(20), || {
             (svc.metric("cpu_stress_active") == 0.0).then_some(())

@@ -203,7 +203,11 @@ fn url_encode(s: &str) -> String {
 #[ignore = "needs prometheus, pyyaml: scripts/test.sh runs it"]
 fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
     let _x = exclusive();
-    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_MEMORY_MB_READY", "40")]);
+    let svc = Service::start(&[
+        ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ("MAX_MEMORY_MB_READY", "40"),
+        ("MAX_CONCURRENT_CHAOS", "2"),
+    ]);
     let prom = Prometheus::start(svc.addr);
     let up = poll(Duration::from_secs(20), Duration::from_millis(200), || {
         (prom.value("up{job=\"chaos-backend-local\"}") == Some(1.0)).then_some(())
