@@ -75,7 +75,10 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
         log::warn!("{message}");
         app.events
             .emit(Event::ChaosRejected, json!({"action": "memory", "reason": message}));
-        return Reply::json(507, &json!({"error": message, "leaked_mb": 0}));
+        // The same body as a refusal found while allocating: what is held now.
+        let mut body = json!({"error": message, "leaked_mb": 0});
+        merge(&mut body, &totals(app));
+        return Reply::json(507, &body);
     }
     let plan = memory::Plan { bytes, ramp, hold };
     // A leak lasts until it is released: by DELETE, /chaos/stop, or the end
@@ -140,11 +143,7 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     let result = made_rx
         .recv()
         .unwrap_or_else(|_| Err(LeakError::Refused("the leak thread ended without an answer".into())));
-    let totals = json!({
-        "total_leaked_mb": app.leak.total_bytes() >> 20,
-        "chunks": app.leak.chunks(),
-        "rss_bytes": sys::rss_bytes(),
-    });
+    let totals = totals(app);
     match result {
         Ok(took) => {
             let mut body =
@@ -175,6 +174,15 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
             Reply::json(507, &body)
         }
     }
+}
+
+/// What the leak holds now, reported with every answer about a leak.
+fn totals(app: &App) -> serde_json::Value {
+    json!({
+        "total_leaked_mb": app.leak.total_bytes() >> 20,
+        "chunks": app.leak.chunks(),
+        "rss_bytes": sys::rss_bytes(),
+    })
 }
 
 /// `DELETE /load/memory`: releases every leak, so that a memory-degraded
