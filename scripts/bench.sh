@@ -46,9 +46,9 @@ fi
 # The static build that ships in the image, for the floor too.
 target=x86_64-unknown-linux-gnu
 echo "==> cargo build --release --target $target, static (service, floor, harness)" >&2
-RUSTFLAGS='-C target-feature=+crt-static' \
+RUSTFLAGS='-C target-feature=+crt-static -C relocation-model=static' \
   cargo build --release --locked --target "$target" --bin chaos-backend --example bench >&2
-RUSTFLAGS='-C target-feature=+crt-static' \
+RUSTFLAGS='-C target-feature=+crt-static -C relocation-model=static' \
   cargo build --release --locked --target "$target" --manifest-path bench/floor/Cargo.toml \
   --target-dir "${CARGO_TARGET_DIR:-target}/floor" >&2
 out="${CARGO_TARGET_DIR:-target}/$target/release"

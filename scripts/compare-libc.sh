@@ -43,11 +43,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${CARGO_TARGET_DIR:-target}"
 rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
 echo "==> building glibc (static), musl and the floor" >&2
-RUSTFLAGS='-C target-feature=+crt-static' \
+RUSTFLAGS='-C target-feature=+crt-static -C relocation-model=static' \
   cargo build --release --locked --target x86_64-unknown-linux-gnu --bin chaos-backend >&2
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
   cargo build --release --locked --target x86_64-unknown-linux-musl --bin chaos-backend >&2
-RUSTFLAGS='-C target-feature=+crt-static' \
+RUSTFLAGS='-C target-feature=+crt-static -C relocation-model=static' \
   cargo build --release --locked --target x86_64-unknown-linux-gnu --manifest-path bench/floor/Cargo.toml \
   --target-dir "$out/floor" >&2
 

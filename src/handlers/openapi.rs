@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::chaos::cpu::CpuBudget;
 use crate::http::Reply;
 
-/// The document as written in the repository.
-pub const DOCUMENT: &str = include_str!("../../api/openapi.json");
+/// The document as written in the repository, compacted by build.rs.
+pub const DOCUMENT: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
 
 pub fn get() -> Reply {
     match served(CpuBudget::detect().millicores()) {
