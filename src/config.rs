@@ -34,6 +34,8 @@ pub struct Config {
     pub chaos_enabled: bool,
     pub chaos_token: TokenSource,
     pub startup_delay: Duration,
+    /// The `HTTP_*` connection limits (see `limits.rs`).
+    pub connections: crate::limits::ConnectionSettings,
 }
 
 /// Where the bearer token that guards the chaos endpoints comes from.
@@ -86,6 +88,12 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("READY_FAIL_ON_CPU_STRESS", "true"),
     ("CHAOS_ENABLED", "true"),
     ("STARTUP_DELAY_SECONDS", "0"),
+    ("HTTP_MAX_CONNECTIONS", "auto"),
+    ("HTTP_IDLE_TIMEOUT_SECONDS", "30"),
+    ("HTTP_HEAD_TIMEOUT_SECONDS", "10"),
+    ("HTTP_WRITE_TIMEOUT_SECONDS", "10"),
+    ("HTTP_DRAIN_TIMEOUT_SECONDS", "10"),
+    ("HTTP_DRAIN_LIMIT_BYTES", "1048576"),
 ];
 
 impl Config {
@@ -158,6 +166,7 @@ impl Config {
             chaos_enabled: boolean("CHAOS_ENABLED")?,
             chaos_token: token_source(&lookup)?,
             startup_delay: Duration::from_secs(int("STARTUP_DELAY_SECONDS", 0, 3600, "seconds")?),
+            connections: crate::limits::ConnectionSettings::from_lookup(&lookup)?,
         })
     }
 

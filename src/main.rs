@@ -10,12 +10,14 @@ mod app;
 mod cgroup;
 mod chaos;
 mod config;
+mod connection_metrics;
 mod events;
 mod guard;
 mod handlers;
 mod healthcheck;
 mod http;
 mod latency;
+mod limits;
 mod metrics;
 mod query;
 mod readiness;
@@ -102,7 +104,11 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     if let Err(e) = sys::set_nodelay(&listener) {
         log::warn!("cannot set TCP_NODELAY on {addr} ({e}); large answers may wait for delayed ACKs");
     }
-    let server = tiny_http::Server::from_listener_with(listener, None, tiny_http::ServerOptions::default())
+    let options = tiny_http::ServerOptions {
+        connections: connection_limits(&config),
+        ..tiny_http::ServerOptions::default()
+    };
+    let server = tiny_http::Server::from_listener_with(listener, None, options)
         .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
     // Server::http starts one thread, the accept loop, which at once starts
     // the four threads of its connection pool: the accept thread is the
@@ -126,8 +132,10 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         None => log::warn!("cannot find tiny_http's accept thread; a dead listener will not be noticed"),
     }
     log::debug!("app ready after {:?}", started.elapsed());
-    let pool = Pool::start(Arc::new(server), Arc::clone(&app), workers, tx)
-        .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    let server = Arc::new(server);
+    app.metrics.connections.watch(Arc::clone(&server));
+    let pool =
+        Pool::start(server, Arc::clone(&app), workers, tx).map_err(|e| format!("cannot start worker threads: {e}"))?;
     log::info!("listening on http://{listen} with {workers} workers");
     app.record_start(&listen);
 
@@ -146,6 +154,35 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         }
         Err(_) => Err("control channel closed".to_string()),
     }
+}
+
+/// The connection limits: the configured ones, and the cap computed from
+/// what bounds the process (see `limits.rs`), logged.
+fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
+    let settings = &config.connections;
+    let cpus = chaos::cpu::CpuBudget::detect().saturating_threads();
+    let other = limits::other_threads(config.workers, config.max_concurrent_chaos, cpus);
+    let bounds = limits::Bounds::read();
+    let cap = limits::cap(settings, &bounds, other);
+    let show = |v: Option<u64>| v.map_or_else(|| "unbounded".to_string(), |v| v.to_string());
+    log::info!(
+        "HTTP connections: cap {} ({}; memory allows {}, fds {}, threads {}); idle timeout {:?}, head {:?}, write {:?}, body drain {} bytes in {:?}",
+        cap.chosen,
+        if cap.configured {
+            "HTTP_MAX_CONNECTIONS"
+        } else {
+            "computed"
+        },
+        show(cap.by_memory),
+        show(cap.by_fds),
+        show(cap.by_threads),
+        settings.idle_timeout,
+        settings.head_timeout,
+        settings.write_timeout,
+        settings.drain_limit,
+        settings.drain_timeout,
+    );
+    limits::connection_limits(settings, &cap)
 }
 
 /// Graceful stop: fail readiness at once, wait `SHUTDOWN_DELAY_SECONDS` so

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub chaos_fault_active: prometheus::IntGaugeVec,
     pub chaos_leaked_bytes: IntGauge,
     pub chaos_cpu_target_millicores: IntGauge,
+    /// `http_connections_*`, read from the HTTP server at each scrape.
+    pub connections: crate::connection_metrics::ConnectionMetrics,
 }
 
 impl Metrics {
@@ -152,6 +154,7 @@ impl Metrics {
             chaos_fault_active.with_label_values(&[fault]);
         }
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let connections = crate::connection_metrics::ConnectionMetrics::new(&registry)?;
 
         for route in Route::ALL {
             http_request_duration_seconds.with_label_values(&[route.label()]);
@@ -185,6 +188,7 @@ impl Metrics {
             chaos_fault_active,
             chaos_leaked_bytes,
             chaos_cpu_target_millicores,
+            connections,
         })
     }
 

@@ -42,6 +42,17 @@ pub fn thread_alive(tid: u32) -> bool {
     std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
+/// The soft limit on open fds (`RLIMIT_NOFILE`), `None` when unlimited.
+pub fn nofile_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
 /// Physical memory plus swap of the machine, from `/proc/meminfo`; `None`
 /// when it cannot be read.
 pub fn machine_memory_bytes() -> Option<u64> {

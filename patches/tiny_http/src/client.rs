@@ -2,15 +2,15 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::common::{HTTPVersion, Method};
-use crate::util::RefinedTcpStream;
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::connections::{AnswerWriter, BodyPlan, Conn, CountingReader, Phase, SharedStream, Table};
+use crate::util::{SequentialReader, SequentialReaderBuilder};
 use crate::Request;
 use crate::ServerOptions;
 
@@ -22,14 +22,17 @@ pub struct ClientConnection {
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
+    source: SequentialReaderBuilder<BufReader<SharedStream>>,
 
-    // sequence of Writers to the stream, to avoid writing response #2 before
-    //  response #1
-    sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
+    // Patch (chaos-backend): writers of answers. Upstream chained them in a
+    // `SequentialWriter` so that answer #2 waits for answer #1; here a
+    // connection has one request in flight at a time (its thread reads the
+    // next head once the answer is written), so answers are in order
+    // without any worker waiting for another.
+    sink: AnswerSink,
 
     // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
+    next_header_source: SequentialReader<BufReader<SharedStream>>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
@@ -40,6 +43,23 @@ pub struct ClientConnection {
     // Patch (chaos-backend): the server's limits and hooks.
     #[allow(dead_code)]
     options: Arc<ServerOptions>,
+
+    // Patch (chaos-backend): the socket, shared with the table and the
+    // answer writers, and the table that times it out.
+    conn: Arc<Conn>,
+    table: Arc<Table>,
+}
+
+/// Patch (chaos-backend): hands out the writer of each answer.
+struct AnswerSink {
+    conn: Arc<Conn>,
+}
+
+impl Iterator for AnswerSink {
+    type Item = AnswerWriter;
+    fn next(&mut self) -> Option<AnswerWriter> {
+        Some(AnswerWriter::new(&self.conn))
+    }
 }
 
 /// Error that can happen when reading a request.
@@ -54,29 +74,75 @@ enum ReadError {
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
-        write_socket: RefinedTcpStream,
-        mut read_socket: RefinedTcpStream,
-        options: Arc<ServerOptions>,
-    ) -> ClientConnection {
-        let remote_addr = read_socket.peer_addr();
-        let secure = read_socket.secure();
+    pub(crate) fn new(conn: Arc<Conn>, table: Arc<Table>, options: Arc<ServerOptions>) -> ClientConnection {
+        let remote_addr = conn.peer_addr();
+        let secure = false;
 
-        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
+        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, SharedStream(Arc::clone(&conn))));
         let first_header = source.next().unwrap();
 
         ClientConnection {
             source,
-            sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
+            sink: AnswerSink {
+                conn: Arc::clone(&conn),
+            },
             remote_addr,
             next_header_source: first_header,
             no_more_requests: false,
             secure,
             options,
+            conn,
+            table,
+        }
+    }
+
+    /// Patch (chaos-backend): everything between two requests, on the
+    /// connection's thread: wait for the answer (one request in flight per
+    /// connection), write what the worker could not, drain an unread body,
+    /// then wait for the first byte of the next head under the idle
+    /// timeout. False when the connection ends.
+    fn between_requests(&mut self) -> bool {
+        if !self.conn.finish_answers() {
+            return false;
+        }
+        let conn = Arc::clone(&self.conn);
+        let Some(left) = conn.body_left() else {
+            return false;
+        };
+        if left > 0 {
+            let drained = self
+                .next_header_source
+                .with_inner(|r| conn.drain(r, left))
+                .unwrap_or(false);
+            if !drained {
+                return false;
+            }
+        }
+        conn.enter(Phase::Idle);
+        let more = self
+            .next_header_source
+            .with_inner(|r| r.fill_buf().map(|b| !b.is_empty()).unwrap_or(false))
+            .unwrap_or(false);
+        if more {
+            conn.enter(Phase::ReadingHead);
+            conn.new_head();
+        }
+        more
+    }
+
+    /// Patch (chaos-backend): the framing of `rq`'s body, to know what is
+    /// left to drain once it is answered.
+    fn body_plan(rq: &Request) -> BodyPlan {
+        let headers = rq.headers();
+        BodyPlan {
+            content_length: rq.body_length().map_or(0, |l| l as u64),
+            chunked: headers.iter().any(|h| h.field.equiv("Transfer-Encoding")),
+            expect_continue: headers.iter().any(|h| h.field.equiv("Expect")),
         }
     }
 
     /// true if the connection is HTTPS
+    #[allow(dead_code)] // Patch (chaos-backend): SSL is not wired in
     pub fn secure(&self) -> bool {
         self.secure
     }
@@ -150,6 +216,8 @@ impl ClientConnection {
         // follow-up for next potential request
         let mut data_source = self.source.next().unwrap();
         std::mem::swap(&mut self.next_header_source, &mut data_source);
+        // Patch (chaos-backend): count the body bytes read, to drain the rest.
+        let data_source = CountingReader::new(data_source, &self.conn);
 
         // building the next reader
         let request = crate::request::new_request(
@@ -166,9 +234,7 @@ impl ClientConnection {
             use crate::request;
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
-                }
+                request::RequestCreationError::ExpectationFailed => ReadError::ExpectationFailed(version),
             }
         })?;
 
@@ -192,13 +258,15 @@ impl Iterator for ClientConnection {
         }
 
         loop {
+            // Patch (chaos-backend): see `between_requests`.
+            if !self.between_requests() {
+                return None;
+            }
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
                     let writer = self.sink.next().unwrap();
                     let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
                     return None; // we don't know where the next request would start,
                                  // se we have to close
                 }
@@ -215,9 +283,7 @@ impl Iterator for ClientConnection {
                     // request timeout
                     let writer = self.sink.next().unwrap();
                     let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
                     return None; // closing the connection
                 }
 
@@ -236,13 +302,9 @@ impl Iterator for ClientConnection {
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
                 let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
+                let response = Response::from_string("This server only supports HTTP versions 1.0 and 1.1".to_owned())
+                    .with_status_code(StatusCode(505));
+                response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
                 continue;
             }
 
@@ -258,18 +320,32 @@ impl Iterator for ClientConnection {
             match lowercase {
                 Some(ref val) if val.contains("close") => self.no_more_requests = true,
                 Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
+                Some(ref val) if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) => {
                     self.no_more_requests = true
                 }
                 None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
                 _ => (),
             };
 
+            // Patch (chaos-backend): the request is in flight until answered.
+            self.conn.start_request(Self::body_plan(&rq));
+            self.conn.enter(Phase::Busy);
+            let mut rq = rq;
+            rq.set_connection(Arc::clone(&self.conn));
+
             // returning the request
             return Some(rq);
         }
+    }
+}
+
+impl Drop for ClientConnection {
+    /// Patch (chaos-backend): the last answer is written (under the write
+    /// timeout) before the socket closes, and the table forgets it.
+    fn drop(&mut self) {
+        self.conn.finish_answers();
+        self.conn.shutdown(std::net::Shutdown::Both);
+        self.table.remove(&self.conn);
     }
 }
 

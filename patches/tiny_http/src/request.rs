@@ -7,9 +7,11 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
+use crate::connections::Conn;
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
+use std::sync::Arc;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -74,6 +76,10 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // Patch (chaos-backend): the connection, to hold an answer back on its
+    // own thread (`respond_held`). None for `TestRequest`s.
+    connection: Option<Arc<Conn>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -238,6 +244,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        connection: None,
     })
 }
 
@@ -302,11 +309,7 @@ impl Request {
     /// If you call this on a non-websocket request, tiny-http will wait until this `Stream` object
     ///  is destroyed before continuing to read or write on the socket. Therefore you should always
     ///  destroy it as soon as possible.
-    pub fn upgrade<R: Read>(
-        mut self,
-        protocol: &str,
-        response: Response<R>,
-    ) -> Box<dyn ReadWrite + Send> {
+    pub fn upgrade<R: Read>(mut self, protocol: &str, response: Response<R>) -> Box<dyn ReadWrite + Send> {
         use crate::util::CustomStream;
 
         response
@@ -323,10 +326,7 @@ impl Request {
 
         let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
         if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop {
-                sender,
-                inner: stream,
-            };
+            let stream = NotifyOnDrop { sender, inner: stream };
             Box::new(stream) as Box<dyn ReadWrite + Send>
         } else {
             Box::new(stream) as Box<dyn ReadWrite + Send>
@@ -390,10 +390,7 @@ impl Request {
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
         let writer = self.extract_writer_impl();
         if let Some(sender) = self.notify_when_responded.take() {
-            let writer = NotifyOnDrop {
-                sender,
-                inner: writer,
-            };
+            let writer = NotifyOnDrop { sender, inner: writer };
             Box::new(writer) as Box<dyn Write + Send + 'static>
         } else {
             writer
@@ -469,6 +466,28 @@ impl Request {
         })
     }
 
+    pub(crate) fn set_connection(&mut self, conn: Arc<Conn>) {
+        self.connection = Some(conn);
+    }
+
+    /// Patch (chaos-backend): like `respond`, but the answer reaches the
+    /// client `hold` later. It is rendered now, on the calling thread, and
+    /// written by the connection's own thread once `hold` has passed, so
+    /// that a deliberately slow answer costs neither a worker nor a thread
+    /// of its own. Without a connection (a `TestRequest`) it is `respond`.
+    pub fn respond_held<R>(self, response: Response<R>, hold: std::time::Duration) -> Result<(), IoError>
+    where
+        R: Read,
+    {
+        if let Some(conn) = &self.connection {
+            if !hold.is_zero() {
+                conn.hold_until(std::time::Instant::now() + hold);
+            }
+        }
+        self.respond(response)
+    }
+
+    #[allow(dead_code)] // Patch (chaos-backend): SSL is not wired in
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
         self.notify_when_responded = Some(sender);
         self

@@ -92,10 +92,7 @@ impl OpenSslContext {
         Ok(Self(ctx.build()))
     }
 
-    pub fn accept(
-        &self,
-        stream: Connection,
-    ) -> Result<OpenSslStream, Box<dyn Error + Send + Sync + 'static>> {
+    pub fn accept(&self, stream: Connection) -> Result<OpenSslStream, Box<dyn Error + Send + Sync + 'static>> {
         use openssl::ssl::Ssl;
         let session = Ssl::new(&self.0).expect("Failed to create new OpenSSL session");
         let stream = session.accept(stream)?;

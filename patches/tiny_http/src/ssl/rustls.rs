@@ -9,17 +9,11 @@ use zeroize::Zeroizing;
 /// A wrapper around an owned Rustls connection and corresponding stream.
 ///
 /// Uses an internal Mutex to permit disparate reader & writer threads to access the stream independently.
-pub(crate) struct RustlsStream(
-    Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, Connection>>>,
-);
+pub(crate) struct RustlsStream(Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, Connection>>>);
 
 impl RustlsStream {
     pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .sock
-            .peer_addr()
+        self.0.lock().expect("Failed to lock SSL stream mutex").sock.peer_addr()
     }
 
     pub(crate) fn shutdown(&mut self, how: Shutdown) -> std::io::Result<()> {
@@ -39,26 +33,17 @@ impl Clone for RustlsStream {
 
 impl Read for RustlsStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .read(buf)
+        self.0.lock().expect("Failed to lock SSL stream mutex").read(buf)
     }
 }
 
 impl Write for RustlsStream {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .write(buf)
+        self.0.lock().expect("Failed to lock SSL stream mutex").write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .flush()
+        self.0.lock().expect("Failed to lock SSL stream mutex").flush()
     }
 }
 
@@ -69,21 +54,18 @@ impl RustlsContext {
         certificates: Vec<u8>,
         private_key: Zeroizing<Vec<u8>>,
     ) -> Result<Self, Box<dyn Error + Send + Sync>> {
-        let certificate_chain: Vec<rustls::Certificate> =
-            rustls_pemfile::certs(&mut certificates.as_slice())?
-                .into_iter()
-                .map(|bytes| rustls::Certificate(bytes))
-                .collect();
+        let certificate_chain: Vec<rustls::Certificate> = rustls_pemfile::certs(&mut certificates.as_slice())?
+            .into_iter()
+            .map(|bytes| rustls::Certificate(bytes))
+            .collect();
 
         if certificate_chain.is_empty() {
             return Err("Couldn't extract certificate chain from config.".into());
         }
 
         let private_key = rustls::PrivateKey({
-            let pkcs8_keys = rustls_pemfile::pkcs8_private_keys(
-                &mut private_key.clone().as_slice(),
-            )
-            .expect("file contains invalid pkcs8 private key (encrypted keys are not supported)");
+            let pkcs8_keys = rustls_pemfile::pkcs8_private_keys(&mut private_key.clone().as_slice())
+                .expect("file contains invalid pkcs8 private key (encrypted keys are not supported)");
 
             if let Some(pkcs8_key) = pkcs8_keys.first() {
                 pkcs8_key.clone()
@@ -102,14 +84,11 @@ impl RustlsContext {
         Ok(Self(Arc::new(tls_conf)))
     }
 
-    pub(crate) fn accept(
-        &self,
-        stream: Connection,
-    ) -> Result<RustlsStream, Box<dyn Error + Send + Sync + 'static>> {
+    pub(crate) fn accept(&self, stream: Connection) -> Result<RustlsStream, Box<dyn Error + Send + Sync + 'static>> {
         let connection = rustls::ServerConnection::new(self.0.clone())?;
-        Ok(RustlsStream(Arc::new(Mutex::new(
-            rustls::StreamOwned::new(connection, stream),
-        ))))
+        Ok(RustlsStream(Arc::new(Mutex::new(rustls::StreamOwned::new(
+            connection, stream,
+        )))))
     }
 }
 

@@ -1,0 +1,653 @@
+//! Patch (chaos-backend): the connection table, its watchdog, and the
+//! writer of answers.
+//!
+//! Upstream tiny_http 0.12 gives every connection a thread and two fds
+//! (`try_clone`), never times a connection out and never bounds how many
+//! there are (tiny-http#283, tiny-http#41, tiny-http#183). Here:
+//!
+//! - every connection is one socket (`Conn`), shared by its reader, the
+//!   writer of its answers and the table: one fd per connection;
+//! - the table knows what each connection is doing (`Phase`) and since
+//!   when; one watchdog thread per server enforces the idle timeout, the
+//!   whole-head deadline, the write-progress timeout and the body-drain
+//!   deadline by shutting the socket down, which wakes the blocked read or
+//!   write at once (no `SO_RCVTIMEO`: on a listener it also times out
+//!   `accept`);
+//! - at the cap a new connection evicts the oldest idle one, else the
+//!   oldest one still sending a head or a body nobody reads; never one
+//!   whose request is being answered;
+//! - workers never block on a client: an answer is rendered in memory and
+//!   written with one non-blocking attempt; what does not fit is written by
+//!   the connection's own thread under the write-progress timeout
+//!   (upstream's `SequentialWriter` made every worker with a later answer
+//!   on the same connection wait behind a stuck write).
+
+use std::collections::HashMap;
+use std::convert::TryFrom;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::connection::Connection;
+use crate::ConnectionLimits;
+
+/// What a connection is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for the first byte of the next head.
+    Idle,
+    /// The first byte of a head has come; the rest has not.
+    ReadingHead,
+    /// A worker holds its request.
+    Busy,
+    /// The answer is held back on purpose (`Request::respond_held`).
+    Holding,
+    /// The connection's thread writes what the worker could not.
+    Writing,
+    /// Reading and discarding a request body nobody read.
+    Draining,
+}
+
+/// Why the table closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    Evicted,
+    IdleTimeout,
+    HeadTimeout,
+    WriteTimeout,
+    DrainTimeout,
+}
+
+/// How the body of the request being answered is framed, to know what is
+/// left to drain once it is answered.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BodyPlan {
+    pub content_length: u64,
+    pub chunked: bool,
+    pub expect_continue: bool,
+}
+
+struct State {
+    phase: Phase,
+    since: Instant,
+    /// Last time a write by the connection's thread made progress.
+    progress: Instant,
+    /// Answer writers alive (0 or 1 but for tiny_http's own error answers).
+    writers: usize,
+    /// Bytes of answers not written yet, in order.
+    out: Vec<u8>,
+    hold_until: Option<Instant>,
+    close_after: bool,
+    body: BodyPlan,
+    expired: Option<Expiry>,
+}
+
+/// One connection: its socket and what it is doing.
+pub(crate) struct Conn {
+    id: u64,
+    stream: Connection,
+    state: Mutex<State>,
+    cond: Condvar,
+    /// Body bytes of the current request read so far (by anyone).
+    body_read: AtomicU64,
+    drain_limit: u64,
+}
+
+impl Conn {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<Option<std::net::SocketAddr>> {
+        self.stream.peer_addr_ref()
+    }
+
+    /// Enters `phase`, starting its clock.
+    pub(crate) fn enter(&self, phase: Phase) {
+        let now = Instant::now();
+        let mut s = self.state();
+        s.phase = phase;
+        s.since = now;
+        s.progress = now;
+    }
+
+    /// A new head starts: nothing of its body read yet.
+    pub(crate) fn new_head(&self) {
+        self.body_read.store(0, Ordering::Relaxed);
+        self.start_request(BodyPlan::default());
+    }
+
+    /// Starts a request whose body is framed as `body`.
+    pub(crate) fn start_request(&self, body: BodyPlan) {
+        let mut s = self.state();
+        s.body = body;
+        s.close_after = false;
+        s.hold_until = None;
+    }
+
+    pub(crate) fn expired(&self) -> Option<Expiry> {
+        self.state().expired
+    }
+
+    /// Closes the connection from another thread: wakes its blocked read
+    /// or write. A head that times out gets its read side shut only, so
+    /// that its thread can still answer 408.
+    pub(crate) fn expire(&self, why: Expiry) {
+        {
+            let mut s = self.state();
+            if s.expired.is_some() {
+                return;
+            }
+            s.expired = Some(why);
+        }
+        let how = if why == Expiry::HeadTimeout {
+            Shutdown::Read
+        } else {
+            Shutdown::Both
+        };
+        let _ = self.stream.shutdown(how);
+        self.cond.notify_all();
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) {
+        let _ = self.stream.shutdown(how);
+    }
+
+    /// Whether the connection must close after this answer rather than
+    /// drain what is left of the request body: a chunked body (its end
+    /// cannot be known without parsing it), a body the client waits to be
+    /// asked for (`Expect: 100-continue`, never asked), or more left than
+    /// the drain limit.
+    fn must_close(&self, s: &State) -> bool {
+        let read = self.body_read.load(Ordering::Relaxed);
+        let left = s.body.content_length.saturating_sub(read);
+        s.body.chunked || (left > 0 && s.body.expect_continue && read == 0) || left > self.drain_limit
+    }
+
+    /// Body bytes still unread that the connection's thread must drain
+    /// before the next head, or None when it must close instead.
+    pub(crate) fn body_left(&self) -> Option<u64> {
+        let s = self.state();
+        if s.close_after || self.must_close(&s) {
+            return None;
+        }
+        Some(
+            s.body
+                .content_length
+                .saturating_sub(self.body_read.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Holds the answer being written until `until`.
+    pub(crate) fn hold_until(&self, until: Instant) {
+        self.state().hold_until = Some(until);
+    }
+
+    /// Waits until every answer writer is done, waits out a hold, then
+    /// writes what the workers could not. False when the connection must
+    /// close (an error, a timeout, or an answer that said so).
+    pub(crate) fn finish_answers(&self) -> bool {
+        let mut s = self.state();
+        s.phase = Phase::Busy;
+        while s.writers > 0 {
+            s = self.cond.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(until) = s.hold_until.take() {
+            s.phase = Phase::Holding;
+            loop {
+                let now = Instant::now();
+                if now >= until || s.expired.is_some() {
+                    break;
+                }
+                s = self
+                    .cond
+                    .wait_timeout(s, until - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+        if s.out.is_empty() {
+            return !s.close_after && s.expired.is_none();
+        }
+        let out = std::mem::take(&mut s.out);
+        let close = s.close_after;
+        let now = Instant::now();
+        s.phase = Phase::Writing;
+        s.since = now;
+        s.progress = now;
+        drop(s);
+        let mut written = 0;
+        while written < out.len() {
+            match self.stream.write_ref(&out[written..]) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    written += n;
+                    self.state().progress = Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        !close && self.expired().is_none()
+    }
+
+    /// Reads and discards `left` body bytes through `reader`, under the
+    /// drain deadline. False when the connection must close.
+    pub(crate) fn drain<R: Read>(&self, reader: &mut R, left: u64) -> bool {
+        if left == 0 {
+            return true;
+        }
+        self.enter(Phase::Draining);
+        let mut buf = [0u8; 8192];
+        let mut left = left;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            match reader.read(&mut buf[..want]) {
+                Ok(0) => return false,
+                Ok(n) => left -= n as u64,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// The read side of a connection, as its `BufReader` sees it.
+pub(crate) struct SharedStream(pub(crate) Arc<Conn>);
+
+impl Read for SharedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.stream.read_ref(buf) {
+            // The watchdog shut the read side: the head came too slowly.
+            Ok(0) if self.0.expired() == Some(Expiry::HeadTimeout) => Err(io::Error::new(
+                ErrorKind::TimedOut,
+                "the request head did not arrive in time",
+            )),
+            other => other,
+        }
+    }
+}
+
+/// Counts the body bytes read by whoever holds the request's reader, so
+/// that the connection's thread knows what is left to drain.
+pub(crate) struct CountingReader<R> {
+    inner: R,
+    conn: Arc<Conn>,
+}
+
+impl<R> CountingReader<R> {
+    pub(crate) fn new(inner: R, conn: &Arc<Conn>) -> Self {
+        CountingReader {
+            inner,
+            conn: Arc::clone(conn),
+        }
+    }
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.conn.body_read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Writes one answer. Everything is rendered in memory; `flush` (and the
+/// drop) sends it with one non-blocking attempt, and leaves what did not
+/// fit to the connection's thread, so a worker never waits for a client.
+pub(crate) struct AnswerWriter {
+    conn: Arc<Conn>,
+    buf: Vec<u8>,
+    /// The final (non-1xx) status line has been seen and the close decided.
+    decided: bool,
+}
+
+impl AnswerWriter {
+    pub(crate) fn new(conn: &Arc<Conn>) -> AnswerWriter {
+        conn.state().writers += 1;
+        AnswerWriter {
+            conn: Arc::clone(conn),
+            buf: Vec::new(),
+            decided: false,
+        }
+    }
+
+    fn send(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let mut s = self.conn.state();
+        if !self.decided && is_final_status_line(&self.buf) {
+            self.decided = true;
+            if self.conn.must_close(&s) {
+                s.close_after = true;
+                insert_connection_close(&mut self.buf);
+            }
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        // Earlier bytes still queued, or a held answer: keep the order and
+        // leave everything to the connection's thread.
+        if s.out.is_empty() && s.hold_until.is_none() && s.expired.is_none() {
+            drop(s);
+            let written = self.write_now(&buf);
+            buf.drain(..written);
+            s = self.conn.state();
+        }
+        if s.out.is_empty() {
+            s.out = buf;
+        } else {
+            s.out.extend_from_slice(&buf);
+        }
+    }
+
+    /// One attempt without blocking; returns what was written. Nothing
+    /// else touches the socket meanwhile: the connection's thread reads
+    /// the next head only once every writer is done.
+    fn write_now(&self, buf: &[u8]) -> usize {
+        let stream = &self.conn.stream;
+        if stream.set_nonblocking_ref(true).is_err() {
+            return 0;
+        }
+        let mut written = 0;
+        while written < buf.len() {
+            match stream.write_ref(&buf[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if stream.set_nonblocking_ref(false).is_err() {
+            // A socket left non-blocking would fail its next read: close.
+            self.conn.expire(Expiry::WriteTimeout);
+        }
+        written
+    }
+}
+
+impl Write for AnswerWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send();
+        Ok(())
+    }
+}
+
+impl Drop for AnswerWriter {
+    fn drop(&mut self) {
+        self.send();
+        let mut s = self.conn.state();
+        s.writers -= 1;
+        drop(s);
+        self.conn.cond.notify_all();
+    }
+}
+
+fn is_final_status_line(buf: &[u8]) -> bool {
+    // "HTTP/1.1 200 ..."
+    buf.len() > 9 && buf.starts_with(b"HTTP/") && buf[9] != b'1'
+}
+
+/// Adds `Connection: close` after the status line (tiny_http's `Response`
+/// refuses a `Connection` header from the handler).
+fn insert_connection_close(buf: &mut Vec<u8>) {
+    if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+        let at = end + 2;
+        buf.splice(at..at, b"Connection: close\r\n".iter().copied());
+    }
+}
+
+/// Counters of the connection layer; see `Server::connection_stats`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub accepted: AtomicU64,
+    pub rejected_cap: AtomicU64,
+    pub rejected_spawn: AtomicU64,
+    pub accept_errors: AtomicU64,
+    pub evicted: AtomicU64,
+    pub idle_timeouts: AtomicU64,
+    pub head_timeouts: AtomicU64,
+    pub write_timeouts: AtomicU64,
+    pub drain_timeouts: AtomicU64,
+}
+
+/// A snapshot of the connection layer's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Connections open now.
+    pub open: usize,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// New connections closed at the cap because none could be evicted.
+    pub rejected_cap: u64,
+    /// New connections closed because their thread could not be spawned.
+    pub rejected_spawn: u64,
+    /// `accept` calls that failed (EMFILE, ENFILE, ENOBUFS, ...).
+    pub accept_errors: u64,
+    /// Connections closed to make room for a new one.
+    pub evicted: u64,
+    /// Connections closed after idling for the idle timeout.
+    pub idle_timeouts: u64,
+    /// Connections closed because a head took longer than its deadline.
+    pub head_timeouts: u64,
+    /// Connections closed because a write made no progress in time.
+    pub write_timeouts: u64,
+    /// Connections closed because an unread body did not come in time.
+    pub drain_timeouts: u64,
+}
+
+/// Every open connection of one server.
+pub(crate) struct Table {
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    pub(crate) limits: ConnectionLimits,
+    pub(crate) counters: Counters,
+    open: AtomicUsize,
+}
+
+impl Table {
+    pub(crate) fn new(limits: ConnectionLimits) -> Arc<Table> {
+        Arc::new(Table {
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            limits,
+            counters: Counters::default(),
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    fn conns(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits a new connection, evicting one at the cap; None when the cap
+    /// is reached and nothing can be evicted (the socket is then closed).
+    pub(crate) fn admit(&self, stream: Connection) -> Option<Arc<Conn>> {
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let mut conns = self.conns();
+        if conns.len() >= self.limits.max_connections {
+            match pick_victim(&conns) {
+                Some(victim) => {
+                    if let Some(v) = conns.remove(&victim) {
+                        v.expire(Expiry::Evicted);
+                    }
+                    self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    self.counters.rejected_cap.fetch_add(1, Ordering::Relaxed);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return None;
+                }
+            }
+        }
+        let now = Instant::now();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            id,
+            stream,
+            state: Mutex::new(State {
+                phase: Phase::Idle,
+                since: now,
+                progress: now,
+                writers: 0,
+                out: Vec::new(),
+                hold_until: None,
+                close_after: false,
+                body: BodyPlan::default(),
+                expired: None,
+            }),
+            cond: Condvar::new(),
+            body_read: AtomicU64::new(0),
+            drain_limit: self.limits.drain_limit,
+        });
+        conns.insert(id, Arc::clone(&conn));
+        self.open.store(conns.len(), Ordering::Relaxed);
+        Some(conn)
+    }
+
+    /// Forgets a connection whose thread is ending (or never started).
+    pub(crate) fn remove(&self, conn: &Conn) {
+        let mut conns = self.conns();
+        conns.remove(&conn.id);
+        self.open.store(conns.len(), Ordering::Relaxed);
+    }
+
+    /// Evicts one connection to free an fd after EMFILE/ENFILE; true if
+    /// one went.
+    pub(crate) fn evict_one(&self) -> bool {
+        let mut conns = self.conns();
+        let victim = pick_victim(&conns).and_then(|id| conns.remove(&id));
+        self.open.store(conns.len(), Ordering::Relaxed);
+        drop(conns);
+        match victim {
+            Some(v) => {
+                v.expire(Expiry::Evicted);
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ConnectionStats {
+            open: self.open.load(Ordering::Relaxed),
+            accepted: get(&c.accepted),
+            rejected_cap: get(&c.rejected_cap),
+            rejected_spawn: get(&c.rejected_spawn),
+            accept_errors: get(&c.accept_errors),
+            evicted: get(&c.evicted),
+            idle_timeouts: get(&c.idle_timeouts),
+            head_timeouts: get(&c.head_timeouts),
+            write_timeouts: get(&c.write_timeouts),
+            drain_timeouts: get(&c.drain_timeouts),
+        }
+    }
+
+    /// Closes every connection whose phase has outlived its limit.
+    fn enforce(&self, now: Instant) {
+        let conns: Vec<Arc<Conn>> = self.conns().values().cloned().collect();
+        let l = &self.limits;
+        for conn in conns {
+            let (phase, since, progress, expired) = {
+                let s = conn.state();
+                (s.phase, s.since, s.progress, s.expired)
+            };
+            if expired.is_some() {
+                continue;
+            }
+            let late = |limit: Option<Duration>, from: Instant| {
+                limit.map_or(false, |d| now.saturating_duration_since(from) > d)
+            };
+            let (why, counter) = match phase {
+                Phase::Idle if late(l.idle_timeout, since) => (Expiry::IdleTimeout, &self.counters.idle_timeouts),
+                Phase::ReadingHead if late(l.head_timeout, since) => {
+                    (Expiry::HeadTimeout, &self.counters.head_timeouts)
+                }
+                Phase::Writing if late(l.write_timeout, progress) => {
+                    (Expiry::WriteTimeout, &self.counters.write_timeouts)
+                }
+                Phase::Draining if late(l.drain_timeout, since) => {
+                    (Expiry::DrainTimeout, &self.counters.drain_timeouts)
+                }
+                _ => continue,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            conn.expire(why);
+        }
+    }
+}
+
+/// The oldest idle connection, else the oldest one whose input has not all
+/// come (a head, or a body nobody reads). Never one being answered.
+fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
+    let mut idle: Option<(Instant, u64)> = None;
+    let mut incomplete: Option<(Instant, u64)> = None;
+    for (id, c) in conns {
+        let s = c.state();
+        if s.expired.is_some() {
+            continue;
+        }
+        let slot = match s.phase {
+            Phase::Idle => &mut idle,
+            Phase::ReadingHead | Phase::Draining => &mut incomplete,
+            _ => continue,
+        };
+        if slot.map_or(true, |(t, _)| s.since < t) {
+            *slot = Some((s.since, *id));
+        }
+    }
+    idle.or(incomplete).map(|(_, id)| id)
+}
+
+/// Starts the server's watchdog; it ends once `closed` is set.
+pub(crate) fn spawn_watchdog(table: Arc<Table>, closed: Arc<AtomicBool>) -> io::Result<()> {
+    let l = &table.limits;
+    let shortest = [l.idle_timeout, l.head_timeout, l.write_timeout, l.drain_timeout]
+        .iter()
+        .flatten()
+        .min()
+        .copied();
+    let Some(shortest) = shortest else {
+        return Ok(()); // nothing to enforce: upstream's behaviour
+    };
+    // A limit is enforced at most a quarter of itself late (and at most
+    // 250 ms): cheap, a scan of a few thousand entries.
+    let period = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    thread::Builder::new()
+        .name("http-watchdog".into())
+        .spawn(move || {
+            while !closed.load(Ordering::Relaxed) {
+                thread::sleep(period);
+                table.enforce(Instant::now());
+            }
+        })
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_close_goes_after_the_status_line() {
+        let mut buf = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        insert_connection_close(&mut buf);
+        assert_eq!(
+            buf,
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec()
+        );
+        assert!(is_final_status_line(b"HTTP/1.1 413 Payload"));
+        assert!(!is_final_status_line(b"HTTP/1.1 100 Continue"));
+    }
+}
