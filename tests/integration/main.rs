@@ -5,6 +5,7 @@
 mod api;
 mod bench;
 mod chaos;
+mod connections;
 mod container;
 mod faults;
 mod guardrails;
