@@ -2,8 +2,8 @@
 //! writer of answers.
 //!
 //! Upstream tiny_http 0.12 gives every connection a thread and two fds
-//! (`try_clone`), never times a connection out and never bounds how many
-//! there are (tiny-http#283, tiny-http#41, tiny-http#183). Here:
+//! (`try_clone`), never times a connection out (tiny-http#143) and never
+//! bounds how many there are (tiny-http#221). Here:
 //!
 //! - every connection is one socket (`Conn`), shared by its reader, the
 //!   writer of its answers and the table: one fd per connection;
