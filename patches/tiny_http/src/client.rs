@@ -97,37 +97,39 @@ impl ClientConnection {
     }
 
     /// Patch (chaos-backend): everything between two requests, on the
-    /// connection's thread: wait for the answer (one request in flight per
-    /// connection), write what the worker could not, drain an unread body,
-    /// then wait for the first byte of the next head under the idle
-    /// timeout. False when the connection ends.
+    /// connection's thread: drain what is left of the previous request's
+    /// body (its reader comes back when the request is dropped), wait for
+    /// the first byte of the next head under the idle timeout (at once: a
+    /// worker may still be writing the previous answer), then wait for that
+    /// answer to be written before reading the head (one request in flight
+    /// per connection). False when the connection ends.
     fn between_requests(&mut self) -> bool {
-        if !self.conn.finish_answers() {
-            return false;
-        }
         let conn = Arc::clone(&self.conn);
-        let Some(left) = conn.body_left() else {
+        let drained = self
+            .next_header_source
+            .with_inner(|r| match conn.body_left() {
+                None => false,
+                Some(left) => conn.drain(r, left),
+            })
+            .unwrap_or(false);
+        if !drained {
             return false;
-        };
-        if left > 0 {
-            let drained = self
-                .next_header_source
-                .with_inner(|r| conn.drain(r, left))
-                .unwrap_or(false);
-            if !drained {
-                return false;
-            }
         }
         conn.enter(Phase::Idle);
         let more = self
             .next_header_source
             .with_inner(|r| r.fill_buf().map(|b| !b.is_empty()).unwrap_or(false))
             .unwrap_or(false);
-        if more {
-            conn.enter(Phase::ReadingHead);
-            conn.new_head();
+        if !more {
+            return false;
         }
-        more
+        conn.enter(Phase::Busy);
+        if !conn.wait_complete() {
+            return false;
+        }
+        conn.enter(Phase::ReadingHead);
+        conn.new_head();
+        true
     }
 
     /// Patch (chaos-backend): the framing of `rq`'s body, to know what is
@@ -343,7 +345,7 @@ impl Drop for ClientConnection {
     /// Patch (chaos-backend): the last answer is written (under the write
     /// timeout) before the socket closes, and the table forgets it.
     fn drop(&mut self) {
-        self.conn.finish_answers();
+        self.conn.wait_complete();
         self.conn.shutdown(std::net::Shutdown::Both);
         self.table.remove(&self.conn);
     }

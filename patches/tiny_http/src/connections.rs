@@ -17,10 +17,16 @@
 //!   oldest one still sending a head or a body nobody reads; never one
 //!   whose request is being answered;
 //! - workers never block on a client: an answer is rendered in memory and
-//!   written with one non-blocking attempt; what does not fit is written by
-//!   the connection's own thread under the write-progress timeout
-//!   (upstream's `SequentialWriter` made every worker with a later answer
-//!   on the same connection wait behind a stuck write).
+//!   written with one non-blocking attempt; what does not fit, and answers
+//!   held back on purpose (`Request::respond_held`), are written by the
+//!   same server thread as the watchdog, without blocking, retried with a
+//!   back-off under the write-progress timeout (upstream's
+//!   `SequentialWriter` made every worker with a later answer on the same
+//!   connection wait behind a stuck write);
+//! - one request in flight per connection: its thread waits for the first
+//!   byte of the next head at once (so that a plain keep-alive request costs
+//!   no extra thread wake-up), but reads that head only once the previous
+//!   answer is written.
 
 use std::collections::HashMap;
 use std::convert::TryFrom;
@@ -41,12 +47,9 @@ pub(crate) enum Phase {
     Idle,
     /// The first byte of a head has come; the rest has not.
     ReadingHead,
-    /// A worker holds its request.
+    /// A worker holds its request, or the next head waits for the
+    /// previous answer to be written.
     Busy,
-    /// The answer is held back on purpose (`Request::respond_held`).
-    Holding,
-    /// The connection's thread writes what the worker could not.
-    Writing,
     /// Reading and discarding a request body nobody read.
     Draining,
 }
@@ -73,16 +76,37 @@ pub(crate) struct BodyPlan {
 struct State {
     phase: Phase,
     since: Instant,
-    /// Last time a write by the connection's thread made progress.
-    progress: Instant,
     /// Answer writers alive (0 or 1 but for tiny_http's own error answers).
     writers: usize,
     /// Bytes of answers not written yet, in order.
     out: Vec<u8>,
+    /// The timer thread holds bytes taken from `out` and is writing them.
+    flushing: bool,
+    /// Last time bytes of `out` went out (or `out` was filled).
+    progress: Instant,
+    /// Last time every answer was complete.
+    done_at: Instant,
+    /// Queued with the timer thread.
+    scheduled: bool,
+    /// Next retry delay of a write that did not progress.
+    backoff: Duration,
     hold_until: Option<Instant>,
     close_after: bool,
     body: BodyPlan,
     expired: Option<Expiry>,
+}
+
+impl State {
+    /// Every answer dispatched so far is written (or abandoned).
+    fn complete(&self) -> bool {
+        self.writers == 0 && self.out.is_empty() && !self.flushing && self.hold_until.is_none()
+    }
+
+    /// Answers can still be written: not closed, or only its read side
+    /// (a head that timed out still gets its 408).
+    fn writable(&self) -> bool {
+        matches!(self.expired, None | Some(Expiry::HeadTimeout))
+    }
 }
 
 /// One connection: its socket and what it is doing.
@@ -94,6 +118,7 @@ pub(crate) struct Conn {
     /// Body bytes of the current request read so far (by anyone).
     body_read: AtomicU64,
     drain_limit: u64,
+    timer: Arc<Timer>,
 }
 
 impl Conn {
@@ -111,7 +136,6 @@ impl Conn {
         let mut s = self.state();
         s.phase = phase;
         s.since = now;
-        s.progress = now;
     }
 
     /// A new head starts: nothing of its body read yet.
@@ -138,7 +162,9 @@ impl Conn {
     pub(crate) fn expire(&self, why: Expiry) {
         {
             let mut s = self.state();
-            if s.expired.is_some() {
+            // Only a head timeout (read side shut, a 408 on its way) may
+            // still become a full close.
+            if s.expired.is_some() && (!s.writable() || why == Expiry::HeadTimeout) {
                 return;
             }
             s.expired = Some(why);
@@ -186,52 +212,108 @@ impl Conn {
         self.state().hold_until = Some(until);
     }
 
-    /// Waits until every answer writer is done, waits out a hold, then
-    /// writes what the workers could not. False when the connection must
-    /// close (an error, a timeout, or an answer that said so).
-    pub(crate) fn finish_answers(&self) -> bool {
+    /// Waits until every answer dispatched so far is written. False when
+    /// the connection must close (an error, a timeout, or an answer that
+    /// said so).
+    pub(crate) fn wait_complete(&self) -> bool {
         let mut s = self.state();
-        s.phase = Phase::Busy;
-        while s.writers > 0 {
+        while !s.complete() && s.writable() {
             s = self.cond.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
-        if let Some(until) = s.hold_until.take() {
-            s.phase = Phase::Holding;
-            loop {
-                let now = Instant::now();
-                if now >= until || s.expired.is_some() {
-                    break;
-                }
-                s = self
-                    .cond
-                    .wait_timeout(s, until - now)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
+        !s.close_after && s.expired.is_none()
+    }
+
+    /// One non-blocking attempt to write `buf`; returns what was written.
+    /// The connection's thread may be blocked in `read` meanwhile: a read
+    /// already waiting stays blocking, one that starts in the window gets
+    /// `WouldBlock` and retries (see `SharedStream`).
+    fn write_now(&self, buf: &[u8]) -> usize {
+        let stream = &self.stream;
+        if stream.set_nonblocking_ref(true).is_err() {
+            return 0;
         }
-        if s.out.is_empty() {
-            return !s.close_after && s.expired.is_none();
-        }
-        let out = std::mem::take(&mut s.out);
-        let close = s.close_after;
-        let now = Instant::now();
-        s.phase = Phase::Writing;
-        s.since = now;
-        s.progress = now;
-        drop(s);
         let mut written = 0;
-        while written < out.len() {
-            match self.stream.write_ref(&out[written..]) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    written += n;
-                    self.state().progress = Instant::now();
-                }
+        while written < buf.len() {
+            match stream.write_ref(&buf[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return false,
+                Err(_) => break,
             }
         }
-        !close && self.expired().is_none()
+        if stream.set_nonblocking_ref(false).is_err() {
+            // A socket left non-blocking would fail its reads: close it.
+            self.expire(Expiry::WriteTimeout);
+        }
+        written
+    }
+
+    /// Queues this connection with the timer thread at `at`.
+    fn schedule(self: &Arc<Self>, s: &mut State, at: Instant) {
+        if !s.scheduled {
+            s.scheduled = true;
+            self.timer.add(at, Arc::clone(self));
+        }
+    }
+
+    /// Run by the timer thread: writes what it can of `out` once any hold
+    /// has passed. Returns when to try again, if ever.
+    fn flush_deferred(&self, now: Instant) -> Option<Instant> {
+        let mut s = self.state();
+        if !s.writable() {
+            s.out = Vec::new();
+            s.hold_until = None;
+            s.scheduled = false;
+            drop(s);
+            self.cond.notify_all();
+            return None;
+        }
+        if let Some(until) = s.hold_until {
+            if until > now {
+                return Some(until);
+            }
+            s.hold_until = None;
+            s.progress = now;
+        }
+        // The worker may still be rendering a held answer: it queues itself.
+        if s.out.is_empty() {
+            s.scheduled = false;
+            let done = s.complete();
+            if done {
+                s.done_at = now;
+            }
+            drop(s);
+            if done {
+                self.cond.notify_all();
+            }
+            return None;
+        }
+        let mut out = std::mem::take(&mut s.out);
+        s.flushing = true;
+        drop(s);
+        let written = self.write_now(&out);
+        out.drain(..written);
+        let mut s = self.state();
+        s.flushing = false;
+        if !s.out.is_empty() {
+            out.extend_from_slice(&s.out);
+        }
+        s.out = out;
+        if written > 0 {
+            s.progress = now;
+            s.backoff = FIRST_RETRY;
+        }
+        if s.out.is_empty() || !s.writable() {
+            s.out = Vec::new();
+            s.scheduled = false;
+            s.done_at = now;
+            drop(s);
+            self.cond.notify_all();
+            return None;
+        }
+        let retry = now + s.backoff;
+        s.backoff = (s.backoff * 2).min(LAST_RETRY);
+        Some(retry)
     }
 
     /// Reads and discards `left` body bytes through `reader`, under the
@@ -261,13 +343,27 @@ pub(crate) struct SharedStream(pub(crate) Arc<Conn>);
 
 impl Read for SharedStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.0.stream.read_ref(buf) {
-            // The watchdog shut the read side: the head came too slowly.
-            Ok(0) if self.0.expired() == Some(Expiry::HeadTimeout) => Err(io::Error::new(
-                ErrorKind::TimedOut,
-                "the request head did not arrive in time",
-            )),
-            other => other,
+        let mut tries = 0u32;
+        loop {
+            match self.0.stream.read_ref(buf) {
+                // The watchdog shut the read side: the head came too slowly.
+                Ok(0) if self.0.expired() == Some(Expiry::HeadTimeout) => {
+                    return Err(io::Error::new(
+                        ErrorKind::TimedOut,
+                        "the request head did not arrive in time",
+                    ))
+                }
+                // A writer made the socket non-blocking for one write.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    tries += 1;
+                    if tries < 100 {
+                        thread::yield_now();
+                    } else {
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                other => return other,
+            }
         }
     }
 }
@@ -298,7 +394,8 @@ impl<R: Read> Read for CountingReader<R> {
 
 /// Writes one answer. Everything is rendered in memory; `flush` (and the
 /// drop) sends it with one non-blocking attempt, and leaves what did not
-/// fit to the connection's thread, so a worker never waits for a client.
+/// fit (or a held answer) to the timer thread, so a worker never waits for
+/// a client.
 pub(crate) struct AnswerWriter {
     conn: Arc<Conn>,
     buf: Vec<u8>,
@@ -320,52 +417,38 @@ impl AnswerWriter {
         if self.buf.is_empty() {
             return;
         }
-        let mut s = self.conn.state();
+        let conn = &self.conn;
+        let mut s = conn.state();
         if !self.decided && is_final_status_line(&self.buf) {
             self.decided = true;
-            if self.conn.must_close(&s) {
+            if conn.must_close(&s) {
                 s.close_after = true;
                 insert_connection_close(&mut self.buf);
             }
         }
         let mut buf = std::mem::take(&mut self.buf);
+        let now = Instant::now();
         // Earlier bytes still queued, or a held answer: keep the order and
-        // leave everything to the connection's thread.
-        if s.out.is_empty() && s.hold_until.is_none() && s.expired.is_none() {
+        // leave everything to the timer thread.
+        if s.out.is_empty() && !s.flushing && s.hold_until.is_none() && s.writable() {
             drop(s);
-            let written = self.write_now(&buf);
+            let written = conn.write_now(&buf);
+            if written == buf.len() {
+                return;
+            }
             buf.drain(..written);
-            s = self.conn.state();
+            s = conn.state();
+            s.progress = now;
+            s.backoff = FIRST_RETRY;
         }
         if s.out.is_empty() {
             s.out = buf;
+            s.progress = now;
         } else {
             s.out.extend_from_slice(&buf);
         }
-    }
-
-    /// One attempt without blocking; returns what was written. Nothing
-    /// else touches the socket meanwhile: the connection's thread reads
-    /// the next head only once every writer is done.
-    fn write_now(&self, buf: &[u8]) -> usize {
-        let stream = &self.conn.stream;
-        if stream.set_nonblocking_ref(true).is_err() {
-            return 0;
-        }
-        let mut written = 0;
-        while written < buf.len() {
-            match stream.write_ref(&buf[written..]) {
-                Ok(0) => break,
-                Ok(n) => written += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        if stream.set_nonblocking_ref(false).is_err() {
-            // A socket left non-blocking would fail its next read: close.
-            self.conn.expire(Expiry::WriteTimeout);
-        }
-        written
+        let at = s.hold_until.unwrap_or(now + FIRST_RETRY);
+        conn.schedule(&mut s, at);
     }
 }
 
@@ -386,8 +469,41 @@ impl Drop for AnswerWriter {
         self.send();
         let mut s = self.conn.state();
         s.writers -= 1;
-        drop(s);
-        self.conn.cond.notify_all();
+        if s.complete() {
+            s.done_at = Instant::now();
+            drop(s);
+            self.conn.cond.notify_all();
+        } else if s.writers == 0 && s.hold_until.is_some() {
+            // A held answer with nothing rendered (a body-less drop): the
+            // timer thread still ends the hold.
+            let at = s.hold_until.unwrap_or_else(Instant::now);
+            let conn = Arc::clone(&self.conn);
+            conn.schedule(&mut s, at);
+        }
+    }
+}
+
+/// First retry of a write that did not progress, and the longest pause
+/// between retries (doubling in between).
+const FIRST_RETRY: Duration = Duration::from_millis(5);
+const LAST_RETRY: Duration = Duration::from_millis(500);
+
+/// The timer: connections with answers to write later (held, or what a
+/// non-blocking write left).
+pub(crate) struct Timer {
+    queue: Mutex<Vec<(Instant, Arc<Conn>)>>,
+    cond: Condvar,
+}
+
+impl Timer {
+    fn add(&self, at: Instant, conn: Arc<Conn>) {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let earliest = q.iter().all(|(t, _)| at < *t);
+        q.push((at, conn));
+        drop(q);
+        if earliest {
+            self.cond.notify_one();
+        }
     }
 }
 
@@ -451,6 +567,7 @@ pub(crate) struct Table {
     pub(crate) limits: ConnectionLimits,
     pub(crate) counters: Counters,
     open: AtomicUsize,
+    timer: Arc<Timer>,
 }
 
 impl Table {
@@ -461,6 +578,10 @@ impl Table {
             limits,
             counters: Counters::default(),
             open: AtomicUsize::new(0),
+            timer: Arc::new(Timer {
+                queue: Mutex::new(Vec::new()),
+                cond: Condvar::new(),
+            }),
         })
     }
 
@@ -496,9 +617,13 @@ impl Table {
             state: Mutex::new(State {
                 phase: Phase::Idle,
                 since: now,
-                progress: now,
                 writers: 0,
                 out: Vec::new(),
+                flushing: false,
+                progress: now,
+                done_at: now,
+                scheduled: false,
+                backoff: FIRST_RETRY,
                 hold_until: None,
                 close_after: false,
                 body: BodyPlan::default(),
@@ -507,6 +632,7 @@ impl Table {
             cond: Condvar::new(),
             body_read: AtomicU64::new(0),
             drain_limit: self.limits.drain_limit,
+            timer: Arc::clone(&self.timer),
         });
         conns.insert(id, Arc::clone(&conn));
         self.open.store(conns.len(), Ordering::Relaxed);
@@ -558,32 +684,38 @@ impl Table {
     fn enforce(&self, now: Instant) {
         let conns: Vec<Arc<Conn>> = self.conns().values().cloned().collect();
         let l = &self.limits;
+        let late =
+            |limit: Option<Duration>, from: Instant| limit.map_or(false, |d| now.saturating_duration_since(from) > d);
         for conn in conns {
-            let (phase, since, progress, expired) = {
+            let why = {
                 let s = conn.state();
-                (s.phase, s.since, s.progress, s.expired)
+                if !s.writable() {
+                    continue;
+                }
+                let writing = !s.out.is_empty() || s.flushing;
+                if writing && s.hold_until.is_none() && late(l.write_timeout, s.progress) {
+                    Some((Expiry::WriteTimeout, &self.counters.write_timeouts))
+                } else if !s.complete() || s.expired.is_some() {
+                    None // a request in progress: no idle, head or drain clock
+                } else {
+                    match s.phase {
+                        Phase::Idle if late(l.idle_timeout, s.since.max(s.done_at)) => {
+                            Some((Expiry::IdleTimeout, &self.counters.idle_timeouts))
+                        }
+                        Phase::ReadingHead if late(l.head_timeout, s.since) => {
+                            Some((Expiry::HeadTimeout, &self.counters.head_timeouts))
+                        }
+                        Phase::Draining if late(l.drain_timeout, s.since) => {
+                            Some((Expiry::DrainTimeout, &self.counters.drain_timeouts))
+                        }
+                        _ => None,
+                    }
+                }
             };
-            if expired.is_some() {
-                continue;
+            if let Some((why, counter)) = why {
+                counter.fetch_add(1, Ordering::Relaxed);
+                conn.expire(why);
             }
-            let late = |limit: Option<Duration>, from: Instant| {
-                limit.map_or(false, |d| now.saturating_duration_since(from) > d)
-            };
-            let (why, counter) = match phase {
-                Phase::Idle if late(l.idle_timeout, since) => (Expiry::IdleTimeout, &self.counters.idle_timeouts),
-                Phase::ReadingHead if late(l.head_timeout, since) => {
-                    (Expiry::HeadTimeout, &self.counters.head_timeouts)
-                }
-                Phase::Writing if late(l.write_timeout, progress) => {
-                    (Expiry::WriteTimeout, &self.counters.write_timeouts)
-                }
-                Phase::Draining if late(l.drain_timeout, since) => {
-                    (Expiry::DrainTimeout, &self.counters.drain_timeouts)
-                }
-                _ => continue,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            conn.expire(why);
         }
     }
 }
@@ -595,7 +727,7 @@ fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
     let mut incomplete: Option<(Instant, u64)> = None;
     for (id, c) in conns {
         let s = c.state();
-        if s.expired.is_some() {
+        if s.expired.is_some() || !s.complete() {
             continue;
         }
         let slot = match s.phase {
@@ -610,7 +742,9 @@ fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
     idle.or(incomplete).map(|(_, id)| id)
 }
 
-/// Starts the server's watchdog; it ends once `closed` is set.
+/// Starts the server's timer thread: it writes deferred answers (held
+/// ones when their hold ends, and what a non-blocking write left, retried
+/// with a back-off) and enforces the limits; it ends once `closed` is set.
 pub(crate) fn spawn_watchdog(table: Arc<Table>, closed: Arc<AtomicBool>) -> io::Result<()> {
     let l = &table.limits;
     let shortest = [l.idle_timeout, l.head_timeout, l.write_timeout, l.drain_timeout]
@@ -618,18 +752,50 @@ pub(crate) fn spawn_watchdog(table: Arc<Table>, closed: Arc<AtomicBool>) -> io::
         .flatten()
         .min()
         .copied();
-    let Some(shortest) = shortest else {
-        return Ok(()); // nothing to enforce: upstream's behaviour
-    };
     // A limit is enforced at most a quarter of itself late (and at most
-    // 250 ms): cheap, a scan of a few thousand entries.
-    let period = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    // 250 ms): a scan of a few thousand entries.
+    let period = shortest.map_or(Duration::from_millis(250), |d| {
+        (d / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
+    });
+    let enforce = shortest.is_some();
     thread::Builder::new()
         .name("http-watchdog".into())
         .spawn(move || {
+            let timer = Arc::clone(&table.timer);
+            let mut next_scan = Instant::now() + period;
             while !closed.load(Ordering::Relaxed) {
-                thread::sleep(period);
-                table.enforce(Instant::now());
+                let due: Vec<Arc<Conn>> = {
+                    let mut q = timer.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    let now = Instant::now();
+                    let next = q.iter().map(|(t, _)| *t).min().map_or(next_scan, |t| t.min(next_scan));
+                    if next > now {
+                        q = timer
+                            .cond
+                            .wait_timeout(q, next - now)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                    let now = Instant::now();
+                    let (due, later): (Vec<_>, Vec<_>) = q.drain(..).partition(|(t, _)| *t <= now);
+                    *q = later;
+                    due.into_iter().map(|(_, c)| c).collect()
+                };
+                let now = Instant::now();
+                for conn in due {
+                    if let Some(again) = conn.flush_deferred(now) {
+                        timer
+                            .queue
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push((again, conn));
+                    }
+                }
+                if now >= next_scan {
+                    if enforce {
+                        table.enforce(now);
+                    }
+                    next_scan = now + period;
+                }
             }
         })
         .map(|_| ())
