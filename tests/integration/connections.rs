@@ -240,3 +240,78 @@ fn cap_plus_a_thousand_idle_and_two_hundred_slow_connections() {
     drop(slow);
     assert_back_to_baseline(&mut svc, base);
 }
+
+/// Threads and fds as the service reports them (`process_threads`,
+/// `process_open_fds`): works for a container too.
+fn reported_usage(addr: SocketAddr) -> Option<(usize, usize)> {
+    let body = try_request(addr, "GET", "/metrics", &[], "", Duration::from_secs(2))
+        .ok()?
+        .body;
+    let get = |name: &str| crate::harness::metric_value(&body, name).map(|v| v as usize);
+    Some((get("process_threads")?, get("process_open_fds")?))
+}
+
+/// Holds `idle` idle connections against a container run with `limits`,
+/// probing every second, then checks that it never exited and that its
+/// threads and fds come back.
+fn container_survives(limits: &[&str], idle: usize) {
+    let env: Vec<String> = SHORT.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut args: Vec<&str> = limits.to_vec();
+    for e in &env {
+        args.extend(["-e", e.as_str()]);
+    }
+    let c = crate::container::Container::run(&args);
+    let addr = c.addr().expect("published port");
+    let base = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        reported_usage(addr)
+    })
+    .expect("metrics");
+    let mut held = idle_connections(addr, idle);
+    for i in 0..4 {
+        let started = Instant::now();
+        held.extend(idle_connections(addr, idle / 10));
+        assert!(
+            c.wait_exit(Duration::from_millis(1)).is_none(),
+            "the container exited, second {i}"
+        );
+        if let Err(e) = probe(addr) {
+            panic!("probe {i} failed during the attack: {e}");
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    }
+    drop(held);
+    let back = poll(
+        IDLE_TIMEOUT + Duration::from_secs(5),
+        Duration::from_millis(200),
+        || {
+            let (t, f) = reported_usage(addr)?;
+            (t <= base.0 + SLACK && f <= base.1 + SLACK).then_some(())
+        },
+    );
+    assert!(
+        back.is_some(),
+        "threads/fds {:?}, baseline {base:?}",
+        reported_usage(addr)
+    );
+    assert!(c.wait_exit(Duration::from_millis(1)).is_none(), "the container exited");
+}
+
+/// Case 1, threads: in a container with `--pids-limit 64`, about 57
+/// connections made tiny_http's accept thread panic ("failed to spawn
+/// thread") and the process exit 1. Now the cap is computed from pids.max.
+#[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
+fn idle_connections_under_pids_limit_64_do_not_kill_the_container() {
+    let _x = exclusive();
+    container_survives(&["--pids-limit", "64"], 300);
+}
+
+/// Case 1, memory: under the Deployment's limit, about 4,600 idle
+/// connections got the process OOM-killed (137). Now the cap is computed
+/// from the memory headroom.
+#[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
+fn idle_connections_under_the_memory_limit_do_not_get_the_container_killed() {
+    let _x = exclusive();
+    container_survives(&["--memory", "200m"], 5000);
+}

@@ -805,6 +805,51 @@ pub(crate) fn spawn_watchdog(table: Arc<Table>, closed: Arc<AtomicBool>) -> io::
 mod tests {
     use super::*;
 
+    /// A connected loopback socket, server side.
+    fn socket(listener: &std::net::TcpListener) -> (Connection, std::net::TcpStream) {
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (Connection::from(server), client)
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_idle_goes_then_the_oldest_head_never_a_busy_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            max_connections: 3,
+            ..ConnectionLimits::default()
+        };
+        let table = Table::new(limits);
+        let mut clients = Vec::new();
+        let mut admit = |phase: Phase| {
+            let (conn, client) = socket(&listener);
+            clients.push(client);
+            let c = table.admit(conn).expect("admitted");
+            c.enter(phase);
+            std::thread::sleep(Duration::from_millis(2));
+            c
+        };
+        let head = admit(Phase::ReadingHead);
+        let busy = admit(Phase::Busy);
+        let _busy_writer = AnswerWriter::new(&busy); // a request in progress
+        let idle = admit(Phase::Idle);
+        // The fourth evicts the idle one, though the head is older.
+        let fourth = admit(Phase::Busy);
+        let _fourth_writer = AnswerWriter::new(&fourth);
+        assert_eq!(idle.expired(), Some(Expiry::Evicted));
+        assert_eq!(head.expired(), None);
+        // The fifth evicts the head; the sixth finds only busy ones.
+        let _fifth = admit(Phase::Busy);
+        assert_eq!(head.expired(), Some(Expiry::Evicted));
+        assert_eq!(busy.expired(), None);
+        let _fifth_writer = AnswerWriter::new(&_fifth);
+        let (conn, _c) = socket(&listener);
+        assert!(table.admit(conn).is_none());
+        assert_eq!(table.stats().rejected_cap, 1);
+        assert_eq!(table.stats().evicted, 2);
+        assert_eq!(table.stats().open, 3);
+    }
+
     #[test]
     fn connection_close_goes_after_the_status_line() {
         let mut buf = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
