@@ -2,11 +2,12 @@
 //! time it, run the handler (a panic becomes a 500 and the worker lives),
 //! count it, feed the readiness window, respond, then run any after-work.
 //!
-//! tiny_http ends `incoming_requests()` for good on any accept error
-//! (tiny-http#283): the accept thread pushes one error and exits. A worker
-//! that gets an error while we are not stopping reports it, and `main` exits
-//! non-zero so that the orchestrator restarts a process that would otherwise
-//! live on accepting nothing.
+//! Upstream tiny_http ended `incoming_requests()` for good on any accept
+//! error (tiny-http#283); the patched one (`patches/tiny_http`) counts the
+//! error and goes on. Should its accept thread still end, a worker that gets
+//! an error while we are not stopping reports it, and `main` exits non-zero
+//! so that the orchestrator restarts a process that would otherwise live on
+//! accepting nothing.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -104,10 +105,10 @@ impl Pool {
     }
 }
 
-/// Watches tiny_http's accept thread (kernel thread id `tid`). It ends on an
-/// accept error, and it panics when it cannot clone a socket (EMFILE in
-/// `RefinedTcpStream::new`), in which case no error reaches the workers at
-/// all: either way the server is deaf, so `main` is told to exit.
+/// Watches tiny_http's accept thread (kernel thread id `tid`). Upstream's
+/// ended on an accept error or panicked on EMFILE; the patched one does
+/// neither, and this watch stays as a guard: if it ever ends, the server is
+/// deaf, so `main` is told to exit.
 pub fn watch_accept_thread(tid: u32, control: Sender<Control>) -> std::io::Result<()> {
     thread::Builder::new().name("accept-watch".into()).spawn(move || {
         while sys::thread_alive(tid) {
