@@ -318,3 +318,43 @@ fn idle_connections_under_the_memory_limit_do_not_get_the_container_killed() {
     // of 2048, upstream died of a failed thread spawn first).
     container_survives(&["--memory", "200m", "--pids-limit", "-1"], 5000);
 }
+
+/// A failed thread spawn is never fatal: with the cap set far above what
+/// `--pids-limit 64` allows, connections past the thread limit are closed
+/// and counted (`reason="thread"`), and the service lives on. (Upstream
+/// panicked in its accept thread and exited 1.)
+#[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
+fn a_failed_thread_spawn_closes_that_connection_only() {
+    let _x = exclusive();
+    let c = crate::container::Container::run(&[
+        "--pids-limit",
+        "64",
+        "-e",
+        "HTTP_MAX_CONNECTIONS=1000",
+        "-e",
+        "HTTP_IDLE_TIMEOUT_SECONDS=2",
+    ]);
+    let addr = c.addr().expect("published port");
+    let held = idle_connections(addr, 300);
+    std::thread::sleep(Duration::from_secs(1));
+    if let Some(code) = c.wait_exit(Duration::from_millis(1)) {
+        panic!("the container exited with {code}");
+    }
+    drop(held);
+    let rejected = poll(
+        IDLE_TIMEOUT + Duration::from_secs(5),
+        Duration::from_millis(200),
+        || {
+            let body = try_request(addr, "GET", "/metrics", &[], "", Duration::from_secs(1))
+                .ok()?
+                .body;
+            crate::harness::metric_value(&body, "http_connections_rejected_total{reason=\"thread\"}")
+        },
+    );
+    assert!(
+        rejected.is_some_and(|n| n >= 1.0),
+        "spawn failures counted: {rejected:?}"
+    );
+    probe(addr).expect("/health after the attack");
+}

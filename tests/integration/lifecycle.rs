@@ -129,7 +129,11 @@ fn sigterm_works_as_pid_1() {
 #[test]
 fn fd_exhaustion_is_not_fatal() {
     let state = temp_dir("emfile");
-    let inner = command(&state, &[]);
+    // A cap above what the fds allow, so that accept() does fail.
+    let inner = command(
+        &state,
+        &[("HTTP_MAX_CONNECTIONS", "1000"), ("HTTP_IDLE_TIMEOUT_SECONDS", "1")],
+    );
     let mut cmd = Command::new("prlimit");
     cmd.args(["--nofile=12:12", "--"]).arg(inner.get_program());
     cmd.env_clear();
@@ -153,4 +157,12 @@ fn fd_exhaustion_is_not_fatal() {
     });
     assert!(answered.is_some(), "{}", svc.stderr());
     drop(held);
+    let errors = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let body = try_request(svc.addr, "GET", "/metrics", &[], "", Duration::from_millis(500))
+            .ok()?
+            .body;
+        crate::harness::metric_value(&body, "http_connections_rejected_total{reason=\"accept_error\"}")
+    });
+    assert!(errors.is_some_and(|n| n >= 1.0), "accept errors counted: {errors:?}");
+    assert!(svc.wait_exit(Duration::from_millis(10)).is_none(), "{}", svc.stderr());
 }
