@@ -139,7 +139,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     log::info!("listening on http://{listen} with {workers} workers");
     app.record_start(&listen);
 
-    match rx.recv() {
+    match limits::wait_trimming_the_heap(&rx) {
         Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &rx, name)),
         Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
         Ok(Control::AcceptFailed(e)) => {

@@ -42,6 +42,14 @@ pub fn thread_alive(tid: u32) -> bool {
     std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
+/// Hands free heap memory of every malloc arena back to the kernel.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The soft limit on open fds (`RLIMIT_NOFILE`), `None` when unlimited.
 pub fn nofile_limit() -> Option<u64> {
     let mut limit = libc::rlimit {

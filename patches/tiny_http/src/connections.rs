@@ -62,6 +62,8 @@ pub(crate) enum Expiry {
     HeadTimeout,
     WriteTimeout,
     DrainTimeout,
+    /// A write failed: the client is gone.
+    Broken,
 }
 
 /// How the body of the request being answered is framed, to know what is
@@ -233,17 +235,23 @@ impl Conn {
             return 0;
         }
         let mut written = 0;
+        let mut broken = false;
         while written < buf.len() {
             match stream.write_ref(&buf[written..]) {
                 Ok(0) => break,
                 Ok(n) => written += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
             }
         }
-        if stream.set_nonblocking_ref(false).is_err() {
-            // A socket left non-blocking would fail its reads: close it.
-            self.expire(Expiry::WriteTimeout);
+        // A socket left non-blocking would fail its reads: close it too.
+        if stream.set_nonblocking_ref(false).is_err() || broken {
+            // The client is gone (EPIPE, ECONNRESET): no retries.
+            self.expire(Expiry::Broken);
         }
         written
     }
