@@ -102,5 +102,6 @@ echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-echo "==> cargo test"
+echo "==> cargo test (the patched tiny_http's own unit tests, then the service)"
+cargo test --locked -p tiny_http --lib
 cargo test --locked
