@@ -124,7 +124,7 @@ impl ClientConnection {
             return false;
         }
         conn.enter(Phase::Busy);
-        if !conn.wait_complete() {
+        if !conn.wait_answers(false) {
             return false;
         }
         conn.enter(Phase::ReadingHead);
@@ -345,7 +345,7 @@ impl Drop for ClientConnection {
     /// Patch (chaos-backend): the last answer is written (under the write
     /// timeout) before the socket closes, and the table forgets it.
     fn drop(&mut self) {
-        self.conn.wait_complete();
+        self.conn.wait_answers(true);
         self.conn.shutdown(std::net::Shutdown::Both);
         self.table.remove(&self.conn);
     }

@@ -117,6 +117,8 @@ pub(crate) struct Conn {
     stream: Connection,
     state: Mutex<State>,
     cond: Condvar,
+    /// Held while a writer has the socket non-blocking (`write_now`).
+    nonblocking: Mutex<()>,
     /// Body bytes of the current request read so far (by anyone).
     body_read: AtomicU64,
     drain_limit: u64,
@@ -214,12 +216,22 @@ impl Conn {
         self.state().hold_until = Some(until);
     }
 
-    /// Waits until every answer dispatched so far is written. False when
-    /// the connection must close (an error, a timeout, or an answer that
-    /// said so).
-    pub(crate) fn wait_complete(&self) -> bool {
+    /// Waits until every answer dispatched so far is written (`all`), or
+    /// until none is pending but the one whose last bytes are being handed
+    /// to the kernel right now (enough to read and dispatch the next
+    /// request: its answer queues behind). False when the connection must
+    /// close (an error, a timeout, or an answer that said so).
+    pub(crate) fn wait_answers(&self, all: bool) -> bool {
         let mut s = self.state();
-        while !s.complete() && s.writable() {
+        loop {
+            let done = if all {
+                s.complete()
+            } else {
+                s.writers == 0 && s.out.is_empty() && s.hold_until.is_none()
+            };
+            if done || !s.writable() {
+                break;
+            }
             s = self.cond.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
         !s.close_after && s.expired.is_none()
@@ -231,6 +243,7 @@ impl Conn {
     /// `WouldBlock` and retries (see `SharedStream`).
     fn write_now(&self, buf: &[u8]) -> usize {
         let stream = &self.stream;
+        let _window = self.nonblocking.lock().unwrap_or_else(PoisonError::into_inner);
         if stream.set_nonblocking_ref(true).is_err() {
             return 0;
         }
@@ -266,7 +279,7 @@ impl Conn {
 
     /// Run by the timer thread: writes what it can of `out` once any hold
     /// has passed. Returns when to try again, if ever.
-    fn flush_deferred(&self, now: Instant) -> Option<Instant> {
+    fn flush_deferred(self: &Arc<Self>, now: Instant) -> Option<Instant> {
         let mut s = self.state();
         if !s.writable() {
             s.out = Vec::new();
@@ -296,32 +309,62 @@ impl Conn {
             }
             return None;
         }
-        let mut out = std::mem::take(&mut s.out);
-        s.flushing = true;
-        drop(s);
-        let written = self.write_now(&out);
-        out.drain(..written);
-        let mut s = self.state();
-        s.flushing = false;
-        if !s.out.is_empty() {
-            out.extend_from_slice(&s.out);
-        }
-        s.out = out;
-        if written > 0 {
-            s.progress = now;
-            s.backoff = FIRST_RETRY;
-        }
-        if s.out.is_empty() || !s.writable() {
-            s.out = Vec::new();
+        if s.flushing {
+            // A worker is writing: it takes what is queued.
             s.scheduled = false;
-            s.done_at = now;
-            drop(s);
-            self.cond.notify_all();
             return None;
         }
+        let out = std::mem::take(&mut s.out);
+        s.flushing = true;
+        drop(s);
+        if !self.pump(out) {
+            self.state().scheduled = false;
+            return None;
+        }
+        let mut s = self.state();
         let retry = now + s.backoff;
         s.backoff = (s.backoff * 2).min(LAST_RETRY);
         Some(retry)
+    }
+
+    /// Writes `buf` without blocking, then whatever was queued meanwhile;
+    /// the caller has set `flushing`. What does not fit goes back to the
+    /// front of `out` and the timer thread is told. True if bytes are left.
+    fn pump(self: &Arc<Self>, mut buf: Vec<u8>) -> bool {
+        loop {
+            let written = self.write_now(&buf);
+            buf.drain(..written);
+            let now = Instant::now();
+            let mut s = self.state();
+            if written > 0 {
+                s.progress = now;
+                s.backoff = FIRST_RETRY;
+            }
+            if !s.writable() {
+                s.out = Vec::new();
+                buf.clear();
+            }
+            if !buf.is_empty() {
+                buf.extend_from_slice(&s.out);
+                s.out = buf;
+                s.flushing = false;
+                self.schedule(&mut s, now + FIRST_RETRY);
+                return true;
+            }
+            if s.out.is_empty() {
+                s.flushing = false;
+                let done = s.complete();
+                if done {
+                    s.done_at = now;
+                }
+                drop(s);
+                if done {
+                    self.cond.notify_all();
+                }
+                return false;
+            }
+            buf = std::mem::take(&mut s.out);
+        }
     }
 
     /// Reads and discards `left` body bytes through `reader`, under the
@@ -361,12 +404,12 @@ impl Read for SharedStream {
                         "the request head did not arrive in time",
                     ))
                 }
-                // A writer made the socket non-blocking for one write.
+                // A writer made the socket non-blocking for one write: wait
+                // for it to end, then read again.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     tries += 1;
-                    if tries < 100 {
-                        thread::yield_now();
-                    } else {
+                    drop(self.0.nonblocking.lock().unwrap_or_else(PoisonError::into_inner));
+                    if tries > 1000 {
                         thread::sleep(Duration::from_millis(1));
                     }
                 }
@@ -421,11 +464,12 @@ impl AnswerWriter {
         }
     }
 
-    fn send(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let conn = &self.conn;
+    /// Sends what was rendered. `last`: the writer is being dropped; it
+    /// stops counting as pending before its last write, so that the
+    /// connection's thread, seeing the next request arrive the instant the
+    /// client has its answer, need not wait for this thread to come back.
+    fn send(&mut self, last: bool) {
+        let conn = Arc::clone(&self.conn);
         let mut s = conn.state();
         if !self.decided && is_final_status_line(&self.buf) {
             self.decided = true;
@@ -434,29 +478,41 @@ impl AnswerWriter {
                 insert_connection_close(&mut self.buf);
             }
         }
-        let mut buf = std::mem::take(&mut self.buf);
+        if last {
+            s.writers -= 1;
+        }
+        let buf = std::mem::take(&mut self.buf);
         let now = Instant::now();
-        // Earlier bytes still queued, or a held answer: keep the order and
-        // leave everything to the timer thread.
-        if s.out.is_empty() && !s.flushing && s.hold_until.is_none() && s.writable() {
-            drop(s);
-            let written = conn.write_now(&buf);
-            if written == buf.len() {
+        if !buf.is_empty() {
+            if s.out.is_empty() && !s.flushing && s.hold_until.is_none() && s.writable() {
+                s.flushing = true;
+                drop(s);
+                conn.pump(buf);
                 return;
             }
-            buf.drain(..written);
-            s = conn.state();
-            s.progress = now;
-            s.backoff = FIRST_RETRY;
-        }
-        if s.out.is_empty() {
-            s.out = buf;
-            s.progress = now;
-        } else {
+            // Earlier bytes queued, a write under way, or a held answer:
+            // keep the order, queue behind.
+            if s.out.is_empty() {
+                s.progress = now;
+            }
             s.out.extend_from_slice(&buf);
+            if !s.flushing {
+                let at = s.hold_until.unwrap_or(now);
+                conn.schedule(&mut s, at);
+            }
         }
-        let at = s.hold_until.unwrap_or(now + FIRST_RETRY);
-        conn.schedule(&mut s, at);
+        if last {
+            if s.complete() {
+                s.done_at = now;
+                drop(s);
+                conn.cond.notify_all();
+            } else if s.writers == 0 && !s.flushing {
+                // A held answer with nothing rendered (a body-less drop):
+                // the timer thread still ends the hold.
+                let at = s.hold_until.unwrap_or(now);
+                conn.schedule(&mut s, at);
+            }
+        }
     }
 }
 
@@ -467,27 +523,14 @@ impl Write for AnswerWriter {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.send();
+        self.send(false);
         Ok(())
     }
 }
 
 impl Drop for AnswerWriter {
     fn drop(&mut self) {
-        self.send();
-        let mut s = self.conn.state();
-        s.writers -= 1;
-        if s.complete() {
-            s.done_at = Instant::now();
-            drop(s);
-            self.conn.cond.notify_all();
-        } else if s.writers == 0 && s.hold_until.is_some() {
-            // A held answer with nothing rendered (a body-less drop): the
-            // timer thread still ends the hold.
-            let at = s.hold_until.unwrap_or_else(Instant::now);
-            let conn = Arc::clone(&self.conn);
-            conn.schedule(&mut s, at);
-        }
+        self.send(true);
     }
 }
 
@@ -638,6 +681,7 @@ impl Table {
                 expired: None,
             }),
             cond: Condvar::new(),
+            nonblocking: Mutex::new(()),
             body_read: AtomicU64::new(0),
             drain_limit: self.limits.drain_limit,
             timer: Arc::clone(&self.timer),
