@@ -18,15 +18,22 @@ ends, so an interrupted run loses nothing that finished.
 
 Options:
   --url URL          service base URL (default http://localhost:8080)
-  --type TYPE        cpu | memory | crash (default cpu)
+  --type TYPE        cpu | memory | crash | disk | readiness | latency |
+                     liveness (default cpu)
   --iterations N     iterations to run (default 20)
   --cooldown S       seconds to wait between iterations (default 10)
   --timeout S        limit of each phase, in seconds (default 60): waiting to
                      be ready before the trigger, waiting for detection, and
                      waiting for recovery
-  --duration S       cpu: load duration in seconds (default: the service's)
+  --duration S       cpu, readiness, latency, liveness: the fault's duration
+                     in seconds (default: the service's; 60 for readiness
+                     and liveness, so raise --timeout or pass a shorter one)
   --millicores M     cpu: millicores instead of saturating every CPU
-  --mb N             memory: MiB to leak per iteration (default: the service's)
+  --mb N             memory: MiB to leak per iteration (default: the service's);
+                     disk: MiB to write (default: the service's, 96)
+  --ms MS            latency: extra milliseconds per GET / (default: the
+                     service's, 1000)
+  --mode M           liveness: fail (500) or hang (no answer) (default fail)
   --poll-ms MS       how often /ready is polled (default 200)
   --probe-timeout S  timeout of each /ready poll (default 1, the kubelet's)
   --out FILE         results file (default recovery-results.csv)
@@ -43,10 +50,36 @@ Types:
            limit, in Kubernetes or `docker run --memory ... --restart`);
            otherwise the row is `timeout`, and the next iterations are
            `trigger-failed` because /ready is not 200 before their trigger.
+           A leak also holds its guardrail slot until it is released, so
+           below the threshold the next iteration is refused (429) until
+           --timeout and fails.
   crash    POST /crash: the process aborts. Recovery needs a supervisor
            that restarts it: Kubernetes, `docker run --restart on-failure`,
            or podman. After recovery, crash_to_startup_seconds is read from
            /metrics into the row's detail.
+  readiness
+           POST /fault/readiness: /ready answers 503 for the fault's
+           duration, then 200 again, with no restart.
+  latency  POST /load/latency, then 10 GET / in the background: their held
+           time pushes the p95 of GET / above the service's MAX_LATENCY_MS,
+           so /ready fails at once; it recovers when they have aged out of
+           LATENCY_WINDOW_SECONDS.
+  liveness POST /fault/liveness: /health fails or hangs while /ready stays
+           200, so only a supervisor that probes liveness (the kubelet)
+           restarts the process; the row measures that restart as /ready
+           sees it (detection within --timeout). Without one the row is
+           `no-degradation`.
+  disk     POST /load/disk: fills the pod's emptyDir past its sizeLimit; the
+           kubelet evicts the pod within about 1 to 2 minutes (use
+           --timeout 150). Give --url the URL of ONE pod (its IP:8080 from
+           inside the cluster): detected_s is then the time until that pod
+           stops answering, i.e. the eviction. The pod never comes back (its
+           replacement is a new pod at another address), so the row ends as
+           `timeout`; run one iteration. The time to a Ready replacement is
+           NOT measured here: with two replicas the Service never becomes
+           unreachable, and a kubectl port-forward dies with its pod. It is
+           the `evict` row of scripts/validate-matrix.sh that measures it.
+           Outside Kubernetes nothing evicts: the row is no-degradation.
 
 Measurement:
   Times come from a monotonic clock with millisecond resolution: bash's
@@ -84,6 +117,8 @@ timeout=60
 duration=""
 millicores=""
 mb=""
+ms=""
+mode=""
 poll_ms=200
 probe_timeout=1
 out="recovery-results.csv"
@@ -104,6 +139,8 @@ while [[ $# -gt 0 ]]; do
     --duration) need_value "$@"; duration="$2"; shift 2 ;;
     --millicores) need_value "$@"; millicores="$2"; shift 2 ;;
     --mb) need_value "$@"; mb="$2"; shift 2 ;;
+    --ms) need_value "$@"; ms="$2"; shift 2 ;;
+    --mode) need_value "$@"; mode="$2"; shift 2 ;;
     --poll-ms) need_value "$@"; poll_ms="$2"; shift 2 ;;
     --probe-timeout) need_value "$@"; probe_timeout="$2"; shift 2 ;;
     --out) need_value "$@"; out="$2"; shift 2 ;;
@@ -117,7 +154,10 @@ whole() { # name value min
     die_usage "$1 \"$2\": expected a whole number >= $3"
   fi
 }
-case "$type" in cpu | memory | crash) ;; *) die_usage "--type \"$type\": expected cpu, memory or crash" ;; esac
+case "$type" in
+  cpu | memory | crash | disk | readiness | latency | liveness) ;;
+  *) die_usage "--type \"$type\": expected cpu, memory, crash, disk, readiness, latency or liveness" ;;
+esac
 whole --iterations "$iterations" 1
 whole --cooldown "$cooldown" 0
 whole --timeout "$timeout" 1
@@ -126,8 +166,13 @@ whole --probe-timeout "$probe_timeout" 1
 [[ -z $duration ]] || whole --duration "$duration" 1
 [[ -z $millicores ]] || whole --millicores "$millicores" 1
 [[ -z $mb ]] || whole --mb "$mb" 1
-[[ $type == cpu || (-z $duration && -z $millicores) ]] || die_usage "--duration and --millicores are for --type cpu"
-[[ $type == memory || -z $mb ]] || die_usage "--mb is for --type memory"
+[[ -z $ms ]] || whole --ms "$ms" 1
+case "$mode" in "" | fail | hang) ;; *) die_usage "--mode \"$mode\": expected fail or hang" ;; esac
+[[ $type == cpu || -z $millicores ]] || die_usage "--millicores is for --type cpu"
+[[ $type != memory && $type != crash && $type != disk || -z $duration ]] || die_usage "--duration is not for --type $type"
+[[ $type == memory || $type == disk || -z $mb ]] || die_usage "--mb is for --type memory or disk"
+[[ $type == latency || -z $ms ]] || die_usage "--ms is for --type latency"
+[[ $type == liveness || -z $mode ]] || die_usage "--mode is for --type liveness"
 [[ -n ${EPOCHREALTIME:-} ]] || { echo "chaos-generator.sh: needs bash >= 5 (EPOCHREALTIME)" >&2; exit 2; }
 command -v curl >/dev/null || { echo "chaos-generator.sh: needs curl" >&2; exit 2; }
 
@@ -229,17 +274,49 @@ poll_until() {
 }
 
 trigger_target() {
+  local path q=()
+  [[ -z $duration ]] || q+=("duration=$duration")
   case "$type" in
     cpu)
-      local q=()
-      [[ -z $duration ]] || q+=("duration=$duration")
+      path=/load/cpu
       [[ -z $millicores ]] || q+=("millicores=$millicores")
-      local IFS='&'
-      if ((${#q[@]})); then REPLY="/load/cpu?${q[*]}"; else REPLY="/load/cpu"; fi
       ;;
-    memory) if [[ -n $mb ]]; then REPLY="/load/memory?mb=$mb"; else REPLY="/load/memory"; fi ;;
-    crash) REPLY="/crash" ;;
+    memory)
+      path=/load/memory
+      [[ -z $mb ]] || q+=("mb=$mb")
+      ;;
+    crash) path=/crash ;;
+    readiness) path=/fault/readiness ;;
+    latency)
+      path=/load/latency
+      [[ -z $ms ]] || q+=("ms=$ms")
+      ;;
+    liveness)
+      path=/fault/liveness
+      [[ -z $mode ]] || q+=("mode=$mode")
+      ;;
+    disk)
+      path=/load/disk
+      [[ -z $mb ]] || q+=("mb=$mb")
+      ;;
   esac
+  local IFS='&'
+  if ((${#q[@]})); then REPLY="$path?${q[*]}"; else REPLY="$path"; fi
+}
+
+# The latency fault slows GET / only: user traffic is what the readiness p95
+# sees. Ten requests in the background, each bounded by curl's --max-time.
+slow_traffic=()
+send_slow_traffic() {
+  local i
+  for ((i = 0; i < 10; i++)); do
+    curl -s -o /dev/null --max-time 70 "$url/" 2>/dev/null &
+    slow_traffic+=("$!")
+  done
+}
+wait_slow_traffic() {
+  ((${#slow_traffic[@]} == 0)) || wait "${slow_traffic[@]}" 2>/dev/null || true
+  slow_traffic=()
 }
 
 # trigger: POSTs the fault, waiting out 429s. Sets TRIGGER_CODE, TRIGGER_WAITED
@@ -357,6 +434,7 @@ trap interrupted INT TERM
 timeout_ms=$((timeout * 1000))
 tick
 for ((i = 1; i <= iterations; i++)); do
+  wait_slow_traffic
   if ((i > 1)); then
     nap_ms $((cooldown * 1000))
   fi
@@ -377,10 +455,12 @@ for ((i = 1; i <= iterations; i++)); do
     record "$i" "$triggered_wall" "" "" trigger-failed "${detail:+$detail;}$TRIGGER_ERROR"
     continue
   fi
-  # How long a fault can take to show: a CPU load fails readiness while it
-  # runs, a leak at once, a crash within the abort; otherwise, --timeout.
+  [[ $type != latency ]] || send_slow_traffic
+  # How long a fault can take to show: a CPU load, a readiness or latency
+  # fault fails readiness while it runs, a leak at once, a crash within the
+  # abort; a liveness fault only through a restart: --timeout.
   detect_deadline=$((triggered + timeout_ms))
-  if [[ $type == cpu ]]; then
+  if [[ $type == cpu || $type == readiness || $type == latency ]]; then
     load_ms=$(awk -F'"duration_seconds":' 'NF > 1 { split($2, a, /[,}]/); print a[1] * 1000 }' "$work/body")
     if [[ $load_ms =~ ^[0-9]+$ ]] && ((triggered + load_ms + 2000 < detect_deadline)); then
       detect_deadline=$((triggered + load_ms + 2000))
@@ -407,4 +487,5 @@ for ((i = 1; i <= iterations; i++)); do
   fi
   record "$i" "$triggered_wall" "$detected_ms" "$recovered_ms" recovered "$detail"
 done
+wait_slow_traffic
 summary

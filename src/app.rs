@@ -12,25 +12,31 @@ use serde_json::json;
 
 use crate::access::Access;
 use crate::chaos::cpu::CpuLoads;
+use crate::chaos::disk::DiskFill;
 use crate::chaos::faults::Faults;
 use crate::chaos::memory::Leak;
+use crate::chaos::registry::Registry;
 use crate::config::Config;
 use crate::events::{Event, Events};
 use crate::guard::Guard;
 use crate::latency::LatencyWindow;
 use crate::metrics::Metrics;
 use crate::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
-use crate::{recovery, sys};
+use crate::{crash_marker, routes, sys};
 
 pub struct App {
     pub config: Config,
     pub metrics: Metrics,
-    pub guard: Guard,
+    /// Every running fault: the guardrails, GET /chaos, stop and DELETE.
+    pub registry: Arc<Registry>,
     pub tracker: Tracker,
     pub latency: LatencyWindow,
     pub cpu: Arc<CpuLoads>,
     pub leak: Arc<Leak>,
     pub faults: Arc<Faults>,
+    /// The disk: where fills go and what is written; a running fill is a
+    /// registry entry (`FaultKind::Disk`).
+    pub disk: Arc<DiskFill>,
     pub events: Arc<Events>,
     pub started: Instant,
     pub pod: String,
@@ -42,14 +48,21 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, events: Events, started: Instant) -> Result<App, prometheus::Error> {
-        let state_dir_ok = match recovery::prepare_state_dir(&config.state_dir) {
+        let state_dir_ok = match crash_marker::prepare_state_dir(&config.state_dir) {
             Ok(()) => true,
             Err(e) => {
                 log::warn!("{e}; the crash marker will not be written, crash_to_startup_seconds cannot be measured");
                 false
             }
         };
-        let metrics = Metrics::new()?;
+        let (disk, notes) = DiskFill::prepare(&config.disk_fill_dir);
+        for note in notes {
+            log::info!("{note}");
+        }
+        if let Some(why) = disk.unavailable() {
+            log::warn!("{why}; POST /load/disk will answer 503");
+        }
+        let metrics = Metrics::new(&routes::endpoint_series())?;
         metrics
             .readiness_max_memory_bytes
             .set(i64::try_from(config.max_rss_bytes()).unwrap_or(i64::MAX));
@@ -67,12 +80,13 @@ impl App {
         Ok(App {
             access,
             metrics,
-            guard: Guard::new(config.max_concurrent_chaos, config.chaos_cooldown),
+            registry: Registry::new(Guard::new(config.max_concurrent_chaos, config.chaos_cooldown)),
             tracker: Tracker::default(),
             latency: LatencyWindow::new(started, config.latency_window, config.max_latency),
             cpu: Arc::new(CpuLoads::default()),
             leak: Arc::new(Leak::default()),
             faults: Arc::new(Faults::default()),
+            disk: Arc::new(disk),
             events: Arc::new(events),
             started,
             pod: pod_name(),
@@ -87,7 +101,7 @@ impl App {
     pub fn record_start(&self, listen: &str) {
         self.metrics.pod_recovery_count_total.inc();
         let crash = if self.state_dir_ok {
-            match recovery::take_marker(&self.config.state_dir) {
+            match crash_marker::take_marker(&self.config.state_dir) {
                 Ok(found) => found,
                 Err(e) => {
                     log::warn!("{e}");
@@ -154,7 +168,7 @@ impl App {
     /// /ready is being served at `now` with these reasons: advance the
     /// detection and recovery timers and record what changed.
     pub fn readiness_served(&self, now: Instant, reasons: &[Reason]) {
-        let chaos_active = self.guard.active() > 0;
+        let chaos_active = self.registry.active() > 0;
         match self.tracker.served(now, reasons, chaos_active) {
             Transition::Unchanged => {}
             Transition::Degraded { detection } => {

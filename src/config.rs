@@ -1,16 +1,22 @@
 //! Every environment variable the service reads, its default and its bounds.
 //!
 //! A bad value is a `ConfigError` that names the variable and quotes the
-//! value; `main` turns it into exit code 2 before anything binds a port.
+//! value, and a misspelt name is refused naming the name meant; `main` turns
+//! either into exit code 2 before anything binds a port.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::misspelling;
+
 /// The largest leak one request may ask for, in MiB (1 TiB): a guard against
 /// typos, far above any real memory limit.
 pub const MAX_MB: u64 = 1 << 20;
+/// The largest `MAX_REQUEST_HEAD_BYTES` (1 MiB): each connection may hold
+/// this much head, so it is a memory bound per connection.
+pub const MAX_REQUEST_HEAD_BYTES: u64 = 1 << 20;
 /// The longest CPU load or delay one request may ask for, in seconds.
 pub const MAX_DURATION_SECONDS: u64 = 3600;
 
@@ -28,12 +34,19 @@ pub struct Config {
     pub bind_address: IpAddr,
     pub workers: usize,
     pub state_dir: PathBuf,
+    /// `DISK_FILL_DIR`: where `POST /load/disk` writes; `STATE_DIR/fill`
+    /// unless set.
+    pub disk_fill_dir: PathBuf,
     pub latency_window: Duration,
     pub shutdown_delay: Duration,
     pub ready_fail_on_cpu_stress: bool,
     pub chaos_enabled: bool,
     pub chaos_token: TokenSource,
     pub startup_delay: Duration,
+    /// Request line and headers together, in bytes: more is 431 and a close.
+    pub max_request_head_bytes: usize,
+    /// Header fields in one request: more is 431 and a close.
+    pub max_request_headers: usize,
     /// The `HTTP_*` connection limits (see `limits.rs`).
     pub connections: crate::limits::ConnectionSettings,
 }
@@ -69,8 +82,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One row of the configuration table: name, default, meaning. The README's
-/// table is written from the same facts; a unit test keeps them in step.
+/// The configuration table: each variable's name and default. The README's
+/// table gives the same facts with their meaning; a unit test keeps them in
+/// step.
 pub const VARIABLES: &[(&str, &str)] = &[
     ("CPU_LOAD_DURATION", "10"),
     ("MEMORY_MB", "100"),
@@ -88,6 +102,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("READY_FAIL_ON_CPU_STRESS", "true"),
     ("CHAOS_ENABLED", "true"),
     ("STARTUP_DELAY_SECONDS", "0"),
+    ("MAX_REQUEST_HEAD_BYTES", "16384"),
+    ("MAX_REQUEST_HEADERS", "100"),
     ("HTTP_MAX_CONNECTIONS", "auto"),
     ("HTTP_IDLE_TIMEOUT_SECONDS", "30"),
     ("HTTP_HEAD_TIMEOUT_SECONDS", "10"),
@@ -96,10 +112,35 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("HTTP_DRAIN_LIMIT_BYTES", "1048576"),
 ];
 
+/// The variables read that have no fixed default (unset means "off", or, for
+/// `DISK_FILL_DIR`, a default made from `STATE_DIR`), and those read for
+/// others (`RUST_LOG` by env_logger). With [`VARIABLES`] they are the known
+/// names that the misspelling check compares every variable of the
+/// environment against: a new variable is one line in `VARIABLES` (with its
+/// default) or here.
+pub const KNOWN_WITHOUT_DEFAULT: &[&str] = &["CHAOS_TOKEN", "CHAOS_TOKEN_FILE", "RUST_LOG", "DISK_FILL_DIR"];
+
+/// Every variable name the service knows.
+pub fn known_names() -> Vec<&'static str> {
+    VARIABLES
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(KNOWN_WITHOUT_DEFAULT.iter().copied())
+        .collect()
+}
+
 impl Config {
-    /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+    /// Reads the configuration from the process environment, after refusing
+    /// any variable whose name looks like a misspelt known one (see
+    /// `misspelling`): a misspelt name would otherwise be ignored in silence.
+    pub fn from_env() -> Result<Config, Box<dyn std::error::Error>> {
+        let names: Vec<String> = std::env::vars_os()
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        misspelling::check(names.iter().map(String::as_str), &known_names())?;
+        Ok(Config::from_lookup(|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })?)
     }
 
     /// Reads the configuration through `lookup`, so tests need no real
@@ -145,6 +186,17 @@ impl Config {
                 expected: "a directory path".to_string(),
             });
         }
+        let disk_fill_dir = match lookup("DISK_FILL_DIR") {
+            None => PathBuf::from(&state_value).join("fill"),
+            Some(dir) if dir.is_empty() => {
+                return Err(ConfigError {
+                    variable: "DISK_FILL_DIR",
+                    value: dir,
+                    expected: "a directory path, or no DISK_FILL_DIR at all (STATE_DIR/fill)".to_string(),
+                });
+            }
+            Some(dir) => PathBuf::from(dir),
+        };
         Ok(Config {
             cpu_load_duration: Duration::from_secs(int("CPU_LOAD_DURATION", 1, MAX_DURATION_SECONDS, "seconds")?),
             memory_mb: int("MEMORY_MB", 1, MAX_MB, "MiB")?,
@@ -160,12 +212,15 @@ impl Config {
             bind_address,
             workers: int("WORKERS", 1, 256, "threads")? as usize,
             state_dir: PathBuf::from(state_value),
+            disk_fill_dir,
             latency_window: Duration::from_secs(int("LATENCY_WINDOW_SECONDS", 1, 3600, "seconds")?),
             shutdown_delay: Duration::from_secs(int("SHUTDOWN_DELAY_SECONDS", 0, 3600, "seconds")?),
             ready_fail_on_cpu_stress: boolean("READY_FAIL_ON_CPU_STRESS")?,
             chaos_enabled: boolean("CHAOS_ENABLED")?,
             chaos_token: token_source(&lookup)?,
             startup_delay: Duration::from_secs(int("STARTUP_DELAY_SECONDS", 0, 3600, "seconds")?),
+            max_request_head_bytes: int("MAX_REQUEST_HEAD_BYTES", 1024, MAX_REQUEST_HEAD_BYTES, "bytes")? as usize,
+            max_request_headers: int("MAX_REQUEST_HEADERS", 1, 10_000, "header fields")? as usize,
             connections: crate::limits::ConnectionSettings::from_lookup(&lookup)?,
         })
     }
@@ -247,6 +302,15 @@ mod tests {
         assert!(c.ready_fail_on_cpu_stress);
         assert!(c.chaos_enabled);
         assert_eq!(c.chaos_token, TokenSource::Open);
+        assert_eq!(c.max_request_head_bytes, 16 * 1024);
+        assert_eq!(c.max_request_headers, 100);
+        assert_eq!(c.disk_fill_dir, PathBuf::from("/tmp/chaos-backend/fill"));
+        let c = with(&[("STATE_DIR", "/s"), ("DISK_FILL_DIR", "/d")]).unwrap();
+        assert_eq!(c.disk_fill_dir, PathBuf::from("/d"));
+        assert_eq!(
+            with(&[("STATE_DIR", "/s")]).unwrap().disk_fill_dir,
+            PathBuf::from("/s/fill")
+        );
     }
 
     #[test]
@@ -285,6 +349,12 @@ mod tests {
             ("CHAOS_COOLDOWN_SECONDS", " 5"),
             ("MAX_CONCURRENT_CHAOS", "+2"),
             ("STATE_DIR", ""),
+            ("MAX_REQUEST_HEAD_BYTES", "1023"),
+            ("MAX_REQUEST_HEAD_BYTES", "16k"),
+            ("MAX_REQUEST_HEAD_BYTES", "1048577"),
+            ("MAX_REQUEST_HEADERS", "0"),
+            ("MAX_REQUEST_HEADERS", "-1"),
+            ("DISK_FILL_DIR", ""),
         ];
         for (name, value) in cases {
             let err = with(&[(name, value)]).expect_err(&format!("{name}={value:?} should fail"));
@@ -302,7 +372,7 @@ mod tests {
             let row = format!("| `{name}` | `{default}` |");
             assert!(readme.contains(&row), "README.md lacks the row {row}");
         }
-        for extra in ["CHAOS_TOKEN", "CHAOS_TOKEN_FILE", "RUST_LOG"] {
+        for extra in KNOWN_WITHOUT_DEFAULT {
             assert!(readme.contains(&format!("| `{extra}` |")), "README.md lacks {extra}");
         }
     }

@@ -40,8 +40,9 @@ impl Rejected {
 
 #[derive(Debug)]
 struct State {
-    /// When each active action is expected to end (it may end earlier).
-    active: Vec<(u64, Instant)>,
+    /// When each active action is expected to end (it may end earlier);
+    /// `None` for one that lasts until it is released (a leak).
+    active: Vec<(u64, Option<Instant>)>,
     last_accepted: Option<Instant>,
     next_id: u64,
 }
@@ -89,12 +90,15 @@ impl Guard {
         self.cooldown
     }
 
-    /// Claims a slot for an action expected to last `expected`, or says why not.
-    pub fn try_acquire(&self, now: Instant, expected: Duration) -> Result<Permit, Rejected> {
+    /// Claims a slot for an action expected to last `expected` (`None`:
+    /// until it is released), or says why not.
+    pub fn try_acquire(&self, now: Instant, expected: Option<Duration>) -> Result<Permit, Rejected> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.active.len() >= self.max_concurrent {
-            let soonest = state.active.iter().map(|(_, end)| *end).min();
-            let wait = soonest.map_or(Duration::ZERO, |end| end.saturating_duration_since(now));
+            // Only actions that end by themselves say when a slot frees; a
+            // leak that stays frees it when released, at a time nobody knows.
+            let soonest = state.active.iter().filter_map(|(_, end)| *end).min();
+            let wait = soonest.map_or(UNKNOWN_END_RETRY, |end| end.saturating_duration_since(now));
             return Err(Rejected {
                 reason: RejectReason::Concurrency,
                 retry_after_secs: whole_seconds_at_least_one(wait),
@@ -111,7 +115,7 @@ impl Guard {
         }
         let id = state.next_id;
         state.next_id += 1;
-        state.active.push((id, now + expected));
+        state.active.push((id, expected.and_then(|e| now.checked_add(e))));
         state.last_accepted = Some(now);
         Ok(Permit {
             id,
@@ -120,10 +124,15 @@ impl Guard {
     }
 
     /// Number of actions holding a permit now.
+    #[cfg(test)]
     pub fn active(&self) -> usize {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).active.len()
     }
 }
+
+/// The `Retry-After` while every slot is held by something that lasts until
+/// it is released.
+const UNKNOWN_END_RETRY: Duration = Duration::from_secs(60);
 
 /// Rounds up to whole seconds, and never says 0 (a client told "retry in 0 s"
 /// would spin).
@@ -140,31 +149,46 @@ mod tests {
     fn concurrency_limit_then_release() {
         let guard = Guard::new(2, Duration::ZERO);
         let t0 = Instant::now();
-        let a = guard.try_acquire(t0, Duration::from_secs(10)).unwrap();
-        let _b = guard.try_acquire(t0, Duration::from_secs(3)).unwrap();
-        let rejected = guard.try_acquire(t0, Duration::from_secs(1)).unwrap_err();
+        let a = guard.try_acquire(t0, Some(Duration::from_secs(10))).unwrap();
+        let _b = guard.try_acquire(t0, Some(Duration::from_secs(3))).unwrap();
+        let rejected = guard.try_acquire(t0, Some(Duration::from_secs(1))).unwrap_err();
         assert_eq!(rejected.reason, RejectReason::Concurrency);
         assert_eq!(rejected.retry_after_secs, 3, "soonest active action ends in 3 s");
         drop(a);
         assert_eq!(guard.active(), 1);
-        assert!(guard.try_acquire(t0, Duration::from_secs(1)).is_ok());
+        assert!(guard.try_acquire(t0, Some(Duration::from_secs(1))).is_ok());
+    }
+
+    #[test]
+    fn an_action_without_an_end_says_retry_in_a_minute() {
+        let guard = Guard::new(2, Duration::ZERO);
+        let t0 = Instant::now();
+        let _leak = guard.try_acquire(t0, None).unwrap();
+        let _other = guard.try_acquire(t0, None).unwrap();
+        let rejected = guard.try_acquire(t0, Some(Duration::from_secs(1))).unwrap_err();
+        assert_eq!(rejected.reason, RejectReason::Concurrency);
+        assert_eq!(rejected.retry_after_secs, 60);
     }
 
     #[test]
     fn cooldown_counts_from_last_accept() {
         let guard = Guard::new(5, Duration::from_secs(60));
         let t0 = Instant::now();
-        drop(guard.try_acquire(t0, Duration::ZERO).unwrap());
+        drop(guard.try_acquire(t0, Some(Duration::ZERO)).unwrap());
         let r = guard
-            .try_acquire(t0 + Duration::from_millis(100), Duration::ZERO)
+            .try_acquire(t0 + Duration::from_millis(100), Some(Duration::ZERO))
             .unwrap_err();
         assert_eq!(r.reason, RejectReason::Cooldown);
         assert_eq!(r.retry_after_secs, 60, "59.9 s rounds up to 60");
         let r = guard
-            .try_acquire(t0 + Duration::from_secs(59), Duration::ZERO)
+            .try_acquire(t0 + Duration::from_secs(59), Some(Duration::ZERO))
             .unwrap_err();
         assert_eq!(r.retry_after_secs, 1);
-        assert!(guard.try_acquire(t0 + Duration::from_secs(60), Duration::ZERO).is_ok());
+        assert!(
+            guard
+                .try_acquire(t0 + Duration::from_secs(60), Some(Duration::ZERO))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -180,7 +204,7 @@ mod tests {
         let now = Instant::now();
         let permits: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..50)
-                .map(|_| s.spawn(|| guard.try_acquire(now, Duration::from_secs(5)).ok()))
+                .map(|_| s.spawn(|| guard.try_acquire(now, Some(Duration::from_secs(5))).ok()))
                 .collect();
             handles.into_iter().filter_map(|h| h.join().unwrap()).collect()
         });

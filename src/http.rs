@@ -9,6 +9,8 @@ use std::io::Cursor;
 
 use serde_json::{Value, json};
 
+use crate::chaos::registry::Cancel;
+
 /// Work to do after the response has been written and flushed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum After {
@@ -46,10 +48,13 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
-    pub after: Option<After>,
+    /// Boxed: rare, and it keeps `Reply` small enough to return in a `Result`.
+    pub after: Option<Box<After>>,
     /// Send the answer only after this long (a latency or hang fault); the
     /// worker does not wait, a thread of its own does.
     pub hold: Option<std::time::Duration>,
+    /// Ends the hold early: the fault that asked for it was stopped.
+    pub released_by: Option<Cancel>,
 }
 
 impl Reply {
@@ -63,6 +68,7 @@ impl Reply {
             headers: Vec::new(),
             after: None,
             hold: None,
+            released_by: None,
         }
     }
 
@@ -74,12 +80,18 @@ impl Reply {
         Reply::json(202, value)
     }
 
-    /// 400 for a query parameter that cannot be used.
+    /// 400 for a query parameter that cannot be used. `message` must
+    /// already quote client input with `shown`; the parameter and its value
+    /// are shown here.
     pub fn bad_parameter(message: &str, parameter: &str, value: Option<&str>) -> Reply {
-        Reply::json(400, &json!({"error": message, "parameter": parameter, "value": value}))
+        Reply::json(
+            400,
+            &json!({"error": message, "parameter": shown(parameter), "value": value.map(shown)}),
+        )
     }
 
     pub fn not_found(path: &str) -> Reply {
+        let path = shown(path);
         Reply::json(
             404,
             &json!({"error": format!("no route for path {path:?}"), "path": path}),
@@ -87,6 +99,7 @@ impl Reply {
     }
 
     pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Reply {
+        let method = shown(method);
         Reply::json(
             405,
             &json!({
@@ -120,8 +133,14 @@ impl Reply {
         self
     }
 
+    /// The hold ends early when `cancel` fires (its fault was stopped).
+    pub fn released_by(mut self, cancel: Cancel) -> Reply {
+        self.released_by = Some(cancel);
+        self
+    }
+
     pub fn then(mut self, after: After) -> Reply {
-        self.after = Some(after);
+        self.after = Some(Box::new(after));
         self
     }
 
@@ -140,6 +159,37 @@ impl Reply {
             response.add_header(header(name, value));
         }
         response
+    }
+}
+
+/// The most characters of client input an answer (or a log line) quotes.
+pub const QUOTE_CHARS: usize = 64;
+
+/// Client input as answers and logs show it: at most `QUOTE_CHARS`
+/// characters, then `... (N bytes)`, so a 1 MiB path or parameter is named
+/// without being echoed back whole.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(QUOTE_CHARS) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &value[..cut], value.len()),
+        None => value.to_string(),
+    }
+}
+
+/// What the HTTP layer is told: the head limits, and a JSON body
+/// `{"error": ...}` for the answers tiny_http writes itself (400, 408, 417,
+/// 431, 505), whose reasons already quote client bytes escaped and short.
+pub fn server_options(config: &crate::config::Config) -> tiny_http::ServerOptions {
+    tiny_http::ServerOptions {
+        head: tiny_http::HeadLimits {
+            max_bytes: config.max_request_head_bytes,
+            max_headers: config.max_request_headers,
+        },
+        error_body: Some(std::sync::Arc::new(|_status: u16, reason: &str| {
+            let mut body = json!({"error": reason}).to_string().into_bytes();
+            body.push(b'\n');
+            ("application/json".to_string(), body)
+        })),
+        ..tiny_http::ServerOptions::default()
     }
 }
 
@@ -163,5 +213,20 @@ mod tests {
         let r = Reply::too_many_requests("busy", 7);
         assert_eq!(r.headers, vec![("Retry-After", "7".to_string())]);
         assert_eq!(r.body_json()["retry_after_seconds"], 7);
+    }
+
+    #[test]
+    fn echoes_of_client_input_are_short() {
+        let long = "/x".repeat(500_000);
+        for r in [
+            Reply::not_found(&long),
+            Reply::method_not_allowed(&long, "/health", "GET, HEAD"),
+            Reply::bad_parameter("bad", &long, Some(&long)),
+        ] {
+            assert!(r.body.len() < 400, "{} bytes", r.body.len());
+            assert!(String::from_utf8_lossy(&r.body).contains("(1000000 bytes)"));
+        }
+        assert_eq!(shown("é".repeat(70).as_str()).chars().filter(|c| *c == 'é').count(), 64);
+        assert_eq!(shown("/health"), "/health");
     }
 }

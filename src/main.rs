@@ -11,6 +11,8 @@ mod cgroup;
 mod chaos;
 mod config;
 mod connection_metrics;
+mod control;
+mod crash_marker;
 mod events;
 mod guard;
 mod handlers;
@@ -19,9 +21,9 @@ mod http;
 mod latency;
 mod limits;
 mod metrics;
+mod misspelling;
 mod query;
 mod readiness;
-mod recovery;
 mod routes;
 mod server;
 mod signals;
@@ -35,13 +37,15 @@ use std::time::{Duration, Instant};
 
 use app::App;
 use config::Config;
+use control::Control;
 use events::Events;
-use server::{Control, Pool};
+use server::{Listening, Pool};
 
 const USAGE: &str = "\
 usage: chaos-backend               serve (configured by environment variables, see README.md)
        chaos-backend healthcheck   exit 0 if GET /health on the local PORT answers 200, else 1
-       chaos-backend --version";
+       chaos-backend --version
+       chaos-backend --help";
 
 /// How long stopped workers get to finish the requests they hold.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -52,24 +56,11 @@ fn main() -> ExitCode {
     signals::block_termination_signals();
     events::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("chaos-backend: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => {}
-        ["healthcheck"] => {
-            return match healthcheck::check(healthcheck::probe_address(&config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("chaos-backend healthcheck: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+    // Arguments first: --help and --version answer whatever the environment
+    // holds, so a bad variable never hides the usage that explains it.
+    let healthcheck = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => false,
+        ["healthcheck"] => true,
         ["--version"] => {
             println!("chaos-backend {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -82,6 +73,27 @@ fn main() -> ExitCode {
             eprintln!("chaos-backend: unexpected arguments {args:?}\n{USAGE}");
             return ExitCode::from(2);
         }
+    };
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        // The probe's answer is 0 or 1 (Docker reserves 2 in a HEALTHCHECK).
+        Err(e) if healthcheck => {
+            eprintln!("chaos-backend healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("chaos-backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if healthcheck {
+        return match healthcheck::check(healthcheck::probe_address(&config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chaos-backend healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if config.random_crash_enabled {
         log::warn!("RANDOM_CRASH_ENABLED=true is accepted but reserved: no random crash will happen");
@@ -98,29 +110,17 @@ fn main() -> ExitCode {
 fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let (tx, rx) = mpsc::channel::<Control>();
     signals::spawn_waiter(tx.clone()).map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    let addr = SocketAddr::new(config.bind_address, config.port);
-    let threads_before = sys::thread_ids();
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    if let Err(e) = sys::set_nodelay(&listener) {
-        log::warn!("cannot set TCP_NODELAY on {addr} ({e}); large answers may wait for delayed ACKs");
-    }
-    let options = tiny_http::ServerOptions {
-        connections: connection_limits(&config),
-        ..tiny_http::ServerOptions::default()
-    };
-    let server = tiny_http::Server::from_listener_with(listener, None, options)
-        .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
-    // Server::http starts one thread, the accept loop, which at once starts
-    // the four threads of its connection pool: the accept thread is the
-    // first, so the lowest new thread id (ids only decrease on wrap-around).
-    let accept_thread = sys::thread_ids()
-        .into_iter()
-        .filter(|t| !threads_before.contains(t))
-        .min();
-    let listen = server
-        .server_addr()
-        .to_ip()
-        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    let Listening {
+        server,
+        accept_thread,
+        listen,
+    } = server::listen(
+        SocketAddr::new(config.bind_address, config.port),
+        tiny_http::ServerOptions {
+            connections: connection_limits(&config),
+            ..http::server_options(&config)
+        },
+    )?;
     let workers = config.workers;
     log::debug!("bound after {:?}", started.elapsed());
     let app =
@@ -205,7 +205,8 @@ fn shut_down(app: &App, pool: &Pool, rx: &mpsc::Receiver<Control>, signal: &str)
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
         }
     }
-    app.cpu.stop_all();
+    // Every fault ends, and its threads with it, before the workers stop.
+    app.registry.stop(None, chaos::registry::Ended::Shutdown);
     pool.stop();
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
     let mut exited = 0;

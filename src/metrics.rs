@@ -11,8 +11,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::routes::{Method, Route};
-
 /// Request-latency buckets in seconds: fine below 10 ms, where probes live.
 const REQUEST_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -27,13 +25,20 @@ const STARTUP_BUCKETS: &[f64] = &[
 ];
 
 /// Chaos actions, as the `action` label.
-pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", "readiness"];
-/// Faults, as the `fault` label of `chaos_fault_active`.
-pub const FAULTS: &[&str] = &["cpu", "memory", "latency", "liveness", "readiness"];
+pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", "readiness", "disk"];
+/// The `state` label of `chaos_disk_fill_bytes`.
+pub const DISK_FILL_STATES: &[&str] = &["written", "target"];
 /// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails
 /// (429), `failed` when accepted but impossible (507), `unauthorized` (401),
 /// `disabled` by `CHAOS_ENABLED=false` (403).
 pub const OUTCOMES: &[&str] = &["accepted", "rejected", "failed", "unauthorized", "disabled"];
+
+/// The series of one endpoint that exist from start-up: its `endpoint`
+/// label and the (method, status code) answers it usually gives.
+pub struct Endpoint {
+    pub label: &'static str,
+    pub answers: Vec<(&'static str, u16)>,
+}
 
 /// The service's metrics, with typed fields.
 pub struct Metrics {
@@ -56,11 +61,14 @@ pub struct Metrics {
     pub chaos_cpu_target_millicores: IntGauge,
     /// `http_connections_*`, read from the HTTP server at each scrape.
     pub connections: crate::connection_metrics::ConnectionMetrics,
+    pub chaos_disk_fill_bytes: prometheus::IntGaugeVec,
+    pub chaos_disk_fill_ended_total: IntCounterVec,
 }
 
 impl Metrics {
-    /// Creates and registers every metric, and the label sets known up front.
-    pub fn new() -> Result<Metrics, prometheus::Error> {
+    /// Creates and registers every metric, and the label sets known up front
+    /// (`endpoints` gives those of the HTTP series).
+    pub fn new(endpoints: &[Endpoint]) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let http_requests_total = IntCounterVec::new(
             Opts::new(
@@ -150,20 +158,41 @@ impl Metrics {
         registry.register(Box::new(chaos_fault_active.clone()))?;
         registry.register(Box::new(chaos_leaked_bytes.clone()))?;
         registry.register(Box::new(chaos_cpu_target_millicores.clone()))?;
-        for fault in FAULTS {
-            chaos_fault_active.with_label_values(&[fault]);
+        // Every kind the registry knows: a new kind gets its series here.
+        for kind in crate::chaos::registry::FaultKind::ALL {
+            chaos_fault_active.with_label_values(&[kind.label()]);
+        }
+        let chaos_disk_fill_bytes = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "chaos_disk_fill_bytes",
+                "The disk fill: bytes in its file now (state=written) and bytes the running fill aims at (state=target, 0 when none runs).",
+            ),
+            &["state"],
+        )?;
+        let chaos_disk_fill_ended_total = IntCounterVec::new(
+            Opts::new(
+                "chaos_disk_fill_ended_total",
+                "Disk fills ended, by reason: removed on request, no_space (ENOSPC), quota (EDQUOT), io_error.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(chaos_disk_fill_bytes.clone()))?;
+        registry.register(Box::new(chaos_disk_fill_ended_total.clone()))?;
+        for state in DISK_FILL_STATES {
+            chaos_disk_fill_bytes.with_label_values(&[state]);
+        }
+        for reason in crate::chaos::disk::EndReason::ALL {
+            chaos_disk_fill_ended_total.with_label_values(&[reason.label()]);
         }
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let connections = crate::connection_metrics::ConnectionMetrics::new(&registry)?;
 
-        for route in Route::ALL {
-            http_request_duration_seconds.with_label_values(&[route.label()]);
-            for (method, code) in route.usual_answers() {
-                http_requests_total.with_label_values(&[method.label(), route.label(), &code.to_string()]);
+        for endpoint in endpoints {
+            http_request_duration_seconds.with_label_values(&[endpoint.label]);
+            for (method, code) in &endpoint.answers {
+                http_requests_total.with_label_values(&[method, endpoint.label, &code.to_string()]);
             }
         }
-        http_request_duration_seconds.with_label_values(&[Route::UNMATCHED_LABEL]);
-        http_requests_total.with_label_values(&[Method::Get.label(), Route::UNMATCHED_LABEL, "404"]);
         for action in ACTIONS {
             for outcome in OUTCOMES {
                 chaos_actions_total.with_label_values(&[action, outcome]);
@@ -189,6 +218,8 @@ impl Metrics {
             chaos_leaked_bytes,
             chaos_cpu_target_millicores,
             connections,
+            chaos_disk_fill_bytes,
+            chaos_disk_fill_ended_total,
         })
     }
 
@@ -216,7 +247,21 @@ mod tests {
 
     #[test]
     fn every_series_exists_before_any_event() {
-        let m = Metrics::new().unwrap();
+        let m = Metrics::new(&[
+            Endpoint {
+                label: "/health",
+                answers: vec![("GET", 200)],
+            },
+            Endpoint {
+                label: "/ready",
+                answers: vec![("GET", 503)],
+            },
+            Endpoint {
+                label: "/",
+                answers: vec![],
+            },
+        ])
+        .unwrap();
         let text = String::from_utf8(m.render().unwrap()).unwrap();
         for needle in [
             "http_requests_total{code=\"200\",endpoint=\"/health\",method=\"GET\"} 0",
@@ -231,6 +276,12 @@ mod tests {
             "chaos_actions_total{action=\"crash\",outcome=\"accepted\"} 0",
             "chaos_actions_total{action=\"memory\",outcome=\"failed\"} 0",
             "process_resident_memory_bytes",
+            "chaos_disk_fill_bytes{state=\"written\"} 0",
+            "chaos_disk_fill_bytes{state=\"target\"} 0",
+            "chaos_disk_fill_ended_total{reason=\"no_space\"} 0",
+            "chaos_disk_fill_ended_total{reason=\"quota\"} 0",
+            "chaos_fault_active{fault=\"disk\"} 0",
+            "chaos_actions_total{action=\"disk\",outcome=\"failed\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");
         }

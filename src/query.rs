@@ -7,7 +7,10 @@
 
 use std::fmt;
 
-/// A parameter that cannot be used.
+use crate::http::shown;
+
+/// A parameter that cannot be used. `parameter` and `value` are as sent
+/// (`Reply::bad_parameter` shortens them); `message` quotes them shortened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamError {
     pub parameter: String,
@@ -33,15 +36,22 @@ impl Query {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for piece in raw.split('&').filter(|p| !p.is_empty()) {
             let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
-            let name = decode(raw_name).ok_or_else(|| ParamError {
-                parameter: shown(raw_name),
+            let name = decode(raw_name).map_err(|why| ParamError {
+                parameter: raw_name.to_string(),
                 value: None,
-                message: format!("invalid percent-encoding in parameter name {:?}", shown(raw_name)),
+                message: format!(
+                    "invalid percent-encoding in parameter name {:?}: {why}",
+                    shown(raw_name)
+                ),
             })?;
-            let value = decode(raw_value).ok_or_else(|| ParamError {
-                parameter: shown(&name),
-                value: Some(shown(raw_value)),
-                message: format!("invalid percent-encoding in {} {:?}", shown(&name), shown(raw_value)),
+            let value = decode(raw_value).map_err(|why| ParamError {
+                parameter: name.to_string(),
+                value: Some(raw_value.to_string()),
+                message: format!(
+                    "invalid percent-encoding in {} {:?}: {why}",
+                    shown(&name),
+                    shown(raw_value)
+                ),
             })?;
             if !allowed.contains(&name.as_str()) {
                 let known = if allowed.is_empty() {
@@ -55,15 +65,15 @@ impl Query {
                         shown(&name),
                         shown(&value)
                     ),
-                    parameter: shown(&name),
-                    value: Some(shown(&value)),
+                    parameter: name.to_string(),
+                    value: Some(value.to_string()),
                 });
             }
             if pairs.iter().any(|(n, _)| *n == name) {
                 return Err(ParamError {
-                    message: format!("parameter {name} given more than once"),
-                    parameter: name,
-                    value: Some(shown(&value)),
+                    message: format!("parameter {} given more than once", shown(&name)),
+                    parameter: name.to_string(),
+                    value: Some(value.to_string()),
                 });
             }
             pairs.push((name, value));
@@ -86,7 +96,7 @@ impl Query {
             .map(|c| Some(*c))
             .ok_or_else(|| ParamError {
                 parameter: name.to_string(),
-                value: Some(shown(value)),
+                value: Some(value.to_string()),
                 message: format!(
                     "invalid {name} {:?}: expected one of {}",
                     shown(value),
@@ -104,7 +114,7 @@ impl Query {
             .map(Some)
             .ok_or_else(|| ParamError {
                 parameter: name.to_string(),
-                value: Some(shown(value)),
+                value: Some(value.to_string()),
                 message: format!(
                     "invalid {name} {:?}: expected a whole number of {unit} from {min} to {max}",
                     shown(value)
@@ -113,28 +123,43 @@ impl Query {
     }
 }
 
-/// A value as errors show it: at most 64 characters, so a 100 KiB parameter
-/// is named without being echoed back whole.
-fn shown(value: &str) -> String {
-    const MAX: usize = 64;
-    match value.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}... ({} bytes)", &value[..cut], value.len()),
-        None => value.to_string(),
+/// Why a query component cannot be decoded.
+#[derive(Debug, Clone, PartialEq)]
+enum DecodeError {
+    /// A `%` not followed by two hex digits; holds the escape as sent.
+    BrokenEscape(String),
+    NotUtf8,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BrokenEscape(escape) => {
+                write!(f, "broken escape {escape:?} (a % must be followed by two hex digits)")
+            }
+            DecodeError::NotUtf8 => f.write_str("the decoded bytes are not UTF-8"),
+        }
     }
 }
 
-/// Percent-decodes a query component (`+` is a space). `None` for a broken
-/// escape or bytes that are not UTF-8.
-fn decode(text: &str) -> Option<String> {
+/// Percent-decodes a query component (`+` is a space). A broken escape or
+/// bytes that are not UTF-8 are an error, never a guess.
+fn decode(text: &str) -> Result<String, DecodeError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Both digits checked here: `from_str_radix` alone would
+                // take a sign, so `%+5` would decode to 0x05.
+                let byte = match bytes.get(i + 1..i + 3) {
+                    Some(&[hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                        hex_value(hi) << 4 | hex_value(lo)
+                    }
+                    _ => return Err(DecodeError::BrokenEscape(text[i..].chars().take(3).collect())),
+                };
+                out.push(byte);
                 i += 3;
             }
             b'+' => {
@@ -147,7 +172,16 @@ fn decode(text: &str) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).map_err(|_| DecodeError::NotUtf8)
+}
+
+/// The value of one ASCII hex digit (the caller has checked it is one).
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +238,10 @@ mod tests {
         let err = Query::parse("mode=x", &[]).unwrap_err();
         assert!(err.message.contains("takes no parameters"), "{}", err.message);
         assert!(Query::parse("duration=%", CPU).is_err());
+        assert_eq!(
+            Query::parse("duration=%35%2b%2B", CPU).unwrap().get("duration"),
+            Some("5++")
+        );
         assert!(Query::parse("duration=%ff", CPU).is_err(), "not UTF-8");
     }
 
@@ -214,7 +252,6 @@ mod tests {
         let err = q.bounded("duration", 1, 3600, "seconds").unwrap_err();
         assert!(err.message.len() < 200, "{}", err.message);
         assert!(err.message.contains("(100000 bytes)"), "{}", err.message);
-        assert_eq!(shown("é".repeat(70).as_str()).chars().filter(|c| *c == 'é').count(), 64);
     }
 
     /// A small deterministic fuzz: random bytes never panic the parser.
@@ -237,6 +274,36 @@ mod tests {
             if let Ok(q) = Query::parse(&raw, CPU) {
                 let _ = q.bounded("duration", 1, 3600, "seconds");
             }
+        }
+    }
+
+    /// `from_str_radix` takes a sign: `%+5` once decoded to 0x05. Every `%`
+    /// not followed by two hex digits is a broken escape, named as sent.
+    #[test]
+    fn broken_escapes_are_refused_and_quoted() {
+        for (raw, escape) in [
+            ("duration=%+5", "%+5"),
+            ("duration=%-5", "%-5"),
+            ("duration=% 5", "% 5"),
+            ("duration=%5", "%5"),
+            ("duration=1%5", "%5"),
+            ("duration=%G0", "%G0"),
+            ("duration=%0G", "%0G"),
+            ("duration=%", "%"),
+            ("duration=%é1", "%é1"),
+            ("%+5duration=1", "%+5"),
+        ] {
+            let err = Query::parse(raw, CPU).unwrap_err();
+            assert!(
+                err.message.contains(&format!("broken escape {escape:?}")),
+                "{raw}: {}",
+                err.message
+            );
+        }
+        let err = Query::parse("duration=%ff", CPU).unwrap_err();
+        assert!(err.message.contains("not UTF-8"), "{}", err.message);
+        for (escape, byte) in [("%00", 0u8), ("%7f", 0x7f), ("%7F", 0x7f), ("%4a", b'J'), ("%4A", b'J')] {
+            assert_eq!(decode(escape).unwrap().as_bytes(), [byte], "{escape}");
         }
     }
 }

@@ -1,11 +1,13 @@
-//! All routes in one place: one `match` from (method, path) to a handler,
-//! and the 404 / 405 answers.
+//! All routes in one place: a table with one row per route (path, what each
+//! method does and its handler, usual answers), the one gate that checks the
+//! token before chaos, and the 404 / 405 answers.
 
 use std::time::Instant;
 
 use crate::app::App;
 use crate::handlers;
 use crate::http::Reply;
+use crate::metrics::Endpoint;
 
 /// The request methods we tell apart; everything else is `Other`, so a
 /// client cannot create metric series by inventing methods.
@@ -50,122 +52,239 @@ impl Method {
     }
 }
 
-/// The known paths.
+/// What a method does on a route, which decides the checks before its
+/// handler runs. Every method of every row says it: there is no default, so a
+/// new chaos route cannot skip the token check by accident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Root,
-    Health,
-    Ready,
-    Metrics,
-    LoadCpu,
-    LoadMemory,
-    Crash,
-    LoadLatency,
-    FaultLiveness,
-    FaultReadiness,
-    Chaos,
-    ChaosStop,
+pub enum Access {
+    /// Reads state (probes, scrapes, listings): never guarded, never refused
+    /// by the kill switch.
+    Read,
+    /// Starts the chaos action named (its `action` label): needs the token
+    /// and `CHAOS_ENABLED`.
+    Start(&'static str),
+    /// Stops chaos (the action named, or `stop` for every fault): needs only
+    /// the token, because an operator must always be able to stop.
+    Stop(&'static str),
 }
 
-impl Route {
-    pub const ALL: [Route; 12] = [
-        Route::Root,
-        Route::Health,
-        Route::Ready,
-        Route::Metrics,
-        Route::LoadCpu,
-        Route::LoadMemory,
-        Route::Crash,
-        Route::LoadLatency,
-        Route::FaultLiveness,
-        Route::FaultReadiness,
-        Route::Chaos,
-        Route::ChaosStop,
-    ];
+/// A handler: the app, the request's parts, and when the worker took it.
+pub type Handler = fn(&App, &RequestLine<'_>, Instant) -> Reply;
 
-    /// The `endpoint` label of every path that matches no route.
-    pub const UNMATCHED_LABEL: &'static str = "unmatched";
-
-    pub fn from_path(path: &str) -> Option<Route> {
-        Route::ALL.into_iter().find(|r| r.label() == path)
-    }
-
+/// One route: its path, what each allowed method does and which handler
+/// serves it, and the answers whose counters exist from start-up. `GET`
+/// also serves `HEAD`; every other method gets a 405 with `Allow`.
+pub struct Route {
     /// The path, which is also the `endpoint` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Root => "/",
-            Route::Health => "/health",
-            Route::Ready => "/ready",
-            Route::Metrics => "/metrics",
-            Route::LoadCpu => "/load/cpu",
-            Route::LoadMemory => "/load/memory",
-            Route::Crash => "/crash",
-            Route::LoadLatency => "/load/latency",
-            Route::FaultLiveness => "/fault/liveness",
-            Route::FaultReadiness => "/fault/readiness",
-            Route::Chaos => "/chaos",
-            Route::ChaosStop => "/chaos/stop",
-        }
-    }
-
-    /// The `Allow` header of this route.
-    pub fn allowed(self) -> &'static str {
-        match self {
-            Route::Root | Route::Health | Route::Ready | Route::Metrics | Route::Chaos => "GET, HEAD",
-            Route::LoadCpu | Route::LoadMemory | Route::LoadLatency | Route::FaultLiveness | Route::FaultReadiness => {
-                "POST, DELETE"
-            }
-            Route::Crash | Route::ChaosStop => "POST",
-        }
-    }
-
-    /// The chaos action a route starts (its `action` label), if any.
-    pub fn chaos_action(self) -> Option<&'static str> {
-        match self {
-            Route::LoadCpu => Some("cpu"),
-            Route::LoadMemory => Some("memory"),
-            Route::Crash => Some("crash"),
-            Route::LoadLatency => Some("latency"),
-            Route::FaultLiveness => Some("liveness"),
-            Route::FaultReadiness => Some("readiness"),
-            _ => None,
-        }
-    }
-
+    pub path: &'static str,
+    pub methods: &'static [(Method, Access, Handler)],
+    /// The (method, status) pairs whose counters exist from start-up.
+    pub usual_answers: &'static [(Method, u16)],
     /// Whether this route's latency is "user traffic" for the readiness p95.
     /// Probes, scrapes and chaos requests are not: a slow chaos request must
     /// not fail readiness on its own.
-    pub fn feeds_readiness(self) -> bool {
-        self == Route::Root
+    pub feeds_readiness: bool,
+}
+
+use crate::chaos::faults::Kind;
+use Access::{Read, Start, Stop};
+use Method::{Delete, Get, Post};
+
+/// Every route, one row each. Adding an endpoint is adding a row.
+pub static ROUTES: &[Route] = &[
+    Route {
+        path: "/",
+        methods: &[(Get, Read, |app, _, now| handlers::root::get(app, now))],
+        usual_answers: &[(Get, 200)],
+        feeds_readiness: true,
+    },
+    Route {
+        path: "/health",
+        methods: &[(Get, Read, |app, _, now| handlers::probes::health(app, now))],
+        usual_answers: &[(Get, 200)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/ready",
+        methods: &[(Get, Read, |app, _, now| handlers::probes::ready(app, now))],
+        usual_answers: &[(Get, 200), (Get, 503)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/metrics",
+        methods: &[(Get, Read, |app, _, now| handlers::scrape::metrics(app, now))],
+        usual_answers: &[(Get, 200)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/load/cpu",
+        methods: &[
+            (Post, Start("cpu"), |app, rq, now| {
+                handlers::cpu::start(app, rq.query, now)
+            }),
+            (Delete, Stop("cpu"), |app, _, _| handlers::cpu::stop(app)),
+        ],
+        usual_answers: &[(Post, 202), (Post, 400), (Post, 401), (Post, 403), (Post, 429)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/load/memory",
+        methods: &[
+            (Post, Start("memory"), |app, rq, now| {
+                handlers::memory::leak(app, rq.query, now)
+            }),
+            (Delete, Stop("memory"), |app, _, _| handlers::memory::release(app)),
+        ],
+        usual_answers: &[
+            (Post, 200),
+            (Post, 400),
+            (Post, 401),
+            (Post, 403),
+            (Post, 429),
+            (Post, 507),
+        ],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/load/disk",
+        methods: &[
+            (Post, Start("disk"), |app, rq, now| {
+                handlers::disk::fill(app, rq.query, now)
+            }),
+            (Delete, Stop("disk"), |app, _, _| handlers::disk::remove(app)),
+        ],
+        usual_answers: &[
+            (Post, 200),
+            (Post, 202),
+            (Post, 400),
+            (Post, 401),
+            (Post, 403),
+            (Post, 409),
+            (Post, 429),
+            (Post, 507),
+            (Delete, 200),
+        ],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/crash",
+        methods: &[(Post, Start("crash"), |app, rq, _| handlers::crash::crash(app, rq.query))],
+        usual_answers: &[(Post, 202), (Post, 401), (Post, 403), (Post, 409)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/load/latency",
+        methods: &[
+            (Post, Start("latency"), |app, rq, now| {
+                handlers::faults::start(app, Kind::Latency, rq.query, now)
+            }),
+            (Delete, Stop("latency"), |app, _, _| {
+                handlers::faults::end(app, Kind::Latency)
+            }),
+        ],
+        usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/fault/liveness",
+        methods: &[
+            (Post, Start("liveness"), |app, rq, now| {
+                handlers::faults::start(app, Kind::Liveness, rq.query, now)
+            }),
+            (Delete, Stop("liveness"), |app, _, _| {
+                handlers::faults::end(app, Kind::Liveness)
+            }),
+        ],
+        usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/fault/readiness",
+        methods: &[
+            (Post, Start("readiness"), |app, rq, now| {
+                handlers::faults::start(app, Kind::Readiness, rq.query, now)
+            }),
+            (Delete, Stop("readiness"), |app, _, _| {
+                handlers::faults::end(app, Kind::Readiness)
+            }),
+        ],
+        usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/chaos",
+        methods: &[(Get, Read, |app, _, _| handlers::chaos::list(app))],
+        usual_answers: &[(Get, 200)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/chaos/stop",
+        methods: &[(Post, Stop("stop"), |app, _, _| handlers::chaos::stop(app))],
+        usual_answers: &[(Post, 200)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/openapi.json",
+        methods: &[(Get, Read, |_, _, _| handlers::openapi::get())],
+        usual_answers: &[(Get, 200)],
+        feeds_readiness: false,
+    },
+];
+
+impl Route {
+    /// The `endpoint` label of every path that matches no route.
+    pub const UNMATCHED_LABEL: &'static str = "unmatched";
+
+    pub fn from_path(path: &str) -> Option<&'static Route> {
+        ROUTES.iter().find(|r| r.path == path)
     }
 
-    /// The (method, status) pairs whose counters exist from start-up.
-    pub fn usual_answers(self) -> &'static [(Method, u16)] {
-        match self {
-            Route::Root | Route::Health | Route::Metrics | Route::Chaos => &[(Method::Get, 200)],
-            Route::LoadLatency | Route::FaultLiveness | Route::FaultReadiness => {
-                &[(Method::Post, 202), (Method::Post, 429), (Method::Delete, 200)]
-            }
-            Route::ChaosStop => &[(Method::Post, 200)],
-            Route::Ready => &[(Method::Get, 200), (Method::Get, 503)],
-            Route::LoadCpu => &[
-                (Method::Post, 202),
-                (Method::Post, 400),
-                (Method::Post, 401),
-                (Method::Post, 403),
-                (Method::Post, 429),
-            ],
-            Route::LoadMemory => &[
-                (Method::Post, 200),
-                (Method::Post, 400),
-                (Method::Post, 401),
-                (Method::Post, 403),
-                (Method::Post, 429),
-                (Method::Post, 507),
-            ],
-            Route::Crash => &[(Method::Post, 202), (Method::Post, 401), (Method::Post, 403)],
-        }
+    /// The path, which is also the `endpoint` label.
+    pub fn label(&self) -> &'static str {
+        self.path
     }
+
+    pub fn feeds_readiness(&self) -> bool {
+        self.feeds_readiness
+    }
+
+    /// What `method` does here and its handler; `HEAD` is served as `GET`.
+    pub fn method(&self, method: Method) -> Option<(Access, Handler)> {
+        let wanted = if method == Method::Head { Method::Get } else { method };
+        self.methods
+            .iter()
+            .find(|(m, _, _)| *m == wanted)
+            .map(|(_, access, handler)| (*access, *handler))
+    }
+
+    /// The `Allow` header of this route.
+    pub fn allowed(&self) -> String {
+        let names: Vec<&str> = self
+            .methods
+            .iter()
+            .flat_map(|(m, _, _)| match m {
+                Method::Get => vec!["GET", "HEAD"],
+                other => vec![other.label()],
+            })
+            .collect();
+        names.join(", ")
+    }
+}
+
+/// The series of every endpoint that exist from start-up, unmatched paths
+/// included, for `Metrics::new`.
+pub fn endpoint_series() -> Vec<Endpoint> {
+    ROUTES
+        .iter()
+        .map(|r| Endpoint {
+            label: r.path,
+            answers: r.usual_answers.iter().map(|(m, code)| (m.label(), *code)).collect(),
+        })
+        .chain([Endpoint {
+            label: Route::UNMATCHED_LABEL,
+            answers: vec![(Method::Get.label(), 404)],
+        }])
+        .collect()
 }
 
 /// What the router needs of a request.
@@ -182,8 +301,13 @@ pub struct RequestLine<'a> {
 
 impl<'a> RequestLine<'a> {
     /// Splits a request target (`/load/cpu?duration=5`) into path and query.
+    /// The absolute form (`http://host/health`), which RFC 9112 §3.2.2
+    /// requires servers to accept, is routed by its path; the host is
+    /// ignored.
     pub fn new(method: Method, target: &'a str) -> RequestLine<'a> {
+        let target = origin_form(target);
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = if path.is_empty() { "/" } else { path };
         RequestLine {
             method,
             path,
@@ -204,46 +328,38 @@ impl<'a> RequestLine<'a> {
     }
 }
 
+/// The path and query of a target in absolute form (`scheme://authority`
+/// then path), or the target as it is.
+fn origin_form(target: &str) -> &str {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target;
+    };
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !is_scheme {
+        return target;
+    }
+    // `http://host` and `http://host?x=1` have an empty path: `new` makes it `/`.
+    rest.find(['/', '?']).map_or("", |i| &rest[i..])
+}
+
 /// Picks and runs the handler. `now` is when the worker took the request.
 pub fn dispatch(rq: &RequestLine<'_>, app: &App, now: Instant) -> Reply {
     let Some(route) = Route::from_path(rq.path) else {
         return Reply::not_found(rq.path);
     };
-    use Method::{Delete, Get, Head, Post};
-    // Starting chaos needs the token and the kill switch on; stopping it
-    // needs only the token (an operator must always be able to stop).
-    let starts = rq.method == Post && route.chaos_action().is_some();
-    let stops =
-        (rq.method == Delete && route.chaos_action().is_some()) || (rq.method == Post && route == Route::ChaosStop);
-    if starts || stops {
-        let action = route.chaos_action().unwrap_or("stop");
-        if let Err(reply) = handlers::admit(app, action, rq.authorization, starts) {
-            return reply;
-        }
-    }
-    use crate::chaos::faults::Kind;
-    match (rq.method, route) {
-        (Get | Head, Route::Root) => handlers::root::get(app, now),
-        (Get | Head, Route::Health) => handlers::probes::health(app, now),
-        (Get | Head, Route::Ready) => handlers::probes::ready(app, now),
-        (Get | Head, Route::Metrics) => handlers::scrape::metrics(app, now),
-        (Post, Route::LoadCpu) => handlers::cpu::start(app, rq.query, now),
-        (Post, Route::LoadMemory) => handlers::memory::leak(app, rq.query, now),
-        (Post, Route::Crash) => handlers::crash::crash(app, rq.query),
-        (Delete, Route::LoadCpu) => handlers::cpu::stop(app),
-        (Delete, Route::LoadMemory) => handlers::memory::release(app),
-        (Post, Route::LoadLatency) => handlers::faults::start(app, Kind::Latency, rq.query, now),
-        (Post, Route::FaultLiveness) => handlers::faults::start(app, Kind::Liveness, rq.query, now),
-        (Post, Route::FaultReadiness) => handlers::faults::start(app, Kind::Readiness, rq.query, now),
-        (Delete, Route::LoadLatency) => handlers::faults::end(app, Kind::Latency, now),
-        (Delete, Route::FaultLiveness) => handlers::faults::end(app, Kind::Liveness, now),
-        (Delete, Route::FaultReadiness) => handlers::faults::end(app, Kind::Readiness, now),
-        (Get | Head, Route::Chaos) => handlers::chaos::list(app, now),
-        (Post, Route::ChaosStop) => handlers::chaos::stop(app, now),
-        (_, route) => {
-            let name: String = rq.method_name.chars().take(32).collect();
-            Reply::method_not_allowed(&name, route.label(), route.allowed())
-        }
+    let Some((access, handler)) = route.method(rq.method) else {
+        let name: String = rq.method_name.chars().take(32).collect();
+        return Reply::method_not_allowed(&name, route.path, &route.allowed());
+    };
+    let admitted = match access {
+        Read => Ok(()),
+        Start(action) => handlers::admit(app, action, rq.authorization, true),
+        Stop(action) => handlers::admit(app, action, rq.authorization, false),
+    };
+    match admitted {
+        Ok(()) => handler(app, rq, now),
+        Err(refusal) => refusal,
     }
 }
 
@@ -260,12 +376,107 @@ mod tests {
     }
 
     #[test]
+    fn absolute_form_is_routed_by_its_path() {
+        for (target, path, query) in [
+            ("http://host/health", "/health", ""),
+            ("HTTP://example.com:8080/load/cpu?duration=5", "/load/cpu", "duration=5"),
+            ("https://h/", "/", ""),
+            ("http://h", "/", ""),
+            ("http://h?x=1", "/", "x=1"),
+            ("http://user@h:1/ready?", "/ready", ""),
+            ("/a://b", "/a://b", ""),
+        ] {
+            let rq = RequestLine::new(Method::Get, target);
+            assert_eq!((rq.path, rq.query), (path, query), "{target}");
+        }
+    }
+
+    #[test]
     fn routes_are_found_by_exact_path() {
-        assert_eq!(Route::from_path("/health"), Some(Route::Health));
-        assert_eq!(Route::from_path("/health/"), None);
-        assert_eq!(Route::from_path("/HEALTH"), None);
-        for r in Route::ALL {
-            assert_eq!(Route::from_path(r.label()), Some(r));
+        assert_eq!(Route::from_path("/health").map(Route::label), Some("/health"));
+        assert!(Route::from_path("/health/").is_none());
+        assert!(Route::from_path("/HEALTH").is_none());
+        for r in ROUTES {
+            assert!(std::ptr::eq(Route::from_path(r.path).unwrap(), r), "{} twice", r.path);
+        }
+    }
+
+    /// Only reads go unguarded: a method that changes state and says
+    /// `Read` would start or stop chaos without the token.
+    #[test]
+    fn every_method_but_get_is_a_guarded_start_or_stop() {
+        for route in ROUTES {
+            for (method, access, _) in route.methods {
+                let read = *access == Read;
+                assert_eq!(read, *method == Get, "{} {}: {access:?}", method.label(), route.path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_started_action_has_its_metric_series() {
+        for route in ROUTES {
+            for (_, access, _) in route.methods {
+                if let Start(action) = access {
+                    assert!(
+                        crate::metrics::ACTIONS.contains(action),
+                        "{action} not in metrics::ACTIONS"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn allow_lists_each_method_once_with_head_after_get() {
+        let allow = |path| Route::from_path(path).unwrap().allowed();
+        assert_eq!(allow("/health"), "GET, HEAD");
+        assert_eq!(allow("/load/cpu"), "POST, DELETE");
+        assert_eq!(allow("/chaos/stop"), "POST");
+        assert!(Route::from_path("/crash").unwrap().method(Delete).is_none());
+        assert!(Route::from_path("/ready").unwrap().method(Method::Head).is_some());
+    }
+
+    /// The gate reads the table: every method that starts or stops chaos,
+    /// on every route (a new one included), is refused without the token,
+    /// and starting is refused by the kill switch; reads are never refused.
+    #[test]
+    fn every_start_and_stop_needs_the_token_and_only_start_the_kill_switch() {
+        let (app, _) = crate::app::testing::app("gate", &[("CHAOS_TOKEN", "s3cret"), ("CHAOS_ENABLED", "false")]);
+        let now = Instant::now();
+        for route in ROUTES {
+            for (method, access, _) in route.methods {
+                // Reads are served even without a token; /crash is never
+                // reached here with a token, so nothing ends the test process.
+                let anonymous = RequestLine::new(*method, route.path);
+                let status = dispatch(&anonymous, &app, now).status;
+                let with_token = anonymous.clone().with_authorization(Some("Bearer s3cret"));
+                match access {
+                    Read => assert_ne!(status, 401, "{} {}", method.label(), route.path),
+                    Start(_) => {
+                        assert_eq!(status, 401, "{} {} without a token", method.label(), route.path);
+                        let status = dispatch(&with_token, &app, now).status;
+                        assert_eq!(
+                            status,
+                            403,
+                            "{} {} with CHAOS_ENABLED=false",
+                            method.label(),
+                            route.path
+                        );
+                    }
+                    Stop(_) => {
+                        assert_eq!(status, 401, "{} {} without a token", method.label(), route.path);
+                        let status = dispatch(&with_token, &app, now).status;
+                        assert_ne!(
+                            status,
+                            403,
+                            "{} {}: stopping is never disabled",
+                            method.label(),
+                            route.path
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! so that the orchestrator restarts a process that would otherwise live on
 //! accepting nothing.
 
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,22 +19,13 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::chaos::crash;
+use crate::control::Control;
 use crate::http::{After, Reply};
 use crate::routes::{self, Method, RequestLine, Route};
 use crate::sys;
 
 /// How often the accept thread is checked; a deaf server lives at most this long.
 const ACCEPT_WATCH_PERIOD: Duration = Duration::from_millis(200);
-
-/// What the workers and the signal thread tell `main`.
-#[derive(Debug)]
-pub enum Control {
-    Signal(&'static str),
-    /// `POST /crash?mode=panic`: main panics, so the process ends with 101.
-    Panic(String),
-    AcceptFailed(String),
-    WorkerExited,
-}
 
 /// Sends `Control::WorkerExited` when dropped.
 struct ExitNotice(Sender<Control>);
@@ -105,6 +97,44 @@ impl Pool {
     }
 }
 
+/// A bound server, before any worker runs.
+pub struct Listening {
+    pub server: tiny_http::Server,
+    /// The kernel thread id of tiny_http's accept loop, when it was found.
+    pub accept_thread: Option<u32>,
+    /// The address actually bound (`PORT=0` picks one), for logs and events.
+    pub listen: String,
+}
+
+/// Binds `addr` with `TCP_NODELAY` (accepted sockets inherit it) and starts
+/// tiny_http's accept loop on it, with `options` (head limits, error bodies:
+/// `http::server_options`).
+pub fn listen(addr: SocketAddr, options: tiny_http::ServerOptions) -> Result<Listening, String> {
+    let threads_before = sys::thread_ids();
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    if let Err(e) = sys::set_nodelay(&listener) {
+        log::warn!("cannot set TCP_NODELAY on {addr} ({e}); large answers may wait for delayed ACKs");
+    }
+    let server = tiny_http::Server::from_listener_with(listener, None, options)
+        .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
+    // Server::from_listener_with starts the accept loop first, then the
+    // connection table's watchdog: the accept thread is the lowest new
+    // thread id (ids only decrease on wrap-around).
+    let accept_thread = sys::thread_ids()
+        .into_iter()
+        .filter(|t| !threads_before.contains(t))
+        .min();
+    let listen = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    Ok(Listening {
+        server,
+        accept_thread,
+        listen,
+    })
+}
+
 /// Watches tiny_http's accept thread (kernel thread id `tid`). Upstream's
 /// ended on an accept error or panicked on EMFILE; the patched one does
 /// neither, and this watch stays as a guard: if it ever ends, the server is
@@ -139,8 +169,9 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
         return;
     }
     let mut reply = run_guarded(|| routes::dispatch(&line, app, started));
-    let after = reply.after.take();
+    let after = reply.after.take().map(|a| *a);
     let hold = reply.hold.take().unwrap_or_default();
+    let released_by = reply.released_by.take();
     // Counted before the response is written, so a client that has its
     // answer finds it in the next scrape. The duration is the time to produce
     // the answer; writing a small body to the socket is a copy into the
@@ -164,8 +195,12 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
     // hold) by the connection's own thread, which also drains an unread
     // body, bounded, or closes the connection.
     let response = reply.into_response();
-    if let Err(e) = rq.respond_held(response, hold) {
-        log::debug!("response to {} {} not delivered: {e}", method.label(), line.path);
+    if let Err(e) = rq.respond_held(response, hold, released_by.map(|c| c.flag())) {
+        log::debug!(
+            "response to {} {} not delivered: {e}",
+            method.label(),
+            crate::http::shown(line.path)
+        );
     }
     match after {
         Some(After::Crash { mode, cause }) => {
@@ -180,11 +215,11 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
 /// sends it with `Connection: close` and closes the connection rather than
 /// read the body (the patched tiny_http drains at most
 /// `HTTP_DRAIN_LIMIT_BYTES`).
-fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Option<Route>, length: usize) {
+fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Option<&'static Route>, length: usize) {
     log::warn!(
         "refusing a {length}-byte body on {} {}: larger than {MAX_DRAINABLE_BODY} bytes",
         method.label(),
-        rq.url()
+        crate::http::shown(rq.url())
     );
     let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
     app.metrics

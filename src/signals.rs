@@ -11,7 +11,7 @@
 use std::sync::mpsc::Sender;
 use std::thread;
 
-use crate::server::Control;
+use crate::control::Control;
 
 extern "C" fn ignore(_: libc::c_int) {}
 

@@ -116,7 +116,11 @@ pub fn affinity_cpu_count() -> usize {
 ///
 /// Falls back to nice 19 where SCHED_IDLE is refused. Returns which one took.
 pub fn make_current_thread_idle() -> &'static str {
-    let param = libc::sched_param { sched_priority: 0 };
+    // musl's sched_param has more fields than glibc's (the SCHED_SPORADIC
+    // ones), so the struct is zeroed rather than written out field by field.
+    // SAFETY: sched_param is plain integers and timespecs; all zero is a
+    // valid value, and priority 0 is the one SCHED_IDLE takes.
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param and
     // priority 0 is the only valid one for SCHED_IDLE.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
@@ -187,6 +191,103 @@ pub fn abort() -> ! {
     std::process::abort()
 }
 
+/// An anonymous private memory mapping, unmapped when dropped.
+///
+/// The leak maps its chunks itself rather than through the allocator: glibc
+/// raises its mmap threshold after the first large free (up to 32 MiB), so a
+/// later chunk would come from the heap, and `free` may keep those pages in
+/// the process. `munmap` always gives them back to the kernel.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value alone; no other
+// code holds its address, so moving it to another thread is sound.
+unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` exposes `len` and a shared view of the bytes; the
+// memory is written through `&mut self` only.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes (rounded up to whole pages by the kernel) of
+    /// zero-filled, private, anonymous memory. Nothing is resident until a
+    /// page is written.
+    pub fn anonymous(len: usize) -> std::io::Result<Mapping> {
+        if len == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty mapping"));
+        }
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks;
+        // no existing memory is touched. The result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ptr =
+            std::ptr::NonNull::new(ptr.cast::<u8>()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points at `len` readable bytes owned by `self` for as
+        // long as the borrow lasts (unmapped only in `drop`).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and the borrow is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Writes one byte into each page from `from` (bytes) on, up to `pages`
+    /// pages, so that the kernel backs them; returns the offset reached.
+    pub fn touch(&mut self, from: usize, pages: usize) -> usize {
+        let page = page_size();
+        let mut offset = from;
+        for _ in 0..pages {
+            if offset >= self.len {
+                break;
+            }
+            // SAFETY: `offset < len`, so the byte lies inside the mapping,
+            // which is readable and writable and owned by `self` (borrowed
+            // mutably here).
+            unsafe { self.ptr.as_ptr().add(offset).write_volatile(0xA5) };
+            offset += page;
+        }
+        offset.min(self.len)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` are exactly what mmap returned and was
+        // asked for; the mapping is unmapped once, here, and nothing refers
+        // to it afterwards.
+        let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        if rc != 0 {
+            log::error!(
+                "munmap of {} bytes failed: {}",
+                self.len,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Unit tests that compare RSS before and after take this lock, so that
 /// another test freeing memory at the same time cannot skew the figures.
 #[cfg(test)]
@@ -212,14 +313,19 @@ mod tests {
 
     #[test]
     fn cpu_time_counts_busy_work() {
+        // Spin until 30 ms of CPU time show, within a wall-clock bound that
+        // a loaded machine cannot reach by accident: 50 ms of wall clock
+        // gave under 30 ms of CPU with other tests running on two cores.
         let start = process_cpu_time();
-        let deadline = std::time::Instant::now() + Duration::from_millis(50);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut x = 0u64;
-        while std::time::Instant::now() < deadline {
-            x = std::hint::black_box(x.wrapping_add(1));
+        while process_cpu_time() - start < Duration::from_millis(30) && std::time::Instant::now() < deadline {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
         }
         let used = process_cpu_time() - start;
-        assert!(used >= Duration::from_millis(30), "used {used:?}");
+        assert!(used >= Duration::from_millis(30), "used {used:?} in 10 s of busy work");
     }
 
     #[test]
@@ -256,6 +362,20 @@ mod tests {
         assert_eq!(rc, 0);
         assert_eq!(value, 1, "TCP_NODELAY is inherited");
         assert!(accepted.nodelay().unwrap());
+    }
+
+    #[test]
+    fn a_dropped_mapping_leaves_rss() {
+        let _serial = RSS_TEST_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = rss_bytes();
+        let mut m = Mapping::anonymous(24 << 20).unwrap();
+        assert_eq!(m.touch(0, usize::MAX), 24 << 20);
+        let full = rss_bytes();
+        assert!(full >= before + (23 << 20), "rss {before} -> {full}");
+        drop(m);
+        // Other tests run meanwhile: what matters is that the pages left.
+        let after = rss_bytes();
+        assert!(after + (20 << 20) <= full, "rss {full} -> {after} after munmap");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::chaos::registry::Cancel;
 use crate::{cgroup, sys};
 
 /// How long a spin thread works or rests before looking at the clock again.
@@ -80,12 +81,11 @@ impl Plan {
     }
 }
 
-/// The running loads, and a generation number whose change tells every spin
-/// thread to stop early. How many run and what they aim at are read off the
-/// list, so there is one record to keep right.
+/// The running loads, as the CPU readers need them (`cpu_stress_active`,
+/// the target millicores). Stopping a load is the registry's job: each load
+/// watches its own cancel handle.
 #[derive(Debug, Default)]
 pub struct CpuLoads {
-    generation: AtomicU64,
     next_id: AtomicU64,
     running: std::sync::Mutex<Vec<Running>>,
 }
@@ -108,35 +108,24 @@ impl CpuLoads {
         self.list().len()
     }
 
-    /// Asks every running load to stop now (shutdown, or a stop request);
-    /// returns how many were running.
-    pub fn stop_all(&self) -> usize {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.active()
-    }
-
     /// Millicores the running loads aim at (a saturating load counts what it
     /// may use), for `chaos_cpu_target_millicores`.
     pub fn target_millicores(&self) -> u64 {
         self.list().iter().map(|r| r.millicores).sum()
     }
 
-    pub fn running(&self) -> Vec<Running> {
-        self.list().clone()
-    }
-
-    /// Starts a load for `duration` on new threads and returns at once.
-    /// `on_end` runs on the load's own thread after every spin thread has
-    /// stopped, with how long the load ran; it must not block.
+    /// Starts a load for `duration`, or until `cancel`, on new threads and
+    /// returns the thread that ends once every spin thread has stopped.
+    /// `on_end` runs on that thread last, with how long the load ran.
     pub fn start(
         self: &Arc<Self>,
         plan: Plan,
         millicores: u64,
         duration: Duration,
+        cancel: Cancel,
         on_end: impl FnOnce(Duration) + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<thread::JoinHandle<()>> {
         let loads = Arc::clone(self);
-        let generation = loads.generation.load(Ordering::SeqCst);
         let id = loads.next_id.fetch_add(1, Ordering::SeqCst);
         loads.list().push(Running {
             id,
@@ -150,13 +139,12 @@ impl CpuLoads {
             let cpu_at_start = sys::process_cpu_time();
             let spinners: Vec<_> = (0..plan.threads())
                 .filter_map(|i| {
-                    let loads = Arc::clone(&loads);
+                    let cancel = cancel.clone();
                     thread::Builder::new()
                         .name(format!("cpu-spin-{i}"))
                         .spawn(move || {
                             sys::make_current_thread_idle();
-                            let keep_going =
-                                || Instant::now() < deadline && loads.generation.load(Ordering::Relaxed) == generation;
+                            let keep_going = || Instant::now() < deadline && !cancel.is_cancelled();
                             match plan {
                                 Plan::Saturate { .. } => spin_until(keep_going),
                                 Plan::Millicores { millicores, .. } => {
@@ -174,11 +162,10 @@ impl CpuLoads {
             loads.finish(id);
             on_end(started.elapsed());
         });
-        if let Err(e) = spawned {
+        if spawned.is_err() {
             self.finish(id);
-            return Err(e);
         }
-        Ok(())
+        spawned
     }
 }
 
@@ -240,14 +227,16 @@ mod tests {
     }
 
     #[test]
-    fn stop_all_ends_a_load_early() {
+    fn cancel_ends_a_load_early() {
         let loads = Arc::new(CpuLoads::default());
         let (tx, rx) = mpsc::channel();
-        loads
+        let cancel = Cancel::default();
+        let coordinator = loads
             .start(
                 Plan::Saturate { threads: 1 },
                 1000,
                 Duration::from_secs(30),
+                cancel.clone(),
                 move |ran| {
                     tx.send(ran).unwrap();
                 },
@@ -256,12 +245,11 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         assert_eq!(loads.active(), 1);
         assert_eq!(loads.target_millicores(), 1000);
-        assert_eq!(loads.running().len(), 1);
-        assert_eq!(loads.stop_all(), 1);
+        cancel.cancel();
+        coordinator.join().unwrap();
         let ran = rx.recv_timeout(Duration::from_secs(2)).expect("load should end");
         assert!(ran < Duration::from_secs(2), "{ran:?}");
         assert_eq!(loads.active(), 0);
         assert_eq!(loads.target_millicores(), 0);
-        assert!(loads.running().is_empty());
     }
 }

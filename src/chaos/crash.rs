@@ -10,16 +10,16 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
+use crate::control::Control;
 use crate::events::{Event, Events};
 use crate::http::CrashMode;
-use crate::server::Control;
-use crate::{recovery, sys};
+use crate::{crash_marker, sys};
 
 /// Writes the crash marker, logs the event and ends the process as `mode`
 /// says. A panic is raised on the main thread (a worker's panic would only
 /// end that worker), so this thread then waits for the end.
 pub fn crash_now(state_dir: &Path, mode: CrashMode, cause: &str, events: &Events, control: &Sender<Control>) -> ! {
-    let marker = match recovery::write_marker(state_dir, mode.label(), cause, SystemTime::now()) {
+    let marker = match crash_marker::write_marker(state_dir, mode.label(), cause, SystemTime::now()) {
         Ok(path) => path.display().to_string(),
         Err(e) => {
             log::warn!("crash marker not written in STATE_DIR {}: {e}", state_dir.display());

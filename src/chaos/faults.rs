@@ -2,14 +2,14 @@
 //! consumes: a failing or hanging liveness probe, a forced readiness
 //! failure, extra latency on `GET /`.
 //!
-//! A fault is active while `now < ends_at`, so nothing has to wake up for it
-//! to end; a timer thread only emits CHAOS_FINISHED and frees the guardrail
-//! slot. Ending a fault early drops its state at once.
+//! A setting is in force while `now < ends_at`, so the probes never see a
+//! fault outlive its time; the registry entry's timer thread ends the fault
+//! (its slot, its listing) and a stop lifts the setting at once.
 
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::guard::Permit;
+use crate::chaos::registry::{Cancel, Ended, FaultKind, Ticket};
 
 /// The faults, as the `fault` label and in `GET /chaos`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,13 +20,15 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Liveness, Kind::Readiness, Kind::Latency];
-
     pub fn label(self) -> &'static str {
+        self.fault_kind().label()
+    }
+
+    pub fn fault_kind(self) -> FaultKind {
         match self {
-            Kind::Liveness => "liveness",
-            Kind::Readiness => "readiness",
-            Kind::Latency => "latency",
+            Kind::Liveness => FaultKind::Liveness,
+            Kind::Readiness => FaultKind::Readiness,
+            Kind::Latency => FaultKind::Latency,
         }
     }
 }
@@ -40,14 +42,14 @@ pub enum LivenessMode {
     Hang,
 }
 
-/// One active fault: its setting, when it ends, and the slot it holds.
+/// One active fault: its setting, when it ends, and its registry id.
 #[derive(Debug)]
 struct Active {
     setting: Setting,
     ends_at: Instant,
-    ends_wall: SystemTime,
     id: u64,
-    _permit: Permit,
+    /// The registry's cancel handle of the fault: releases held answers.
+    cancel: Cancel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,14 +60,6 @@ pub enum Setting {
 }
 
 impl Setting {
-    pub fn kind(self) -> Kind {
-        match self {
-            Setting::Liveness(_) => Kind::Liveness,
-            Setting::Readiness => Kind::Readiness,
-            Setting::Latency(_) => Kind::Latency,
-        }
-    }
-
     pub fn detail(self) -> String {
         match self {
             Setting::Liveness(LivenessMode::Fail) => "mode=fail".to_string(),
@@ -76,52 +70,42 @@ impl Setting {
     }
 }
 
-/// What `GET /chaos` shows of a fault.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Listed {
-    pub kind: Kind,
-    pub detail: String,
-    pub ends_at: SystemTime,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    active: Vec<Active>,
-    next_id: u64,
-}
-
+/// The settings in force. The registry owns the faults (their slots, their
+/// timers, their end); this is only what the probes and `GET /` read.
 #[derive(Debug, Default)]
 pub struct Faults {
-    state: Mutex<State>,
+    active: Mutex<Vec<Active>>,
 }
 
 impl Faults {
-    /// Starts (or replaces) the fault of `setting`'s kind; returns its id,
-    /// which the timer thread hands back to `expire`.
-    pub fn start(&self, setting: Setting, now: Instant, duration: Duration, permit: Permit) -> u64 {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.active.retain(|a| a.setting.kind() != setting.kind());
-        let id = s.next_id;
-        s.next_id += 1;
-        s.active.push(Active {
+    /// Puts `setting` in force for `duration` from `now`, as fault `id`.
+    pub fn start(&self, id: u64, setting: Setting, now: Instant, duration: Duration, cancel: Cancel) {
+        self.active.lock().unwrap_or_else(PoisonError::into_inner).push(Active {
             setting,
             ends_at: now + duration,
-            ends_wall: SystemTime::now() + duration,
             id,
-            _permit: permit,
+            cancel,
         });
-        id
     }
 
+    /// Lifts fault `id`; whether it was in force.
+    pub fn remove(&self, id: u64) -> bool {
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = active.len();
+        active.retain(|a| a.id != id);
+        active.len() < before
+    }
+
+    /// The newest matching setting still in force at `now`.
     fn find<T>(&self, now: Instant, pick: impl Fn(&Active) -> Option<T>) -> Option<T> {
-        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.active.iter().filter(|a| now < a.ends_at).find_map(pick)
+        let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        active.iter().rev().filter(|a| now < a.ends_at).find_map(pick)
     }
 
-    /// The liveness fault in force, and when it ends.
-    pub fn liveness(&self, now: Instant) -> Option<(LivenessMode, Instant)> {
+    /// The liveness fault in force, when it ends, and its cancel handle.
+    pub fn liveness(&self, now: Instant) -> Option<(LivenessMode, Instant, Cancel)> {
         self.find(now, |a| match a.setting {
-            Setting::Liveness(mode) => Some((mode, a.ends_at)),
+            Setting::Liveness(mode) => Some((mode, a.ends_at, a.cancel.clone())),
             _ => None,
         })
     }
@@ -131,110 +115,63 @@ impl Faults {
             .is_some()
     }
 
-    /// The extra latency of `GET /` in force.
-    pub fn latency(&self, now: Instant) -> Option<Duration> {
+    /// The extra latency of `GET /` in force, and its cancel handle.
+    pub fn latency(&self, now: Instant) -> Option<(Duration, Cancel)> {
         self.find(now, |a| match a.setting {
-            Setting::Latency(d) => Some(d),
+            Setting::Latency(d) => Some((d, a.cancel.clone())),
             _ => None,
         })
     }
+}
 
-    pub fn is_active(&self, kind: Kind, now: Instant) -> bool {
-        self.find(now, |a| (a.setting.kind() == kind).then_some(())).is_some()
-    }
-
-    /// Ends the fault of `kind` now; whether one was active.
-    pub fn end(&self, kind: Kind, now: Instant) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = s.active.iter().filter(|a| now < a.ends_at).count();
-        s.active.retain(|a| a.setting.kind() != kind);
-        s.active.iter().filter(|a| now < a.ends_at).count() < before
-    }
-
-    /// Ends every fault now; the kinds that were active.
-    pub fn end_all(&self, now: Instant) -> Vec<Kind> {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let ended = s
-            .active
-            .iter()
-            .filter(|a| now < a.ends_at)
-            .map(|a| a.setting.kind())
-            .collect();
-        s.active.clear();
-        ended
-    }
-
-    /// The timer of fault `id` ran out: drop it if it is still the current
-    /// one. Returns whether it was (and so whether it ended on time).
-    pub fn expire(&self, id: u64) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = s.active.len();
-        s.active.retain(|a| a.id != id);
-        s.active.len() < before
-    }
-
-    pub fn list(&self, now: Instant) -> Vec<Listed> {
-        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.active
-            .iter()
-            .filter(|a| now < a.ends_at)
-            .map(|a| Listed {
-                kind: a.setting.kind(),
-                detail: a.setting.detail(),
-                ends_at: a.ends_wall,
-            })
-            .collect()
-    }
+/// Starts the thread that ends fault `ticket` at `deadline`, unless it is
+/// stopped first (then it just returns; the stopper cleans up).
+pub fn spawn_timer(ticket: Ticket, kind: Kind, deadline: Instant) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("fault-{}", kind.label()))
+        .spawn(move || {
+            if !ticket.cancel.sleep_until(deadline) {
+                ticket.finish(Ended::OnTime);
+            }
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guard::Guard;
-
-    fn permit(g: &Guard, now: Instant) -> Permit {
-        g.try_acquire(now, Duration::from_secs(1)).unwrap()
-    }
 
     #[test]
-    fn faults_end_by_time_by_request_and_free_their_slot() {
-        let g = Guard::new(5, Duration::ZERO);
+    fn settings_end_by_time_and_by_removal() {
         let f = Faults::default();
         let t0 = Instant::now();
+        let c = Cancel::default();
         f.start(
+            1,
             Setting::Liveness(LivenessMode::Hang),
             t0,
             Duration::from_secs(10),
-            permit(&g, t0),
+            c.clone(),
         );
-        let id = f.start(
+        f.start(
+            2,
             Setting::Latency(Duration::from_millis(700)),
             t0,
             Duration::from_secs(5),
-            permit(&g, t0),
+            c,
         );
         assert_eq!(f.liveness(t0).map(|l| l.0), Some(LivenessMode::Hang));
-        assert_eq!(f.latency(t0 + Duration::from_secs(4)), Some(Duration::from_millis(700)));
-        assert_eq!(f.latency(t0 + Duration::from_secs(5)), None, "over by time");
+        assert_eq!(
+            f.latency(t0 + Duration::from_secs(4)).map(|l| l.0),
+            Some(Duration::from_millis(700))
+        );
+        assert_eq!(
+            f.latency(t0 + Duration::from_secs(5)).map(|l| l.0),
+            None,
+            "over by time"
+        );
         assert!(!f.readiness_forced(t0));
-        assert_eq!(g.active(), 2);
-        assert!(f.expire(id));
-        assert_eq!(g.active(), 1, "the expired fault's slot is free");
-        assert!(f.end(Kind::Liveness, t0));
-        assert!(!f.end(Kind::Liveness, t0), "nothing left to end");
-        assert_eq!(g.active(), 0);
-        assert!(f.list(t0).is_empty());
-    }
-
-    #[test]
-    fn a_new_fault_of_the_same_kind_replaces_the_old_and_its_timer() {
-        let g = Guard::new(5, Duration::ZERO);
-        let f = Faults::default();
-        let t0 = Instant::now();
-        let old = f.start(Setting::Readiness, t0, Duration::from_secs(1), permit(&g, t0));
-        f.start(Setting::Readiness, t0, Duration::from_secs(9), permit(&g, t0));
-        assert!(!f.expire(old), "the old timer must not end the new fault");
-        assert!(f.readiness_forced(t0 + Duration::from_secs(5)));
-        assert_eq!(f.end_all(t0), vec![Kind::Readiness]);
+        assert!(f.remove(1));
+        assert!(!f.remove(1), "nothing left to remove");
+        assert!(f.liveness(t0).is_none());
     }
 }

@@ -1,23 +1,46 @@
-//! The memory leak: chunks kept in one global vector, every page written so
-//! that the resident set really grows (an untouched allocation costs nothing
-//! until used, and would fool both /ready and the OOM killer).
+//! The memory leak: chunks mapped straight from the kernel, every page
+//! written so that the resident set really grows (an untouched mapping costs
+//! nothing until used, and would fool both /ready and the OOM killer), and
+//! the thread that makes each leak: at once, or as a ramp, then the hold.
 //!
-//! The allocation is asked for with `try_reserve_exact`, so a size the
-//! allocator refuses becomes an error the handler can answer (507) instead of
-//! an abort. Under a cgroup memory limit the kernel's OOM killer ends the
-//! process while pages are being touched: that is the intended OOMKill path.
+//! Chunks are `mmap`ed and `munmap`ed (`sys::Mapping`), not allocated:
+//! glibc raises its mmap threshold after the first large free, and later
+//! chunks would come from the heap, where `free` may keep them in the
+//! process. A released chunk leaves RSS at once, whatever came before.
+//!
+//! A size beyond the machine's memory plus swap is refused before anything
+//! starts. A mapping the kernel refuses is an error the handler answers
+//! (507), not an abort. Under a cgroup memory limit the kernel's OOM killer
+//! ends the process while pages are being touched: the intended OOMKill path.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crate::sys;
+use serde_json::json;
+
+use crate::chaos::registry::{Cancel, Ended, Ticket};
+use crate::events::{Event, Events};
+use crate::sys::{self, Mapping};
+
+/// How often a ramp grows the leak.
+pub const RAMP_STEP: Duration = Duration::from_millis(100);
+
+/// Pages touched between two looks at the cancel flag (1 MiB of 4 KiB pages).
+const TOUCH_BATCH: usize = 256;
 
 /// Why a leak could not be made.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeakError {
-    LargerThanMachine { machine: u64 },
+    LargerThanMachine {
+        machine: u64,
+    },
     Refused(String),
+    /// Stopped (DELETE or /chaos/stop) while it was being made.
+    Cancelled,
 }
 
 impl fmt::Display for LeakError {
@@ -27,54 +50,45 @@ impl fmt::Display for LeakError {
                 write!(f, "more than this machine's memory plus swap ({} MiB)", machine >> 20)
             }
             LeakError::Refused(e) => write!(f, "allocation refused: {e}"),
+            LeakError::Cancelled => write!(f, "stopped while it was being made"),
         }
+    }
+}
+
+/// A size beyond the machine's memory plus swap is refused up front, for a
+/// ramp's total as for a leak made at once: with `vm.overcommit_memory=1`
+/// (the kubelet's setting) the kernel would accept the mapping, and outside
+/// a memory limit the node would pay.
+pub fn check_size(bytes: u64) -> Result<(), LeakError> {
+    match sys::machine_memory_bytes() {
+        Some(machine) if bytes > machine => Err(LeakError::LargerThanMachine { machine }),
+        _ => Ok(()),
     }
 }
 
 /// The leaked chunks. Their bytes are never read; holding them is the point.
 #[derive(Debug, Default)]
 pub struct Leak {
-    /// Each chunk with the id of the leak request that made it, so that a
-    /// `hold` can release its own chunks and no others.
-    chunks: Mutex<Vec<(u64, Vec<u8>)>>,
+    /// Each chunk with the registry id of the leak that made it, so that a
+    /// leak is released by its own id and no other's chunks.
+    chunks: Mutex<Vec<(u64, Mapping)>>,
     total_bytes: AtomicU64,
-    next_id: AtomicU64,
 }
 
 impl Leak {
-    /// Allocates `bytes` more and touches every page of them.
-    ///
-    /// A size beyond the machine's memory plus swap is refused up front:
-    /// with `vm.overcommit_memory=1` (the kubelet's setting) the allocator
-    /// would accept it, and outside a memory limit the node would pay.
-    #[cfg(test)]
-    pub fn grow(&self, bytes: usize) -> Result<(), LeakError> {
-        self.grow_tagged(0, bytes)
-    }
-
-    /// A fresh id for the chunks of one leak request.
-    pub fn new_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    /// Like `grow`, tagging the chunk with `id`.
-    pub fn grow_tagged(&self, id: u64, bytes: usize) -> Result<(), LeakError> {
-        if let Some(machine) = sys::machine_memory_bytes()
-            && bytes as u64 > machine
-        {
-            return Err(LeakError::LargerThanMachine { machine });
+    /// Maps `bytes` more for leak `id` and touches every page of them,
+    /// looking at `cancel` every MiB; a cancelled chunk is unmapped at once.
+    pub fn grow(&self, id: u64, bytes: usize, cancel: &Cancel) -> Result<(), LeakError> {
+        check_size(bytes as u64)?;
+        let mut chunk = Mapping::anonymous(bytes).map_err(|e| LeakError::Refused(e.to_string()))?;
+        let mut offset = 0;
+        while offset < chunk.len() {
+            if cancel.is_cancelled() {
+                return Err(LeakError::Cancelled);
+            }
+            offset = chunk.touch(offset, TOUCH_BATCH);
         }
-        let mut chunk: Vec<u8> = Vec::new();
-        chunk
-            .try_reserve_exact(bytes)
-            .map_err(|e| LeakError::Refused(e.to_string()))?;
-        // Writing one byte per page is enough to make the kernel back the
-        // page; the bytes stay outside the vector's length, so no byte is
-        // ever read uninitialised and no unsafe is needed.
-        for page in chunk.spare_capacity_mut().chunks_mut(sys::page_size()) {
-            page[0].write(0xA5);
-        }
-        let held = chunk.capacity() as u64;
+        let held = chunk.len() as u64;
         self.chunks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -83,28 +97,30 @@ impl Leak {
         Ok(())
     }
 
-    /// Frees every chunk; returns how many chunks and bytes were held. The
-    /// chunks are large enough for the allocator to have mapped each one on
-    /// its own, so freeing gives the pages back and RSS falls at once.
-    pub fn release(&self) -> (usize, u64) {
-        self.release_where(|_| true)
-    }
-
-    /// Frees the chunks of leak request `id` only.
+    /// Unmaps the chunks of leak `id`; returns how many chunks and bytes.
     pub fn release_id(&self, id: u64) -> (usize, u64) {
-        self.release_where(|chunk_id| chunk_id == id)
-    }
-
-    fn release_where(&self, pick: impl Fn(u64) -> bool) -> (usize, u64) {
-        let taken: Vec<Vec<u8>> = {
+        let taken: Vec<Mapping> = {
             let mut chunks = self.chunks.lock().unwrap_or_else(PoisonError::into_inner);
-            let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *chunks).into_iter().partition(|(id, _)| pick(*id));
+            let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *chunks)
+                .into_iter()
+                .partition(|(chunk_id, _)| *chunk_id == id);
             *chunks = keep;
             out.into_iter().map(|(_, c)| c).collect()
         };
-        let bytes: u64 = taken.iter().map(|c| c.capacity() as u64).sum();
+        let bytes: u64 = taken.iter().map(|c| c.len() as u64).sum();
         self.total_bytes.fetch_sub(bytes, Ordering::SeqCst);
         (taken.len(), bytes)
+    }
+
+    /// Bytes held by leak `id`.
+    pub fn bytes_of(&self, id: u64) -> u64 {
+        self.chunks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(chunk_id, _)| *chunk_id == id)
+            .map(|(_, c)| c.len() as u64)
+            .sum()
     }
 
     pub fn chunks(&self) -> usize {
@@ -116,17 +132,121 @@ impl Leak {
     }
 }
 
+/// What one leak request asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    pub bytes: u64,
+    /// Grow evenly over this long, instead of at once.
+    pub ramp: Option<Duration>,
+    /// Release this long after the leak is complete.
+    pub hold: Option<Duration>,
+}
+
+/// Starts the thread that makes leak `ticket.id` as `plan` says, then holds
+/// it. A leak made at once allocates nothing on that thread but its chunk
+/// (mapped, not allocated; the list has room reserved here): a thread's first
+/// `malloc` gives it a glibc arena of its own, half a MiB of RSS. A leak made at once sends how long it took, or why it failed, on
+/// `made`. The thread ends the fault itself when a hold runs out or the
+/// growth fails; when the fault is stopped it just returns (the stopper
+/// releases the chunks after joining it).
+pub fn spawn(
+    leak: Arc<Leak>,
+    events: Arc<Events>,
+    plan: Plan,
+    ticket: Ticket,
+    made: SyncSender<Result<Duration, LeakError>>,
+) -> std::io::Result<JoinHandle<()>> {
+    let name = if plan.ramp.is_some() {
+        "memory-ramp"
+    } else {
+        "memory-leak"
+    };
+    leak.chunks.lock().unwrap_or_else(PoisonError::into_inner).reserve(1);
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let cancel = &ticket.cancel;
+        let grown = match plan.ramp {
+            None => {
+                let t0 = Instant::now();
+                let result = leak.grow(ticket.id, plan.bytes as usize, cancel);
+                if matches!(result, Err(ref e) if *e != LeakError::Cancelled) {
+                    ticket.finish(Ended::Failed);
+                }
+                let ok = result.is_ok();
+                let _ = made.send(result.map(|()| t0.elapsed()));
+                ok
+            }
+            Some(ramp) => ramp_up(&leak, &events, plan.bytes, ramp, &ticket),
+        };
+        if !grown {
+            return;
+        }
+        if let Some(hold) = plan.hold
+            && !cancel.sleep_until(Instant::now() + hold)
+        {
+            ticket.finish(Ended::OnTime);
+        }
+    })
+}
+
+/// How much a ramp of `steps` steps to `bytes` holds after `step`: whole
+/// pages until the last step, so that no chunk is smaller than a page (a
+/// 29-byte chunk would still cost a whole page of RSS, and a mapping).
+fn ramp_target(bytes: u64, step: u64, steps: u64, page: u64) -> u64 {
+    if step >= steps {
+        bytes
+    } else {
+        (bytes * step / steps) / page * page
+    }
+}
+
+/// Grows leak `ticket.id` to `bytes` in even steps over `ramp`; whether it
+/// got there (not stopped, not failed).
+fn ramp_up(leak: &Leak, events: &Events, bytes: u64, ramp: Duration, ticket: &Ticket) -> bool {
+    let steps = (ramp.as_millis() / RAMP_STEP.as_millis()).max(1) as u64;
+    let t0 = Instant::now();
+    let mut done = 0u64;
+    for step in 1..=steps {
+        let target = ramp_target(bytes, step, steps, sys::page_size() as u64);
+        if target > done {
+            match leak.grow(ticket.id, (target - done) as usize, &ticket.cancel) {
+                Ok(()) => done = target,
+                Err(LeakError::Cancelled) => return false,
+                Err(e) => {
+                    events.emit(
+                        Event::ChaosFinished,
+                        json!({"action": "memory", "error": e.to_string(), "leaked_mb": done >> 20}),
+                    );
+                    ticket.finish(Ended::Failed);
+                    return false;
+                }
+            }
+        }
+        if step < steps && ticket.cancel.sleep_until(t0 + RAMP_STEP * step as u32) {
+            return false;
+        }
+    }
+    events.emit(
+        Event::ChaosFinished,
+        json!({"action": "memory", "leaked_mb": bytes >> 20, "ramp_seconds": ramp.as_secs()}),
+    );
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn grow(leak: &Leak, id: u64, bytes: usize) -> Result<(), LeakError> {
+        leak.grow(id, bytes, &Cancel::default())
+    }
 
     #[test]
     fn grows_resident_memory_and_counts_chunks() {
         let _serial = sys::RSS_TEST_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         let leak = Leak::default();
         let before = sys::rss_bytes();
-        leak.grow(48 << 20).unwrap();
-        leak.grow(1 << 20).unwrap();
+        grow(&leak, 1, 48 << 20).unwrap();
+        grow(&leak, 1, 1 << 20).unwrap();
         let after = sys::rss_bytes();
         assert_eq!(leak.chunks(), 2);
         assert_eq!(leak.total_bytes(), 49 << 20);
@@ -134,32 +254,65 @@ mod tests {
     }
 
     #[test]
-    fn release_gives_the_memory_back() {
+    fn release_gives_the_memory_back_every_time() {
         let _serial = sys::RSS_TEST_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         let leak = Leak::default();
         let before = sys::rss_bytes();
-        leak.grow(64 << 20).unwrap();
-        assert_eq!(leak.release(), (1, 64 << 20));
-        assert_eq!((leak.chunks(), leak.total_bytes()), (0, 0));
-        let after = sys::rss_bytes();
-        assert!(after < before + (8 << 20), "rss {before} -> {after}");
+        for _ in 0..2 {
+            grow(&leak, 7, 24 << 20).unwrap();
+            for _ in 0..16 {
+                grow(&leak, 7, 1 << 20).unwrap();
+            }
+            assert_eq!(leak.release_id(7), (17, 40 << 20));
+            assert_eq!((leak.chunks(), leak.total_bytes()), (0, 0));
+            let after = sys::rss_bytes();
+            assert!(after < before + (4 << 20), "rss {before} -> {after}");
+        }
     }
 
     #[test]
     fn release_by_id_keeps_the_other_chunks() {
         let leak = Leak::default();
-        let (a, b) = (leak.new_id(), leak.new_id());
-        leak.grow_tagged(a, 1 << 20).unwrap();
-        leak.grow_tagged(b, 2 << 20).unwrap();
-        assert_eq!(leak.release_id(a), (1, 1 << 20));
+        grow(&leak, 1, 1 << 20).unwrap();
+        grow(&leak, 2, 2 << 20).unwrap();
+        assert_eq!(leak.bytes_of(2), 2 << 20);
+        assert_eq!(leak.release_id(1), (1, 1 << 20));
         assert_eq!((leak.chunks(), leak.total_bytes()), (1, 2 << 20));
     }
 
     #[test]
     fn an_impossible_size_is_an_error_not_an_abort() {
         let leak = Leak::default();
-        assert!(leak.grow(usize::MAX / 2).is_err());
-        assert_eq!(leak.chunks(), 0);
-        assert_eq!(leak.total_bytes(), 0);
+        assert!(grow(&leak, 1, usize::MAX / 2).is_err());
+        assert!(check_size(u64::MAX / 2).is_err());
+        assert_eq!((leak.chunks(), leak.total_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_slow_ramp_grows_by_whole_pages() {
+        // mb=1&ramp=3600: 36000 steps of 100 ms, 256 pages to spread.
+        let (bytes, steps, page) = (1u64 << 20, 36_000, 4096);
+        let targets: Vec<u64> = (1..=steps).map(|s| ramp_target(bytes, s, steps, page)).collect();
+        let mut chunks = 0;
+        let mut done = 0;
+        for t in targets {
+            assert!(t >= done);
+            if t > done {
+                assert_eq!((t - done) % page, 0, "whole pages");
+                chunks += 1;
+                done = t;
+            }
+        }
+        assert_eq!((done, chunks), (bytes, 256));
+        assert_eq!(ramp_target(100 << 20, 20, 40, page), 50 << 20, "even steps");
+    }
+
+    #[test]
+    fn a_cancelled_growth_keeps_nothing() {
+        let leak = Leak::default();
+        let cancel = Cancel::default();
+        cancel.cancel();
+        assert_eq!(leak.grow(1, 8 << 20, &cancel), Err(LeakError::Cancelled));
+        assert_eq!((leak.chunks(), leak.total_bytes()), (0, 0));
     }
 }

@@ -1,66 +1,84 @@
-//! `GET /chaos` lists the active faults; `POST /chaos/stop` ends them all
-//! and releases the leak.
-
-use std::time::Instant;
+//! `GET /chaos` lists the running faults, as the registry holds them (and,
+//! under `ended`, why the last disk fill ended); `POST /chaos/stop` ends
+//! them all, the leak and the disk fill included.
 
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::chaos::cpu::Plan;
-use crate::events::{Event, unix_ms};
+use crate::chaos::registry::{Ended, FaultKind};
+use crate::events::unix_ms;
 use crate::http::Reply;
 
-pub fn list(app: &App, now: Instant) -> Reply {
+pub fn list(app: &App) -> Reply {
     let mut faults: Vec<Value> = app
-        .cpu
-        .running()
+        .registry
+        .list()
         .into_iter()
-        .map(|r| {
+        .map(|l| {
+            let mut f = json!({
+                "fault": l.kind.label(),
+                "detail": l.detail,
+                "ends_at_unix_ms": l.ends_at.map(unix_ms),
+            });
+            if let (Some(f), Some(extra)) = (f.as_object_mut(), l.extra.as_object()) {
+                f.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            if l.kind == FaultKind::Memory {
+                f["leaked_bytes"] = json!(app.leak.bytes_of(l.id));
+            }
+            if l.kind == FaultKind::Disk {
+                // One fill at a time: the disk's state is this entry's.
+                if let Some(d) = app.disk.status() {
+                    f["detail"] = json!(format!(
+                        "{} MiB of {} MiB in {}{}",
+                        d.written >> 20,
+                        d.target >> 20,
+                        d.path.display(),
+                        if d.writing { " (writing)" } else { "" }
+                    ));
+                    f["written_bytes"] = json!(d.written);
+                    f["target_bytes"] = json!(d.target);
+                    f["writing"] = json!(d.writing);
+                    // A written fill stays until removed: no end of its own.
+                    f["ends_at_unix_ms"] = json!(d.ends_at.map(unix_ms));
+                }
+            }
+            f
+        })
+        .collect();
+    if let Some(crash) = app.registry.crash_in_progress() {
+        faults.push(json!({"fault": "crash", "detail": crash.mode, "ends_at_unix_ms": null}));
+    }
+    // Why the last disk fill ended (removed on request, or the disk ran
+    // out): a ramp that ran out of space has no client left to tell.
+    let ended: Vec<Value> = app
+        .disk
+        .last_ended()
+        .into_iter()
+        .map(|e| {
             json!({
-                "fault": "cpu",
-                "detail": match r.plan { Plan::Saturate { .. } => "saturate".to_string(), Plan::Millicores { millicores, .. } => format!("millicores={millicores}") },
-                "millicores": r.millicores,
-                "ends_at_unix_ms": unix_ms(r.ends_at),
+                "fault": "disk",
+                "reason": e.reason.label(),
+                "error": e.error,
+                "written_bytes": e.written,
+                "kept": e.kept,
+                "ended_at_unix_ms": unix_ms(e.at),
             })
         })
         .collect();
-    let leaked = app.leak.total_bytes();
-    if leaked > 0 {
-        faults.push(json!({
-            "fault": "memory",
-            "detail": format!("{} MiB in {} chunks", leaked >> 20, app.leak.chunks()),
-            "leaked_bytes": leaked,
-            "ends_at_unix_ms": null,
-        }));
-    }
-    faults.extend(
-        app.faults
-            .list(now)
-            .into_iter()
-            .map(|f| json!({"fault": f.kind.label(), "detail": f.detail, "ends_at_unix_ms": unix_ms(f.ends_at)})),
-    );
-    Reply::ok(&json!({"active": faults.len(), "faults": faults}))
+    Reply::ok(&json!({"active": faults.len(), "faults": faults, "ended": ended}))
 }
 
-pub fn stop(app: &App, now: Instant) -> Reply {
+/// Ends every fault, and answers once each one's threads have stopped and
+/// its memory is unmapped.
+pub fn stop(app: &App) -> Reply {
+    let bytes = app.leak.total_bytes();
     let mut stopped: Vec<&str> = Vec::new();
-    if app.cpu.stop_all() > 0 {
-        stopped.push("cpu");
+    for kind in app.registry.stop(None, Ended::OnRequest) {
+        if !stopped.contains(&kind.label()) {
+            stopped.push(kind.label());
+        }
     }
-    let (chunks, bytes) = app.leak.release();
-    if chunks > 0 {
-        stopped.push("memory");
-        app.events.emit(
-            Event::ChaosFinished,
-            json!({"action": "memory", "released_mb": bytes >> 20}),
-        );
-    }
-    for kind in app.faults.end_all(now) {
-        stopped.push(kind.label());
-        app.events.emit(
-            Event::ChaosFinished,
-            json!({"fault": kind.label(), "ended": "on request"}),
-        );
-    }
-    Reply::ok(&json!({"status": "stopped", "stopped": stopped, "released_mb": bytes >> 20}))
+    let released = bytes.saturating_sub(app.leak.total_bytes());
+    Reply::ok(&json!({"status": "stopped", "stopped": stopped, "released_mb": released >> 20}))
 }

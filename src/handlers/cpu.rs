@@ -1,13 +1,15 @@
 //! `POST /load/cpu?duration=S&millicores=M`: starts a CPU load and answers
 //! 202 at once; the load runs on its own threads.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use super::{bad, claim};
+use super::{bad, start_fault};
 use crate::app::App;
 use crate::chaos::cpu::{CpuBudget, Plan};
+use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::MAX_DURATION_SECONDS;
 use crate::events::{Event, unix_ms};
 use crate::http::Reply;
@@ -39,10 +41,6 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
         Ok(None) => Plan::saturate(&budget),
         Err(e) => return bad(e),
     };
-    let permit = match claim(app, "cpu", now, duration) {
-        Ok(p) => p,
-        Err(reply) => return reply,
-    };
     let (mode, millicores) = match plan {
         Plan::Saturate { .. } => ("saturate", max_millicores),
         Plan::Millicores { millicores, .. } => ("millicores", millicores),
@@ -57,32 +55,46 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
         "started_at_unix_ms": started_ms,
         "ends_at_unix_ms": started_ms + duration.as_millis() as u64,
     });
-    app.events.emit(Event::ChaosStarted, details.clone());
-
-    // cpu_stress_active is read off the running loads at each scrape.
-    let events = std::sync::Arc::clone(&app.events);
-    let on_end = move |ran: Duration| {
-        events.emit(
-            Event::ChaosFinished,
-            json!({"action": "cpu", "mode": mode, "ran_seconds": ran.as_secs_f64()}),
-        );
-        drop(permit);
-    };
-    if let Err(e) = app.cpu.start(plan, millicores, duration, on_end) {
-        app.metrics.chaos("cpu", "failed");
-        log::error!("cannot start CPU load: {e}");
-        return Reply::internal_error(&format!("cannot start CPU load threads: {e}"));
+    let (loads, events) = (Arc::clone(&app.cpu), Arc::clone(&app.events));
+    let started = start_fault(app, FaultKind::Cpu, now, Some(duration), |ticket| {
+        events.emit(Event::ChaosStarted, details.clone());
+        let ender = ticket.clone();
+        let finished = Arc::clone(&events);
+        // cpu_stress_active is read off the running loads at each scrape.
+        let on_end = move |ran: Duration| {
+            finished.emit(
+                Event::ChaosFinished,
+                json!({"action": "cpu", "mode": mode, "ran_seconds": ran.as_secs_f64()}),
+            );
+            ender.finish(Ended::OnTime);
+        };
+        let thread = loads
+            .start(plan, millicores, duration, ticket.cancel.clone(), on_end)
+            .map_err(|e| format!("cannot start CPU load threads: {e}"))?;
+        Ok(Running {
+            threads: vec![thread],
+            cleanup: Box::new(|_| {}),
+            detail: match plan {
+                Plan::Saturate { .. } => "saturate".to_string(),
+                Plan::Millicores { millicores, .. } => format!("millicores={millicores}"),
+            },
+            ends_at: Some(SystemTime::now() + duration),
+            extra: json!({"millicores": millicores}),
+        })
+    });
+    if let Err(reply) = started {
+        return reply;
     }
     let mut body = details;
     body["status"] = json!("started");
     Reply::accepted(&body)
 }
 
-/// `DELETE /load/cpu`: ends every running load now. Each load's own thread
-/// emits CHAOS_FINISHED and frees its slot as it stops.
+/// `DELETE /load/cpu`: ends every running load, and answers once their
+/// threads have stopped.
 pub fn stop(app: &App) -> Reply {
-    let loads = app.cpu.stop_all();
-    Reply::ok(&json!({"status": if loads > 0 { "stopping" } else { "not active" }, "loads": loads}))
+    let loads = app.registry.stop(Some(FaultKind::Cpu), Ended::OnRequest).len();
+    Reply::ok(&json!({"status": if loads > 0 { "stopped" } else { "not active" }, "loads": loads}))
 }
 
 #[cfg(test)]
@@ -114,7 +126,7 @@ mod tests {
             );
         }
         assert_eq!(app.cpu.active(), 0);
-        assert_eq!(app.guard.active(), 0);
+        assert_eq!(app.registry.active(), 0);
     }
 
     #[test]
@@ -129,7 +141,8 @@ mod tests {
         let r = start_with_budget(&app, "duration=1", now, TWO_CPUS);
         assert_eq!(r.status, 429);
         assert_eq!(r.headers, vec![("Retry-After", "1".to_string())]);
-        app.cpu.stop_all();
+        assert_eq!(stop(&app).body_json()["loads"], 1);
+        assert_eq!(app.cpu.active(), 0, "stopped before the answer");
         assert_eq!(events.event_names()[..2], ["CHAOS_STARTED", "CHAOS_REJECTED"]);
     }
 }

@@ -1,11 +1,13 @@
 //! `POST /crash?mode=abort|exit|kill|panic&code=N`: answers 202, and once
 //! the answer is flushed, writes the crash marker and ends the process as
-//! asked. Not subject to the guardrails, as in the seed.
+//! asked. Not subject to the guardrails, as in the seed, but only the first
+//! crash is accepted: every later one gets 409 while the process ends.
 
 use serde_json::json;
 
 use super::bad;
 use crate::app::App;
+use crate::events::Event;
 use crate::http::{After, CrashMode, Reply};
 use crate::query::Query;
 
@@ -37,13 +39,51 @@ pub fn crash(app: &App, raw_query: &str) -> Reply {
         ("panic", None) => CrashMode::Panic,
         _ => CrashMode::Abort,
     };
-    app.metrics.chaos("crash", "accepted");
     let exit_code = match mode {
         CrashMode::Exit(c) => Some(c),
         _ => None,
     };
+    let detail = match exit_code {
+        Some(c) => format!("mode=exit code={c}"),
+        None => format!("mode={}", mode.label()),
+    };
+    // Exactly one crash per process: the marker must record the mode that
+    // was answered 202, and a second crash racing the first could win.
+    if let Err(first) = app.registry.claim_crash(&detail) {
+        let message = format!("a crash ({}) is already in progress; only one is accepted", first.mode);
+        app.metrics.chaos("crash", "rejected");
+        app.events
+            .emit(Event::ChaosRejected, json!({"action": "crash", "reason": message}));
+        return Reply::json(409, &json!({"error": message, "crash": first.mode}));
+    }
+    app.metrics.chaos("crash", "accepted");
     Reply::accepted(&json!({"status": "crashing", "mode": mode.label(), "exit_code": exit_code})).then(After::Crash {
         mode,
         cause: "POST /crash".to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing;
+
+    #[test]
+    fn only_the_first_crash_is_accepted() {
+        let (app, events) = testing::app("crash-once", &[]);
+        let first = crash(&app, "mode=exit&code=3");
+        assert_eq!(first.status, 202);
+        assert!(first.after.is_some(), "the accepted one crashes after answering");
+        for query in ["mode=abort", "mode=exit&code=3", ""] {
+            let r = crash(&app, query);
+            assert_eq!(r.status, 409, "{query}");
+            assert!(r.after.is_none(), "a refused crash does nothing");
+            assert_eq!(
+                r.body_json()["error"],
+                "a crash (mode=exit code=3) is already in progress; only one is accepted"
+            );
+        }
+        assert_eq!(crash(&app, "mode=nope").status, 400, "a bad request is still a 400");
+        assert_eq!(events.event_names(), ["CHAOS_REJECTED"; 3]);
+    }
 }

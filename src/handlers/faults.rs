@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{bad, claim};
+use super::{bad, start_fault};
 use crate::app::App;
 use crate::chaos::faults::{Kind, LivenessMode, Setting};
+use crate::chaos::registry::{Ended, Running};
 use crate::config::MAX_DURATION_SECONDS;
 use crate::events::{Event, unix_ms};
 use crate::http::Reply;
@@ -60,11 +61,6 @@ pub fn start(app: &App, kind: Kind, raw_query: &str, now: Instant) -> Reply {
         Ok(p) => p,
         Err(reply) => return reply,
     };
-    let permit = match claim(app, kind.label(), now, duration) {
-        Ok(p) => p,
-        Err(reply) => return reply,
-    };
-    let id = app.faults.start(setting, now, duration, permit);
     let started = unix_ms(SystemTime::now());
     let details = json!({
         "fault": kind.label(),
@@ -73,34 +69,43 @@ pub fn start(app: &App, kind: Kind, raw_query: &str, now: Instant) -> Reply {
         "started_at_unix_ms": started,
         "ends_at_unix_ms": started + duration.as_millis() as u64,
     });
-    app.events.emit(Event::ChaosStarted, details.clone());
     let (faults, events) = (Arc::clone(&app.faults), Arc::clone(&app.events));
-    let timer = std::thread::Builder::new()
-        .name(format!("fault-{}", kind.label()))
-        .spawn(move || {
-            std::thread::sleep(duration);
-            if faults.expire(id) {
-                events.emit(Event::ChaosFinished, json!({"fault": kind.label(), "ended": "on time"}));
+    let launched = start_fault(app, kind.fault_kind(), now, Some(duration), |ticket| {
+        faults.start(ticket.id, setting, now, duration, ticket.cancel.clone());
+        events.emit(Event::ChaosStarted, details.clone());
+        let thread = match crate::chaos::faults::spawn_timer(ticket.clone(), kind, now + duration) {
+            Ok(t) => t,
+            Err(e) => {
+                faults.remove(ticket.id);
+                return Err(format!("no timer thread: {e}"));
             }
-        });
-    if let Err(e) = timer {
-        // The fault still ends on time (it is checked against the clock);
-        // only its slot stays taken until it is stopped.
-        log::warn!("no timer thread for the {} fault: {e}", kind.label());
+        };
+        let id = ticket.id;
+        Ok(Running {
+            threads: vec![thread],
+            cleanup: Box::new(move |ended| {
+                faults.remove(id);
+                events.emit(
+                    Event::ChaosFinished,
+                    json!({"fault": kind.label(), "ended": ended.label()}),
+                );
+            }),
+            detail: setting.detail(),
+            ends_at: Some(SystemTime::now() + duration),
+            extra: Value::Null,
+        })
+    });
+    if let Err(reply) = launched {
+        return reply;
     }
     let mut body = details;
     body["status"] = json!("started");
     Reply::accepted(&body)
 }
 
-pub fn end(app: &App, kind: Kind, now: Instant) -> Reply {
-    let was_active = app.faults.end(kind, now);
-    if was_active {
-        app.events.emit(
-            Event::ChaosFinished,
-            json!({"fault": kind.label(), "ended": "on request"}),
-        );
-    }
+/// `DELETE`: ends the fault of `kind`, and answers once it is lifted.
+pub fn end(app: &App, kind: Kind) -> Reply {
+    let was_active = !app.registry.stop(Some(kind.fault_kind()), Ended::OnRequest).is_empty();
     Reply::ok(&json!({"fault": kind.label(), "status": if was_active { "stopped" } else { "not active" }}))
 }
 
@@ -121,7 +126,7 @@ mod tests {
         ] {
             assert_eq!(start(&app, kind, q, Instant::now()).status, 400, "{q}");
         }
-        assert_eq!(app.guard.active(), 0);
+        assert_eq!(app.registry.active(), 0);
     }
 
     #[test]
@@ -130,10 +135,10 @@ mod tests {
         let now = Instant::now();
         let r = start(&app, Kind::Latency, "ms=250&duration=30", now);
         assert_eq!(r.status, 202, "{:?}", r.body_json());
-        assert_eq!(app.faults.latency(now), Some(Duration::from_millis(250)));
-        assert_eq!(end(&app, Kind::Latency, now).body_json()["status"], "stopped");
-        assert_eq!(app.faults.latency(now), None);
-        assert_eq!(app.guard.active(), 0, "the slot is free again");
+        assert_eq!(app.faults.latency(now).map(|l| l.0), Some(Duration::from_millis(250)));
+        assert_eq!(end(&app, Kind::Latency).body_json()["status"], "stopped");
+        assert!(app.faults.latency(now).is_none());
+        assert_eq!(app.registry.active(), 0, "the slot is free again");
         assert_eq!(events.event_names(), ["CHAOS_STARTED", "CHAOS_FINISHED"]);
     }
 }

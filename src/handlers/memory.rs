@@ -1,29 +1,29 @@
 //! `POST /load/memory?mb=N|percent_of_limit=P&ramp=S&hold=S` leaks memory;
 //! `DELETE /load/memory` frees it.
 //!
-//! Without `ramp` the leak is made before answering, on the worker, because
-//! the answer reports the RSS it reached (touching 100 MiB takes about 25 ms).
-//! With `ramp` it grows on a thread of its own over S seconds and the answer
-//! is 202. With `hold` the leak frees itself S seconds after it is complete.
+//! Every leak is a fault in the registry, made by a thread of its own in
+//! `chaos::memory`. Without `ramp` the worker waits for that thread before
+//! answering, because the answer reports the RSS reached (touching 100 MiB
+//! takes about 25 ms). With `ramp` it grows over S seconds and the answer is
+//! 202. With `hold` the leak frees itself S seconds after it is complete.
+//! A leak holds its guardrail slot until it is released.
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use super::{bad, claim};
+use super::{bad, start_fault};
 use crate::app::App;
-use crate::chaos::memory::Leak;
+use crate::chaos::memory::{self, LeakError};
+use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
-use crate::events::{Event, Events, unix_ms};
+use crate::events::{Event, unix_ms};
 use crate::http::Reply;
 use crate::query::Query;
 use crate::{cgroup, sys};
 
 pub const PARAMETERS: &[&str] = &["mb", "percent_of_limit", "ramp", "hold"];
-
-/// How often a ramp grows the leak.
-const RAMP_STEP: Duration = Duration::from_millis(100);
 
 /// The size asked for, in bytes: `mb`, or a share of the cgroup memory limit.
 fn size(app: &App, query: &Query) -> Result<(u64, Value), Reply> {
@@ -66,81 +66,100 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
         (Ok(r), Ok(h)) => (r.map(Duration::from_secs), h.map(Duration::from_secs)),
         (Err(e), _) | (_, Err(e)) => return bad(e),
     };
-    let permit = match claim(app, "memory", now, ramp.unwrap_or(Duration::ZERO)) {
-        Ok(p) => p,
-        Err(reply) => return reply,
-    };
-    let id = app.leak.new_id();
+    let mb = bytes >> 20;
+    // The whole size, ramp or not, before anything starts or is counted
+    // against the guardrails.
+    if let Err(e) = memory::check_size(bytes) {
+        app.metrics.chaos("memory", "failed");
+        let message = format!("cannot leak {mb} MiB: {e}");
+        log::warn!("{message}");
+        app.events
+            .emit(Event::ChaosRejected, json!({"action": "memory", "reason": message}));
+        // The same body as a refusal found while allocating: what is held now.
+        let mut body = json!({"error": message, "leaked_mb": 0});
+        merge(&mut body, &totals(app));
+        return Reply::json(507, &body);
+    }
+    let plan = memory::Plan { bytes, ramp, hold };
+    // A leak lasts until it is released: by DELETE, /chaos/stop, or the end
+    // of its hold. It holds its guardrail slot that long.
+    let expected = hold.map(|h| ramp.unwrap_or_default() + h);
+    // A rendezvous-sized buffer made here: sending allocates nothing on the
+    // leak's thread (see `memory::spawn`).
+    let (made_tx, made_rx) = mpsc::sync_channel(1);
+    let (leak, events) = (Arc::clone(&app.leak), Arc::clone(&app.events));
     let mut started = json!({"action": "memory", "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "hold_seconds": hold.map(|h| h.as_secs())});
     merge(&mut started, &asked);
-    app.events.emit(Event::ChaosStarted, started);
-
-    if let Some(ramp) = ramp {
-        let (leak, events) = (Arc::clone(&app.leak), Arc::clone(&app.events));
-        let spawned = std::thread::Builder::new().name("memory-ramp".into()).spawn(move || {
-            let steps = (ramp.as_millis() / RAMP_STEP.as_millis()).max(1) as u64;
-            let t0 = Instant::now();
-            let mut done = 0u64;
-            for step in 1..=steps {
-                let target = bytes * step / steps;
-                if let Err(e) = leak.grow_tagged(id, (target - done) as usize) {
+    let t = SystemTime::now();
+    let release_at = hold.map(|h| t + ramp.unwrap_or_default() + h);
+    let launched = start_fault(app, FaultKind::Memory, now, expected, |ticket| {
+        events.emit(Event::ChaosStarted, started);
+        let id = ticket.id;
+        let thread = memory::spawn(Arc::clone(&leak), Arc::clone(&events), plan, ticket, made_tx)
+            .map_err(|e| format!("cannot start the leak thread: {e}"))?;
+        let mut detail = format!("{mb} MiB");
+        if let Some(r) = ramp {
+            detail.push_str(&format!(", ramp {} s", r.as_secs()));
+        }
+        if let Some(h) = hold {
+            detail.push_str(&format!(", hold {} s", h.as_secs()));
+        }
+        Ok(Running {
+            threads: vec![thread],
+            cleanup: Box::new(move |ended| {
+                let (chunks, released) = leak.release_id(id);
+                if ended != Ended::Failed && chunks > 0 {
                     events.emit(
                         Event::ChaosFinished,
-                        json!({"action": "memory", "error": e.to_string()}),
+                        json!({"action": "memory", "released_mb": released >> 20, "ended": ended.label()}),
                     );
-                    return;
                 }
-                done = target;
-                std::thread::sleep((t0 + RAMP_STEP * step as u32).saturating_duration_since(Instant::now()));
-            }
-            drop(permit);
-            events.emit(
-                Event::ChaosFinished,
-                json!({"action": "memory", "leaked_mb": bytes >> 20, "ramp_seconds": ramp.as_secs()}),
-            );
-            if let Some(hold) = hold {
-                release_after(leak, events, id, hold);
-            }
-        });
-        if let Err(e) = spawned {
-            app.metrics.chaos("memory", "failed");
-            return Reply::internal_error(&format!("cannot start the ramp thread: {e}"));
-        }
-        let t = unix_ms(SystemTime::now());
+            }),
+            detail,
+            ends_at: release_at,
+            extra: json!({"bytes": bytes}),
+        })
+    });
+    if let Err(reply) = launched {
+        return reply;
+    }
+
+    if let Some(ramp) = ramp {
+        let t = unix_ms(t);
         let mut body = json!({
             "status": "ramping",
             "action": "memory",
             "bytes": bytes,
             "ramp_seconds": ramp.as_secs(),
             "ends_at_unix_ms": t + ramp.as_millis() as u64,
-            "release_at_unix_ms": hold.map(|h| t + (ramp + h).as_millis() as u64),
+            "release_at_unix_ms": release_at.map(unix_ms),
         });
         merge(&mut body, &asked);
         return Reply::accepted(&body);
     }
 
-    let started = Instant::now();
-    let result = app.leak.grow_tagged(id, bytes as usize);
-    let took = started.elapsed();
-    drop(permit);
-    let totals = json!({
-        "total_leaked_mb": app.leak.total_bytes() >> 20,
-        "chunks": app.leak.chunks(),
-        "rss_bytes": sys::rss_bytes(),
-    });
-    let mb = bytes >> 20;
+    // Made at once on the leak's own thread; the worker waits for it,
+    // because the answer reports the RSS reached (100 MiB takes about 25 ms).
+    let result = made_rx
+        .recv()
+        .unwrap_or_else(|_| Err(LeakError::Refused("the leak thread ended without an answer".into())));
+    let totals = totals(app);
     match result {
-        Ok(()) => {
+        Ok(took) => {
             let mut body =
                 json!({"status": "leaked", "action": "memory", "leaked_mb": mb, "seconds": took.as_secs_f64()});
             merge(&mut body, &totals);
             merge(&mut body, &asked);
-            if let Some(hold) = hold {
-                body["release_at_unix_ms"] = json!(unix_ms(SystemTime::now()) + hold.as_millis() as u64);
-                release_after(Arc::clone(&app.leak), Arc::clone(&app.events), id, hold);
+            if let Some(at) = release_at {
+                body["release_at_unix_ms"] = json!(unix_ms(at));
             }
             app.events.emit(Event::ChaosFinished, body.clone());
             Reply::ok(&body)
+        }
+        Err(LeakError::Cancelled) => {
+            let mut body = json!({"error": format!("the {mb} MiB leak was stopped while it was being made (DELETE /load/memory or POST /chaos/stop)"), "leaked_mb": 0});
+            merge(&mut body, &totals);
+            Reply::json(409, &body)
         }
         Err(e) => {
             app.metrics.chaos("memory", "failed");
@@ -157,35 +176,25 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     }
 }
 
-/// Frees the chunks of leak `id` after `hold`, on a thread of its own.
-fn release_after(leak: Arc<Leak>, events: Arc<Events>, id: u64, hold: Duration) {
-    let spawned = std::thread::Builder::new().name("memory-hold".into()).spawn(move || {
-        std::thread::sleep(hold);
-        let (chunks, bytes) = leak.release_id(id);
-        if chunks > 0 {
-            events.emit(
-                Event::ChaosFinished,
-                json!({"action": "memory", "released_mb": bytes >> 20, "after_hold_seconds": hold.as_secs()}),
-            );
-        }
-    });
-    if let Err(e) = spawned {
-        log::warn!("no thread to release the leak after {hold:?} ({e}); DELETE /load/memory frees it");
-    }
+/// What the leak holds now, reported with every answer about a leak.
+fn totals(app: &App) -> serde_json::Value {
+    json!({
+        "total_leaked_mb": app.leak.total_bytes() >> 20,
+        "chunks": app.leak.chunks(),
+        "rss_bytes": sys::rss_bytes(),
+    })
 }
 
-/// `DELETE /load/memory`: frees the whole leak, so that a memory-degraded
-/// pod can recover and its recovery time be measured.
+/// `DELETE /load/memory`: releases every leak, so that a memory-degraded
+/// pod can recover and its recovery time be measured. Answers once every
+/// ramp and hold thread has stopped and every chunk is unmapped.
 pub fn release(app: &App) -> Reply {
-    let (chunks, bytes) = app.leak.release();
-    if chunks > 0 {
-        app.events.emit(
-            Event::ChaosFinished,
-            json!({"action": "memory", "released_mb": bytes >> 20}),
-        );
-    }
+    let (chunks, bytes) = (app.leak.chunks(), app.leak.total_bytes());
+    let stopped = !app.registry.stop(Some(FaultKind::Memory), Ended::OnRequest).is_empty();
+    let chunks = chunks.saturating_sub(app.leak.chunks());
+    let bytes = bytes.saturating_sub(app.leak.total_bytes());
     Reply::ok(&json!({
-        "status": if chunks > 0 { "released" } else { "not active" },
+        "status": if stopped { "released" } else { "not active" },
         "released_mb": bytes >> 20,
         "chunks": chunks,
         "rss_bytes": sys::rss_bytes(),
@@ -208,7 +217,10 @@ mod tests {
         let _serial = sys::RSS_TEST_LOCK
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (app, _) = testing::app("memory", &[("CHAOS_COOLDOWN_SECONDS", "0")]);
+        let (app, _) = testing::app(
+            "memory",
+            &[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "2")],
+        );
         let r = leak(&app, "mb=8", Instant::now());
         assert_eq!(r.status, 200);
         let body = r.body_json();
@@ -218,6 +230,10 @@ mod tests {
         assert!(body["rss_bytes"].as_u64().unwrap() > 8 << 20);
         let r = leak(&app, "mb=2", Instant::now());
         assert_eq!(r.body_json()["total_leaked_mb"], 10);
+        assert_eq!(leak(&app, "mb=1", Instant::now()).status, 429, "each leak holds a slot");
+        let r = release(&app).body_json();
+        assert_eq!((r["released_mb"].clone(), r["chunks"].clone()), (json!(10), json!(2)));
+        assert_eq!((app.leak.total_bytes(), app.registry.active()), (0, 0));
     }
 
     #[test]

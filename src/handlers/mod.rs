@@ -5,8 +5,10 @@
 pub mod chaos;
 pub mod cpu;
 pub mod crash;
+pub mod disk;
 pub mod faults;
 pub mod memory;
+pub mod openapi;
 pub mod probes;
 pub mod root;
 pub mod scrape;
@@ -16,8 +18,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::app::App;
+use crate::chaos::registry::{FaultKind, Running, StartError, Ticket};
 use crate::events::Event;
-use crate::guard::Permit;
+use crate::guard::RejectReason;
 use crate::http::Reply;
 use crate::query::ParamError;
 
@@ -49,23 +52,68 @@ pub fn admit(app: &App, action: &str, authorization: Option<&str>, starts: bool)
     }
 }
 
-/// Claims a guardrail slot for `action`, or builds the 429 (counted and
-/// logged as CHAOS_REJECTED). On success the detection timer starts.
-fn claim(app: &App, action: &str, now: Instant, expected: Duration) -> Result<Permit, Reply> {
-    match app.guard.try_acquire(now, expected) {
-        Ok(permit) => {
+/// Starts a fault of `kind` through the registry: claims its guardrail
+/// slot, then runs `launch` (see `Registry::start`). A guardrail's refusal
+/// is the 429, a second fault of a one-at-a-time kind (the disk fill) the
+/// 409, both counted as `rejected` and logged as CHAOS_REJECTED; on success
+/// the detection timer starts.
+fn start_fault(
+    app: &App,
+    kind: FaultKind,
+    now: Instant,
+    expected: Option<Duration>,
+    launch: impl FnOnce(Ticket) -> Result<Running, String>,
+) -> Result<u64, Reply> {
+    let action = kind.label();
+    match app.registry.start(kind, now, expected, launch) {
+        Ok(id) => {
             app.metrics.chaos(action, "accepted");
             app.tracker.chaos_accepted(now);
-            Ok(permit)
+            Ok(id)
         }
-        Err(rejected) => {
-            let message = rejected.message(app.guard.max_concurrent(), app.guard.cooldown());
+        Err(StartError::Rejected(rejected)) => {
+            let guard = app.registry.guard();
+            let mut message = rejected.message(guard.max_concurrent(), guard.cooldown());
+            if rejected.reason == RejectReason::Concurrency {
+                let running: Vec<&str> = app.registry.list().iter().map(|l| l.kind.label()).collect();
+                message.push_str(&format!(" (running: {}", running.join(", ")));
+                if running.contains(&"memory") {
+                    message.push_str("; a leak holds its slot until DELETE /load/memory or POST /chaos/stop");
+                }
+                if running.contains(&"disk") {
+                    message.push_str("; a disk fill holds its slot until DELETE /load/disk or POST /chaos/stop");
+                }
+                message.push(')');
+            }
             app.metrics.chaos(action, "rejected");
             app.events.emit(
                 Event::ChaosRejected,
                 json!({"action": action, "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
             );
             Err(Reply::too_many_requests(&message, rejected.retry_after_secs))
+        }
+        Err(StartError::Busy(listed)) => {
+            let what = match (kind, app.disk.status()) {
+                (FaultKind::Disk, Some(d)) => format!(
+                    "a disk fill is already {} ({} MiB written); DELETE /load/disk first",
+                    if d.writing { "running" } else { "held" },
+                    d.written >> 20
+                ),
+                (FaultKind::Disk, None) => "a disk fill is being removed; try again".to_string(),
+                _ => format!(
+                    "a {action} fault already exists ({}); only one at a time",
+                    listed.map(|l| l.detail).unwrap_or_default()
+                ),
+            };
+            app.metrics.chaos(action, "rejected");
+            app.events
+                .emit(Event::ChaosRejected, json!({"action": action, "reason": what}));
+            Err(Reply::json(409, &json!({"error": what})))
+        }
+        Err(StartError::Failed(e)) => {
+            app.metrics.chaos(action, "failed");
+            log::error!("cannot start the {action} fault: {e}");
+            Err(Reply::internal_error(&format!("cannot start the {action} fault: {e}")))
         }
     }
 }

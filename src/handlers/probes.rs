@@ -19,15 +19,16 @@ use crate::readiness::Reason;
 pub fn health(app: &App, now: Instant) -> Reply {
     match app.faults.liveness(now) {
         None => Reply::ok(&json!({"status": "healthy"})),
-        Some((LivenessMode::Fail, _)) => Reply::json(
+        Some((LivenessMode::Fail, _, _)) => Reply::json(
             500,
             &json!({"status": "unhealthy", "reason": "forced by /fault/liveness"}),
         ),
-        Some((LivenessMode::Hang, until)) => Reply::json(
+        Some((LivenessMode::Hang, until, cancel)) => Reply::json(
             500,
             &json!({"status": "unhealthy", "reason": "hung by /fault/liveness"}),
         )
-        .held_for(until.saturating_duration_since(now)),
+        .held_for(until.saturating_duration_since(now))
+        .released_by(cancel),
     }
 }
 

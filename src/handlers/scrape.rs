@@ -18,12 +18,19 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
         .set(i64::try_from(app.leak.total_bytes()).unwrap_or(i64::MAX));
     m.chaos_cpu_target_millicores
         .set(i64::try_from(app.cpu.target_millicores()).unwrap_or(i64::MAX));
-    let active = |fault: &str, on: bool| m.chaos_fault_active.with_label_values(&[fault]).set(i64::from(on));
-    active("cpu", app.cpu.active() > 0);
-    active("memory", app.leak.total_bytes() > 0);
-    for kind in crate::chaos::faults::Kind::ALL {
-        active(kind.label(), app.faults.is_active(kind, now));
+    // The registry says what is active, as GET /chaos and the guardrails do.
+    for kind in crate::chaos::registry::FaultKind::ALL {
+        m.chaos_fault_active
+            .with_label_values(&[kind.label()])
+            .set(i64::from(app.registry.is_active(kind)));
     }
+    let disk = |state: &str, bytes: u64| {
+        m.chaos_disk_fill_bytes
+            .with_label_values(&[state])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX))
+    };
+    disk("written", app.disk.written());
+    disk("target", app.disk.target());
     // Sets pod_ready_status; serving a scrape is not serving /ready, so no
     // timer moves.
     app.readiness_reasons(now);
@@ -36,6 +43,7 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
             headers: Vec::new(),
             after: None,
             hold: None,
+            released_by: None,
         },
         Err(e) => {
             log::error!("cannot render metrics: {e}");

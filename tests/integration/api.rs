@@ -79,7 +79,8 @@ fn cpu_load_answers_202_with_what_started() {
 
 #[test]
 fn memory_leak_answers_with_totals() {
-    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    // Each leak holds a guardrail slot until it is released.
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "2")]);
     let r = svc.post("/load/memory?mb=4");
     assert_eq!(r.status, 200, "{}", r.body);
     let b = r.json();
@@ -224,4 +225,31 @@ fn absurd_content_length_does_not_kill_the_service() {
     let r = request(svc.addr, "POST", "/health", &[], &body);
     assert_eq!(r.status, 405);
     assert_eq!(svc.get("/health").status, 200);
+}
+
+/// A `%` not followed by two hex digits is a broken escape, whatever follows
+/// it: `%+5` once decoded to the byte 0x05, because the hex parser took a sign.
+#[test]
+fn broken_percent_escape_is_400_that_names_it() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    for (target, escape) in [
+        ("/load/cpu?duration=%+5", "%+5"),
+        ("/load/cpu?duration=%-5", "%-5"),
+        ("/load/memory?mb=%5", "%5"),
+        ("/load/memory?mb=%G0", "%G0"),
+        ("/load/cpu?%+5duration=1", "%+5"),
+    ] {
+        let r = svc.post(target);
+        assert_eq!(r.status, 400, "{target}: {}", r.body);
+        let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            error.contains(&format!("broken escape \"{escape}\"")),
+            "{target}: {error}"
+        );
+    }
+    assert_eq!(
+        svc.get("/chaos").json()["faults"],
+        serde_json::json!([]),
+        "nothing started"
+    );
 }

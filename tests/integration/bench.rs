@@ -7,6 +7,7 @@ use std::process::Command;
 use crate::harness::exclusive;
 
 #[test]
+#[ignore = "needs podman, wrk: scripts/test.sh runs it"]
 fn bench_short_mode_prints_the_whole_table() {
     let _x = exclusive();
     let out = Command::new("bash")

@@ -12,16 +12,16 @@ use crate::harness::{Response, exclusive, poll, request, temp_dir, try_request};
 
 /// The tag the container tests build; `CHAOS_TEST_IMAGE` overrides it, so
 /// that two checkouts on one machine do not replace each other's image.
-fn image_tag() -> &'static str {
+pub fn image_tag() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| std::env::var("CHAOS_TEST_IMAGE").unwrap_or_else(|_| "localhost/chaos-backend:test".into()))
 }
 
-fn repo() -> &'static Path {
+pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn podman(cwd: &Path, args: &[&str]) -> Output {
+pub fn podman(cwd: &Path, args: &[&str]) -> Output {
     Command::new("podman")
         .args(args)
         .current_dir(cwd)
@@ -30,7 +30,7 @@ fn podman(cwd: &Path, args: &[&str]) -> Output {
         .expect("podman must be installed (scripts/test.sh installs Debian's podman and runc)")
 }
 
-fn podman_ok(cwd: &Path, args: &[&str]) -> String {
+pub fn podman_ok(cwd: &Path, args: &[&str]) -> String {
     let out = podman(cwd, args);
     assert!(
         out.status.success(),
@@ -41,17 +41,33 @@ fn podman_ok(cwd: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Builds the image once per test run with the script users run; a failed
-/// build is reported by every container test, but attempted only once.
-fn image() -> &'static str {
-    static BUILT: OnceLock<Result<u64, String>> = OnceLock::new();
+/// Each platform's image must stay at or under this (issue 17: 2.5 MB).
+pub const MAX_IMAGE_BYTES: u64 = 2_500_000;
+
+/// What one run of scripts/build-image.sh produced.
+pub struct Built {
+    /// (platform, bytes) as the script printed them, one per platform.
+    pub sizes: Vec<(String, u64)>,
+    /// The `--oci-archive` it wrote.
+    pub archive: PathBuf,
+}
+
+/// Builds the multi-arch image once per test run with the script users run
+/// (both platforms, and the OCI archive); a failed build is reported by
+/// every container test, but attempted only once.
+pub fn built() -> &'static Built {
+    static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
+        let dir = temp_dir("build");
+        let archive = dir.join("chaos-backend.oci.tar");
         let out = Command::new("bash")
             .arg(repo().join("scripts/build-image.sh"))
+            .arg("--oci-archive")
+            .arg(&archive)
             .arg(image_tag())
             .env("CONTAINER_ENGINE", "podman")
             .env("CONTAINERS_CONF", repo().join("tests/podman/containers.conf"))
-            .current_dir(temp_dir("build"))
+            .current_dir(&dir)
             .output()
             .map_err(|e| format!("cannot run scripts/build-image.sh: {e}"))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -61,15 +77,41 @@ fn image() -> &'static str {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        let line = stdout.lines().find(|l| l.starts_with("image ")).ok_or("no size line")?;
-        eprintln!("{line}");
-        line.split_whitespace()
-            .nth(2)
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| format!("bad size line {line:?}"))
+        Ok(Built {
+            sizes: image_sizes(&stdout)?,
+            archive,
+        })
     });
-    let size = built.as_ref().unwrap_or_else(|e| panic!("{e}"));
-    assert!(*size <= 3 << 20, "image is {size} bytes; the goal is <= 3 MiB");
+    built.as_ref().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `image TAG PLATFORM: N bytes` lines of build-image.sh's output.
+pub fn image_sizes(stdout: &str) -> Result<Vec<(String, u64)>, String> {
+    let sizes: Vec<(String, u64)> = stdout
+        .lines()
+        .filter(|l| l.starts_with("image "))
+        .map(|line| {
+            eprintln!("{line}");
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match (fields.get(2), fields.get(3).and_then(|n| n.parse().ok())) {
+                (Some(p), Some(n)) => Ok((p.trim_end_matches(':').to_string(), n)),
+                _ => Err(format!("bad size line {line:?}")),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    if sizes.is_empty() {
+        return Err(format!("no size line in:\n{stdout}"));
+    }
+    Ok(sizes)
+}
+
+pub fn image() -> &'static str {
+    for (platform, size) in &built().sizes {
+        assert!(
+            *size <= MAX_IMAGE_BYTES,
+            "{platform} image is {size} bytes; the goal is <= {MAX_IMAGE_BYTES}"
+        );
+    }
     image_tag()
 }
 
@@ -113,8 +155,19 @@ impl Container {
         request(self.addr().expect("published port"), "POST", path, &[], "")
     }
 
-    fn inspect(&self, format: &str) -> String {
+    pub fn inspect(&self, format: &str) -> String {
         podman_ok(&self.dir, &["inspect", "--format", format, &self.name])
+    }
+
+    /// `podman diff`: what changed in the container's own filesystem
+    /// (volumes excluded), sorted.
+    pub fn diff(&self) -> Vec<String> {
+        let mut lines: Vec<String> = podman_ok(&self.dir, &["diff", &self.name])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
     }
 
     fn logs(&self) -> String {
@@ -145,6 +198,7 @@ impl Drop for Container {
 }
 
 #[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
 fn image_runs_as_65532_and_answers_health_on_a_published_port() {
     let _x = exclusive();
     let c = Container::run(&[]);
@@ -163,6 +217,7 @@ fn image_runs_as_65532_and_answers_health_on_a_published_port() {
 }
 
 #[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
 fn leak_past_the_memory_limit_is_oom_killed_with_137() {
     let _x = exclusive();
     let c = Container::run(&["--memory", "64m", "--memory-swap", "64m"]);
@@ -186,6 +241,7 @@ fn leak_past_the_memory_limit_is_oom_killed_with_137() {
 }
 
 #[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
 fn crash_restarts_and_the_new_instance_counts_crash_to_startup_once() {
     let _x = exclusive();
     let c = Container::run(&["--restart", "on-failure"]);
@@ -210,6 +266,7 @@ fn crash_restarts_and_the_new_instance_counts_crash_to_startup_once() {
 
 /// Records what abort() gives as PID 1: the README states the figure.
 #[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
 fn abort_as_pid_1_exit_code_is_observed() {
     let _x = exclusive();
     let c = Container::run(&[]);
@@ -223,6 +280,7 @@ fn abort_as_pid_1_exit_code_is_observed() {
 }
 
 #[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
 fn podman_stop_ends_with_0_after_the_shutdown_delay() {
     let _x = exclusive();
     let c = Container::run(&["-e", "SHUTDOWN_DELAY_SECONDS=2"]);
@@ -240,6 +298,7 @@ fn podman_stop_ends_with_0_after_the_shutdown_delay() {
 }
 
 #[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
 fn read_only_root_with_a_state_volume_keeps_the_marker_across_restarts() {
     let _x = exclusive();
     let volume = temp_dir("state-volume");
@@ -262,6 +321,7 @@ fn read_only_root_with_a_state_volume_keeps_the_marker_across_restarts() {
 /// percent_of_limit sizes the leak from the container's memory limit, not
 /// the node's memory.
 #[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
 fn percent_of_limit_follows_the_container_limit() {
     let _x = exclusive();
     let c = Container::run(&[

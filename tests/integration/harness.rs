@@ -1,6 +1,7 @@
 //! Runs the real binary on a free loopback port, speaks HTTP/1.1 to it, and
-//! kills it when the test ends. When a test fails, the child's stderr (logs
-//! and events) is printed, so the failure explains itself.
+//! kills it when the test ends. When a test fails, the child's environment,
+//! its exit status and its stderr (logs and events) are printed, so the
+//! failure explains itself.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,6 +14,29 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chaos-backend");
+
+/// The binary under test: `CHAOS_BIN` when set (scripts/test.sh points it
+/// at the arm64 build for the smoke subset), else the one cargo built.
+pub fn bin() -> PathBuf {
+    std::env::var_os("CHAOS_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+}
+
+/// A command prefix that runs the binary, split on whitespace: for example
+/// `CHAOS_RUNNER=qemu-aarch64-static`. qemu-user runs the guest inside its
+/// own process, so pids, signals, /proc RSS and CPU time stay the service's.
+pub fn runner() -> Vec<String> {
+    std::env::var("CHAOS_RUNNER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether the binary runs under an emulator; the few timing bounds that
+/// emulation stretches are loosened only then, and say so where they are.
+pub fn emulated() -> bool {
+    !runner().is_empty()
+}
 
 /// Tests that load the CPUs or time things take this lock, so that two of
 /// them never distort each other.
@@ -37,7 +61,14 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// The command for the binary with a clean environment plus `env`.
 pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut prefix = runner();
+    let mut cmd = if prefix.is_empty() {
+        Command::new(bin())
+    } else {
+        let mut c = Command::new(prefix.remove(0));
+        c.args(prefix).arg(bin());
+        c
+    };
     cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("PORT", "0")
@@ -55,6 +86,25 @@ pub struct Service {
     child: Option<Child>,
     pub addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// The command line and environment it was started with.
+    started_as: String,
+}
+
+/// The program, its arguments and the environment it was given, one
+/// variable a line, for failure reports.
+pub fn describe_command(cmd: &Command) -> String {
+    let mut text = format!("{}", cmd.get_program().to_string_lossy());
+    for arg in cmd.get_args() {
+        text.push_str(&format!(" {:?}", arg.to_string_lossy()));
+    }
+    text.push_str("\nenvironment:");
+    for (name, value) in cmd.get_envs() {
+        match value {
+            Some(v) => text.push_str(&format!("\n  {}={}", name.to_string_lossy(), v.to_string_lossy())),
+            None => text.push_str(&format!("\n  {} (removed)", name.to_string_lossy())),
+        }
+    }
+    text
 }
 
 impl Service {
@@ -69,6 +119,7 @@ impl Service {
     }
 
     pub fn spawn(mut cmd: Command) -> Service {
+        let started_as = describe_command(&cmd);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -95,10 +146,16 @@ impl Service {
         let listen = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(l) => l,
             Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
+                let status = match child.try_wait() {
+                    Ok(Some(status)) => describe(status),
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        "still running after 10 s, killed by the harness".to_string()
+                    }
+                };
                 panic!(
-                    "service did not start ({status:?}); stderr:\n{}",
+                    "service did not start ({status})\ncommand: {started_as}\nstderr:\n{}",
                     stderr.lock().unwrap_or_else(PoisonError::into_inner)
                 );
             }
@@ -107,6 +164,7 @@ impl Service {
             child: Some(child),
             addr: listen.parse().expect("listen address"),
             stderr,
+            started_as,
         }
     }
 
@@ -191,12 +249,23 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let status = match self.child.take() {
+            Some(mut child) => match child.try_wait() {
+                Ok(Some(status)) => describe(status),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    "still running, killed by the harness".to_string()
+                }
+            },
+            None => "already reaped".to_string(),
+        };
         if thread::panicking() {
-            eprintln!("---- chaos-backend stderr ----\n{}---- end ----", self.stderr());
+            eprintln!(
+                "---- chaos-backend ----\nexit status: {status}\ncommand: {}\n---- stderr ----\n{}---- end ----",
+                self.started_as,
+                self.stderr()
+            );
         }
     }
 }

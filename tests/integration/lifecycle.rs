@@ -20,6 +20,8 @@ fn bad_environment_values_exit_2_naming_variable_and_value() {
         ("READY_FAIL_ON_CPU_STRESS", "maybe"),
         ("RANDOM_CRASH_ENABLED", "sometimes"),
         ("LATENCY_WINDOW_SECONDS", ""),
+        ("MAX_REQUEST_HEAD_BYTES", "16k"),
+        ("MAX_REQUEST_HEADERS", "0"),
     ] {
         let out = command(&temp_dir("env"), &[(name, value)])
             .stdin(Stdio::null())
@@ -90,8 +92,14 @@ fn sigterm_works_as_pid_1() {
     let state = temp_dir("pid1");
     let inner = command(&state, &[]);
     let mut cmd = Command::new("unshare");
+    // Without root, a user namespace of our own grants the PID namespace.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        cmd.args(["--user", "--map-root-user"]);
+    }
     cmd.args(["--pid", "--fork", "--kill-child", "--"])
-        .arg(inner.get_program());
+        .arg(inner.get_program())
+        .args(inner.get_args());
     cmd.env_clear();
     for (k, v) in inner.get_envs() {
         if let Some(v) = v {
@@ -135,7 +143,9 @@ fn fd_exhaustion_is_not_fatal() {
         &[("HTTP_MAX_CONNECTIONS", "1000"), ("HTTP_IDLE_TIMEOUT_SECONDS", "1")],
     );
     let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=12:12", "--"]).arg(inner.get_program());
+    cmd.args(["--nofile=12:12", "--"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
     cmd.env_clear();
     for (k, v) in inner.get_envs() {
         if let Some(v) = v {

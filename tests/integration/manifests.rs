@@ -107,6 +107,7 @@ fn millicores(q: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs kubectl, kubernetes-validate: scripts/test.sh runs it"]
 fn schemas_pass_strict_validation_for_1_30_and_the_newest() {
     let mut args = vec!["tests/manifests/validate.py", "1.30,latest"];
     let files = resource_files();
@@ -137,6 +138,7 @@ fn schemas_pass_strict_validation_for_1_30_and_the_newest() {
 }
 
 #[test]
+#[ignore = "needs checkov, kubectl: scripts/test.sh runs it"]
 fn checkov_offline_finds_no_failed_check_and_every_skip_has_a_reason() {
     let dir = temp_dir("checkov");
     std::fs::write(dir.join("rendered.yaml"), rendered()).unwrap();
@@ -168,6 +170,7 @@ fn checkov_offline_finds_no_failed_check_and_every_skip_has_a_reason() {
 }
 
 #[test]
+#[ignore = "needs yamllint, kubectl, pyyaml: scripts/test.sh runs it"]
 fn yamllint_and_kustomize_succeed() {
     let out = run(
         "yamllint",
@@ -194,6 +197,7 @@ fn yamllint_and_kustomize_succeed() {
 }
 
 #[test]
+#[ignore = "needs kubectl, pyyaml: scripts/test.sh runs it"]
 fn deployment_agrees_with_the_app() {
     let docs = documents();
     let (c, env) = container(&docs);
@@ -257,7 +261,8 @@ fn deployment_agrees_with_the_app() {
     );
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
 
-    // Memory: measured idle RSS plus k leaks gives ready, then 503, then OOM.
+    // Memory: measured idle RSS plus a leak of k × MEMORY_MB gives ready,
+    // then 503, then OOM (the ramp of the README's recipe passes all three).
     let base_mib = svc.rss_bytes() as f64 / 1048576.0;
     let leak = env_value(&env, "MEMORY_MB").parse::<f64>().unwrap();
     let ready_max = env_value(&env, "MAX_MEMORY_MB_READY").parse::<f64>().unwrap();
@@ -267,9 +272,15 @@ fn deployment_agrees_with_the_app() {
         base_mib + leak < ready_max - margin,
         "1st leak: {base_mib:.1} + {leak} keeps the pod ready"
     );
-    assert!(base_mib + 2.0 * leak > ready_max + margin, "2nd leak fails readiness");
-    assert!(base_mib + 2.0 * leak < limit - margin, "2nd leak stays under the limit");
-    assert!(base_mib + 3.0 * leak > limit + margin, "3rd leak passes the limit");
+    assert!(
+        base_mib + 2.0 * leak > ready_max + margin,
+        "2 × MEMORY_MB fails readiness"
+    );
+    assert!(
+        base_mib + 2.0 * leak < limit - margin,
+        "2 × MEMORY_MB stays under the limit"
+    );
+    assert!(base_mib + 3.0 * leak > limit + margin, "3 × MEMORY_MB passes the limit");
 
     // CPU: one saturated pod alone pushes the average over the HPA target.
     let hpa = &find(&docs, "HorizontalPodAutoscaler")["spec"];
@@ -297,12 +308,20 @@ const AUTH: [(&str, &str); 1] = [("Authorization", "Bearer manifest-test-token")
 /// Runs the image with the Deployment's limits, security settings and env
 /// (`extra` overrides), as the kubelet would.
 fn run_like_the_deployment(docs: &[Value], extra: &[(&str, &str)]) -> (Container, Vec<(String, String)>) {
+    run_like_the_deployment_in(docs, extra, &temp_dir("emptydir"))
+}
+
+/// As `run_like_the_deployment`, with `state` as the emptyDir.
+fn run_like_the_deployment_in(
+    docs: &[Value],
+    extra: &[(&str, &str)],
+    state: &Path,
+) -> (Container, Vec<(String, String)>) {
     let (c, env) = container(docs);
     let limits = &c["resources"]["limits"];
     let cpus = format!("{:.3}", millicores(limits["cpu"].as_str().unwrap()) as f64 / 1000.0);
     let memory = format!("{}m", mebibytes(limits["memory"].as_str().unwrap()));
-    let state = temp_dir("emptydir");
-    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let mount = format!("{}:{}", state.display(), env_value(&env, "STATE_DIR"));
     // The Secret the Deployment mounts, with the token the tests send.
     let token_file = Path::new(env_value(&env, "CHAOS_TOKEN_FILE"));
@@ -317,7 +336,10 @@ fn run_like_the_deployment(docs: &[Value], extra: &[(&str, &str)]) -> (Container
         &memory,
         "--memory-swap",
         &memory,
+        // readOnlyRootFilesystem: no writable tmpfs on /tmp, /run and
+        // /var/tmp either (podman adds them by default, Kubernetes does not).
         "--read-only",
+        "--read-only-tmpfs=false",
         "-v",
         &mount,
         "-v",
@@ -342,6 +364,7 @@ fn run_like_the_deployment(docs: &[Value], extra: &[(&str, &str)]) -> (Container
 }
 
 #[test]
+#[ignore = "needs podman, kubectl, pyyaml: scripts/test.sh runs it"]
 fn full_cpu_load_within_the_limit_keeps_liveness_fast_and_fails_readiness_in_one_period() {
     let _x = exclusive();
     let docs = documents();
@@ -383,6 +406,7 @@ fn full_cpu_load_within_the_limit_keeps_liveness_fast_and_fails_readiness_in_one
 }
 
 #[test]
+#[ignore = "needs podman, kubectl, pyyaml: scripts/test.sh runs it"]
 fn memory_numbers_play_out_in_order_under_the_limit() {
     let _x = exclusive();
     let docs = documents();
@@ -401,11 +425,19 @@ fn memory_numbers_play_out_in_order_under_the_limit() {
     assert_eq!(
         request(addr, "GET", "/ready", &[], "").status,
         200,
-        "first leak: still ready"
+        "a leak of MEMORY_MB: still ready"
     );
-    assert_eq!(request(addr, "POST", "/load/memory", &AUTH, "").status, 200);
+    assert_eq!(
+        request(addr, "POST", "/load/memory", &AUTH, "").status,
+        429,
+        "the leak holds the one guardrail slot until it is released"
+    );
+    assert_eq!(request(addr, "DELETE", "/load/memory", &AUTH, "").status, 200);
+    let mb: u64 = mb.parse().unwrap();
+    let twice = format!("/load/memory?mb={}", 2 * mb);
+    assert_eq!(request(addr, "POST", &twice, &AUTH, "").status, 200);
     let ready = request(addr, "GET", "/ready", &[], "");
-    assert_eq!(ready.status, 503, "second leak: traffic shed");
+    assert_eq!(ready.status, 503, "2 × MEMORY_MB: traffic shed");
     assert!(
         ready.json()["reasons"][0]
             .as_str()
@@ -417,7 +449,107 @@ fn memory_numbers_play_out_in_order_under_the_limit() {
         200,
         "no restart wanted"
     );
-    let third = try_request(addr, "POST", "/load/memory", &AUTH, "", Duration::from_secs(10));
-    assert!(third.is_err(), "third leak: killed before it answers ({third:?})");
-    assert_eq!(pod.wait_exit(Duration::from_secs(10)), Some(137), "OOM kill");
+    assert_eq!(request(addr, "DELETE", "/load/memory", &AUTH, "").status, 200);
+    assert_eq!(
+        request(addr, "GET", "/ready", &[], "").status,
+        200,
+        "released: ready again without a restart"
+    );
+    // The README's recipe, faster: one ramp to 3 × MEMORY_MB sheds traffic
+    // on the way, then passes the limit.
+    let ramp = format!("/load/memory?mb={}&ramp=6", 3 * mb);
+    assert_eq!(request(addr, "POST", &ramp, &AUTH, "").status, 202);
+    let shed = poll(Duration::from_secs(6), Duration::from_millis(100), || {
+        let r = try_request(addr, "GET", "/ready", &[], "", Duration::from_secs(2)).ok()?;
+        (r.status == 503).then_some(())
+    });
+    assert!(shed.is_some(), "the ramp fails readiness before the kill");
+    assert_eq!(pod.wait_exit(Duration::from_secs(15)), Some(137), "OOM kill");
+}
+
+/// The emptyDir `sizeLimit` of the volume `name`, in MiB.
+fn size_limit_mib(docs: &[Value], name: &str) -> u64 {
+    let volumes = find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    let v = volumes.iter().find(|v| v["name"] == name).expect("volume");
+    mebibytes(v["emptyDir"]["sizeLimit"].as_str().expect("a sizeLimit"))
+}
+
+/// The eviction arithmetic of the Deployment's comment, checked: the
+/// default fill (asked of the real binary) passes the emptyDir's sizeLimit,
+/// the fill lands in that emptyDir, and the ephemeral-storage limit holds the
+/// emptyDir plus the most logs the kubelet keeps (5 x 10Mi), so that only
+/// the fill evicts, and by the emptyDir rule.
+#[test]
+#[ignore = "needs kubectl, pyyaml: scripts/test.sh runs it"]
+fn disk_numbers_evict_by_the_emptydir_limit_and_nothing_else() {
+    const MAX_LOGS_MIB: u64 = 5 * 10;
+    let docs = documents();
+    let (c, env) = container(&docs);
+    let limit = &c["resources"]["limits"]["ephemeral-storage"];
+    let request_mib = mebibytes(c["resources"]["requests"]["ephemeral-storage"].as_str().unwrap());
+    let limit_mib = mebibytes(limit.as_str().unwrap());
+    let size_limit = size_limit_mib(&docs, "state");
+    assert!(
+        !env.iter().any(|(n, _)| n == "DISK_FILL_DIR"),
+        "the fill must land in the emptyDir: DISK_FILL_DIR defaults to STATE_DIR/fill"
+    );
+    assert_eq!(c["volumeMounts"][0]["name"], "state");
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let r = svc.post("/load/disk");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let default_mb = r.json()["mb"].as_u64().unwrap();
+    assert!(
+        default_mb * 10 >= size_limit * 15,
+        "the default fill ({default_mb} MiB) must clearly pass the sizeLimit ({size_limit}Mi)"
+    );
+    assert!(
+        limit_mib >= size_limit + MAX_LOGS_MIB,
+        "limit {limit_mib}Mi < sizeLimit {size_limit}Mi + {MAX_LOGS_MIB}Mi of logs: a fill below the sizeLimit could evict"
+    );
+    assert!(request_mib < size_limit && request_mib <= limit_mib);
+}
+
+/// Under podman with the Deployment's securityContext (read-only root,
+/// uid 65532, all capabilities dropped) and a volume for STATE_DIR: the
+/// fill works, lands in the volume, and nothing is written anywhere else.
+#[test]
+#[ignore = "needs podman, kubectl, pyyaml: scripts/test.sh runs it"]
+fn disk_fill_in_podman_like_the_deployment_stays_in_the_volume() {
+    let _x = exclusive();
+    let docs = documents();
+    let state = temp_dir("emptydir-disk");
+    let (pod, env) = run_like_the_deployment_in(&docs, &[("CHAOS_COOLDOWN_SECONDS", "0")], &state);
+    let addr = pod.addr().unwrap();
+    let before = pod.diff();
+    let r = request(addr, "POST", "/load/disk?mb=16", &AUTH, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let file = state.join("fill/chaos-disk-fill.bin");
+    let meta = std::fs::metadata(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.len(), meta.uid()), (16 << 20, 65532));
+    assert!(meta.blocks() * 512 >= 16 << 20, "not sparse");
+    let chaos = request(addr, "GET", "/chaos", &[], "").json();
+    let detail = chaos["faults"][0]["detail"].as_str().unwrap_or_default().to_string();
+    assert!(
+        detail.starts_with(&format!("16 MiB of 16 MiB in {}/fill/", env_value(&env, "STATE_DIR"))),
+        "{chaos}"
+    );
+    assert_eq!(pod.diff(), before, "written outside the volume");
+    // Only what podman itself adds before the start: /etc/passwd and
+    // /etc/group for --user, and the Secret's mount point.
+    assert!(
+        before.iter().all(|l| l.starts_with("A /etc")),
+        "the read-only root changed: {before:?}"
+    );
+    assert_eq!(request(addr, "DELETE", "/load/disk", &AUTH, "").status, 200);
+    assert!(!file.exists());
+    let mut left: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["fill"], "only the empty fill directory stays in the volume");
 }

@@ -131,6 +131,7 @@ fn verdict_line<'a>(stdout: &'a str, row: &str) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
 fn crash_row_passes_on_a_restart_with_the_abort_code_then_ready() {
     let svc = Service::start(&[]);
     let fx = fixtures(&[
@@ -161,6 +162,7 @@ fn crash_row_passes_on_a_restart_with_the_abort_code_then_ready() {
 }
 
 #[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
 fn crash_row_fails_on_another_exit_code_or_no_restart() {
     let hyp = hypotheses("crash.restart_within=1\ncrash.ready_within=1\n");
     let svc = Service::start(&[]);
@@ -179,6 +181,7 @@ fn crash_row_fails_on_another_exit_code_or_no_restart() {
 }
 
 #[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
 fn oom_row_fails_when_the_restart_reason_is_error() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
     let restart = |reason| {
@@ -202,6 +205,7 @@ fn oom_row_fails_when_the_restart_reason_is_error() {
 }
 
 #[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
 fn degraded_row_passes_when_the_endpoint_leaves_and_returns() {
     let svc = Service::start(&[]);
     let fx = fixtures(&[
@@ -231,6 +235,7 @@ fn degraded_row_passes_when_the_endpoint_leaves_and_returns() {
 }
 
 #[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
 fn degraded_row_fails_when_the_endpoint_never_leaves_or_the_pod_restarts() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
     let hyp = hypotheses("degraded.removed_within=1\ndegraded.back_within=1\n");
@@ -256,6 +261,7 @@ fn degraded_row_fails_when_the_endpoint_never_leaves_or_the_pod_restarts() {
 }
 
 #[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
 fn hpa_row_passes_on_a_scale_up_and_fails_without_one() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
     let hyp = hypotheses("hpa.scale_within=1\nhpa.load_seconds=5\n");
@@ -263,8 +269,8 @@ fn hpa_row_passes_on_a_scale_up_and_fails_without_one() {
     let (out, stdout, _) = run_matrix(&svc, &fx, "hpa", &hyp);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(verdict_line(&stdout, "hpa").contains("2 -> 4"));
-    // DELETE /load/cpu answers "stopping"; the idle-priority spin threads
-    // stop when they next get a CPU, which frees the guardrail slot.
+    // DELETE /load/cpu answers once the spin threads have stopped and the
+    // guardrail slot is free.
     let stopped = || {
         poll(Duration::from_secs(3), Duration::from_millis(20), || {
             (svc.metric("cpu_stress_active") == 0.0).then_some(())
@@ -279,7 +285,132 @@ fn hpa_row_passes_on_a_scale_up_and_fails_without_one() {
     assert!(stopped().is_some(), "the load was stopped after the failed row too");
 }
 
+/// A pod of the Deployment by name, in `phase` (with `reason` when Failed).
+fn named_pod(name: &str, phase: &str, reason: Option<&str>, ready: bool) -> Value {
+    let mut status = json!({
+        "phase": phase,
+        "podIP": IP,
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+        "containerStatuses": [{"name": "chaos-backend", "ready": ready, "restartCount": 0, "lastState": {}}]
+    });
+    if let Some(reason) = reason {
+        status["reason"] = json!(reason);
+        status["message"] = json!("Usage of EmptyDir volume \"state\" exceeds the limit \"64Mi\". ");
+        status["containerStatuses"][0]["state"] =
+            json!({"terminated": {"reason": "Error", "exitCode": 137, "finishedAt": "2026-11-29T10:00:00Z"}});
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "chaos-lab", "labels": {"app.kubernetes.io/name": "chaos-backend"}},
+        "status": status
+    })
+}
+
+fn list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+const A: &str = "chaos-backend-7d9f-aaaaa";
+const B: &str = "chaos-backend-7d9f-bbbbb";
+const C: &str = "chaos-backend-7d9f-ccccc";
+
 #[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn evict_row_passes_on_failed_evicted_then_a_new_ready_pod() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let running = |name| named_pod(name, "Running", None, true);
+    let evicted = || named_pod(A, "Failed", Some("Evicted"), false);
+    let fx = fixtures(&[
+        (
+            "pods",
+            vec![
+                list(vec![running(A), running(B)]),
+                list(vec![running(A), running(B)]),
+                list(vec![evicted(), running(B), named_pod(C, "Pending", None, false)]),
+                list(vec![evicted(), running(B), running(C)]),
+            ],
+        ),
+        ("pod", vec![running(A), running(A), evicted()]),
+    ]);
+    let hyp = hypotheses(
+        "evict.evicted_within=5\nevict.replacement_within=5\n# a small fill: the real binary writes it\nevict.trigger=/load/disk?mb=1\n",
+    );
+    let (out, stdout, journal) = run_matrix(&svc, &fx, "evict", &hyp);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = verdict_line(&stdout, "evict");
+    assert!(line.ends_with("| PASS |"), "{line}");
+    assert!(
+        line.contains("reason Evicted") && line.contains(&format!("{C} Ready")),
+        "{line}"
+    );
+    assert!(
+        journal.iter().any(|j| j["phase"] == "trigger" && j["code"] == "200"),
+        "the real binary took the fill"
+    );
+    assert!(
+        journal
+            .iter()
+            .any(|j| j["message"].as_str().is_some_and(|m| m.contains("EmptyDir")))
+    );
+    assert_eq!(svc.get("/chaos").json()["active"], 0, "the fill was removed on exit");
+}
+
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn evict_row_fails_without_an_eviction_or_without_a_replacement() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let running = |name| named_pod(name, "Running", None, true);
+    let hyp = hypotheses("evict.evicted_within=1\nevict.replacement_within=1\nevict.trigger=/load/disk?mb=1\n");
+    // The pod keeps running.
+    let fx = fixtures(&[
+        ("pods", vec![list(vec![running(A), running(B)])]),
+        ("pod", vec![running(A)]),
+    ]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "evict", &hyp);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        verdict_line(&stdout, "evict").contains("not evicted (phase Running)"),
+        "{stdout}"
+    );
+    // Evicted, but no new pod becomes Ready (the old neighbour B does not count).
+    let evicted = named_pod(A, "Failed", Some("Evicted"), false);
+    let fx = fixtures(&[
+        (
+            "pods",
+            vec![
+                list(vec![running(A), running(B)]),
+                list(vec![running(A), running(B)]),
+                list(vec![evicted.clone(), running(B), named_pod(C, "Pending", None, false)]),
+            ],
+        ),
+        ("pod", vec![running(A), evicted.clone()]),
+    ]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "evict", &hyp);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = verdict_line(&stdout, "evict");
+    assert!(
+        line.ends_with("| FAIL |") && line.contains("no new pod Ready within 1 s"),
+        "{line}"
+    );
+    // Failed for another reason is not the eviction hypothesis.
+    let fx = fixtures(&[
+        ("pods", vec![list(vec![running(A), running(B)])]),
+        (
+            "pod",
+            vec![running(A), named_pod(A, "Failed", Some("DeadlineExceeded"), false)],
+        ),
+    ]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "evict", &hyp);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        verdict_line(&stdout, "evict").contains("reason DeadlineExceeded"),
+        "{stdout}"
+    );
+}
+
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
 fn interrupting_keeps_the_journal_and_stops_the_faults_it_started() {
     let svc = Service::start(&[]);
     let fx = fixtures(&[
@@ -326,6 +457,9 @@ fn help_documents_rows_hypotheses_and_exit_codes() {
         "oom",
         "degraded",
         "hpa",
+        "evict",
+        "evict.evicted_within",
+        "chaos-generator.sh --type disk",
         "Hypotheses file",
         "row.key=value",
         "Exit status",

@@ -200,9 +200,14 @@ fn url_encode(s: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs prometheus, pyyaml: scripts/test.sh runs it"]
 fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
     let _x = exclusive();
-    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_MEMORY_MB_READY", "40")]);
+    let svc = Service::start(&[
+        ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ("MAX_MEMORY_MB_READY", "40"),
+        ("MAX_CONCURRENT_CHAOS", "2"),
+    ]);
     let prom = Prometheus::start(svc.addr);
     let up = poll(Duration::from_secs(20), Duration::from_millis(200), || {
         (prom.value("up{job=\"chaos-backend-local\"}") == Some(1.0)).then_some(())
@@ -280,6 +285,7 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
 }
 
 #[test]
+#[ignore = "needs promtool, pyyaml: scripts/test.sh runs it"]
 fn promtool_checks_the_rules_and_tests_each_alert_firing_and_quiet() {
     let dir = repo().join("prometheus");
     let out = Command::new("promtool")
@@ -321,6 +327,7 @@ fn promtool_checks_the_rules_and_tests_each_alert_firing_and_quiet() {
 }
 
 #[test]
+#[ignore = "needs promtool, pyyaml: scripts/test.sh runs it"]
 fn prometheusrule_is_generated_from_the_rules_file() {
     let out = Command::new("bash")
         .arg(repo().join("scripts/gen-prometheusrule.sh"))
@@ -417,6 +424,7 @@ fn dashboard_is_importable_with_units_and_variables() {
 }
 
 #[test]
+#[ignore = "needs npm: scripts/test.sh runs it"]
 fn dashboard_type_checks_against_grafanas_own_dashboard_type() {
     let project = repo().join("grafana/typecheck");
     let schema = project.join("node_modules/@grafana/schema");
@@ -477,6 +485,7 @@ fn dashboard_type_checks_against_grafanas_own_dashboard_type() {
 /// which the test command installs): it resolves, it has the three services,
 /// and every file it mounts or builds from exists.
 #[test]
+#[ignore = "needs podman-compose, promtool, pyyaml: scripts/test.sh runs it"]
 fn compose_lab_resolves_and_every_mounted_file_exists() {
     let out = Command::new("podman-compose")
         .args(["-f", "compose.yaml", "config"])

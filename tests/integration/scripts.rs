@@ -326,3 +326,201 @@ fn generator_sends_the_token_when_given() {
     assert_eq!(row[5], "recovered", "{row:?}");
     assert!(!stdout.contains("gen-token"), "token in the output: {stdout}");
 }
+
+/// A forced readiness failure: /ready is 503 for the fault's duration and
+/// recovers without a restart.
+#[test]
+fn readiness_run_recovers_after_the_fault() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let csv = temp_dir("gen-ready").join("results.csv");
+    let out = generate(
+        &svc,
+        &csv,
+        &[
+            "--type",
+            "readiness",
+            "--iterations",
+            "2",
+            "--cooldown",
+            "0",
+            "--duration",
+            "1",
+        ],
+    );
+    assert!(out.status.success());
+    let rows = rows(&csv);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        assert_eq!(
+            (row[1].as_str(), row[5].as_str()),
+            ("readiness", "recovered"),
+            "{row:?}"
+        );
+        // A poll's instant is when it was sent: on a loaded machine the
+        // answer can come much later, so only bounds that cannot flake.
+        assert!(secs(&row[3]) < 1.0, "{row:?}");
+        assert!(secs(&row[4]) <= 3.0, "{row:?}");
+    }
+    // The service's own clock: two 1 s faults, each seen failing ~1 s.
+    assert_eq!(svc.metric("readiness_failure_to_recovery_seconds_count"), 2.0);
+    let sum = svc.metric("readiness_failure_to_recovery_seconds_sum");
+    assert!((1.0..=6.0).contains(&sum), "{sum} s for two 1 s faults");
+    assert_eq!(
+        svc.metric("chaos_actions_total{action=\"readiness\",outcome=\"accepted\"}"),
+        2.0
+    );
+}
+
+/// A latency fault fails readiness through the p95 of GET /, which the
+/// generator's own slow traffic feeds, and recovers once that ages out.
+#[test]
+fn latency_run_fails_readiness_through_slow_traffic() {
+    let _x = exclusive();
+    let svc = Service::start(&[
+        ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ("MAX_LATENCY_MS", "100"),
+        ("LATENCY_WINDOW_SECONDS", "2"),
+    ]);
+    let csv = temp_dir("gen-latency").join("results.csv");
+    let out = generate(
+        &svc,
+        &csv,
+        &[
+            "--type",
+            "latency",
+            "--ms",
+            "300",
+            "--duration",
+            "2",
+            "--iterations",
+            "1",
+            "--timeout",
+            "10",
+        ],
+    );
+    assert!(out.status.success());
+    let row = rows(&csv).remove(0);
+    assert_eq!((row[1].as_str(), row[5].as_str()), ("latency", "recovered"), "{row:?}");
+    assert!(secs(&row[3]) < 2.0, "{row:?}");
+    assert!(secs(&row[4]) <= 8.0, "recovery after the 2 s window: {row:?}");
+    let fast = svc.metric("http_request_duration_seconds_bucket{endpoint=\"/\",le=\"0.25\"}");
+    let all = svc.metric("http_request_duration_seconds_count{endpoint=\"/\"}");
+    assert_eq!(all, 10.0, "the generator sent ten GET /");
+    assert!(all - fast >= 1.0, "slowed by the fault: {all} in all, {fast} fast");
+}
+
+/// A liveness fault leaves /ready alone: without a supervisor to restart
+/// the process the row is no-degradation, but the fault was started (and
+/// the option reaches the service).
+#[test]
+fn liveness_run_needs_a_supervisor() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let csv = temp_dir("gen-live").join("results.csv");
+    let out = generate(
+        &svc,
+        &csv,
+        &[
+            "--type",
+            "liveness",
+            "--mode",
+            "fail",
+            "--duration",
+            "30",
+            "--iterations",
+            "1",
+            "--timeout",
+            "2",
+        ],
+    );
+    assert!(out.status.success());
+    let row = rows(&csv).remove(0);
+    assert_eq!(
+        (row[1].as_str(), row[5].as_str()),
+        ("liveness", "no-degradation"),
+        "{row:?}"
+    );
+    assert_eq!(svc.get("/health").status, 500, "the liveness fault runs");
+    let listed = svc.get("/chaos").json();
+    assert_eq!(listed["faults"][0]["detail"], "mode=fail", "{listed}");
+    // Options that do not fit the type are refused before anything starts.
+    for (args, message) in [
+        (&["--type", "liveness", "--ms", "5"][..], "--ms is for --type latency"),
+        (
+            &["--type", "liveness", "--mode", "sleep"][..],
+            "--mode \"sleep\": expected fail or hang",
+        ),
+        (
+            &["--type", "crash", "--duration", "5"][..],
+            "--duration is not for --type crash",
+        ),
+        (
+            &["--type", "network"][..],
+            "expected cpu, memory, crash, disk, readiness, latency or liveness",
+        ),
+        (
+            &["--type", "disk", "--duration", "5"][..],
+            "--duration is not for --type disk",
+        ),
+    ] {
+        let out = generate(&svc, &csv, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{args:?}");
+    }
+}
+
+/// `--type disk` against one pod: outside Kubernetes nothing evicts, so the
+/// row is no-degradation; when the pod is killed after the fill (as the
+/// kubelet evicts it), detection is the pod going dark and, since an evicted
+/// pod never returns, the row is `timeout`. The help says where the time to
+/// a replacement is measured instead.
+#[test]
+fn disk_run_detects_the_pod_going_dark_and_sends_replacement_timing_elsewhere() {
+    let state = temp_dir("gen-disk");
+    let svc = Service::start_in(&state, &[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let csv = temp_dir("gen-disk-out").join("results.csv");
+    let args = ["--type", "disk", "--mb", "2", "--iterations", "1", "--timeout", "2"];
+    let out = generate(&svc, &csv, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rows(&csv)[0][5], "no-degradation", "{:?}", rows(&csv));
+    assert_eq!(svc.metric("chaos_disk_fill_bytes{state=\"written\"}"), (2 << 20) as f64);
+    assert_eq!(svc.post("/chaos/stop").status, 200);
+
+    // The "kubelet": kills the pod a little after the fill was answered.
+    let csv = temp_dir("gen-disk-evicted").join("results.csv");
+    let out = std::thread::scope(|scope| {
+        let evictor = scope.spawn(|| {
+            let filled = poll(Duration::from_secs(10), Duration::from_millis(5), || {
+                (svc.event_count("CHAOS_FINISHED", 3) >= 3).then_some(())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            // SAFETY: kill(2) on the test's own child.
+            filled.is_some() && unsafe { libc::kill(svc.pid() as i32, libc::SIGKILL) } == 0
+        });
+        let out = generate(&svc, &csv, &args);
+        assert!(evictor.join().unwrap(), "the second fill never finished");
+        out
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let row = &rows(&csv)[0];
+    assert_eq!((row[1].as_str(), row[5].as_str()), ("disk", "timeout"), "{row:?}");
+    assert!(secs(&row[3]) < 2.0 && row[4].is_empty(), "{row:?}");
+    assert!(
+        row[6].contains("first_down_code=000") && row[6].contains("still_code=000"),
+        "{row:?}"
+    );
+
+    let help = run("chaos-generator.sh", &["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "disk",
+        "port-forward dies with its pod",
+        "never becomes",
+        "validate-matrix.sh",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+    let bad = run("chaos-generator.sh", &["--type", "cpu", "--mb", "2"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

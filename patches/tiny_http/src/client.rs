@@ -1,15 +1,13 @@
-use ascii::AsciiString;
-
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::common::{HTTPVersion, Method};
+use crate::common::HTTPVersion;
 use crate::connections::{AnswerWriter, BodyPlan, Conn, CountingReader, Phase, SharedStream, Table};
+use crate::head::{read_head, Head, HeadError};
 use crate::util::{SequentialReader, SequentialReaderBuilder};
 use crate::Request;
 use crate::ServerOptions;
@@ -41,7 +39,6 @@ pub struct ClientConnection {
     secure: bool,
 
     // Patch (chaos-backend): the server's limits and hooks.
-    #[allow(dead_code)]
     options: Arc<ServerOptions>,
 
     // Patch (chaos-backend): the socket, shared with the table and the
@@ -65,8 +62,9 @@ impl Iterator for AnswerSink {
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
-    WrongRequestLine,
-    WrongHeader(HTTPVersion),
+    /// Patch (chaos-backend): the head was refused (431, 400 or 505, see
+    /// head.rs), with a reason for the client.
+    Refused(u16, String),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
@@ -149,68 +147,27 @@ impl ClientConnection {
         self.secure
     }
 
-    /// Reads the next line from self.next_header_source.
-    ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
-        let mut buf = Vec::new();
-        let mut prev_byte_was_cr = false;
-
-        loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
-            };
-
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
-            }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
-        }
-    }
-
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
+    ///
+    /// Patch (chaos-backend): the head is read by `head::read_head`, bounded
+    /// by `ServerOptions::head` and strict (see head.rs), instead of line by
+    /// line with no limit. The previous request's body was drained (or the
+    /// connection ended) by `between_requests`, so the rest of a body is
+    /// never parsed as a request (tiny-http#147).
     fn read(&mut self) -> Result<Request, ReadError> {
-        let (method, path, version, headers) = {
-            // reading the request line
-            let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
-
-            // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
-                }
-
-                headers
-            };
-
-            (method, path, version, headers)
-        };
+        let Head {
+            method,
+            target: path,
+            version,
+            headers,
+        } = read_head(&mut self.next_header_source, &self.options.head).map_err(|e| match e.status() {
+            Some(status) => ReadError::Refused(status, e.reason()),
+            None => ReadError::ReadIoError(match e {
+                HeadError::Io(io) => io,
+                other => IoError::new(ErrorKind::InvalidData, other.reason()),
+            }),
+        })?;
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -251,8 +208,6 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
@@ -265,34 +220,22 @@ impl Iterator for ClientConnection {
                 return None;
             }
             let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
+                // Patch (chaos-backend): every answer tiny_http writes itself
+                // has a body (`ServerOptions::error_body`) and closes.
+                Err(ReadError::Refused(status, reason)) => {
+                    self.refuse(status, &reason, HTTPVersion(1, 1));
                     return None; // we don't know where the next request would start,
                                  // se we have to close
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
+                    self.refuse(408, "the request head did not arrive in time", HTTPVersion(1, 1));
                     return None; // closing the connection
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
+                    self.refuse(417, "only the expectation 100-continue is supported", ver);
                     return None; // TODO: should be recoverable, but needs handling in case of body
                 }
 
@@ -301,14 +244,10 @@ impl Iterator for ClientConnection {
                 Ok(rq) => rq,
             };
 
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string("This server only supports HTTP versions 1.0 and 1.1".to_owned())
-                    .with_status_code(StatusCode(505));
-                response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
-                continue;
-            }
+            // Patch (chaos-backend): upstream checked the version here and
+            // answered 505 with a second writer, then `continue`d; a version
+            // other than 1.0/1.1 is now refused by head.rs before any
+            // `Request` (and its writer) exists.
 
             // updating the status of the connection
             let connection_header = rq
@@ -351,45 +290,24 @@ impl Drop for ClientConnection {
     }
 }
 
-/// Parses a "HTTP/1.1" string.
-fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
-    let (major, minor) = match version {
-        "HTTP/0.9" => (0, 9),
-        "HTTP/1.0" => (1, 0),
-        "HTTP/1.1" => (1, 1),
-        "HTTP/2.0" => (2, 0),
-        "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
-    };
-
-    Ok(HTTPVersion(major, minor))
-}
-
-/// Parses the request line of the request.
-/// eg. GET / HTTP/1.1
-fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
-    let mut parts = line.split(' ');
-
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
-    let version = parts.next().and_then(|w| parse_http_version(w).ok());
-
-    method
-        .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
-}
-
-#[cfg(test)]
-mod test {
-    #[test]
-    fn test_parse_request_line() {
-        let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1").unwrap();
-
-        assert!(method == crate::Method::Get);
-        assert!(path == "/hello");
-        assert!(ver == crate::common::HTTPVersion(1, 1));
-
-        assert!(super::parse_request_line("GET /hello").is_err());
-        assert!(super::parse_request_line("qsd qsd qsd").is_err());
+impl ClientConnection {
+    /// Patch (chaos-backend): writes an answer of tiny_http's own, with the
+    /// body `ServerOptions::error_body` renders and `Connection: close`.
+    fn refuse(&mut self, status: u16, reason: &str, version: HTTPVersion) {
+        use crate::{Header, Response, StatusCode};
+        let (content_type, body) = match self.options.error_body {
+            Some(ref render) => render(status, reason),
+            None => (String::new(), Vec::new()),
+        };
+        let mut response = Response::from_data(body).with_status_code(StatusCode(status));
+        if let Ok(h) = Header::from_bytes("Content-Type", content_type) {
+            if !h.value.is_empty() {
+                response.add_header(h);
+            }
+        }
+        let response = response.with_connection_close();
+        let mut writer = self.sink.next().unwrap();
+        response.raw_print(&mut writer, version, &[], false, None).ok();
+        writer.flush().ok();
     }
 }

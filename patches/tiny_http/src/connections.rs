@@ -123,6 +123,10 @@ pub(crate) struct Conn {
     body_read: AtomicU64,
     drain_limit: u64,
     timer: Arc<Timer>,
+    /// Ends the current hold early once set (`Request::respond_held`): the
+    /// timer thread looks at it on every tick. Its own lock, only ever
+    /// taken last (after the timer queue's or the state's).
+    release: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl Conn {
@@ -211,9 +215,21 @@ impl Conn {
         )
     }
 
-    /// Holds the answer being written until `until`.
-    pub(crate) fn hold_until(&self, until: Instant) {
-        self.state().hold_until = Some(until);
+    /// Holds the answer being written until `until`, or until `release`
+    /// is set, whichever comes first.
+    pub(crate) fn hold_until(&self, until: Instant, release: Option<Arc<AtomicBool>>) {
+        let mut s = self.state();
+        s.hold_until = Some(until);
+        *self.release.lock().unwrap_or_else(PoisonError::into_inner) = release;
+    }
+
+    /// The current hold's release flag is set.
+    fn released(&self) -> bool {
+        self.release
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|r| r.load(Ordering::SeqCst))
     }
 
     /// Waits until every answer dispatched so far is written (`all`), or
@@ -290,10 +306,11 @@ impl Conn {
             return None;
         }
         if let Some(until) = s.hold_until {
-            if until > now {
+            if until > now && !self.released() {
                 return Some(until);
             }
             s.hold_until = None;
+            *self.release.lock().unwrap_or_else(PoisonError::into_inner) = None;
             s.progress = now;
         }
         // The worker may still be rendering a held answer: it queues itself.
@@ -687,6 +704,7 @@ impl Table {
             body_read: AtomicU64::new(0),
             drain_limit: self.limits.drain_limit,
             timer: Arc::clone(&self.timer),
+            release: Mutex::new(None),
         });
         conns.insert(id, Arc::clone(&conn));
         self.open.store(conns.len(), Ordering::Relaxed);
@@ -830,7 +848,8 @@ pub(crate) fn spawn_watchdog(table: Arc<Table>, closed: Arc<AtomicBool>) -> io::
                             .0;
                     }
                     let now = Instant::now();
-                    let (due, later): (Vec<_>, Vec<_>) = q.drain(..).partition(|(t, _)| *t <= now);
+                    // A hold whose release flag was set is due at once.
+                    let (due, later): (Vec<_>, Vec<_>) = q.drain(..).partition(|(t, c)| *t <= now || c.released());
                     *q = later;
                     due.into_iter().map(|(_, c)| c).collect()
                 };

@@ -121,6 +121,7 @@ mod client;
 mod common;
 mod connection;
 mod connections;
+mod head;
 mod options;
 mod request;
 mod response;

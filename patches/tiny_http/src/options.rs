@@ -77,6 +77,23 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Request-head limits. The default is upstream's: none.
-#[derive(Clone, Debug, Default)]
-pub struct HeadLimits {}
+/// Request-head limits. The default is upstream's: none (but the head is
+/// parsed strictly either way, see `head.rs`).
+#[derive(Clone, Debug)]
+pub struct HeadLimits {
+    /// The most bytes of request line and header lines together, line ends
+    /// included. A longer head gets 431 and a close; nothing past this many
+    /// bytes is read or held.
+    pub max_bytes: usize,
+    /// The most header fields in one head: more get 431 and a close.
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_bytes: usize::MAX,
+            max_headers: usize::MAX,
+        }
+    }
+}

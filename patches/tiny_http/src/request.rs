@@ -480,13 +480,20 @@ impl Request {
     /// written by the connection's own thread once `hold` has passed, so
     /// that a deliberately slow answer costs neither a worker nor a thread
     /// of its own. Without a connection (a `TestRequest`) it is `respond`.
-    pub fn respond_held<R>(self, response: Response<R>, hold: std::time::Duration) -> Result<(), IoError>
+    /// Setting `release` (when given) ends the hold early: the answer goes
+    /// out within a tick of the server's timer thread (at most 250 ms).
+    pub fn respond_held<R>(
+        self,
+        response: Response<R>,
+        hold: std::time::Duration,
+        release: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<(), IoError>
     where
         R: Read,
     {
         if let Some(conn) = &self.connection {
             if !hold.is_zero() {
-                conn.hold_until(std::time::Instant::now() + hold);
+                conn.hold_until(std::time::Instant::now() + hold, release);
             }
         }
         self.respond(response)

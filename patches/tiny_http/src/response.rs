@@ -243,6 +243,14 @@ where
         self.chunked_threshold.unwrap_or(32768)
     }
 
+    /// Patch (chaos-backend): says `Connection: close`, which `add_header`
+    /// refuses, for the answers after which tiny_http closes the connection.
+    pub(crate) fn with_connection_close(mut self) -> Self {
+        self.headers
+            .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).expect("ASCII literal"));
+        self
+    }
+
     /// Adds a header to the list.
     /// Does all the checks.
     pub fn add_header<H>(&mut self, header: H)

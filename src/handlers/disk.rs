@@ -1,0 +1,303 @@
+//! `POST /load/disk?mb=N&ramp=S&keep=true` fills the disk under
+//! `DISK_FILL_DIR`; `DELETE /load/disk` removes the fill.
+//!
+//! Without `ramp` the answer waits for the writing to end, because it
+//! reports what was written: 200, or 507 when the disk ran out (the partial
+//! file removed unless `keep=true`). The guardrail allows one chaos action at
+//! a time by default, so at most one worker waits here (96 MiB take about a
+//! second on a slow disk). With `ramp` the answer is 202 and a thread writes
+//! over S seconds; if the disk runs out then, the fault ends on its own and
+//! the CHAOS_FINISHED event, `GET /chaos` (`ended`) and
+//! `chaos_disk_fill_ended_total{reason}` say why.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+
+use super::{bad, start_fault};
+use crate::app::App;
+use crate::chaos::disk::{EndReason, OnEnd, Outcome};
+use crate::chaos::registry::{Ended, FaultKind, Running};
+use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
+use crate::events::{Event, unix_ms};
+use crate::http::Reply;
+use crate::query::Query;
+
+pub const PARAMETERS: &[&str] = &["mb", "ramp", "keep"];
+
+/// The size written when `mb` is not given: 1.5 times the Deployment's
+/// emptyDir `sizeLimit` (64Mi), so that the default trips the eviction; see
+/// manifests/deployment.yaml for the whole arithmetic.
+pub const DEFAULT_MB: u64 = 96;
+
+pub fn fill(app: &App, raw_query: &str, now: Instant) -> Reply {
+    let query = match Query::parse(raw_query, PARAMETERS) {
+        Ok(q) => q,
+        Err(e) => return bad(e),
+    };
+    let (mb, ramp, keep) = match (
+        query.bounded("mb", 1, MAX_MB, "MiB"),
+        query.bounded("ramp", 1, MAX_DURATION_SECONDS, "seconds"),
+        query.choice("keep", &["true", "false"]),
+    ) {
+        (Ok(mb), Ok(ramp), Ok(keep)) => (
+            mb.unwrap_or(DEFAULT_MB),
+            ramp.map(Duration::from_secs),
+            keep == Some("true"),
+        ),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return bad(e),
+    };
+    if let Some(why) = app.disk.unavailable() {
+        return Reply::json(503, &json!({"error": format!("disk fill unavailable: {why}")}));
+    }
+    let bytes = mb << 20;
+    let path = app.disk.dir().display().to_string();
+    let started = json!({"action": "disk", "mb": mb, "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "keep": keep, "dir": path});
+    let (disk, events) = (Arc::clone(&app.disk), Arc::clone(&app.events));
+    let removed_total = app.metrics.chaos_disk_fill_ended_total.clone();
+    let on_end = on_end(app, mb);
+    let t = SystemTime::now();
+    let mut done = None;
+    // A fill stays until it is removed (DELETE, /chaos/stop, SIGTERM), as a
+    // leak does, and holds its guardrail slot that long: `expected` is None.
+    let launched = start_fault(app, FaultKind::Disk, now, None, |ticket| {
+        events.emit(Event::ChaosStarted, started);
+        let (thread, rx) = disk.spawn(ticket, bytes, ramp, keep, on_end)?;
+        done = Some(rx);
+        let mut detail = format!("{mb} MiB");
+        if let Some(r) = ramp {
+            detail.push_str(&format!(", ramp {} s", r.as_secs()));
+        }
+        Ok(Running {
+            threads: vec![thread],
+            cleanup: Box::new(move |ended| {
+                // Ended by itself (ENOSPC, EDQUOT, an I/O error): the writer
+                // has removed the partial file and said why already.
+                if ended == Ended::Failed {
+                    return;
+                }
+                if let Some(bytes) = disk.remove() {
+                    removed_total.with_label_values(&[EndReason::Removed.label()]).inc();
+                    events.emit(
+                        Event::ChaosFinished,
+                        json!({"action": "disk", "reason": EndReason::Removed.label(), "ended": ended.label(), "removed_bytes": bytes, "removed_mb": bytes >> 20}),
+                    );
+                }
+            }),
+            detail,
+            ends_at: ramp.map(|r| t + r),
+            extra: json!({"target_bytes": bytes}),
+        })
+    });
+    if let Err(reply) = launched {
+        return reply;
+    }
+    let Some(done) = done else {
+        return Reply::internal_error("the disk fill started without its writer");
+    };
+    if let Some(ramp) = ramp {
+        return Reply::accepted(&json!({
+            "status": "filling",
+            "action": "disk",
+            "mb": mb,
+            "bytes": bytes,
+            "keep": keep,
+            "dir": path,
+            "ramp_seconds": ramp.as_secs(),
+            "ends_at_unix_ms": unix_ms(t) + ramp.as_millis() as u64,
+        }));
+    }
+    // The writer has recorded the outcome (and ended the entry if nothing
+    // is left on disk) before sending it.
+    let outcome = done.recv();
+    match outcome {
+        Ok(Outcome::Complete { bytes, took }) => {
+            let body = json!({
+                "status": "filled",
+                "action": "disk",
+                "mb": mb,
+                "written_bytes": bytes,
+                "written_mb": bytes >> 20,
+                "seconds": took.as_secs_f64(),
+                "dir": path,
+            });
+            app.events.emit(Event::ChaosFinished, body.clone());
+            Reply::ok(&body)
+        }
+        Ok(Outcome::Ended(ended)) => {
+            let (reason, written, kept) = (ended.reason, ended.written, ended.kept);
+            let status = match reason {
+                EndReason::NoSpace | EndReason::Quota => 507,
+                EndReason::Removed => 409,
+                EndReason::IoError => 500,
+            };
+            Reply::json(
+                status,
+                &json!({
+                    "error": ended_message(reason, written, mb, kept, &ended.error),
+                    "reason": reason.label(),
+                    "written_bytes": written,
+                    "written_mb": written >> 20,
+                    "asked_mb": mb,
+                    "kept": kept,
+                    "dir": path,
+                }),
+            )
+        }
+        Err(_) => Reply::internal_error("the disk fill writer ended without a result"),
+    }
+}
+
+/// `DELETE /load/disk`: stops the fill through the registry, and answers
+/// once its writer thread has ended and its file is removed.
+pub fn remove(app: &App) -> Reply {
+    if app.registry.stop(Some(FaultKind::Disk), Ended::OnRequest).is_empty() {
+        return Reply::ok(&json!({"status": "not active", "removed_bytes": 0, "removed_mb": 0}));
+    }
+    let bytes = app
+        .disk
+        .last_ended()
+        .filter(|e| e.reason == EndReason::Removed)
+        .map_or(0, |e| e.written);
+    Reply::ok(&json!({"status": "removed", "removed_bytes": bytes, "removed_mb": bytes >> 20}))
+}
+
+fn ended_message(reason: EndReason, written: u64, mb: u64, kept: bool, error: &str) -> String {
+    let what = match reason {
+        EndReason::NoSpace => "the disk is full (ENOSPC)",
+        EndReason::Quota => "the disk quota is used up (EDQUOT)",
+        EndReason::IoError => "the disk fill failed",
+        EndReason::Removed => "the disk fill was stopped (DELETE /load/disk or POST /chaos/stop)",
+    };
+    let file = if reason == EndReason::Removed {
+        "the file was removed"
+    } else if kept {
+        "the partial file was kept (keep=true)"
+    } else {
+        "the partial file was removed"
+    };
+    format!(
+        "{what} after writing {} MiB ({written} bytes) of {mb} MiB: {error}; {file}",
+        written >> 20
+    )
+}
+
+/// What the writer does when a fill ends early, at that moment: log, count
+/// (`chaos_actions_total{action="disk",outcome="failed"}` and
+/// `chaos_disk_fill_ended_total{reason}`) and emit CHAOS_FINISHED.
+fn on_end(app: &App, mb: u64) -> OnEnd {
+    let ended = app.metrics.chaos_disk_fill_ended_total.clone();
+    let actions = app.metrics.chaos_actions_total.clone();
+    let events = Arc::clone(&app.events);
+    Arc::new(move |outcome: &Outcome, path: &Path| {
+        if let Outcome::Ended(e) = outcome {
+            let (reason, written, kept) = (e.reason, e.written, e.kept);
+            let message = ended_message(reason, written, mb, kept, &e.error);
+            log::warn!("{message} ({})", path.display());
+            ended.with_label_values(&[reason.label()]).inc();
+            actions.with_label_values(&["disk", "failed"]).inc();
+            events.emit(
+                Event::ChaosFinished,
+                json!({
+                    "action": "disk",
+                    "reason": reason.label(),
+                    "error": message,
+                    "written_bytes": written,
+                    "written_mb": written >> 20,
+                    "asked_mb": mb,
+                    "kept": kept,
+                }),
+            );
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing;
+
+    #[test]
+    fn fills_lists_and_removes() {
+        let (app, events) = testing::app("disk", &[("CHAOS_COOLDOWN_SECONDS", "0")]);
+        let r = fill(&app, "mb=2", Instant::now());
+        assert_eq!(r.status, 200, "{:?}", r.body_json());
+        assert_eq!(r.body_json()["written_bytes"], 2 << 20);
+        assert_eq!(app.disk.written(), 2 << 20);
+        let again = fill(&app, "mb=1", Instant::now());
+        assert_eq!(again.status, 409);
+        assert!(
+            again.body_json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("DELETE /load/disk")
+        );
+        let r = remove(&app);
+        assert_eq!(r.body_json()["removed_bytes"], 2 << 20);
+        assert_eq!(remove(&app).body_json()["status"], "not active");
+        assert_eq!(
+            app.metrics
+                .chaos_disk_fill_ended_total
+                .with_label_values(&["removed"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            events.event_names(),
+            ["CHAOS_STARTED", "CHAOS_FINISHED", "CHAOS_REJECTED", "CHAOS_FINISHED"]
+        );
+        assert_eq!((app.registry.active(), app.disk.status()), (0, None));
+    }
+
+    #[test]
+    fn the_507_message_names_the_cause_the_size_written_and_the_file() {
+        let m = ended_message(
+            EndReason::Quota,
+            5 << 20,
+            64,
+            false,
+            "Disk quota exceeded (os error 122)",
+        );
+        assert_eq!(
+            m,
+            "the disk quota is used up (EDQUOT) after writing 5 MiB (5242880 bytes) of 64 MiB: \
+             Disk quota exceeded (os error 122); the partial file was removed"
+        );
+        assert!(ended_message(EndReason::NoSpace, 0, 1, true, "x").ends_with("kept (keep=true)"));
+    }
+
+    #[test]
+    fn bad_disk_parameters_are_400() {
+        let (app, _) = testing::app("disk-400", &[]);
+        for q in [
+            "mb=0",
+            "mb=-1",
+            "mb=1048577",
+            "mb=abc",
+            "ramp=0",
+            "ramp=3601",
+            "keep=yes",
+            "size=1",
+            "mb=1&mb=2",
+        ] {
+            let r = fill(&app, q, Instant::now());
+            assert_eq!(r.status, 400, "{q}: {:?}", r.body_json());
+        }
+        assert_eq!(app.disk.status(), None);
+    }
+
+    #[test]
+    fn an_unusable_dir_is_503_naming_it() {
+        let (app, _) = testing::app("disk-503", &[("DISK_FILL_DIR", "/proc/chaos-backend-no-such/fill")]);
+        let r = fill(&app, "mb=1", Instant::now());
+        assert_eq!(r.status, 503);
+        assert!(
+            r.body_json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("/proc/chaos-backend-no-such/fill")
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of this service
+//! (`api/openapi.json`, embedded at build time). Like the probes it is never
+//! subject to faults and is not user traffic.
+//!
+//! One bound depends on where the process runs: the most `millicores` it may
+//! burn. The served document carries it as that parameter's `maximum`, from
+//! the same `CpuBudget` that `POST /load/cpu` checks against.
+
+use serde_json::Value;
+
+use crate::chaos::cpu::CpuBudget;
+use crate::http::Reply;
+
+/// The document as written in the repository.
+pub const DOCUMENT: &str = include_str!("../../api/openapi.json");
+
+pub fn get() -> Reply {
+    match served(CpuBudget::detect().millicores()) {
+        Ok(doc) => Reply::ok(&doc),
+        Err(e) => {
+            log::error!("cannot serve the OpenAPI document: {e}");
+            Reply::internal_error(&format!("cannot serve the OpenAPI document: {e}"))
+        }
+    }
+}
+
+/// The document with the `millicores` maximum filled in.
+pub fn served(max_millicores: u64) -> Result<Value, String> {
+    let mut doc: Value = serde_json::from_str(DOCUMENT).map_err(|e| format!("api/openapi.json is not JSON: {e}"))?;
+    let millicores = doc
+        .pointer_mut("/paths/~1load~1cpu/post/parameters")
+        .and_then(Value::as_array_mut)
+        .and_then(|ps| ps.iter_mut().find(|p| p["name"] == "millicores"))
+        .and_then(|p| p.get_mut("schema"))
+        .and_then(Value::as_object_mut)
+        .ok_or("api/openapi.json has no millicores parameter on POST /load/cpu")?;
+    millicores.insert("maximum".to_string(), max_millicores.into());
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::ROUTES;
+    use std::collections::BTreeSet;
+
+    fn document() -> Value {
+        serde_json::from_str(DOCUMENT).expect("api/openapi.json is JSON")
+    }
+
+    #[test]
+    fn version_is_the_crates() {
+        let doc = document();
+        assert_eq!(
+            doc["info"]["version"],
+            env!("CARGO_PKG_VERSION"),
+            "api/openapi.json info.version"
+        );
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
+    }
+
+    /// The document lists exactly the (method, path) pairs the route table
+    /// answers: a route added to the server and not to the document (or the
+    /// reverse) fails here.
+    #[test]
+    fn document_matches_the_route_table() {
+        let doc = document();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| {
+                        ["get", "head", "post", "put", "delete", "patch", "options", "trace"].contains(&k.as_str())
+                    })
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let served: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .flat_map(|r| {
+                r.allowed()
+                    .split(", ")
+                    .map(|m| (m.to_string(), r.path.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(documented, served, "api/openapi.json against routes::ROUTES");
+    }
+
+    #[test]
+    fn served_document_carries_the_millicores_maximum() {
+        let doc = served(1500).unwrap();
+        let ps = doc
+            .pointer("/paths/~1load~1cpu/post/parameters")
+            .unwrap()
+            .as_array()
+            .unwrap();
+        let m = ps.iter().find(|p| p["name"] == "millicores").unwrap();
+        assert_eq!(m["schema"]["maximum"], 1500);
+        assert_eq!(m["schema"]["minimum"], 1);
+    }
+}

@@ -1,0 +1,161 @@
+//! Configuration as a user meets it: arguments answered whatever the
+//! environment holds, misspelt variable names refused before anything binds,
+//! and a real pod's or container's environment never refused.
+
+use std::time::Duration;
+
+use crate::harness::{Service, command, describe, output_within, temp_dir};
+
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = command(&temp_dir("config"), env);
+    cmd.args(args);
+    output_within(cmd, Duration::from_secs(10))
+}
+
+#[test]
+fn help_and_version_answer_whatever_the_environment_holds() {
+    for env in [
+        &[("PORT", "abc")][..],
+        &[("CHAOS_TOKEN", "a"), ("CHAOS_TOKEN_FILE", "/b")][..],
+        &[("CHAOS_TOKENFILE", "/run/token")][..],
+    ] {
+        for (args, needle) in [
+            (&["--help"][..], "usage: chaos-backend"),
+            (&["-h"][..], "usage: chaos-backend"),
+            (&["--version"][..], concat!("chaos-backend ", env!("CARGO_PKG_VERSION"))),
+        ] {
+            let out = run_with(args, env);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{args:?} with {env:?}: {}; stderr: {}",
+                describe(out.status),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(stdout.contains(needle), "{args:?} with {env:?}: {stdout}");
+        }
+    }
+    // The health probe still needs the configuration, and says why it fails
+    // with the probe's own exit code (Docker reserves 2).
+    let out = run_with(&["healthcheck"], &[("PORT", "abc")]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(out.status));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid PORT \"abc\""));
+    // Bad configuration without arguments is still exit 2.
+    let out = run_with(&[], &[("PORT", "abc")]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(out.status));
+}
+
+/// A misspelt name used to be ignored in silence: `CHAOS_TOKENFILE` left
+/// chaos open to anyone. Now the service refuses to start, before it binds,
+/// naming the variable and the one meant, and never echoing the value.
+#[test]
+fn misspelt_variable_is_refused_with_exit_2_naming_the_name_meant() {
+    for (typo, meant) in [
+        ("CHAOS_TOKENFILE", "CHAOS_TOKEN_FILE"),
+        ("CHAOS_TOKN", "CHAOS_TOKEN"),
+        ("chaos_token", "CHAOS_TOKEN"),
+        ("MAX_MEMORY_MB_REDY", "MAX_MEMORY_MB_READY"),
+        ("CPU_LOAD_DURATON", "CPU_LOAD_DURATION"),
+        ("CPU_LAOD_DURATON", "CPU_LOAD_DURATION"),
+        ("WORKER", "WORKERS"),
+        ("port", "PORT"),
+    ] {
+        let out = run_with(&[], &[(typo, "s3cret-value")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{typo}: {}; {stderr}", describe(out.status));
+        assert!(
+            stderr.contains(&format!("unknown variable {typo}: did you mean {meant}?")),
+            "{typo}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("s3cret-value"),
+            "{typo}: the value is echoed: {stderr}"
+        );
+        assert!(!stderr.contains("listening"), "{typo}: it served: {stderr}");
+    }
+}
+
+/// `DISK_FILL_DIR` is a known name (its default comes from `STATE_DIR`, so
+/// it sits in `KNOWN_WITHOUT_DEFAULT`): a misspelt `DISK_FIL_DIR` would
+/// otherwise leave the fill in `STATE_DIR/fill` without a word. The right
+/// name still starts the service.
+#[test]
+fn misspelt_disk_fill_dir_is_refused_naming_disk_fill_dir() {
+    let fill = temp_dir("config-fill");
+    let dir = fill.to_str().unwrap();
+    for typo in ["DISK_FIL_DIR", "DISK_FILL_DIRS", "disk_fill_dir", "DSIK_FILL_DIR"] {
+        let out = run_with(&[], &[(typo, dir)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{typo}: {}; {stderr}", describe(out.status));
+        assert!(
+            stderr.contains(&format!("unknown variable {typo}: did you mean DISK_FILL_DIR?")),
+            "{typo}: {stderr}"
+        );
+        assert!(!stderr.contains(dir), "{typo}: the value is echoed: {stderr}");
+    }
+    let svc = Service::start(&[("DISK_FILL_DIR", dir)]);
+    assert_eq!(svc.get("/health").status, 200);
+}
+
+/// What Kubernetes (with service links for this Service and others),
+/// Docker, podman and a login shell put in the environment: the service
+/// starts with all of it.
+#[test]
+fn a_real_pod_or_container_environment_is_never_refused() {
+    let mut env: Vec<(String, String)> = [
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+        ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+        ("KUBERNETES_PORT", "tcp://10.96.0.1:443"),
+        ("KUBERNETES_PORT_443_TCP", "tcp://10.96.0.1:443"),
+        ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+        ("KUBERNETES_PORT_443_TCP_PORT", "443"),
+        ("KUBERNETES_PORT_443_TCP_ADDR", "10.96.0.1"),
+        ("HOME", "/"),
+        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        ("TERM", "xterm"),
+        ("container", "podman"),
+        ("HOST", "0.0.0.0"),
+        ("USER", "root"),
+        ("LOGNAME", "root"),
+        ("SHELL", "/bin/bash"),
+        ("PWD", "/"),
+        ("OLDPWD", "/root"),
+        ("SHLVL", "1"),
+        ("_", "/usr/bin/env"),
+        ("LANG", "C.UTF-8"),
+        ("LC_ALL", "C.UTF-8"),
+        ("LC_CTYPE", "C.UTF-8"),
+        ("TZ", "UTC"),
+        ("RUST_BACKTRACE", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    // A Service named chaos-backend (as manifests/ creates) and others,
+    // some with names near this service's variables.
+    for (service, port) in [
+        ("CHAOS_BACKEND", 8080),
+        ("PROMETHEUS", 9090),
+        ("REDIS", 6379),
+        ("P", 80),
+        ("WEB", 80),
+        ("PORT", 80),
+        ("WORKERS", 80),
+        ("STATE", 80),
+    ] {
+        let ip = "10.96.12.34";
+        env.push((format!("{service}_SERVICE_HOST"), ip.into()));
+        env.push((format!("{service}_SERVICE_PORT"), port.to_string()));
+        env.push((format!("{service}_SERVICE_PORT_HTTP"), port.to_string()));
+        env.push((format!("{service}_PORT"), format!("tcp://{ip}:{port}")));
+        env.push((format!("{service}_PORT_{port}_TCP"), format!("tcp://{ip}:{port}")));
+        env.push((format!("{service}_PORT_{port}_TCP_PROTO"), "tcp".into()));
+        env.push((format!("{service}_PORT_{port}_TCP_PORT"), port.to_string()));
+        env.push((format!("{service}_PORT_{port}_TCP_ADDR"), ip.into()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let svc = Service::start(&env);
+    assert_eq!(svc.get("/health").status, 200);
+}

@@ -1,0 +1,292 @@
+//! The README's "Run locally with docker or podman" commands, run as they
+//! are written against Docker Engine and against podman: the `docker run`
+//! line, the health check, and the crash, memory and stop rows of the local
+//! failure matrix. The commands are read from README.md, so an edit there
+//! is tested here. Only these changes are made to them, each checked to
+//! apply: `--network host -e PORT=N` in place of `-p 127.0.0.1:8080:8080`
+//! (the dockerd that scripts/test.sh starts has no bridge, and a free port
+//! keeps parallel runs apart), `localhost:N` for `localhost:8080`, and a
+//! unique container name and the test image's tag. Under podman, `docker`
+//! is a shell function that calls podman, as the README says to do.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::container::{MAX_IMAGE_BYTES, image_sizes, image_tag, repo};
+use crate::harness::{exclusive, poll, temp_dir, try_request};
+
+/// The README section the commands come from.
+fn section() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let start = readme
+        .find("## Run locally with docker or podman")
+        .expect("README has the section");
+    let rest = &readme[start + 3..];
+    let end = rest.find("\n## ").unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+/// The lines of the section's first `sh` block, continuations joined.
+fn sh_block() -> Vec<String> {
+    let text = section();
+    let block = text
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an sh block");
+    block
+        .replace("\\\n", " ")
+        .lines()
+        .map(|l| {
+            l.split(" #")
+                .next()
+                .unwrap_or(l)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The code spans of the trigger and proof cells of the table row for
+/// `fault`, with the table's `\|` turned back into a pipe.
+fn row(fault: &str) -> (Vec<String>, Vec<String>) {
+    let text = section();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("| {fault} |")))
+        .unwrap_or_else(|| panic!("README's local matrix has no {fault} row"));
+    let cells: Vec<String> = line
+        .replace("\\|", "\u{0}")
+        .split('|')
+        .map(|c| c.replace('\u{0}', "|"))
+        .collect();
+    let spans = |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_string).collect() };
+    (spans(&cells[2]), spans(&cells[4]))
+}
+
+/// One engine, and a container of the README's commands in it.
+struct Run {
+    engine: &'static str,
+    name: String,
+    port: u16,
+    image: String,
+    dir: PathBuf,
+}
+
+impl Run {
+    /// `cmd` as the test runs it: the README's text with the documented
+    /// changes, each of which must apply.
+    fn localise(&self, cmd: &str) -> String {
+        let mut out = Vec::new();
+        let mut tokens = cmd.split(' ').peekable();
+        while let Some(t) = tokens.next() {
+            match t {
+                "-p" if tokens.peek() == Some(&"127.0.0.1:8080:8080") => {
+                    tokens.next();
+                    out.push(format!("--network host -e PORT={}", self.port));
+                }
+                "chaos" => out.push(self.name.clone()),
+                "chaos-backend:latest" => out.push(self.image.clone()),
+                _ => out.push(t.replace("localhost:8080", &format!("localhost:{}", self.port))),
+            }
+        }
+        out.join(" ")
+    }
+
+    /// Runs one README command through bash; `docker` means this engine.
+    fn sh(&self, cmd: &str) -> Output {
+        let script = self.localise(cmd);
+        let mut c = Command::new("bash");
+        if self.engine == "podman" {
+            c.arg("-c").arg(format!("docker() {{ podman \"$@\"; }}\n{script}"));
+            c.env("CONTAINERS_CONF", repo().join("tests/podman/containers.conf"));
+        } else {
+            c.arg("-c").arg(&script);
+        }
+        let out = c.current_dir(&self.dir).output().expect("bash");
+        eprintln!(
+            "$ {script}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn sh_ok(&self, cmd: &str) -> String {
+        let out = self.sh(cmd);
+        assert!(out.status.success(), "failed: {}", self.localise(cmd));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Polls a README proof command until its output satisfies `want`.
+    fn until(&self, cmd: &str, timeout: Duration, want: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let seen = poll(timeout, Duration::from_millis(250), || {
+            let out = self.sh(cmd);
+            last = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            want(&last).then(|| last.clone())
+        });
+        seen.unwrap_or_else(|| panic!("{:?} never gave what was expected; last: {last:?}", self.localise(cmd)))
+    }
+
+    fn addr(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    fn wait_health(&self) {
+        let up = poll(Duration::from_secs(15), Duration::from_millis(50), || {
+            let r = try_request(self.addr(), "GET", "/health", &[], "", Duration::from_millis(300)).ok()?;
+            (r.status == 200).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "the container never answered /health on port {}",
+            self.port
+        );
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let mut c = Command::new(self.engine);
+        c.args(["rm", "-f", &self.name]).current_dir(&self.dir);
+        if self.engine == "podman" {
+            c.env("CONTAINERS_CONF", repo().join("tests/podman/containers.conf"));
+        }
+        let _ = c.output();
+    }
+}
+
+/// The README's flow in `engine`: run, healthy, crash and restart, OOM kill
+/// and restart, stop with 0.
+fn readme_flow(engine: &'static str, image: String) {
+    let dir = temp_dir(engine);
+    let run = Run {
+        engine,
+        name: dir.file_name().unwrap().to_string_lossy().to_string(),
+        port: std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port(),
+        image,
+        dir,
+    };
+    let block = sh_block();
+    let docker_run = block
+        .iter()
+        .find(|l| l.starts_with("docker run"))
+        .expect("a docker run line");
+    for part in [
+        "-p 127.0.0.1:8080:8080",
+        "--name chaos ",
+        "chaos-backend:latest",
+        "--restart on-failure",
+    ] {
+        assert!(
+            docker_run.contains(part),
+            "README's run line lost {part:?}: {docker_run}"
+        );
+    }
+    run.sh_ok(docker_run);
+    run.wait_health();
+
+    // Healthy: the image's HEALTHCHECK, read the way the README says.
+    let health = block
+        .iter()
+        .find(|l| l.contains("{{.State.Health.Status}}"))
+        .expect("the README shows how to read the health status");
+    if engine == "podman" {
+        // Podman runs health checks from systemd timers; without systemd,
+        // as the README says, one check is run by hand.
+        assert!(section().contains("podman healthcheck run chaos"));
+        run.sh_ok("podman healthcheck run chaos");
+    }
+    // Docker runs the first check one interval (10 s) after the start.
+    run.until(health, Duration::from_secs(30), |s| s == "healthy");
+
+    // crash: the engine restarts the process and the new one counts it.
+    let (trigger, proof) = row("crash");
+    assert!(run.sh_ok(&trigger[0]).contains("crashing"));
+    run.until(&proof[0], Duration::from_secs(20), |s| s == "1");
+    run.wait_health();
+    run.until(&proof[1], Duration::from_secs(10), |s| {
+        s == "crash_to_startup_seconds_count 1"
+    });
+
+    // memory: over the limit, OOM-killed (exit 137), restarted.
+    let (trigger, proof) = row("memory");
+    assert!(trigger[0].contains("mb=200"), "{trigger:?}");
+    let killed = run.sh(&trigger[0]);
+    assert!(!killed.status.success(), "the leak must not be answered");
+    let oom = if engine == "docker" { "true" } else { "false" };
+    // Podman 4.3 reads OOMKilled false (README); conmon's file tells.
+    run.until(&proof[0], Duration::from_secs(20), |s| s == format!("{oom} 2"));
+    if engine == "podman" {
+        assert!(
+            run.dir.join("oom").exists(),
+            "conmon's oom file in podman's working directory"
+        );
+    }
+    run.wait_health();
+
+    // stop: exit 0 after SHUTDOWN_DELAY_SECONDS (5), before docker's 10 s.
+    let (trigger, proof) = row("stop");
+    let started = Instant::now();
+    run.sh_ok(&trigger[0]);
+    let took = started.elapsed();
+    assert_eq!(run.sh_ok(&proof[0]), "0", "exit code after stop");
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(10),
+        "stop took {took:?}: the 5 s delay, and no SIGKILL at 10 s"
+    );
+}
+
+/// The image under Docker Engine: built by build-image.sh for the
+/// daemon's platform, under the test image's tag.
+fn docker_image() -> String {
+    static BUILT: OnceLock<Result<String, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/build-image.sh"))
+            .arg(image_tag())
+            .env("CONTAINER_ENGINE", "docker")
+            .current_dir(temp_dir("docker-build"))
+            .output()
+            .map_err(|e| format!("cannot run build-image.sh: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "build-image.sh failed:\n{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let sizes = image_sizes(&stdout)?;
+        if sizes.len() != 1 || sizes[0].1 > MAX_IMAGE_BYTES {
+            return Err(format!(
+                "expected one platform within {MAX_IMAGE_BYTES} bytes: {sizes:?}"
+            ));
+        }
+        Ok(image_tag().to_string())
+    });
+    built.clone().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+#[ignore = "needs docker: scripts/test.sh runs it"]
+fn readme_commands_run_under_docker_engine() {
+    let _x = exclusive();
+    readme_flow("docker", docker_image());
+}
+
+#[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
+fn readme_commands_run_under_podman() {
+    let image = crate::container::image().to_string();
+    let _x = exclusive();
+    readme_flow("podman", image);
+}
