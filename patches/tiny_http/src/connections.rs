@@ -158,6 +158,7 @@ impl Conn {
         s.body = body;
         s.close_after = false;
         s.hold_until = None;
+        *self.release.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     pub(crate) fn expired(&self) -> Option<Expiry> {
@@ -300,6 +301,7 @@ impl Conn {
         if !s.writable() {
             s.out = Vec::new();
             s.hold_until = None;
+            *self.release.lock().unwrap_or_else(PoisonError::into_inner) = None;
             s.scheduled = false;
             drop(s);
             self.cond.notify_all();
