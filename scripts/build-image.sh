@@ -22,7 +22,7 @@ Builds the chaos-backend image (default tag chaos-backend:latest).
 For each platform, one cargo command builds a static binary; no C cross
 toolchain is needed (rustup adds the Rust target when it is missing):
   linux/arm64  aarch64-unknown-linux-musl, linked by rust-lld
-  linux/amd64  x86_64-unknown-linux-gnu with crt-static on a Linux x86_64
+  linux/amd64  x86_64-unknown-linux-gnu with crt-static (not PIE) on a Linux x86_64
                host (measured faster than musl: see README "Performance");
                elsewhere x86_64-unknown-linux-musl, linked by rust-lld
 The build context of each platform (the binary and an empty state

@@ -94,6 +94,36 @@ pub fn memory_limit() -> Option<u64> {
     tightest
 }
 
+/// The cgroup's task limit and count (v2 or v1 `pids.max`, `pids.current`):
+/// the tightest limit from our cgroup up, and the count in our own cgroup.
+/// `None` when unlimited or unreadable.
+pub fn pids() -> (Option<u64>, Option<u64>) {
+    let (Ok(mountinfo), Ok(cgroups)) = (
+        std::fs::read_to_string("/proc/self/mountinfo"),
+        std::fs::read_to_string("/proc/self/cgroup"),
+    ) else {
+        return (None, None);
+    };
+    let mut max: Option<u64> = None;
+    let mut current: Option<u64> = None;
+    for hierarchy in [
+        find_hierarchy(&mountinfo, &cgroups, None),
+        find_hierarchy(&mountinfo, &cgroups, Some("pids")),
+    ] {
+        let Some(h) = hierarchy else { continue };
+        if current.is_none() {
+            current = read_file(&h.own_dir.join("pids.current")).and_then(|t| t.trim().parse().ok());
+        }
+        for dir in dirs_up_to_mount(&h) {
+            // "max" (unlimited) does not parse and is skipped.
+            if let Some(limit) = read_file(&dir.join("pids.max")).and_then(|t| t.trim().parse::<u64>().ok()) {
+                max = Some(max.map_or(limit, |m: u64| m.min(limit)));
+            }
+        }
+    }
+    (max, current)
+}
+
 fn read_file(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }

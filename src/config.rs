@@ -47,6 +47,8 @@ pub struct Config {
     pub max_request_head_bytes: usize,
     /// Header fields in one request: more is 431 and a close.
     pub max_request_headers: usize,
+    /// The `HTTP_*` connection limits (see `limits.rs`).
+    pub connections: crate::limits::ConnectionSettings,
 }
 
 /// Where the bearer token that guards the chaos endpoints comes from.
@@ -102,6 +104,12 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("STARTUP_DELAY_SECONDS", "0"),
     ("MAX_REQUEST_HEAD_BYTES", "16384"),
     ("MAX_REQUEST_HEADERS", "100"),
+    ("HTTP_MAX_CONNECTIONS", "auto"),
+    ("HTTP_IDLE_TIMEOUT_SECONDS", "30"),
+    ("HTTP_HEAD_TIMEOUT_SECONDS", "10"),
+    ("HTTP_WRITE_TIMEOUT_SECONDS", "10"),
+    ("HTTP_DRAIN_TIMEOUT_SECONDS", "10"),
+    ("HTTP_DRAIN_LIMIT_BYTES", "1048576"),
 ];
 
 /// The variables read that have no fixed default (unset means "off", or, for
@@ -213,6 +221,7 @@ impl Config {
             startup_delay: Duration::from_secs(int("STARTUP_DELAY_SECONDS", 0, 3600, "seconds")?),
             max_request_head_bytes: int("MAX_REQUEST_HEAD_BYTES", 1024, MAX_REQUEST_HEAD_BYTES, "bytes")? as usize,
             max_request_headers: int("MAX_REQUEST_HEADERS", 1, 10_000, "header fields")? as usize,
+            connections: crate::limits::ConnectionSettings::from_lookup(&lookup)?,
         })
     }
 

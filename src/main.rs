@@ -10,6 +10,7 @@ mod app;
 mod cgroup;
 mod chaos;
 mod config;
+mod connection_metrics;
 mod control;
 mod crash_marker;
 mod events;
@@ -18,6 +19,7 @@ mod handlers;
 mod healthcheck;
 mod http;
 mod latency;
+mod limits;
 mod metrics;
 mod misspelling;
 mod query;
@@ -114,7 +116,10 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         listen,
     } = server::listen(
         SocketAddr::new(config.bind_address, config.port),
-        http::server_options(&config),
+        tiny_http::ServerOptions {
+            connections: connection_limits(&config),
+            ..http::server_options(&config)
+        },
     )?;
     let workers = config.workers;
     log::debug!("bound after {:?}", started.elapsed());
@@ -127,12 +132,14 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         None => log::warn!("cannot find tiny_http's accept thread; a dead listener will not be noticed"),
     }
     log::debug!("app ready after {:?}", started.elapsed());
-    let pool = Pool::start(Arc::new(server), Arc::clone(&app), workers, tx)
-        .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    let server = Arc::new(server);
+    app.metrics.connections.watch(Arc::clone(&server));
+    let pool =
+        Pool::start(server, Arc::clone(&app), workers, tx).map_err(|e| format!("cannot start worker threads: {e}"))?;
     log::info!("listening on http://{listen} with {workers} workers");
     app.record_start(&listen);
 
-    match rx.recv() {
+    match limits::wait_trimming_the_heap(&rx) {
         Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &rx, name)),
         Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
         Ok(Control::AcceptFailed(e)) => {
@@ -147,6 +154,35 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         }
         Err(_) => Err("control channel closed".to_string()),
     }
+}
+
+/// The connection limits: the configured ones, and the cap computed from
+/// what bounds the process (see `limits.rs`), logged.
+fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
+    let settings = &config.connections;
+    let cpus = chaos::cpu::CpuBudget::detect().saturating_threads();
+    let other = limits::other_threads(config.workers, config.max_concurrent_chaos, cpus);
+    let bounds = limits::Bounds::read();
+    let cap = limits::cap(settings, &bounds, other);
+    let show = |v: Option<u64>| v.map_or_else(|| "unbounded".to_string(), |v| v.to_string());
+    log::info!(
+        "HTTP connections: cap {} ({}; memory allows {}, fds {}, threads {}); idle timeout {:?}, head {:?}, write {:?}, body drain {} bytes in {:?}",
+        cap.chosen,
+        if cap.configured {
+            "HTTP_MAX_CONNECTIONS"
+        } else {
+            "computed"
+        },
+        show(cap.by_memory),
+        show(cap.by_fds),
+        show(cap.by_threads),
+        settings.idle_timeout,
+        settings.head_timeout,
+        settings.write_timeout,
+        settings.drain_limit,
+        settings.drain_timeout,
+    );
+    limits::connection_limits(settings, &cap)
 }
 
 /// Graceful stop: fail readiness at once, wait `SHUTDOWN_DELAY_SECONDS` so

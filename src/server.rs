@@ -2,23 +2,23 @@
 //! time it, run the handler (a panic becomes a 500 and the worker lives),
 //! count it, feed the readiness window, respond, then run any after-work.
 //!
-//! tiny_http ends `incoming_requests()` for good on any accept error
-//! (tiny-http#283): the accept thread pushes one error and exits. A worker
-//! that gets an error while we are not stopping reports it, and `main` exits
-//! non-zero so that the orchestrator restarts a process that would otherwise
-//! live on accepting nothing.
+//! Upstream tiny_http ended `incoming_requests()` for good on any accept
+//! error (tiny-http#283); the patched one (`patches/tiny_http`) counts the
+//! error and goes on. Should its accept thread still end, a worker that gets
+//! an error while we are not stopping reports it, and `main` exits non-zero
+//! so that the orchestrator restarts a process that would otherwise live on
+//! accepting nothing.
 
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::chaos::crash;
-use crate::chaos::registry::Cancel;
 use crate::control::Control;
 use crate::http::{After, Reply};
 use crate::routes::{self, Method, RequestLine, Route};
@@ -117,10 +117,9 @@ pub fn listen(addr: SocketAddr, options: tiny_http::ServerOptions) -> Result<Lis
     }
     let server = tiny_http::Server::from_listener_with(listener, None, options)
         .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
-    // Server::from_listener_with starts one thread, the accept loop, which
-    // at once starts the four threads of its connection pool: the accept
-    // thread is the first, so the lowest new thread id (ids only decrease on
-    // wrap-around).
+    // Server::from_listener_with starts the accept loop first, then the
+    // connection table's watchdog: the accept thread is the lowest new
+    // thread id (ids only decrease on wrap-around).
     let accept_thread = sys::thread_ids()
         .into_iter()
         .filter(|t| !threads_before.contains(t))
@@ -136,10 +135,10 @@ pub fn listen(addr: SocketAddr, options: tiny_http::ServerOptions) -> Result<Lis
     })
 }
 
-/// Watches tiny_http's accept thread (kernel thread id `tid`). It ends on an
-/// accept error, and it panics when it cannot clone a socket (EMFILE in
-/// `RefinedTcpStream::new`), in which case no error reaches the workers at
-/// all: either way the server is deaf, so `main` is told to exit.
+/// Watches tiny_http's accept thread (kernel thread id `tid`). Upstream's
+/// ended on an accept error or panicked on EMFILE; the patched one does
+/// neither, and this watch stays as a guard: if it ever ends, the server is
+/// deaf, so `main` is told to exit.
 pub fn watch_accept_thread(tid: u32, control: Sender<Control>) -> std::io::Result<()> {
     thread::Builder::new().name("accept-watch".into()).spawn(move || {
         while sys::thread_alive(tid) {
@@ -191,10 +190,12 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
     if route.is_some_and(Route::feeds_readiness) {
         app.latency.record(ended, elapsed);
     }
+    // The patched tiny_http never blocks a worker on the client: the answer
+    // is written without blocking, the rest (and a held answer, after its
+    // hold) by the connection's own thread, which also drains an unread
+    // body, bounded, or closes the connection.
     let response = reply.into_response();
-    if after.is_none() && (has_unread_body(&rq) || !hold.is_zero()) {
-        respond_off_the_worker(rq, response, hold, released_by);
-    } else if let Err(e) = rq.respond(response) {
+    if let Err(e) = rq.respond_held(response, hold, released_by.map(|c| c.flag())) {
         log::debug!(
             "response to {} {} not delivered: {e}",
             method.label(),
@@ -209,70 +210,11 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
     }
 }
 
-/// Whether tiny_http left the body in the socket: it reads bodies of up to
-/// 1 KiB before handing the request over, but a larger, chunked or
-/// `Expect: 100-continue` body is drained when the request is dropped, that
-/// is inside `respond`, at whatever pace the client sends it.
-fn has_unread_body(rq: &tiny_http::Request) -> bool {
-    rq.body_length().is_some_and(|l| l > 1024)
-        || rq
-            .headers()
-            .iter()
-            .any(|h| h.field.equiv("Transfer-Encoding") || h.field.equiv("Expect"))
-}
-
-/// Threads answering off the workers now (slow bodies, held answers), and
-/// the most there may be; past that a request is answered on its worker at
-/// once, as tiny_http would.
-static DRAINERS: AtomicUsize = AtomicUsize::new(0);
-const MAX_DRAINERS: usize = 1024;
-
-/// Answers on a thread of its own, after `hold`, so that neither a client
-/// trickling its body nor a latency or hang fault holds a worker: otherwise
-/// four slow uploads would starve every probe. tiny_http already runs a
-/// thread per connection; this adds at most one per such request.
-fn respond_off_the_worker(
-    rq: tiny_http::Request,
-    response: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
-    hold: Duration,
-    released_by: Option<Cancel>,
-) {
-    if DRAINERS.fetch_add(1, Ordering::SeqCst) >= MAX_DRAINERS {
-        DRAINERS.fetch_sub(1, Ordering::SeqCst);
-        let _ = rq.respond(response);
-        return;
-    }
-    let spawned = thread::Builder::new().name("answer-later".into()).spawn(move || {
-        // A stopped fault releases the answers it holds at once.
-        match released_by {
-            Some(cancel) => {
-                cancel.sleep_until(Instant::now() + hold);
-            }
-            None => thread::sleep(hold),
-        }
-        let _ = rq.respond(response);
-        DRAINERS.fetch_sub(1, Ordering::SeqCst);
-    });
-    if spawned.is_err() {
-        // The closure, and with it the request, is gone: tiny_http answers
-        // 500 as it drops it.
-        DRAINERS.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Answers 413 to a request that announces a body too large to drain, and
-/// never drops it.
-///
-/// tiny_http 0.12 drains an unread body when the request is dropped, by
-/// first allocating a zeroed buffer of the whole remaining length
-/// (`EqualReader::drop`): `Content-Length: 99999999999999` on any path makes
-/// that allocation fail, and the process aborts. No handler reads bodies, so
-/// the request is answered through `upgrade` (which hands us the body reader
-/// instead of dropping it) and the stream is leaked on purpose: one parked
-/// connection thread and its socket per such request, instead of a dead
-/// service. The client gets the 413 status line and headers, but tiny_http
-/// sends neither a body nor a `Content-Length` on upgrade, so it waits until
-/// it gives up.
+/// Answers 413 to a request that announces a body larger than any the
+/// service would drain, without running its handler. The connection layer
+/// sends it with `Connection: close` and closes the connection rather than
+/// read the body (the patched tiny_http drains at most
+/// `HTTP_DRAIN_LIMIT_BYTES`).
 fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Option<&'static Route>, length: usize) {
     log::warn!(
         "refusing a {length}-byte body on {} {}: larger than {MAX_DRAINABLE_BODY} bytes",
@@ -290,11 +232,11 @@ fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Op
             "error": format!("request body of {length} bytes is larger than {MAX_DRAINABLE_BODY}; no endpoint reads a body"),
         }),
     );
-    std::mem::forget(rq.upgrade("none", reply.into_response()));
+    let _ = rq.respond(reply.into_response());
 }
 
-/// The largest request body a worker drains after answering. Larger ones are
-/// refused without draining (see `refuse_huge_body`).
+/// The largest request body a handler is run for. Larger ones are refused
+/// (see `refuse_huge_body`).
 const MAX_DRAINABLE_BODY: usize = 64 << 20;
 
 /// Runs a handler; a panic is logged and becomes a 500, and the worker goes on.

@@ -42,6 +42,34 @@ pub fn thread_alive(tid: u32) -> bool {
     std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
+/// Hands free heap memory of every malloc arena back to the kernel.
+///
+/// glibc only (the amd64 image): it keeps freed memory in per-thread arenas.
+/// musl (the arm64 image) has no `malloc_trim`; its allocator returns freed
+/// memory to the kernel by itself, so there is nothing to do.
+#[cfg(target_env = "gnu")]
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// See the glibc version: a no-op on other C libraries.
+#[cfg(not(target_env = "gnu"))]
+pub fn trim_heap() {}
+
+/// The soft limit on open fds (`RLIMIT_NOFILE`), `None` when unlimited.
+pub fn nofile_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
 /// Physical memory plus swap of the machine, from `/proc/meminfo`; `None`
 /// when it cannot be read.
 pub fn machine_memory_bytes() -> Option<u64> {

@@ -108,7 +108,9 @@ pub struct Cancel(Arc<CancelState>);
 
 #[derive(Debug, Default)]
 struct CancelState {
-    flag: AtomicBool,
+    /// Shared with the HTTP layer, which writes the answers a fault holds
+    /// (`Request::respond_held`) and sends them as soon as this is set.
+    flag: Arc<AtomicBool>,
     lock: Mutex<()>,
     wake: Condvar,
 }
@@ -126,6 +128,12 @@ impl Cancel {
         // Taken so that a sleeper between its check and its wait is not missed.
         let _guard = self.0.lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.0.wake.notify_all();
+    }
+
+    /// The flag itself, for a holder that polls it without a wake-up: the
+    /// patched tiny_http's timer thread, which writes held answers.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0.flag)
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -34,6 +34,7 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
     // Sets pod_ready_status; serving a scrape is not serving /ready, so no
     // timer moves.
     app.readiness_reasons(now);
+    m.connections.refresh();
     match m.render() {
         Ok(body) => Reply {
             status: 200,

@@ -27,6 +27,7 @@ fn bench_short_mode_prints_the_whole_table() {
         "idle RSS",
         "/health throughput, 16 connections",
         "/health p50 / p99, 16 connections",
+        "/health, 16 connections, with 1000 idle and 200 one-byte-a-second connections held",
         "GET / throughput",
         "/metrics throughput and p99",
         "/health p99, all CPUs saturated, one probe at a time",

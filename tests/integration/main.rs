@@ -6,6 +6,7 @@ mod api;
 mod bench;
 mod chaos;
 mod config;
+mod connections;
 mod container;
 mod disk;
 mod emulation;

@@ -299,7 +299,7 @@ fn crash_code_bounds_are_the_documented_ones() {
 }
 
 /// Status, headers and body of one raw request; the body is read only as far
-/// as `Content-Length` says (a 413 by upgrade has none and never ends).
+/// as `Content-Length` says.
 fn raw_answer(addr: SocketAddr, bytes: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -343,11 +343,9 @@ fn raw_answer(addr: SocketAddr, bytes: &[u8]) -> (u16, Vec<(String, String)>, Ve
 
 /// The answers the HTTP layer writes itself are documented on every
 /// operation, and each answer to a malformed request is one the document
-/// lists for it, with the documented JSON error and `Connection: close`. The
-/// 413 for an absurd `Content-Length` is answered through tiny_http's
-/// `upgrade`, which sends no body and says `Connection: upgrade`: only its
-/// status is held to the document until the connection layer (issue 13)
-/// writes it as the others.
+/// lists for it, with the documented JSON error and `Connection: close`: the
+/// 413 for an absurd `Content-Length` too (the connection layer, issue 13,
+/// answers it without reading the body, then closes).
 #[test]
 fn http_layer_answers_are_documented_on_every_operation() {
     let doc = repo_document();
@@ -388,9 +386,6 @@ fn http_layer_answers_are_documented_on_every_operation() {
             documented.contains(&status),
             "{what}: {status} is not documented for GET /health"
         );
-        if what == "absurd Content-Length" {
-            continue;
-        }
         assert!(!body.is_empty(), "{what}: {status} without a body");
         let json: Value = serde_json::from_slice(&body)
             .unwrap_or_else(|e| panic!("{what}: {status} body is not JSON ({e}): {body:?}"));

@@ -1,15 +1,14 @@
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::common::HTTPVersion;
+use crate::connections::{AnswerWriter, BodyPlan, Conn, CountingReader, Phase, SharedStream, Table};
 use crate::head::{read_head, Head, HeadError};
-use crate::util::RefinedTcpStream;
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::util::{SequentialReader, SequentialReaderBuilder};
 use crate::Request;
 use crate::ServerOptions;
 
@@ -21,14 +20,17 @@ pub struct ClientConnection {
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
+    source: SequentialReaderBuilder<BufReader<SharedStream>>,
 
-    // sequence of Writers to the stream, to avoid writing response #2 before
-    //  response #1
-    sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
+    // Patch (chaos-backend): writers of answers. Upstream chained them in a
+    // `SequentialWriter` so that answer #2 waits for answer #1; here a
+    // connection has one request in flight at a time (its thread reads the
+    // next head once the answer is written), so answers are in order
+    // without any worker waiting for another.
+    sink: AnswerSink,
 
     // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
+    next_header_source: SequentialReader<BufReader<SharedStream>>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
@@ -39,9 +41,22 @@ pub struct ClientConnection {
     // Patch (chaos-backend): the server's limits and hooks.
     options: Arc<ServerOptions>,
 
-    // Patch (chaos-backend): set when a request's body was dropped before
-    // its end; the connection then reads no further request.
-    body_left: Arc<AtomicBool>,
+    // Patch (chaos-backend): the socket, shared with the table and the
+    // answer writers, and the table that times it out.
+    conn: Arc<Conn>,
+    table: Arc<Table>,
+}
+
+/// Patch (chaos-backend): hands out the writer of each answer.
+struct AnswerSink {
+    conn: Arc<Conn>,
+}
+
+impl Iterator for AnswerSink {
+    type Item = AnswerWriter;
+    fn next(&mut self) -> Option<AnswerWriter> {
+        Some(AnswerWriter::new(&self.conn))
+    }
 }
 
 /// Error that can happen when reading a request.
@@ -57,30 +72,77 @@ enum ReadError {
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
-        write_socket: RefinedTcpStream,
-        mut read_socket: RefinedTcpStream,
-        options: Arc<ServerOptions>,
-    ) -> ClientConnection {
-        let remote_addr = read_socket.peer_addr();
-        let secure = read_socket.secure();
+    pub(crate) fn new(conn: Arc<Conn>, table: Arc<Table>, options: Arc<ServerOptions>) -> ClientConnection {
+        let remote_addr = conn.peer_addr();
+        let secure = false;
 
-        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
+        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, SharedStream(Arc::clone(&conn))));
         let first_header = source.next().unwrap();
 
         ClientConnection {
             source,
-            sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
+            sink: AnswerSink {
+                conn: Arc::clone(&conn),
+            },
             remote_addr,
             next_header_source: first_header,
             no_more_requests: false,
             secure,
             options,
-            body_left: Arc::new(AtomicBool::new(false)),
+            conn,
+            table,
+        }
+    }
+
+    /// Patch (chaos-backend): everything between two requests, on the
+    /// connection's thread: drain what is left of the previous request's
+    /// body (its reader comes back when the request is dropped), wait for
+    /// the first byte of the next head under the idle timeout (at once: a
+    /// worker may still be writing the previous answer), then wait for that
+    /// answer to be written before reading the head (one request in flight
+    /// per connection). False when the connection ends.
+    fn between_requests(&mut self) -> bool {
+        let conn = Arc::clone(&self.conn);
+        let drained = self
+            .next_header_source
+            .with_inner(|r| match conn.body_left() {
+                None => false,
+                Some(left) => conn.drain(r, left),
+            })
+            .unwrap_or(false);
+        if !drained {
+            return false;
+        }
+        conn.enter(Phase::Idle);
+        let more = self
+            .next_header_source
+            .with_inner(|r| r.fill_buf().map(|b| !b.is_empty()).unwrap_or(false))
+            .unwrap_or(false);
+        if !more {
+            return false;
+        }
+        conn.enter(Phase::Busy);
+        if !conn.wait_answers(false) {
+            return false;
+        }
+        conn.enter(Phase::ReadingHead);
+        conn.new_head();
+        true
+    }
+
+    /// Patch (chaos-backend): the framing of `rq`'s body, to know what is
+    /// left to drain once it is answered.
+    fn body_plan(rq: &Request) -> BodyPlan {
+        let headers = rq.headers();
+        BodyPlan {
+            content_length: rq.body_length().map_or(0, |l| l as u64),
+            chunked: headers.iter().any(|h| h.field.equiv("Transfer-Encoding")),
+            expect_continue: headers.iter().any(|h| h.field.equiv("Expect")),
         }
     }
 
     /// true if the connection is HTTPS
+    #[allow(dead_code)] // Patch (chaos-backend): SSL is not wired in
     pub fn secure(&self) -> bool {
         self.secure
     }
@@ -90,17 +152,10 @@ impl ClientConnection {
     ///
     /// Patch (chaos-backend): the head is read by `head::read_head`, bounded
     /// by `ServerOptions::head` and strict (see head.rs), instead of line by
-    /// line with no limit. It waits first for the previous request's body to
-    /// be dropped, and stops if that body was not read to its end: the rest
-    /// of it must never be parsed as a request (tiny-http#147).
+    /// line with no limit. The previous request's body was drained (or the
+    /// connection ended) by `between_requests`, so the rest of a body is
+    /// never parsed as a request (tiny-http#147).
     fn read(&mut self) -> Result<Request, ReadError> {
-        self.next_header_source.wait_turn();
-        if self.body_left.load(Ordering::SeqCst) {
-            return Err(ReadError::ReadIoError(IoError::new(
-                ErrorKind::ConnectionAborted,
-                "the previous request's body was not read to its end",
-            )));
-        }
         let Head {
             method,
             target: path,
@@ -120,6 +175,8 @@ impl ClientConnection {
         // follow-up for next potential request
         let mut data_source = self.source.next().unwrap();
         std::mem::swap(&mut self.next_header_source, &mut data_source);
+        // Patch (chaos-backend): count the body bytes read, to drain the rest.
+        let data_source = CountingReader::new(data_source, &self.conn);
 
         // building the next reader
         let request = crate::request::new_request(
@@ -138,8 +195,7 @@ impl ClientConnection {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
                 request::RequestCreationError::ExpectationFailed => ReadError::ExpectationFailed(version),
             }
-        })?
-        .watch_body(Arc::clone(&self.body_left));
+        })?;
 
         // return the request
         Ok(request)
@@ -152,8 +208,6 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
@@ -161,6 +215,10 @@ impl Iterator for ClientConnection {
         }
 
         loop {
+            // Patch (chaos-backend): see `between_requests`.
+            if !self.between_requests() {
+                return None;
+            }
             let rq = match self.read() {
                 // Patch (chaos-backend): every answer tiny_http writes itself
                 // has a body (`ServerOptions::error_body`) and closes.
@@ -186,14 +244,10 @@ impl Iterator for ClientConnection {
                 Ok(rq) => rq,
             };
 
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string("This server only supports HTTP versions 1.0 and 1.1".to_owned())
-                    .with_status_code(StatusCode(505));
-                response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
-                continue;
-            }
+            // Patch (chaos-backend): upstream checked the version here and
+            // answered 505 with a second writer, then `continue`d; a version
+            // other than 1.0/1.1 is now refused by head.rs before any
+            // `Request` (and its writer) exists.
 
             // updating the status of the connection
             let connection_header = rq
@@ -214,9 +268,25 @@ impl Iterator for ClientConnection {
                 _ => (),
             };
 
+            // Patch (chaos-backend): the request is in flight until answered.
+            self.conn.start_request(Self::body_plan(&rq));
+            self.conn.enter(Phase::Busy);
+            let mut rq = rq;
+            rq.set_connection(Arc::clone(&self.conn));
+
             // returning the request
             return Some(rq);
         }
+    }
+}
+
+impl Drop for ClientConnection {
+    /// Patch (chaos-backend): the last answer is written (under the write
+    /// timeout) before the socket closes, and the table forgets it.
+    fn drop(&mut self) {
+        self.conn.wait_answers(true);
+        self.conn.shutdown(std::net::Shutdown::Both);
+        self.table.remove(&self.conn);
     }
 }
 

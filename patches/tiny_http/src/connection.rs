@@ -76,15 +76,6 @@ impl std::io::Write for Connection {
     }
 }
 impl Connection {
-    /// Gets the peer's address. Some for TCP, None for Unix sockets.
-    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
-        match self {
-            Self::Tcp(s) => s.peer_addr().map(Some),
-            #[cfg(unix)]
-            Self::Unix(_) => Ok(None),
-        }
-    }
-
     pub(crate) fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
         match self {
             Self::Tcp(s) => s.shutdown(how),
@@ -93,11 +84,41 @@ impl Connection {
         }
     }
 
-    pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
+    // Patch (chaos-backend): `&TcpStream` is `Read + Write`, so one socket
+    // can serve the reader, the writer of answers and the watchdog without
+    // `try_clone` (one fd per connection instead of two; tiny-http#283).
+
+    pub(crate) fn read_ref(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Read;
         match self {
-            Self::Tcp(s) => s.try_clone().map(Self::from),
+            Self::Tcp(s) => (&*s).read(buf),
             #[cfg(unix)]
-            Self::Unix(s) => s.try_clone().map(Self::from),
+            Self::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    pub(crate) fn write_ref(&self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::io::Write;
+        match self {
+            Self::Tcp(s) => (&*s).write(buf),
+            #[cfg(unix)]
+            Self::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    pub(crate) fn set_nonblocking_ref(&self, on: bool) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_nonblocking(on),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    pub(crate) fn peer_addr_ref(&self) -> std::io::Result<Option<SocketAddr>> {
+        match self {
+            Self::Tcp(s) => s.peer_addr().map(Some),
+            #[cfg(unix)]
+            Self::Unix(_) => Ok(None),
         }
     }
 }

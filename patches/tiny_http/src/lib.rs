@@ -101,7 +101,6 @@ use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -112,6 +111,7 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
+pub use connections::ConnectionStats;
 pub use options::{ConnectionLimits, ErrorBody, HeadLimits, ServerOptions};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
@@ -120,6 +120,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod connections;
 mod head;
 mod options;
 mod request;
@@ -143,7 +144,15 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // Patch (chaos-backend): the open connections.
+    table: Arc<connections::Table>,
 }
+
+/// Patch (chaos-backend): the shortest and longest pause after a failed
+/// `accept`, doubled on each failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 enum Message {
     Error(IoError),
@@ -164,6 +173,7 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)]
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -285,84 +295,77 @@ impl Server {
             }
         };
 
-        // creating a task where server.accept() is continuously called
-        // and ClientConnection objects are pushed in the messages queue
+        // Patch (chaos-backend): the accept loop. Upstream ended it for good
+        // on any accept error (tiny-http#283) and spawned connection threads
+        // with `thread::spawn`, which panics when no thread can be had: the
+        // server was then deaf. Here every connection goes through the table
+        // (cap with eviction, timeouts; see `connections.rs`), an accept
+        // error is counted and followed by a short back-off (and, for
+        // EMFILE/ENFILE, an eviction to free an fd), and a connection whose
+        // thread cannot be spawned is closed and counted.
         let messages = MessagesQueue::with_capacity(8);
+        let table = connections::Table::new(options.connections.clone());
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
-
+        let inside_table = Arc::clone(&table);
+        let _ = &ssl; // SSL is not supported by the patched connection layer
+        thread::Builder::new().name("http-accept".into()).spawn(move || {
+            let table = inside_table;
+            let mut backoff = ACCEPT_BACKOFF_MIN;
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
+                let sock = match server.accept() {
                     Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(
-                            write_closable,
-                            read_closable,
-                            Arc::clone(&options),
-                        ))
+                        backoff = ACCEPT_BACKOFF_MIN;
+                        sock
                     }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
                     Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        table.counters.accept_errors.fetch_add(1, Relaxed);
+                        log::warn!("Error accepting new client: {}", e);
+                        // EMFILE, ENFILE: free an fd for the next one.
+                        if matches!(e.raw_os_error(), Some(23) | Some(24)) {
+                            table.evict_one();
+                        }
+                        thread::sleep(backoff);
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                        continue;
                     }
+                };
+                if inside_close_trigger.load(Relaxed) {
+                    break;
+                }
+                let Some(conn) = table.admit(sock) else {
+                    continue;
+                };
+                let client = ClientConnection::new(conn, Arc::clone(&table), Arc::clone(&options));
+                let messages = inside_messages.clone();
+                let mut builder = thread::Builder::new().name("http-conn".into());
+                if let Some(size) = table.limits.thread_stack_size {
+                    builder = builder.stack_size(size);
+                }
+                // On failure the closure, and the connection in it, is
+                // dropped: the socket closes and the table forgets it.
+                let spawned = builder.spawn(move || {
+                    for rq in client {
+                        messages.push(rq.into());
+                    }
+                });
+                if let Err(e) = spawned {
+                    table.counters.rejected_spawn.fetch_add(1, Relaxed);
+                    log::warn!("cannot start a connection thread: {}", e);
                 }
             }
             log::debug!("Terminating accept thread");
-        });
+        })?;
+        connections::spawn_watchdog(Arc::clone(&table), close_trigger.clone())?;
 
         // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            table,
         })
     }
 
@@ -381,9 +384,14 @@ impl Server {
     }
 
     /// Returns the number of clients currently connected to the server.
+    /// Patch (chaos-backend): upstream left this `unimplemented!()`.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.table.stats().open
+    }
+
+    /// Patch (chaos-backend): counters of the connection layer.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        self.table.stats()
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything `Server::from_listener_with` can be told.
 #[derive(Clone, Default)]
@@ -34,9 +35,47 @@ impl fmt::Debug for ServerOptions {
     }
 }
 
-/// Connection limits. The default is upstream's: none.
-#[derive(Clone, Debug, Default)]
-pub struct ConnectionLimits {}
+/// Connection limits. The default is upstream's: none (no cap, no
+/// timeouts).
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// Connections open at once. At the cap a new connection evicts the
+    /// oldest idle one, else the oldest one still sending a head or an
+    /// unread body; if none can go, the new one is closed.
+    pub max_connections: usize,
+    /// A connection waiting for the first byte of its next request is
+    /// closed after this long.
+    pub idle_timeout: Option<Duration>,
+    /// The whole head (and a body of up to 1 KiB, read with it) must come
+    /// within this long of its first byte, else 408 and close.
+    pub head_timeout: Option<Duration>,
+    /// A write of an answer that makes no progress for this long closes
+    /// the connection.
+    pub write_timeout: Option<Duration>,
+    /// An answered request's unread body is drained before the next head,
+    /// up to `drain_limit` bytes within this long, else the connection
+    /// closes. A larger body: the answer says `Connection: close`.
+    pub drain_timeout: Option<Duration>,
+    /// See `drain_timeout`.
+    pub drain_limit: u64,
+    /// Stack size of connection threads (None: Rust's default, 2 MiB of
+    /// address space, touched pages only count).
+    pub thread_stack_size: Option<usize>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: usize::MAX,
+            idle_timeout: None,
+            head_timeout: None,
+            write_timeout: None,
+            drain_timeout: None,
+            drain_limit: u64::MAX,
+            thread_stack_size: None,
+        }
+    }
+}
 
 /// Request-head limits. The default is upstream's: none (but the head is
 /// parsed strictly either way, see `head.rs`).

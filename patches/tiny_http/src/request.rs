@@ -5,13 +5,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
 
+use crate::connections::Conn;
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
+use std::sync::Arc;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -76,6 +76,10 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // Patch (chaos-backend): the connection, to hold an answer back on its
+    // own thread (`respond_held`). None for `TestRequest`s.
+    connection: Option<Arc<Conn>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -240,6 +244,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        connection: None,
     })
 }
 
@@ -448,7 +453,12 @@ impl Request {
             None,
         ))?;
 
-        Self::ignore_client_closing_errors(writer.flush())
+        // Patch (chaos-backend): the writer sends on drop; an explicit flush
+        // first would make the answer reach the client while the writer
+        // still counts as pending, and the connection's thread, seeing the
+        // next request at once, would wait for this thread to drop it.
+        drop(writer);
+        Ok(())
     }
 
     fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {
@@ -461,81 +471,38 @@ impl Request {
         })
     }
 
+    pub(crate) fn set_connection(&mut self, conn: Arc<Conn>) {
+        self.connection = Some(conn);
+    }
+
+    /// Patch (chaos-backend): like `respond`, but the answer reaches the
+    /// client `hold` later. It is rendered now, on the calling thread, and
+    /// written by the connection's own thread once `hold` has passed, so
+    /// that a deliberately slow answer costs neither a worker nor a thread
+    /// of its own. Without a connection (a `TestRequest`) it is `respond`.
+    /// Setting `release` (when given) ends the hold early: the answer goes
+    /// out within a tick of the server's timer thread (at most 250 ms).
+    pub fn respond_held<R>(
+        self,
+        response: Response<R>,
+        hold: std::time::Duration,
+        release: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<(), IoError>
+    where
+        R: Read,
+    {
+        if let Some(conn) = &self.connection {
+            if !hold.is_zero() {
+                conn.hold_until(std::time::Instant::now() + hold, release);
+            }
+        }
+        self.respond(response)
+    }
+
+    #[allow(dead_code)] // Patch (chaos-backend): SSL is not wired in
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
         self.notify_when_responded = Some(sender);
         self
-    }
-
-    /// Patch (chaos-backend): sets `body_left` when this request's body is
-    /// dropped before its end, so that the connection closes after the
-    /// answer instead of reading the rest of the body as the next request
-    /// (upstream drops an unread chunked body undrained; tiny-http#147).
-    /// A small rest is drained first (see `BodyWatch`).
-    pub(crate) fn watch_body(mut self, body_left: Arc<AtomicBool>) -> Self {
-        // With `Connection: upgrade` the "body" is the rest of the stream,
-        // and a client that sent `Expect: 100-continue` and got no
-        // `100 Continue` may never send its body: never wait for either.
-        let upgrade = self
-            .headers
-            .iter()
-            .any(|h| h.field.equiv("Connection") && h.value.as_str().to_ascii_lowercase().contains("upgrade"));
-        let drain = !self.must_send_continue && !upgrade;
-        if let Some(inner) = self.data_reader.take() {
-            self.data_reader = Some(Box::new(BodyWatch {
-                inner,
-                ended: false,
-                drain,
-                body_left,
-            }));
-        }
-        self
-    }
-}
-
-/// Patch (chaos-backend): the most bytes of an unread body drained when a
-/// request is dropped, so that a keep-alive connection can go on; past it,
-/// the connection is closed. The connection layer may drain more, later.
-const DRAIN_ON_DROP: usize = 64 * 1024;
-
-/// Patch (chaos-backend): a request body that knows whether it was read to
-/// its end. See `Request::watch_body`.
-struct BodyWatch {
-    inner: Box<dyn Read + Send + 'static>,
-    ended: bool,
-    drain: bool,
-    body_left: Arc<AtomicBool>,
-}
-
-impl Read for BodyWatch {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.ended = true;
-        }
-        Ok(n)
-    }
-}
-
-impl Drop for BodyWatch {
-    fn drop(&mut self) {
-        if self.ended {
-            return;
-        }
-        if self.drain {
-            let mut buf = [0u8; 8192];
-            let mut drained = 0;
-            while drained <= DRAIN_ON_DROP {
-                match self.inner.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => drained += n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        // Runs before `inner` (and the connection's reader in it) is
-        // dropped, so the connection sees this before it reads on.
-        self.body_left.store(true, Ordering::SeqCst);
     }
 }
 

@@ -63,25 +63,15 @@ impl<R> Drop for EqualReader<R>
 where
     R: Read,
 {
+    /// Patch (chaos-backend): upstream drained the rest of the body here,
+    /// on the worker that dropped the request, at the client's pace, into a
+    /// buffer of the whole remaining length (`Content-Length: 99999999999999`
+    /// aborted the process). The connection's thread now drains what is
+    /// left, bounded in size and time (see `connections.rs`); this only
+    /// reports how much that is.
     fn drop(&mut self) {
-        let mut remaining_to_read = self.size;
-
-        while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
-
-            match self.reader.read(&mut buf) {
-                Err(e) => {
-                    self.last_read_signal.send(Err(e)).ok();
-                    break;
-                }
-                Ok(0) => {
-                    self.last_read_signal.send(Ok(())).ok();
-                    break;
-                }
-                Ok(other) => {
-                    remaining_to_read -= other;
-                }
-            }
+        if self.size == 0 {
+            self.last_read_signal.send(Ok(())).ok();
         }
     }
 }
@@ -124,8 +114,9 @@ mod tests {
             assert_eq!(vec[0], b'h');
         }
 
+        // Not drained on drop any more: the connection's thread does it.
         let mut string = String::new();
         org_reader.read_to_string(&mut string).unwrap();
-        assert_eq!(string, " world");
+        assert_eq!(string, "ello world");
     }
 }

@@ -1,9 +1,12 @@
+//! Patch (chaos-backend): upstream's `SequentialWriter` (answers of one
+//! connection queued behind each other, each worker waiting for the one
+//! before) is gone; see `connections.rs`.
+
+use std::io::Read;
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
 
 use std::sync::mpsc::channel;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
 
 use std::mem;
 
@@ -39,36 +42,10 @@ where
     Empty,
 }
 
-pub struct SequentialWriterBuilder<W>
-where
-    W: Write + Send,
-{
-    writer: Arc<Mutex<W>>,
-    next_trigger: Option<Receiver<()>>,
-}
-
-pub struct SequentialWriter<W>
-where
-    W: Write + Send,
-{
-    trigger: Option<Receiver<()>>,
-    writer: Arc<Mutex<W>>,
-    on_finish: Sender<()>,
-}
-
 impl<R: Read + Send> SequentialReaderBuilder<R> {
     pub fn new(reader: R) -> SequentialReaderBuilder<R> {
         SequentialReaderBuilder {
             inner: SequentialReaderBuilderInner::First(reader),
-        }
-    }
-}
-
-impl<W: Write + Send> SequentialWriterBuilder<W> {
-    pub fn new(writer: W) -> SequentialWriterBuilder<W> {
-        SequentialWriterBuilder {
-            writer: Arc::new(Mutex::new(writer)),
-            next_trigger: None,
         }
     }
 }
@@ -95,18 +72,21 @@ impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     }
 }
 
-impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
-    type Item = SequentialWriter<W>;
-    fn next(&mut self) -> Option<SequentialWriter<W>> {
-        let (tx, rx) = channel();
-        let mut next_next_trigger = Some(rx);
-        ::std::mem::swap(&mut next_next_trigger, &mut self.next_trigger);
-
-        Some(SequentialWriter {
-            trigger: next_next_trigger,
-            writer: self.writer.clone(),
-            on_finish: tx,
-        })
+impl<R: Read + Send> SequentialReader<R> {
+    /// Patch (chaos-backend): runs `f` on the underlying reader once it is
+    /// this reader's turn (the previous request is done with it), so that
+    /// the connection's thread can drain an unread body and wait for the
+    /// next head's first byte (`fill_buf`). None if the previous holder
+    /// vanished without handing it back.
+    pub fn with_inner<T>(&mut self, f: impl FnOnce(&mut R) -> T) -> Option<T> {
+        if let SequentialReaderInner::Waiting(recv) = &self.inner {
+            let reader = recv.recv().ok()?;
+            self.inner = SequentialReaderInner::MyTurn(reader);
+        }
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => Some(f(reader)),
+            _ => None,
+        }
     }
 }
 
@@ -121,40 +101,6 @@ impl<R: Read + Send> Read for SequentialReader<R> {
         let result = reader.read(buf);
         self.inner = SequentialReaderInner::MyTurn(reader);
         result
-    }
-}
-
-impl<R: Read + Send> SequentialReader<R> {
-    /// Patch (chaos-backend): blocks until the reader before this one is
-    /// done (its request body dropped), without reading anything.
-    pub fn wait_turn(&mut self) {
-        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
-            // A closed channel means the previous reader is gone: the
-            // stream went with it, and the next read reports that.
-            if let Ok(reader) = recv.recv() {
-                self.inner = SequentialReaderInner::MyTurn(reader);
-            }
-        }
-    }
-}
-
-impl<W: Write + Send> Write for SequentialWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
-        }
-        self.trigger = None;
-
-        self.writer.lock().unwrap().write(buf)
-    }
-
-    fn flush(&mut self) -> IoResult<()> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
-        }
-        self.trigger = None;
-
-        self.writer.lock().unwrap().flush()
     }
 }
 
@@ -175,14 +121,5 @@ where
             }
             SequentialReaderInner::Empty => (),
         }
-    }
-}
-
-impl<W> Drop for SequentialWriter<W>
-where
-    W: Write + Send,
-{
-    fn drop(&mut self) {
-        self.on_finish.send(()).ok();
     }
 }
