@@ -668,12 +668,13 @@ fn main() {
             .ok()
             .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
             .unwrap_or(f64::NAN);
-        let size_mb = size / 1048576.0;
+        // Issue 17's goal, per architecture, in decimal megabytes.
+        let size_mb = size / 1e6;
         rows.push(row(
             "image size",
-            "<= 3 MB",
-            format!("{size_mb:.2} MiB"),
-            Some(size_mb <= 3.0),
+            "<= 2.5 MB",
+            format!("{size_mb:.2} MB ({:.0} bytes, the host's platform)", size),
+            Some(size_mb <= 2.5),
         ));
         if let Some(c) = Container::run(image, "1") {
             let r = http(c.addr, "POST", "/load/cpu?millicores=500&duration=120");
