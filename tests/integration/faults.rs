@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Service, describe, exclusive, poll, request, temp_dir, try_request};
+use crate::harness::{Service, assert_rss_back, describe, exclusive, poll, request, temp_dir, try_request};
 
 fn chaos_list(svc: &Service) -> Vec<Value> {
     svc.get("/chaos").json()["faults"].as_array().unwrap().clone()
@@ -154,18 +154,14 @@ fn releasing_the_leak_gives_rss_back_and_readiness_recovers() {
     let _x = exclusive();
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_MEMORY_MB_READY", "40")]);
     assert_eq!(svc.get("/ready").status, 200);
-    let before = svc.rss_bytes() as f64;
+    let before = svc.rss_bytes();
     assert_eq!(svc.post("/load/memory?mb=64").status, 200);
     assert_eq!(svc.get("/ready").status, 503);
     assert_eq!(svc.metric("chaos_leaked_bytes"), (64u64 << 20) as f64);
     assert!(listed(&svc, "memory"));
     let r = request(svc.addr, "DELETE", "/load/memory", &[], "");
     assert_eq!((r.status, r.json()["released_mb"].as_u64()), (200, Some(64)));
-    let after = svc.rss_bytes() as f64;
-    assert!(
-        (after - before).abs() / before < 0.10,
-        "rss {before} -> {after}: not within 10%"
-    );
+    assert_rss_back(&svc, before, 64 << 20, "after DELETE /load/memory");
     assert_eq!(svc.get("/ready").status, 200);
     assert_eq!(
         svc.metric("readiness_failure_to_recovery_seconds_count"),

@@ -418,3 +418,22 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
     samples[rank.clamp(1, samples.len()) - 1]
 }
+
+/// Issue 15's promise after a release: RSS <= the RSS before the leak +
+/// max(5 MiB, 10% of the leak), within a second. (Under qemu-user the RSS is
+/// the emulator's too, whose translation cache grows as new code runs; the
+/// 5 MiB floor covers that as well.)
+pub fn assert_rss_back(svc: &Service, baseline: u64, leak_bytes: u64, what: &str) {
+    const MIB: u64 = 1 << 20;
+    let limit = baseline + (5 * MIB).max(leak_bytes / 10);
+    let back = poll(Duration::from_secs(1), Duration::from_millis(20), || {
+        (svc.rss_bytes() <= limit).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "{what}: RSS {} MiB, more than {} MiB (baseline {} MiB + slack)",
+        svc.rss_bytes() / MIB,
+        limit / MIB,
+        baseline / MIB
+    );
+}

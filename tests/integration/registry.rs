@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Service, describe, exclusive, metric_value, poll, request, temp_dir, try_request};
+use crate::harness::{
+    Service, assert_rss_back, describe, exclusive, metric_value, poll, request, temp_dir, try_request,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -33,21 +35,6 @@ fn warm_baseline(svc: &Service) -> u64 {
         svc.get("/ready");
     }
     svc.rss_bytes()
-}
-
-/// The bound: RSS ≤ the RSS before the leak + max(5 MiB, 10% of it).
-fn assert_rss_back(svc: &Service, baseline: u64, leak_bytes: u64, what: &str) {
-    let limit = baseline + (5 * MIB).max(leak_bytes / 10);
-    let back = poll(Duration::from_secs(1), Duration::from_millis(20), || {
-        (svc.rss_bytes() <= limit).then_some(())
-    });
-    assert!(
-        back.is_some(),
-        "{what}: RSS {} MiB, more than {} MiB (baseline {} MiB + slack)",
-        svc.rss_bytes() / MIB,
-        limit / MIB,
-        baseline / MIB
-    );
 }
 
 /// Defect 1: a ramping leak outlives a stop, and keeps its slot.
