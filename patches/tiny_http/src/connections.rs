@@ -294,6 +294,20 @@ impl Conn {
         }
     }
 
+    /// Nothing is left to write: if the answer is complete, note when, and
+    /// wake whoever waits for it (the connection's thread, before its next
+    /// head). Takes the lock so that the wake-up happens after its release.
+    fn settle(&self, mut s: MutexGuard<'_, State>, now: Instant) {
+        let done = s.complete();
+        if done {
+            s.done_at = now;
+        }
+        drop(s);
+        if done {
+            self.cond.notify_all();
+        }
+    }
+
     /// Run by the timer thread: writes what it can of `out` once any hold
     /// has passed. Returns when to try again, if ever.
     fn flush_deferred(self: &Arc<Self>, now: Instant) -> Option<Instant> {
@@ -318,14 +332,7 @@ impl Conn {
         // The worker may still be rendering a held answer: it queues itself.
         if s.out.is_empty() {
             s.scheduled = false;
-            let done = s.complete();
-            if done {
-                s.done_at = now;
-            }
-            drop(s);
-            if done {
-                self.cond.notify_all();
-            }
+            self.settle(s, now);
             return None;
         }
         if s.flushing {
@@ -372,14 +379,7 @@ impl Conn {
             }
             if s.out.is_empty() {
                 s.flushing = false;
-                let done = s.complete();
-                if done {
-                    s.done_at = now;
-                }
-                drop(s);
-                if done {
-                    self.cond.notify_all();
-                }
+                self.settle(s, now);
                 return false;
             }
             buf = std::mem::take(&mut s.out);
