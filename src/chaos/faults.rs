@@ -131,7 +131,12 @@ pub fn spawn_timer(ticket: Ticket, kind: Kind, deadline: Instant) -> std::io::Re
         .name(format!("fault-{}", kind.label()))
         .spawn(move || {
             if !ticket.cancel.sleep_until(deadline) {
+                let cancel = ticket.cancel.clone();
                 ticket.finish(Ended::OnTime);
+                // The answers this fault holds go out now too: a hold
+                // longer than the fault (`ms` above its `duration`) ends
+                // with the fault, as with a stop.
+                cancel.cancel();
             }
         })
 }

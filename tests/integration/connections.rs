@@ -213,6 +213,101 @@ fn bodies_that_never_come_do_not_block_the_workers() {
     assert!(svc.metric("http_connections_closed_total{reason=\"drain_timeout\"}") >= 1000.0);
 }
 
+/// Case 3, the class: a body of any announced size that never comes. Bodies
+/// of up to 1 KiB were read before the request was handed over, on the
+/// connection's thread, out of reach of every timeout: `Content-Length: 1`
+/// and nothing more held a thread and an fd for ever, and 40 of them filled
+/// a cap of 40 so that every probe was refused. Now every size is answered
+/// at once and drained after the answer, under the drain deadline.
+#[test]
+fn bodies_of_every_size_that_never_come_are_answered_and_bounded() {
+    let _x = exclusive();
+    let mut svc = start(None, &[("HTTP_MAX_CONNECTIONS", "40")]);
+    let base = baseline(svc.pid());
+    let sizes = [1, 2, 512, 1024, 1025, 2000];
+    let mut held = Vec::new();
+    for (i, size) in sizes.iter().cycle().take(60).enumerate() {
+        let Ok(mut s) = TcpStream::connect_timeout(&svc.addr, Duration::from_secs(1)) else {
+            continue;
+        };
+        let _ = s.write_all(format!("POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n").as_bytes());
+        if i < sizes.len() {
+            // Below the cap, each gets its answer at once.
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut line = [0u8; 12];
+            let got = s
+                .read_exact(&mut line)
+                .map(|()| String::from_utf8_lossy(&line).into_owned());
+            assert_eq!(got.ok().as_deref(), Some("HTTP/1.1 405"), "Content-Length: {size}");
+        }
+        held.push(s);
+    }
+    probe_while(&mut svc, 4, || {});
+    let drained = svc.metric("http_connections_closed_total{reason=\"drain_timeout\"}")
+        + svc.metric("http_connections_closed_total{reason=\"evicted\"}");
+    assert!(
+        drained >= 20.0,
+        "only {drained} closed by the drain deadline or evicted"
+    );
+    drop(held);
+    assert_back_to_baseline(&mut svc, base);
+}
+
+/// Answers that cannot be written, because the client does not read them
+/// or because a latency fault holds them, must not fill the cap: at the cap
+/// they are evicted (after idle connections and unfinished heads), so the
+/// probe and the stop button still get in.
+#[test]
+fn held_and_unread_answers_do_not_fill_the_cap() {
+    let _x = exclusive();
+    let mut svc = start(
+        None,
+        &[
+            ("HTTP_MAX_CONNECTIONS", "20"),
+            ("HTTP_WRITE_TIMEOUT_SECONDS", "30"),
+            ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ],
+    );
+    let base = baseline(svc.pid());
+    assert_eq!(svc.post("/load/latency?ms=60000&duration=60").status, 202);
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        if let Ok(mut s) = TcpStream::connect_timeout(&svc.addr, Duration::from_secs(1)) {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+            held.push(s);
+        }
+    }
+    let big = b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(300);
+    for _ in 0..30 {
+        if let Ok(mut s) = TcpStream::connect_timeout(&svc.addr, Duration::from_secs(1)) {
+            s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+            let _ = s.write_all(&big);
+            held.push(s);
+        }
+    }
+    probe_while(&mut svc, 3, || {});
+    assert!(svc.metric("http_connections_closed_total{reason=\"evicted\"}") >= 20.0);
+    assert_eq!(svc.post("/chaos/stop").status, 200, "the stop button gets in");
+    drop(held);
+    assert_back_to_baseline(&mut svc, base);
+}
+
+/// A latency hold longer than its fault ends with the fault: `ms=15000`
+/// for a fault of 1 s answered after 15 s.
+#[test]
+fn a_hold_ends_with_its_fault() {
+    let svc = start(None, &[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    assert_eq!(svc.post("/load/latency?ms=15000&duration=1").status, 202);
+    let t = Instant::now();
+    let r = try_request(svc.addr, "GET", "/", &[], "", Duration::from_secs(10)).expect("GET / answered");
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "held {:?} for a 1 s fault",
+        t.elapsed()
+    );
+}
+
 /// Case 4: a body announced above 64 MiB. The connection (a thread and two
 /// fds) was parked forever: 500 requests left +496 threads and +1,000 fds.
 /// Now the answer is a 413 with `Connection: close`, and the connection

@@ -799,9 +799,21 @@ impl Table {
 fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
     let mut idle: Option<(Instant, u64)> = None;
     let mut incomplete: Option<(Instant, u64)> = None;
+    // Answers rendered but not written: the client does not read them, or a
+    // hold keeps them back. Without this tier, connections that never read
+    // (or enough held answers) filled the cap and every new connection,
+    // probes included, was refused until the write timeout or the hold ran
+    // out. Oldest progress first; one a worker is still rendering stays.
+    let mut stalled: Option<(Instant, u64)> = None;
     for (id, c) in conns {
         let s = c.state();
-        if s.expired.is_some() || !s.complete() {
+        if s.expired.is_some() {
+            continue;
+        }
+        if !s.complete() {
+            if s.writers == 0 && stalled.map_or(true, |(t, _)| s.progress < t) {
+                stalled = Some((s.progress, *id));
+            }
             continue;
         }
         let slot = match s.phase {
@@ -813,7 +825,7 @@ fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
             *slot = Some((s.since, *id));
         }
     }
-    idle.or(incomplete).map(|(_, id)| id)
+    idle.or(incomplete).or(stalled).map(|(_, id)| id)
 }
 
 /// Starts the server's timer thread: it writes deferred answers (held
@@ -923,6 +935,33 @@ mod tests {
         assert_eq!(table.stats().rejected_cap, 1);
         assert_eq!(table.stats().evicted, 2);
         assert_eq!(table.stats().open, 3);
+    }
+
+    #[test]
+    fn at_the_cap_a_held_or_unread_answer_goes_before_the_new_connection_is_refused() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            max_connections: 2,
+            ..ConnectionLimits::default()
+        };
+        let table = Table::new(limits);
+        let (conn, _c1) = socket(&listener);
+        let busy = table.admit(conn).expect("admitted");
+        busy.enter(Phase::Busy);
+        let _rendering = AnswerWriter::new(&busy); // a worker still at it
+        let (conn, _c2) = socket(&listener);
+        let held = table.admit(conn).expect("admitted");
+        held.enter(Phase::Busy);
+        held.hold_until(Instant::now() + Duration::from_secs(60), None);
+        let mut w = AnswerWriter::new(&held);
+        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+        drop(w); // rendered, held back by a fault
+        // The third goes in: the held answer is evicted, the rendering one stays.
+        let (conn, _c3) = socket(&listener);
+        assert!(table.admit(conn).is_some());
+        assert_eq!(held.expired(), Some(Expiry::Evicted));
+        assert_eq!(busy.expired(), None);
     }
 
     #[test]
