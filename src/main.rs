@@ -54,7 +54,6 @@ fn main() -> ExitCode {
     let started = Instant::now();
     // Before any thread exists, so that every thread inherits the mask.
     signals::block_termination_signals();
-    sys::limit_malloc_arenas();
     events::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Arguments first: --help and --version answer whatever the environment

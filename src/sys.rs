@@ -59,26 +59,6 @@ pub fn trim_heap() {
 #[cfg(not(target_env = "gnu"))]
 pub fn trim_heap() {}
 
-/// Caps glibc's malloc arenas at the CPUs this process may use (2 to 8).
-/// glibc gives a thread that finds the arenas busy a new one, up to 8 per
-/// core of the node; a burst of connection threads created at once made
-/// up to 16 arenas here, and the memory their freed chunks kept stayed in
-/// RSS after the clients left (+7 MiB after 1,200 connections, where 2
-/// arenas keep less than 6). Called before any other thread exists.
-#[cfg(target_env = "gnu")]
-pub fn limit_malloc_arenas() {
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
-    // SAFETY: mallopt only sets a parameter of glibc's allocator; no
-    // pointers are passed.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, cpus as libc::c_int);
-    }
-}
-
-/// See the glibc version: musl has a single allocator state, no arenas.
-#[cfg(not(target_env = "gnu"))]
-pub fn limit_malloc_arenas() {}
-
 /// The soft limit on open fds (`RLIMIT_NOFILE`), `None` when unlimited.
 pub fn nofile_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
