@@ -106,8 +106,7 @@ pub struct Listening {
     pub listen: String,
 }
 
-/// Binds `addr` with `TCP_NODELAY` (accepted sockets inherit it) and a
-/// backlog of `sys::LISTEN_BACKLOG`, and starts
+/// Binds `addr` with `TCP_NODELAY` (accepted sockets inherit it) and starts
 /// tiny_http's accept loop on it, with `options` (head limits, error bodies:
 /// `http::server_options`).
 pub fn listen(addr: SocketAddr, options: tiny_http::ServerOptions) -> Result<Listening, String> {
@@ -115,9 +114,6 @@ pub fn listen(addr: SocketAddr, options: tiny_http::ServerOptions) -> Result<Lis
     let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     if let Err(e) = sys::set_nodelay(&listener) {
         log::warn!("cannot set TCP_NODELAY on {addr} ({e}); large answers may wait for delayed ACKs");
-    }
-    if let Err(e) = sys::raise_backlog(&listener) {
-        log::warn!("cannot raise the listen backlog on {addr} ({e}); a burst of connections may delay probes");
     }
     let server = tiny_http::Server::from_listener_with(listener, None, options)
         .map_err(|e| format!("cannot serve on {addr}: {e}"))?;

@@ -170,27 +170,6 @@ pub fn set_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
     }
 }
 
-/// The listen backlog the service asks for; the kernel caps it at
-/// `net.core.somaxconn` (4096 by default since Linux 5.4).
-pub const LISTEN_BACKLOG: libc::c_int = 4096;
-
-/// Raises the accept queue of a listening socket (std binds with 128). A
-/// burst of connections, such as clients that connect, send and reset in a
-/// loop, overflowed 128: the kernel drops the SYN, and a probe that lands
-/// then is retried only after 1 s, its whole timeout. Calling `listen` again
-/// on a listening socket only changes its backlog.
-pub fn raise_backlog(listener: &std::net::TcpListener) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the fd is a valid, bound, listening socket owned by
-    // `listener` for the whole call; listen takes no pointers.
-    let rc = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Sets the core-file size limit of this process to zero.
 ///
 /// Called right before a deliberate abort: dumping a large leaked heap would
