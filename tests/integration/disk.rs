@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Service, command, describe, output_within, poll, request, temp_dir};
+use crate::harness::{Service, command, describe, files, output_within, poll, request, temp_dir};
 
 const MIB: u64 = 1 << 20;
 
@@ -61,16 +61,6 @@ fn du(dir: &Path) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .expect("du prints a number")
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

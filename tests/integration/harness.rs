@@ -437,3 +437,14 @@ pub fn assert_rss_back(svc: &Service, baseline: u64, leak_bytes: u64, what: &str
         baseline / MIB
     );
 }
+
+/// The names of the files in `dir` (none if it does not exist).
+pub fn files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    Service, assert_rss_back, describe, exclusive, metric_value, poll, request, temp_dir, try_request,
+    Service, assert_rss_back, describe, exclusive, files, metric_value, poll, request, temp_dir, try_request,
 };
 
 const MIB: u64 = 1 << 20;
@@ -573,15 +573,4 @@ fn stopping_a_fault_releases_the_answers_it_holds() {
         );
     }
     assert_eq!(svc.get("/health").status, 200);
-}
-
-/// The names of the files in `dir` (none if it does not exist).
-fn files(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
