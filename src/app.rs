@@ -10,19 +10,21 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::json;
 
-use crate::access::Access;
 use crate::chaos::cpu::CpuLoads;
+use crate::chaos::crash_marker;
 use crate::chaos::disk::DiskFill;
 use crate::chaos::faults::Faults;
+use crate::chaos::guard::Guard;
 use crate::chaos::memory::Leak;
 use crate::chaos::registry::Registry;
 use crate::config::Config;
-use crate::events::{Event, Events};
-use crate::guard::Guard;
-use crate::latency::LatencyWindow;
-use crate::metrics::Metrics;
-use crate::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
-use crate::{crash_marker, routes, sys};
+use crate::http::access::Access;
+use crate::http::routes;
+use crate::observe::events::{Event, Events};
+use crate::observe::latency::LatencyWindow;
+use crate::observe::metrics::Metrics;
+use crate::observe::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
+use crate::os::sys;
 
 pub struct App {
     pub config: Config,

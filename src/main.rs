@@ -5,29 +5,14 @@
 //! becomes an exit code: 2 for bad configuration, 1 for a failure to serve.
 #![deny(unsafe_code)]
 
-mod access;
 mod app;
-mod cgroup;
 mod chaos;
 mod config;
-mod connection_metrics;
 mod control;
-mod crash_marker;
-mod events;
-mod guard;
 mod handlers;
-mod healthcheck;
 mod http;
-mod latency;
-mod limits;
-mod metrics;
-mod misspelling;
-mod query;
-mod readiness;
-mod routes;
-mod server;
-mod signals;
-mod sys;
+mod observe;
+mod os;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -38,8 +23,8 @@ use std::time::{Duration, Instant};
 use app::App;
 use config::Config;
 use control::Control;
-use events::Events;
-use server::{Listening, Pool};
+use http::server::{Listening, Pool};
+use observe::events::Events;
 
 const USAGE: &str = "\
 usage: chaos-backend               serve (configured by environment variables, see README.md)
@@ -53,8 +38,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 fn main() -> ExitCode {
     let started = Instant::now();
     // Before any thread exists, so that every thread inherits the mask.
-    signals::block_termination_signals();
-    events::init_logging();
+    os::signals::block_termination_signals();
+    observe::events::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Arguments first: --help and --version answer whatever the environment
     // holds, so a bad variable never hides the usage that explains it.
@@ -87,7 +72,7 @@ fn main() -> ExitCode {
         }
     };
     if healthcheck {
-        return match healthcheck::check(healthcheck::probe_address(&config)) {
+        return match http::healthcheck::check(http::healthcheck::probe_address(&config)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("chaos-backend healthcheck: {e}");
@@ -109,16 +94,16 @@ fn main() -> ExitCode {
 
 fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let (tx, rx) = mpsc::channel::<Control>();
-    signals::spawn_waiter(tx.clone()).map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    os::signals::spawn_waiter(tx.clone()).map_err(|e| format!("cannot start the signal thread: {e}"))?;
     let Listening {
         server,
         accept_thread,
         listen,
-    } = server::listen(
+    } = http::server::listen(
         SocketAddr::new(config.bind_address, config.port),
         tiny_http::ServerOptions {
             connections: connection_limits(&config),
-            ..http::server_options(&config)
+            ..http::reply::server_options(&config)
         },
     )?;
     let workers = config.workers;
@@ -126,9 +111,8 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let app =
         Arc::new(App::new(config, Events::to_stderr(), started).map_err(|e| format!("cannot register metrics: {e}"))?);
     match accept_thread {
-        Some(tid) => {
-            server::watch_accept_thread(tid, tx.clone()).map_err(|e| format!("cannot start the accept watch: {e}"))?
-        }
+        Some(tid) => http::server::watch_accept_thread(tid, tx.clone())
+            .map_err(|e| format!("cannot start the accept watch: {e}"))?,
         None => log::warn!("cannot find tiny_http's accept thread; a dead listener will not be noticed"),
     }
     log::debug!("app ready after {:?}", started.elapsed());
@@ -139,7 +123,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     log::info!("listening on http://{listen} with {workers} workers");
     app.record_start(&listen);
 
-    match limits::wait_trimming_the_heap(&rx) {
+    match http::limits::wait_trimming_the_heap(&rx) {
         Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &rx, name)),
         Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
         Ok(Control::AcceptFailed(e)) => {
@@ -161,9 +145,9 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
 fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
     let settings = &config.connections;
     let cpus = chaos::cpu::CpuBudget::detect().saturating_threads();
-    let other = limits::other_threads(config.workers, config.max_concurrent_chaos, cpus);
-    let bounds = limits::Bounds::read();
-    let cap = limits::cap(settings, &bounds, other);
+    let other = http::limits::other_threads(config.workers, config.max_concurrent_chaos, cpus);
+    let bounds = http::limits::Bounds::read();
+    let cap = http::limits::cap(settings, &bounds, other);
     let show = |v: Option<u64>| v.map_or_else(|| "unbounded".to_string(), |v| v.to_string());
     log::info!(
         "HTTP connections: cap {} ({}; memory allows {}, fds {}, threads {}); idle timeout {:?}, head {:?}, write {:?}, body drain {} bytes in {:?}",
@@ -182,7 +166,7 @@ fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
         settings.drain_limit,
         settings.drain_timeout,
     );
-    limits::connection_limits(settings, &cap)
+    http::limits::connection_limits(settings, &cap)
 }
 
 /// Graceful stop: fail readiness at once, wait `SHUTDOWN_DELAY_SECONDS` so

@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::chaos::registry::Cancel;
-use crate::{cgroup, sys};
+use crate::os::{cgroup, sys};
 
 /// How long a spin thread works or rests before looking at the clock again.
 const QUANTUM: Duration = Duration::from_millis(5);

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
+use crate::chaos::crash_marker;
 use crate::control::Control;
-use crate::events::{Event, Events};
-use crate::http::CrashMode;
-use crate::{crash_marker, sys};
+use crate::http::reply::CrashMode;
+use crate::observe::events::{Event, Events};
+use crate::os::sys;
 
 /// Writes the crash marker, logs the event and ends the process as `mode`
 /// says. A panic is raised on the main thread (a worker's panic would only

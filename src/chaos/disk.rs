@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::registry::{Cancel, Ended as RegistryEnded, Ticket};
-use crate::sys::Mapping;
+use crate::os::sys::Mapping;
 
 /// Every file this fault writes starts with this; start-up removes only
 /// files so named, so a `DISK_FILL_DIR` shared with other data is safe.
@@ -501,8 +501,8 @@ fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chaos::guard::Guard;
     use crate::chaos::registry::{FaultKind, Registry, Running as RegistryRunning, StartError as RegistryStartError};
-    use crate::guard::Guard;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("chaos-backend-disk-{name}-{}", std::process::id()));

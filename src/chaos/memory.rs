@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::chaos::registry::{Cancel, Ended, Ticket};
-use crate::events::{Event, Events};
-use crate::sys::{self, Mapping};
+use crate::observe::events::{Event, Events};
+use crate::os::sys::{self, Mapping};
 
 /// How often a ramp grows the leak.
 pub const RAMP_STEP: Duration = Duration::from_millis(100);

@@ -6,7 +6,9 @@
 
 pub mod cpu;
 pub mod crash;
+pub mod crash_marker;
 pub mod disk;
 pub mod faults;
+pub mod guard;
 pub mod memory;
 pub mod registry;

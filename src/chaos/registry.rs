@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::guard::{Guard, Permit, Rejected};
+use crate::chaos::guard::{Guard, Permit, Rejected};
 
 /// The kinds of fault the registry holds, as the `fault` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

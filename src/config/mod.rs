@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::misspelling;
+pub mod misspelling;
 
 /// The largest leak one request may ask for, in MiB (1 TiB): a guard against
 /// typos, far above any real memory limit.
@@ -48,7 +48,7 @@ pub struct Config {
     /// Header fields in one request: more is 431 and a close.
     pub max_request_headers: usize,
     /// The `HTTP_*` connection limits (see `limits.rs`).
-    pub connections: crate::limits::ConnectionSettings,
+    pub connections: crate::http::limits::ConnectionSettings,
 }
 
 /// Where the bearer token that guards the chaos endpoints comes from.
@@ -221,7 +221,7 @@ impl Config {
             startup_delay: Duration::from_secs(int("STARTUP_DELAY_SECONDS", 0, 3600, "seconds")?),
             max_request_head_bytes: int("MAX_REQUEST_HEAD_BYTES", 1024, MAX_REQUEST_HEAD_BYTES, "bytes")? as usize,
             max_request_headers: int("MAX_REQUEST_HEADERS", 1, 10_000, "header fields")? as usize,
-            connections: crate::limits::ConnectionSettings::from_lookup(&lookup)?,
+            connections: crate::http::limits::ConnectionSettings::from_lookup(&lookup)?,
         })
     }
 
@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn readme_table_gives_every_variable_with_its_default() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for (name, default) in VARIABLES {
             let row = format!("| `{name}` | `{default}` |");
             assert!(readme.contains(&row), "README.md lacks the row {row}");

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::chaos::registry::{Ended, FaultKind};
-use crate::events::unix_ms;
-use crate::http::Reply;
+use crate::http::reply::Reply;
+use crate::observe::events::unix_ms;
 
 pub fn list(app: &App) -> Reply {
     let mut faults: Vec<Value> = app

@@ -11,9 +11,9 @@ use crate::app::App;
 use crate::chaos::cpu::{CpuBudget, Plan};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::MAX_DURATION_SECONDS;
-use crate::events::{Event, unix_ms};
-use crate::http::Reply;
-use crate::query::Query;
+use crate::http::query::Query;
+use crate::http::reply::Reply;
+use crate::observe::events::{Event, unix_ms};
 
 pub const PARAMETERS: &[&str] = &["duration", "millicores"];
 

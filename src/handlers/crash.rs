@@ -7,9 +7,9 @@ use serde_json::json;
 
 use super::bad;
 use crate::app::App;
-use crate::events::Event;
-use crate::http::{After, CrashMode, Reply};
-use crate::query::Query;
+use crate::http::query::Query;
+use crate::http::reply::{After, CrashMode, Reply};
+use crate::observe::events::Event;
 
 pub const PARAMETERS: &[&str] = &["mode", "code"];
 

@@ -21,9 +21,9 @@ use crate::app::App;
 use crate::chaos::disk::{EndReason, OnEnd, Outcome};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
-use crate::events::{Event, unix_ms};
-use crate::http::Reply;
-use crate::query::Query;
+use crate::http::query::Query;
+use crate::http::reply::Reply;
+use crate::observe::events::{Event, unix_ms};
 
 pub const PARAMETERS: &[&str] = &["mb", "ramp", "keep"];
 

@@ -12,9 +12,9 @@ use crate::app::App;
 use crate::chaos::faults::{Kind, LivenessMode, Setting};
 use crate::chaos::registry::{Ended, Running};
 use crate::config::MAX_DURATION_SECONDS;
-use crate::events::{Event, unix_ms};
-use crate::http::Reply;
-use crate::query::Query;
+use crate::http::query::Query;
+use crate::http::reply::Reply;
+use crate::observe::events::{Event, unix_ms};
 
 /// Liveness and readiness faults last a minute unless told: long enough for
 /// the kubelet's default period (10 s) times failureThreshold (3).

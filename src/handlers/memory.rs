@@ -18,10 +18,10 @@ use crate::app::App;
 use crate::chaos::memory::{self, LeakError};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
-use crate::events::{Event, unix_ms};
-use crate::http::Reply;
-use crate::query::Query;
-use crate::{cgroup, sys};
+use crate::http::query::Query;
+use crate::http::reply::Reply;
+use crate::observe::events::{Event, unix_ms};
+use crate::os::{cgroup, sys};
 
 pub const PARAMETERS: &[&str] = &["mb", "percent_of_limit", "ramp", "hold"];
 

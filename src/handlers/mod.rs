@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::app::App;
+use crate::chaos::guard::RejectReason;
 use crate::chaos::registry::{FaultKind, Running, StartError, Ticket};
-use crate::events::Event;
-use crate::guard::RejectReason;
-use crate::http::Reply;
-use crate::query::ParamError;
+use crate::http::query::ParamError;
+use crate::http::reply::Reply;
+use crate::observe::events::Event;
 
 /// Whether a chaos request may go on: the token first (401), then, for a
 /// request that `starts` chaos, the kill switch (403). A refusal is counted

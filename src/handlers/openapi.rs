@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use crate::chaos::cpu::CpuBudget;
-use crate::http::Reply;
+use crate::http::reply::Reply;
 
 /// The document as written in the repository, compacted by build.rs.
 pub const DOCUMENT: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
@@ -41,7 +41,7 @@ pub fn served(max_millicores: u64) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::ROUTES;
+    use crate::http::routes::ROUTES;
     use std::collections::BTreeSet;
 
     fn document() -> Value {

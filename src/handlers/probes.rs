@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::chaos::faults::LivenessMode;
-use crate::http::Reply;
-use crate::readiness::Reason;
+use crate::http::reply::Reply;
+use crate::observe::readiness::Reason;
 
 /// /health: 200, unless a liveness fault says to fail (500) or to hang (no
 /// answer until the fault ends; the answer is held off the worker).

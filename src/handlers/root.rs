@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::app::App;
-use crate::http::Reply;
+use crate::http::reply::Reply;
 
 pub fn get(app: &App, now: Instant) -> Reply {
     let reply = Reply::ok(&json!({

@@ -4,8 +4,9 @@
 use std::time::Instant;
 
 use crate::app::App;
-use crate::http::Reply;
-use crate::{metrics, sys};
+use crate::http::reply::Reply;
+use crate::observe::metrics;
+use crate::os::sys;
 
 pub fn metrics(app: &App, now: Instant) -> Reply {
     let m = &app.metrics;

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use crate::cgroup;
 use crate::config::{ConfigError, parse_bounded};
+use crate::os::cgroup;
 
 /// Memory one idle connection may cost, as the cgroup counts it: its
 /// thread's touched stack and kernel stack, the socket, buffers and the
@@ -106,12 +106,12 @@ pub struct Bounds {
 
 impl Bounds {
     pub fn read() -> Bounds {
-        let own_threads = crate::sys::thread_ids().len() as u64;
+        let own_threads = crate::os::sys::thread_ids().len() as u64;
         let (pids_max, pids_current) = cgroup::pids();
         Bounds {
             memory_limit: cgroup::memory_limit(),
-            rss: crate::sys::rss_bytes(),
-            nofile: crate::sys::nofile_limit(),
+            rss: crate::os::sys::rss_bytes(),
+            nofile: crate::os::sys::nofile_limit(),
             pids_max,
             other_tasks: pids_current.map_or(0, |c| c.saturating_sub(own_threads)),
         }
@@ -179,7 +179,7 @@ pub fn wait_trimming_the_heap<T>(rx: &std::sync::mpsc::Receiver<T>) -> Result<T,
         match rx.recv_timeout(HEAP_TRIM_PERIOD) {
             Ok(message) => return Ok(message),
             Err(RecvTimeoutError::Disconnected) => return Err(std::sync::mpsc::RecvError),
-            Err(RecvTimeoutError::Timeout) => crate::sys::trim_heap(),
+            Err(RecvTimeoutError::Timeout) => crate::os::sys::trim_heap(),
         }
     }
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use crate::app::App;
 use crate::handlers;
-use crate::http::Reply;
-use crate::metrics::Endpoint;
+use crate::http::reply::Reply;
+use crate::observe::metrics::Endpoint;
 
 /// The request methods we tell apart; everything else is `Other`, so a
 /// client cannot create metric series by inventing methods.
@@ -419,7 +419,7 @@ mod tests {
             for (_, access, _) in route.methods {
                 if let Start(action) = access {
                     assert!(
-                        crate::metrics::ACTIONS.contains(action),
+                        crate::observe::metrics::ACTIONS.contains(action),
                         "{action} not in metrics::ACTIONS"
                     );
                 }

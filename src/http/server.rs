@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use crate::app::App;
 use crate::chaos::crash;
 use crate::control::Control;
-use crate::http::{After, Reply};
-use crate::routes::{self, Method, RequestLine, Route};
-use crate::sys;
+use crate::http::reply::{After, Reply};
+use crate::http::routes::{self, Method, RequestLine, Route};
+use crate::os::sys;
 
 /// How often the accept thread is checked; a deaf server lives at most this long.
 const ACCEPT_WATCH_PERIOD: Duration = Duration::from_millis(200);
@@ -199,7 +199,7 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
         log::debug!(
             "response to {} {} not delivered: {e}",
             method.label(),
-            crate::http::shown(line.path)
+            crate::http::reply::shown(line.path)
         );
     }
     match after {
@@ -219,7 +219,7 @@ fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Op
     log::warn!(
         "refusing a {length}-byte body on {} {}: larger than {MAX_DRAINABLE_BODY} bytes",
         method.label(),
-        crate::http::shown(rq.url())
+        crate::http::reply::shown(rq.url())
     );
     let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
     app.metrics

@@ -60,7 +60,7 @@ pub struct Metrics {
     pub chaos_leaked_bytes: IntGauge,
     pub chaos_cpu_target_millicores: IntGauge,
     /// `http_connections_*`, read from the HTTP server at each scrape.
-    pub connections: crate::connection_metrics::ConnectionMetrics,
+    pub connections: crate::observe::connection_metrics::ConnectionMetrics,
     pub chaos_disk_fill_bytes: prometheus::IntGaugeVec,
     pub chaos_disk_fill_ended_total: IntCounterVec,
 }
@@ -185,7 +185,7 @@ impl Metrics {
             chaos_disk_fill_ended_total.with_label_values(&[reason.label()]);
         }
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-        let connections = crate::connection_metrics::ConnectionMetrics::new(&registry)?;
+        let connections = crate::observe::connection_metrics::ConnectionMetrics::new(&registry)?;
 
         for endpoint in endpoints {
             http_request_duration_seconds.with_label_values(&[endpoint.label]);

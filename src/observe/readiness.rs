@@ -8,7 +8,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::latency::Summary;
+use crate::observe::latency::Summary;
 
 /// What the checks look at, read at one moment.
 #[derive(Debug, Clone, Copy)]
