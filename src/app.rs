@@ -1,11 +1,13 @@
 //! `App`: the state every handler shares, and the few operations that touch
-//! several parts of it at once (readiness, start-up, shutdown).
+//! several parts of it at once (readiness, start-up, shutdown); and
+//! `Control`, what the rest of the process tells `main`.
 //!
 //! Nothing here blocks or spins: spin threads and the leak only touch their
 //! own atomics and the metrics, never a lock a worker waits on for long.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Instant, SystemTime};
 
 use serde_json::json;
@@ -19,12 +21,22 @@ use crate::chaos::memory::Leak;
 use crate::chaos::registry::Registry;
 use crate::config::Config;
 use crate::http::access::Access;
-use crate::http::routes;
 use crate::observe::events::{Event, Events};
 use crate::observe::latency::LatencyWindow;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::{Endpoint, Metrics};
 use crate::observe::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
 use crate::os::sys;
+
+/// One message to `main`, over the channel it owns: from the signal thread,
+/// the workers, the accept watch, and a deliberate panic.
+#[derive(Debug)]
+pub enum Control {
+    Signal(&'static str),
+    /// `POST /crash?mode=panic`: main panics, so the process ends with 101.
+    Panic(String),
+    AcceptFailed(String),
+    WorkerExited,
+}
 
 pub struct App {
     pub config: Config,
@@ -46,10 +58,20 @@ pub struct App {
     shutting_down: AtomicBool,
     /// Whether STATE_DIR was writable at start-up (warned about once if not).
     pub state_dir_ok: bool,
+    /// `main`'s channel: a deliberate panic must happen on the main thread.
+    pub to_main: Sender<Control>,
 }
 
 impl App {
-    pub fn new(config: Config, events: Events, started: Instant) -> Result<App, prometheus::Error> {
+    /// `endpoints` are the HTTP series that exist from start-up (the route
+    /// table's, which `main` hands over); `to_main` is `main`'s channel.
+    pub fn new(
+        config: Config,
+        endpoints: &[Endpoint],
+        events: Events,
+        started: Instant,
+        to_main: Sender<Control>,
+    ) -> Result<App, prometheus::Error> {
         let state_dir_ok = match crash_marker::prepare_state_dir(&config.state_dir) {
             Ok(()) => true,
             Err(e) => {
@@ -64,7 +86,7 @@ impl App {
         if let Some(why) = disk.unavailable() {
             log::warn!("{why}; POST /load/disk will answer 503");
         }
-        let metrics = Metrics::new(&routes::endpoint_series())?;
+        let metrics = Metrics::new(endpoints)?;
         metrics
             .readiness_max_memory_bytes
             .set(i64::try_from(config.max_rss_bytes()).unwrap_or(i64::MAX));
@@ -94,6 +116,7 @@ impl App {
             pod: pod_name(),
             shutting_down: AtomicBool::new(false),
             state_dir_ok,
+            to_main,
             config,
         })
     }
@@ -257,7 +280,16 @@ pub mod testing {
         map.insert("STATE_DIR".into(), dir.display().to_string());
         let config = Config::from_lookup(|n| map.get(n).cloned()).unwrap();
         let captured = Captured::default();
-        let app = App::new(config, Events::to_writer(Box::new(captured.clone())), Instant::now()).unwrap();
+        // Nothing reads `main`'s channel in a unit test: a send is dropped.
+        let (to_main, _) = std::sync::mpsc::channel();
+        let app = App::new(
+            config,
+            &crate::http::routes::endpoint_series(),
+            Events::to_writer(Box::new(captured.clone())),
+            Instant::now(),
+            to_main,
+        )
+        .unwrap();
         (app, captured)
     }
 }

@@ -8,7 +8,6 @@
 mod app;
 mod chaos;
 mod config;
-mod control;
 mod handlers;
 mod http;
 mod observe;
@@ -20,9 +19,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use app::App;
+use app::{App, Control};
 use config::Config;
-use control::Control;
 use http::server::{Listening, Pool};
 use observe::events::Events;
 
@@ -94,7 +92,9 @@ fn main() -> ExitCode {
 
 fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let (tx, rx) = mpsc::channel::<Control>();
-    os::signals::spawn_waiter(tx.clone()).map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let signals = tx.clone();
+    os::signals::spawn_waiter(move |name| signals.send(Control::Signal(name)).is_ok())
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     let Listening {
         server,
         accept_thread,
@@ -108,8 +108,16 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     )?;
     let workers = config.workers;
     log::debug!("bound after {:?}", started.elapsed());
-    let app =
-        Arc::new(App::new(config, Events::to_stderr(), started).map_err(|e| format!("cannot register metrics: {e}"))?);
+    let app = Arc::new(
+        App::new(
+            config,
+            &http::routes::endpoint_series(),
+            Events::to_stderr(),
+            started,
+            tx.clone(),
+        )
+        .map_err(|e| format!("cannot register metrics: {e}"))?,
+    );
     match accept_thread {
         Some(tid) => http::server::watch_accept_thread(tid, tx.clone())
             .map_err(|e| format!("cannot start the accept watch: {e}"))?,

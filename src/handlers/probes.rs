@@ -28,7 +28,7 @@ pub fn health(app: &App, now: Instant) -> Reply {
             &json!({"status": "unhealthy", "reason": "hung by /fault/liveness"}),
         )
         .held_for(until.saturating_duration_since(now))
-        .released_by(cancel),
+        .released_by(cancel.flag()),
     }
 }
 
