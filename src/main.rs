@@ -25,7 +25,7 @@ use http::server::{Listening, Pool};
 use observe::events::Events;
 
 const USAGE: &str = "\
-usage: chaos-backend               serve (configured by environment variables, see README.md)
+usage: chaos-backend               serve (configured by the environment variables below)
        chaos-backend healthcheck   exit 0 if GET /health on the local PORT answers 200, else 1
        chaos-backend --version
        chaos-backend --help";
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         ["--help" | "-h"] => {
-            println!("{USAGE}");
+            println!("{USAGE}\n\n{}", config::variables::help().trim_end());
             return ExitCode::SUCCESS;
         }
         _ => {
@@ -101,10 +101,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         listen,
     } = http::server::listen(
         SocketAddr::new(config.bind_address, config.port),
-        tiny_http::ServerOptions {
-            connections: connection_limits(&config),
-            ..http::reply::server_options(&config)
-        },
+        http::limits::server_options(&config, chaos::cpu::CpuBudget::detect().saturating_threads()),
     )?;
     let workers = config.workers;
     log::debug!("bound after {:?}", started.elapsed());
@@ -131,7 +128,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     log::info!("listening on http://{listen} with {workers} workers");
     app.record_start(&listen);
 
-    match http::limits::wait_trimming_the_heap(&rx) {
+    match wait_trimming_the_heap(&rx) {
         Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &rx, name)),
         Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
         Ok(Control::AcceptFailed(e)) => {
@@ -148,33 +145,22 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     }
 }
 
-/// The connection limits: the configured ones, and the cap computed from
-/// what bounds the process (see `limits.rs`), logged.
-fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
-    let settings = &config.connections;
-    let cpus = chaos::cpu::CpuBudget::detect().saturating_threads();
-    let other = http::limits::other_threads(config.workers, config.max_concurrent_chaos, cpus);
-    let bounds = http::limits::Bounds::read();
-    let cap = http::limits::cap(settings, &bounds, other);
-    let show = |v: Option<u64>| v.map_or_else(|| "unbounded".to_string(), |v| v.to_string());
-    log::info!(
-        "HTTP connections: cap {} ({}; memory allows {}, fds {}, threads {}); idle timeout {:?}, head {:?}, write {:?}, body drain {} bytes in {:?}",
-        cap.chosen,
-        if cap.configured {
-            "HTTP_MAX_CONNECTIONS"
-        } else {
-            "computed"
-        },
-        show(cap.by_memory),
-        show(cap.by_fds),
-        show(cap.by_threads),
-        settings.idle_timeout,
-        settings.head_timeout,
-        settings.write_timeout,
-        settings.drain_limit,
-        settings.drain_timeout,
-    );
-    http::limits::connection_limits(settings, &cap)
+/// How often the main thread hands freed heap memory back to the kernel.
+const HEAP_TRIM_PERIOD: Duration = Duration::from_secs(2);
+
+/// Waits for the next control message, meanwhile handing freed heap memory
+/// back every `HEAP_TRIM_PERIOD`. After a burst of connections (each thread
+/// allocates from one of glibc's per-thread arenas), freed memory would
+/// otherwise stay resident: 1,200 connections left RSS 5 to 7 MiB above
+/// its baseline for good.
+fn wait_trimming_the_heap(rx: &mpsc::Receiver<Control>) -> Result<Control, mpsc::RecvError> {
+    loop {
+        match rx.recv_timeout(HEAP_TRIM_PERIOD) {
+            Ok(message) => return Ok(message),
+            Err(RecvTimeoutError::Disconnected) => return Err(mpsc::RecvError),
+            Err(RecvTimeoutError::Timeout) => os::sys::trim_heap(),
+        }
+    }
 }
 
 /// Graceful stop: fail readiness at once, wait `SHUTDOWN_DELAY_SECONDS` so

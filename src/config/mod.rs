@@ -1,8 +1,12 @@
-//! Every environment variable the service reads, its default and its bounds.
+//! The service's configuration: every environment variable parsed, within
+//! its bounds, into a `Config`, once at start-up.
 //!
-//! A bad value is a `ConfigError` that names the variable and quotes the
-//! value, and a misspelt name is refused naming the name meant; `main` turns
-//! either into exit code 2 before anything binds a port.
+//! The variables themselves (names, defaults, bounds, meanings) are one
+//! table, `variables::VARIABLES`; the parser reads its defaults and bounds
+//! from there. A bad value is a `ConfigError` that names the variable and
+//! quotes the value, and a misspelt name is refused naming the name meant
+//! (`misspelling`); `main` turns either into exit code 2 before anything
+//! binds a port.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -10,6 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod misspelling;
+pub mod variables;
+
+use variables::{Accepts, Unset, Variable, known_names, variable};
 
 /// The largest leak one request may ask for, in MiB (1 TiB): a guard against
 /// typos, far above any real memory limit.
@@ -47,8 +54,22 @@ pub struct Config {
     pub max_request_head_bytes: usize,
     /// Header fields in one request: more is 431 and a close.
     pub max_request_headers: usize,
-    /// The `HTTP_*` connection limits (see `limits.rs`).
-    pub connections: crate::http::limits::ConnectionSettings,
+    /// The `HTTP_*` connection settings.
+    pub connections: ConnectionSettings,
+}
+
+/// The connection layer's settings (`HTTP_*`). The cap that `auto` stands
+/// for is computed at start-up from the process's limits
+/// (`http::limits`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionSettings {
+    /// `HTTP_MAX_CONNECTIONS`; None: computed (`auto`).
+    pub max_connections: Option<usize>,
+    pub idle_timeout: Duration,
+    pub head_timeout: Duration,
+    pub write_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub drain_limit: u64,
 }
 
 /// Where the bearer token that guards the chaos endpoints comes from.
@@ -82,53 +103,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The configuration table: each variable's name and default. The README's
-/// table gives the same facts with their meaning; a unit test keeps them in
-/// step.
-pub const VARIABLES: &[(&str, &str)] = &[
-    ("CPU_LOAD_DURATION", "10"),
-    ("MEMORY_MB", "100"),
-    ("RANDOM_CRASH_ENABLED", "false"),
-    ("MAX_MEMORY_MB_READY", "400"),
-    ("MAX_CONCURRENT_CHAOS", "1"),
-    ("CHAOS_COOLDOWN_SECONDS", "60"),
-    ("MAX_LATENCY_MS", "500"),
-    ("PORT", "8080"),
-    ("BIND_ADDRESS", "0.0.0.0"),
-    ("WORKERS", "4"),
-    ("STATE_DIR", "/tmp/chaos-backend"),
-    ("LATENCY_WINDOW_SECONDS", "30"),
-    ("SHUTDOWN_DELAY_SECONDS", "5"),
-    ("READY_FAIL_ON_CPU_STRESS", "true"),
-    ("CHAOS_ENABLED", "true"),
-    ("STARTUP_DELAY_SECONDS", "0"),
-    ("MAX_REQUEST_HEAD_BYTES", "16384"),
-    ("MAX_REQUEST_HEADERS", "100"),
-    ("HTTP_MAX_CONNECTIONS", "auto"),
-    ("HTTP_IDLE_TIMEOUT_SECONDS", "30"),
-    ("HTTP_HEAD_TIMEOUT_SECONDS", "10"),
-    ("HTTP_WRITE_TIMEOUT_SECONDS", "10"),
-    ("HTTP_DRAIN_TIMEOUT_SECONDS", "10"),
-    ("HTTP_DRAIN_LIMIT_BYTES", "1048576"),
-];
-
-/// The variables read that have no fixed default (unset means "off", or, for
-/// `DISK_FILL_DIR`, a default made from `STATE_DIR`), and those read for
-/// others (`RUST_LOG` by env_logger). With [`VARIABLES`] they are the known
-/// names that the misspelling check compares every variable of the
-/// environment against: a new variable is one line in `VARIABLES` (with its
-/// default) or here.
-pub const KNOWN_WITHOUT_DEFAULT: &[&str] = &["CHAOS_TOKEN", "CHAOS_TOKEN_FILE", "RUST_LOG", "DISK_FILL_DIR"];
-
-/// Every variable name the service knows.
-pub fn known_names() -> Vec<&'static str> {
-    VARIABLES
-        .iter()
-        .map(|(name, _)| *name)
-        .chain(KNOWN_WITHOUT_DEFAULT.iter().copied())
-        .collect()
-}
-
 impl Config {
     /// Reads the configuration from the process environment, after refusing
     /// any variable whose name looks like a misspelt known one (see
@@ -147,81 +121,41 @@ impl Config {
     /// environment. An unset variable takes its default; a set but empty one
     /// is an error, because `PORT=` is more likely a mistake than a wish.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &'static str| -> String {
-            lookup(name).unwrap_or_else(|| {
-                VARIABLES
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, d)| (*d).to_string())
-                    .unwrap_or_default()
-            })
-        };
-        let int = |name: &'static str, min: u64, max: u64, unit: &str| -> Result<u64, ConfigError> {
-            let value = get(name);
-            parse_bounded(&value, min, max).ok_or_else(|| ConfigError {
-                variable: name,
-                value,
-                expected: format!("a whole number of {unit} from {min} to {max}"),
-            })
-        };
-        let boolean = |name: &'static str| -> Result<bool, ConfigError> {
-            let value = get(name);
-            parse_bool(&value).ok_or_else(|| ConfigError {
-                variable: name,
-                value,
-                expected: "true or false".to_string(),
-            })
-        };
-        let bind_value = get("BIND_ADDRESS");
-        let bind_address = bind_value.parse::<IpAddr>().map_err(|_| ConfigError {
-            variable: "BIND_ADDRESS",
-            value: bind_value.clone(),
-            expected: "an IPv4 or IPv6 address such as 0.0.0.0 or ::".to_string(),
-        })?;
-        let state_value = get("STATE_DIR");
-        if state_value.is_empty() {
-            return Err(ConfigError {
-                variable: "STATE_DIR",
-                value: state_value,
-                expected: "a directory path".to_string(),
-            });
-        }
-        let disk_fill_dir = match lookup("DISK_FILL_DIR") {
-            None => PathBuf::from(&state_value).join("fill"),
-            Some(dir) if dir.is_empty() => {
-                return Err(ConfigError {
-                    variable: "DISK_FILL_DIR",
-                    value: dir,
-                    expected: "a directory path, or no DISK_FILL_DIR at all (STATE_DIR/fill)".to_string(),
-                });
-            }
-            Some(dir) => PathBuf::from(dir),
-        };
+        let vars = Reader { lookup };
+        let bind_address = vars.address("BIND_ADDRESS")?;
+        let state_dir = vars.text("STATE_DIR")?.unwrap_or_default();
+        let disk_fill_dir = vars
+            .text("DISK_FILL_DIR")?
+            .map_or_else(|| PathBuf::from(&state_dir).join("fill"), PathBuf::from);
         Ok(Config {
-            cpu_load_duration: Duration::from_secs(int("CPU_LOAD_DURATION", 1, MAX_DURATION_SECONDS, "seconds")?),
-            memory_mb: int("MEMORY_MB", 1, MAX_MB, "MiB")?,
-            random_crash_enabled: boolean("RANDOM_CRASH_ENABLED")?,
-            max_memory_mb_ready: int("MAX_MEMORY_MB_READY", 1, MAX_MB, "MiB")?,
-            max_concurrent_chaos: int("MAX_CONCURRENT_CHAOS", 1, 64, "actions")? as usize,
-            chaos_cooldown: Duration::from_secs(int("CHAOS_COOLDOWN_SECONDS", 0, 86_400, "seconds")?),
-            max_latency: Duration::from_millis(int("MAX_LATENCY_MS", 1, 600_000, "milliseconds")?),
-            port: int("PORT", 0, 65_535, "a TCP port (0 picks a free one)").map_err(|e| ConfigError {
-                expected: "a TCP port from 0 to 65535 (0 picks a free one)".to_string(),
-                ..e
-            })? as u16,
+            cpu_load_duration: vars.seconds("CPU_LOAD_DURATION")?,
+            memory_mb: vars.whole("MEMORY_MB")?,
+            random_crash_enabled: vars.boolean("RANDOM_CRASH_ENABLED")?,
+            max_memory_mb_ready: vars.whole("MAX_MEMORY_MB_READY")?,
+            max_concurrent_chaos: vars.whole("MAX_CONCURRENT_CHAOS")? as usize,
+            chaos_cooldown: vars.seconds("CHAOS_COOLDOWN_SECONDS")?,
+            max_latency: Duration::from_millis(vars.whole("MAX_LATENCY_MS")?),
+            port: vars.whole("PORT")? as u16,
             bind_address,
-            workers: int("WORKERS", 1, 256, "threads")? as usize,
-            state_dir: PathBuf::from(state_value),
+            workers: vars.whole("WORKERS")? as usize,
             disk_fill_dir,
-            latency_window: Duration::from_secs(int("LATENCY_WINDOW_SECONDS", 1, 3600, "seconds")?),
-            shutdown_delay: Duration::from_secs(int("SHUTDOWN_DELAY_SECONDS", 0, 3600, "seconds")?),
-            ready_fail_on_cpu_stress: boolean("READY_FAIL_ON_CPU_STRESS")?,
-            chaos_enabled: boolean("CHAOS_ENABLED")?,
-            chaos_token: token_source(&lookup)?,
-            startup_delay: Duration::from_secs(int("STARTUP_DELAY_SECONDS", 0, 3600, "seconds")?),
-            max_request_head_bytes: int("MAX_REQUEST_HEAD_BYTES", 1024, MAX_REQUEST_HEAD_BYTES, "bytes")? as usize,
-            max_request_headers: int("MAX_REQUEST_HEADERS", 1, 10_000, "header fields")? as usize,
-            connections: crate::http::limits::ConnectionSettings::from_lookup(&lookup)?,
+            state_dir: PathBuf::from(state_dir),
+            latency_window: vars.seconds("LATENCY_WINDOW_SECONDS")?,
+            shutdown_delay: vars.seconds("SHUTDOWN_DELAY_SECONDS")?,
+            ready_fail_on_cpu_stress: vars.boolean("READY_FAIL_ON_CPU_STRESS")?,
+            chaos_enabled: vars.boolean("CHAOS_ENABLED")?,
+            chaos_token: token_source(&vars)?,
+            startup_delay: vars.seconds("STARTUP_DELAY_SECONDS")?,
+            max_request_head_bytes: vars.whole("MAX_REQUEST_HEAD_BYTES")? as usize,
+            max_request_headers: vars.whole("MAX_REQUEST_HEADERS")? as usize,
+            connections: ConnectionSettings {
+                max_connections: vars.auto_or_whole("HTTP_MAX_CONNECTIONS")?.map(|n| n as usize),
+                idle_timeout: vars.seconds("HTTP_IDLE_TIMEOUT_SECONDS")?,
+                head_timeout: vars.seconds("HTTP_HEAD_TIMEOUT_SECONDS")?,
+                write_timeout: vars.seconds("HTTP_WRITE_TIMEOUT_SECONDS")?,
+                drain_timeout: vars.seconds("HTTP_DRAIN_TIMEOUT_SECONDS")?,
+                drain_limit: vars.whole("HTTP_DRAIN_LIMIT_BYTES")?,
+            },
         })
     }
 
@@ -231,29 +165,109 @@ impl Config {
     }
 }
 
-/// `CHAOS_TOKEN` or `CHAOS_TOKEN_FILE`, not both; neither may be empty (an
-/// empty token is more likely a missing Secret than a wish for no token).
-fn token_source(lookup: &impl Fn(&str) -> Option<String>) -> Result<TokenSource, ConfigError> {
-    match (lookup("CHAOS_TOKEN"), lookup("CHAOS_TOKEN_FILE")) {
-        (None, None) => Ok(TokenSource::Open),
-        (Some(_), Some(file)) => Err(ConfigError {
-            variable: "CHAOS_TOKEN_FILE",
-            value: file,
-            expected: "to be unset when CHAOS_TOKEN is set (give one or the other)".to_string(),
-        }),
-        (Some(token), None) if token.trim().is_empty() => Err(ConfigError {
-            variable: "CHAOS_TOKEN",
-            value: String::new(),
-            expected: "a non-empty bearer token, or no CHAOS_TOKEN at all".to_string(),
-        }),
-        (Some(token), None) => Ok(TokenSource::Value(token)),
-        (None, Some(file)) if file.is_empty() => Err(ConfigError {
-            variable: "CHAOS_TOKEN_FILE",
-            value: file,
-            expected: "the path of a file holding the bearer token".to_string(),
-        }),
-        (None, Some(file)) => Ok(TokenSource::File(PathBuf::from(file))),
+/// The one parser of variables: each method takes a variable's default and
+/// bounds from its row in the table, and refuses a value the row does not
+/// accept with the row's own words.
+struct Reader<L> {
+    lookup: L,
+}
+
+impl<L: Fn(&str) -> Option<String>> Reader<L> {
+    /// The value set, or the default; `None` when unset means off.
+    fn value(&self, v: &Variable) -> Option<String> {
+        (self.lookup)(v.name).or(match v.unset {
+            Unset::Default(value) => Some(value.to_string()),
+            Unset::Derived(_) | Unset::Off => None,
+        })
     }
+
+    fn refuse(v: &Variable, value: String) -> ConfigError {
+        ConfigError {
+            variable: v.name,
+            value,
+            expected: v.accepts.expected(),
+        }
+    }
+
+    /// A whole number (or a port) within the row's bounds.
+    fn whole(&self, name: &str) -> Result<u64, ConfigError> {
+        let v = variable(name);
+        let (min, max) = match v.accepts {
+            Accepts::Whole { min, max, .. } => (min, max),
+            Accepts::Port => (0, u64::from(u16::MAX)),
+            other => panic!("{name} accepts {other:?}, not a whole number"),
+        };
+        let value = self.value(v).unwrap_or_default();
+        parse_bounded(&value, min, max).ok_or_else(|| Self::refuse(v, value))
+    }
+
+    fn seconds(&self, name: &str) -> Result<Duration, ConfigError> {
+        self.whole(name).map(Duration::from_secs)
+    }
+
+    /// `auto` (`None`), or a whole number within the row's bounds.
+    fn auto_or_whole(&self, name: &str) -> Result<Option<u64>, ConfigError> {
+        let v = variable(name);
+        let Accepts::AutoOrWhole { min, max, .. } = v.accepts else {
+            panic!("{name} accepts {:?}, not auto or a whole number", v.accepts);
+        };
+        let value = self.value(v).unwrap_or_default();
+        if value.eq_ignore_ascii_case("auto") {
+            return Ok(None);
+        }
+        parse_bounded(&value, min, max)
+            .map(Some)
+            .ok_or_else(|| Self::refuse(v, value))
+    }
+
+    fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
+        let v = variable(name);
+        assert_eq!(v.accepts, Accepts::Bool, "{name} is not a boolean");
+        let value = self.value(v).unwrap_or_default();
+        parse_bool(&value).ok_or_else(|| Self::refuse(v, value))
+    }
+
+    fn address(&self, name: &str) -> Result<IpAddr, ConfigError> {
+        let v = variable(name);
+        assert_eq!(v.accepts, Accepts::Address, "{name} is not an address");
+        let value = self.value(v).unwrap_or_default();
+        value.parse().map_err(|_| Self::refuse(v, value))
+    }
+
+    /// Text that must not be empty when set (nor, for a secret, spaces
+    /// only, and then it is not shown); `None` when unset means off or a
+    /// value made from others.
+    fn text(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let v = variable(name);
+        let value = self.value(v);
+        match (v.accepts, value) {
+            (Accepts::NonEmpty(_), Some(value)) if value.is_empty() => Err(Self::refuse(v, value)),
+            (Accepts::Secret(_), Some(value)) if value.trim().is_empty() => Err(Self::refuse(v, String::new())),
+            (Accepts::NonEmpty(_) | Accepts::Secret(_), value) => Ok(value),
+            (other, _) => panic!("{name} accepts {other:?}, not text"),
+        }
+    }
+
+    /// Whether `name` is set at all, empty or not.
+    fn is_set(&self, name: &str) -> bool {
+        (self.lookup)(variable(name).name).is_some()
+    }
+}
+
+/// `CHAOS_TOKEN` or `CHAOS_TOKEN_FILE`, not both.
+fn token_source<L: Fn(&str) -> Option<String>>(vars: &Reader<L>) -> Result<TokenSource, ConfigError> {
+    if vars.is_set("CHAOS_TOKEN") && vars.is_set("CHAOS_TOKEN_FILE") {
+        return Err(ConfigError {
+            variable: "CHAOS_TOKEN_FILE",
+            value: (vars.lookup)("CHAOS_TOKEN_FILE").unwrap_or_default(),
+            expected: "to be unset when CHAOS_TOKEN is set (give one or the other)".to_string(),
+        });
+    }
+    Ok(match (vars.text("CHAOS_TOKEN")?, vars.text("CHAOS_TOKEN_FILE")?) {
+        (Some(token), _) => TokenSource::Value(token),
+        (None, Some(file)) => TokenSource::File(PathBuf::from(file)),
+        (None, None) => TokenSource::Open,
+    })
 }
 
 /// Parses a whole decimal number within `min..=max`: no sign, no fraction, no
@@ -285,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_seed() {
+    fn defaults_are_the_documented_ones() {
         let c = with(&[]).unwrap();
         assert_eq!(c.cpu_load_duration, Duration::from_secs(10));
         assert_eq!(c.memory_mb, 100);
@@ -368,13 +382,130 @@ mod tests {
     #[test]
     fn readme_table_gives_every_variable_with_its_default() {
         let readme = include_str!("../../README.md");
-        for (name, default) in VARIABLES {
-            let row = format!("| `{name}` | `{default}` |");
+        for v in variables::VARIABLES {
+            let row = match v.unset {
+                Unset::Default(value) | Unset::Derived(value) => format!("| `{}` | `{value}` |", v.name),
+                Unset::Off => format!("| `{}` | unset |", v.name),
+            };
             assert!(readme.contains(&row), "README.md lacks the row {row}");
         }
-        for extra in KNOWN_WITHOUT_DEFAULT {
-            assert!(readme.contains(&format!("| `{extra}` |")), "README.md lacks {extra}");
+    }
+
+    /// The parser reads every variable of the table (but `RUST_LOG`, which
+    /// env_logger reads) and no other: the table is the whole truth.
+    #[test]
+    fn the_parser_reads_exactly_the_table() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_string());
+            None
+        })
+        .unwrap();
+        let table: std::collections::BTreeSet<String> = variables::VARIABLES
+            .iter()
+            .filter(|v| v.accepts != Accepts::LogFilter)
+            .map(|v| v.name.to_string())
+            .collect();
+        assert_eq!(asked.into_inner(), table);
+    }
+
+    #[test]
+    fn connection_settings_defaults_and_bad_values() {
+        let s = with(&[]).unwrap().connections;
+        assert_eq!(s.max_connections, None);
+        assert_eq!(s.idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.drain_limit, 1 << 20);
+        let auto = with(&[("HTTP_MAX_CONNECTIONS", "AUTO")]).unwrap().connections;
+        assert_eq!(auto.max_connections, None);
+        let twelve = with(&[("HTTP_MAX_CONNECTIONS", "12")]).unwrap().connections;
+        assert_eq!(twelve.max_connections, Some(12));
+        for (name, value) in [
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "lots"),
+            ("HTTP_IDLE_TIMEOUT_SECONDS", "0"),
+            ("HTTP_HEAD_TIMEOUT_SECONDS", "1.5"),
+            ("HTTP_WRITE_TIMEOUT_SECONDS", ""),
+            ("HTTP_DRAIN_LIMIT_BYTES", "-1"),
+        ] {
+            let e = with(&[(name, value)]).unwrap_err();
+            assert_eq!(e.variable, name);
+            assert!(e.to_string().contains(&format!("{value:?}")), "{e}");
         }
+    }
+
+    /// The words of every error are the table's, and stay as they were.
+    #[test]
+    fn error_messages_are_the_documented_ones() {
+        for (vars, text) in [
+            (
+                &[("MEMORY_MB", "abc")][..],
+                "invalid MEMORY_MB \"abc\": expected a whole number of MiB from 1 to 1048576",
+            ),
+            (
+                &[("PORT", "70000")],
+                "invalid PORT \"70000\": expected a TCP port from 0 to 65535 (0 picks a free one)",
+            ),
+            (
+                &[("HTTP_MAX_CONNECTIONS", "0")],
+                "invalid HTTP_MAX_CONNECTIONS \"0\": expected auto, or a whole number of connections from 1 to 1000000",
+            ),
+            (
+                &[("CHAOS_ENABLED", "no")],
+                "invalid CHAOS_ENABLED \"no\": expected true or false",
+            ),
+            (
+                &[("BIND_ADDRESS", "localhost")],
+                "invalid BIND_ADDRESS \"localhost\": expected an IPv4 or IPv6 address such as 0.0.0.0 or ::",
+            ),
+            (
+                &[("STATE_DIR", "")],
+                "invalid STATE_DIR \"\": expected a directory path",
+            ),
+            (
+                &[("DISK_FILL_DIR", "")],
+                "invalid DISK_FILL_DIR \"\": expected a directory path, or no DISK_FILL_DIR at all (STATE_DIR/fill)",
+            ),
+            (
+                &[("CHAOS_TOKEN", "  ")],
+                "invalid CHAOS_TOKEN \"\": expected a non-empty bearer token, or no CHAOS_TOKEN at all",
+            ),
+            (
+                &[("CHAOS_TOKEN_FILE", "")],
+                "invalid CHAOS_TOKEN_FILE \"\": expected the path of a file holding the bearer token",
+            ),
+            (
+                &[("CHAOS_TOKEN", ""), ("CHAOS_TOKEN_FILE", "/b")],
+                "invalid CHAOS_TOKEN_FILE \"/b\": expected to be unset when CHAOS_TOKEN is set (give one or the other)",
+            ),
+            (
+                &[("MAX_REQUEST_HEAD_BYTES", "1023")],
+                "invalid MAX_REQUEST_HEAD_BYTES \"1023\": expected a whole number of bytes from 1024 to 1048576",
+            ),
+        ] {
+            assert_eq!(with(vars).unwrap_err().to_string(), text);
+        }
+    }
+
+    /// `--help` gives every variable on a line of its own that starts with
+    /// its name, then its default and what it accepts, from the table.
+    #[test]
+    fn help_lists_every_variable_with_its_default_and_bounds() {
+        let help = variables::help();
+        let lines: Vec<&str> = help.lines().skip(1).collect();
+        assert_eq!(lines.len(), variables::VARIABLES.len());
+        for (line, v) in lines.iter().zip(variables::VARIABLES) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words[0], v.name, "{line}");
+            let accepts = v.accepts.expected();
+            assert!(!accepts.contains(';'), "{accepts}");
+            assert!(line.contains(&format!(" {accepts}; {}", v.meaning)), "{line}");
+        }
+        assert!(
+            help.contains(
+                "\nCPU_LOAD_DURATION          10                  a whole number of seconds from 1 to 3600; "
+            )
+        );
+        assert!(help.contains("\nCHAOS_TOKEN                unset               a non-empty bearer token"));
     }
 
     #[test]

@@ -1,16 +1,17 @@
-//! The connection layer's limits: their configuration variables, and the
-//! default cap on open connections, computed at start-up from what the
-//! process may have (memory, fds, threads) so that no client can make it
-//! run out of any of them.
+//! What the HTTP layer is told at start-up: the head limits, the connection
+//! settings, and the cap on open connections that `HTTP_MAX_CONNECTIONS=auto`
+//! stands for, computed from what the process may have (memory, fds,
+//! threads) so that no client can make it run out of any of them.
 //!
 //! Each connection costs one thread and one fd (the patched tiny_http shares
-//! one socket between reader and writer; upstream cloned it, hence the
-//! issue's "RLIMIT_NOFILE / 2") and about `CONNECTION_COST_BYTES` of memory.
+//! one socket between reader and writer, where upstream cloned it and so
+//! needed two) and about `CONNECTION_COST_BYTES` of memory.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use crate::config::{ConfigError, parse_bounded};
-use crate::os::cgroup;
+use crate::config::{Config, ConnectionSettings};
+use crate::http::reply;
+use crate::os::{cgroup, sys};
 
 /// Memory one idle connection may cost, as the cgroup counts it: its
 /// thread's touched stack and kernel stack, the socket, buffers and the
@@ -34,60 +35,6 @@ pub const MEMORY_SHARE_PERCENT: u64 = 50;
 /// The cap when nothing limits the process.
 pub const UNLIMITED_CAP: u64 = 10_000;
 
-/// The connection settings, as configured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectionSettings {
-    /// `HTTP_MAX_CONNECTIONS`; None: computed (`auto`).
-    pub max_connections: Option<usize>,
-    pub idle_timeout: Duration,
-    pub head_timeout: Duration,
-    pub write_timeout: Duration,
-    pub drain_timeout: Duration,
-    pub drain_limit: u64,
-}
-
-impl ConnectionSettings {
-    /// Reads the settings through `lookup` (unset: the default).
-    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<ConnectionSettings, ConfigError> {
-        let get = |name: &'static str| {
-            lookup(name).unwrap_or_else(|| {
-                crate::config::VARIABLES
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, d)| (*d).to_string())
-                    .unwrap_or_default()
-            })
-        };
-        let int = |name: &'static str, min: u64, max: u64, unit: &str| {
-            let value = get(name);
-            parse_bounded(&value, min, max).ok_or_else(|| ConfigError {
-                variable: name,
-                value,
-                expected: format!("a whole number of {unit} from {min} to {max}"),
-            })
-        };
-        let seconds = |name: &'static str| int(name, 1, 3600, "seconds").map(Duration::from_secs);
-        let cap = get("HTTP_MAX_CONNECTIONS");
-        let max_connections = if cap.eq_ignore_ascii_case("auto") {
-            None
-        } else {
-            Some(parse_bounded(&cap, 1, 1_000_000).ok_or_else(|| ConfigError {
-                variable: "HTTP_MAX_CONNECTIONS",
-                value: cap.clone(),
-                expected: "auto, or a whole number of connections from 1 to 1000000".to_string(),
-            })? as usize)
-        };
-        Ok(ConnectionSettings {
-            max_connections,
-            idle_timeout: seconds("HTTP_IDLE_TIMEOUT_SECONDS")?,
-            head_timeout: seconds("HTTP_HEAD_TIMEOUT_SECONDS")?,
-            write_timeout: seconds("HTTP_WRITE_TIMEOUT_SECONDS")?,
-            drain_timeout: seconds("HTTP_DRAIN_TIMEOUT_SECONDS")?,
-            drain_limit: int("HTTP_DRAIN_LIMIT_BYTES", 0, 1 << 30, "bytes")?,
-        })
-    }
-}
-
 /// What bounds the process, read at start-up.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Bounds {
@@ -106,12 +53,12 @@ pub struct Bounds {
 
 impl Bounds {
     pub fn read() -> Bounds {
-        let own_threads = crate::os::sys::thread_ids().len() as u64;
+        let own_threads = sys::thread_ids().len() as u64;
         let (pids_max, pids_current) = cgroup::pids();
         Bounds {
             memory_limit: cgroup::memory_limit(),
-            rss: crate::os::sys::rss_bytes(),
-            nofile: crate::os::sys::nofile_limit(),
+            rss: sys::rss_bytes(),
+            nofile: sys::nofile_limit(),
             pids_max,
             other_tasks: pids_current.map_or(0, |c| c.saturating_sub(own_threads)),
         }
@@ -165,35 +112,46 @@ pub fn cap(settings: &ConnectionSettings, bounds: &Bounds, other_threads: u64) -
     }
 }
 
-/// How often the main thread hands freed heap memory back to the kernel.
-const HEAP_TRIM_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Waits for the next control message, meanwhile handing freed heap memory
-/// back every `HEAP_TRIM_PERIOD`. After a burst of connections (each thread
-/// allocates from one of glibc's per-thread arenas), freed memory would
-/// otherwise stay resident: 1,200 connections left RSS 5 to 7 MiB above
-/// its baseline for good.
-pub fn wait_trimming_the_heap<T>(rx: &std::sync::mpsc::Receiver<T>) -> Result<T, std::sync::mpsc::RecvError> {
-    use std::sync::mpsc::RecvTimeoutError;
-    loop {
-        match rx.recv_timeout(HEAP_TRIM_PERIOD) {
-            Ok(message) => return Ok(message),
-            Err(RecvTimeoutError::Disconnected) => return Err(std::sync::mpsc::RecvError),
-            Err(RecvTimeoutError::Timeout) => crate::os::sys::trim_heap(),
-        }
-    }
-}
-
-/// The options for the patched tiny_http.
-pub fn connection_limits(settings: &ConnectionSettings, cap: &Cap) -> tiny_http::ConnectionLimits {
-    tiny_http::ConnectionLimits {
-        max_connections: cap.chosen,
-        idle_timeout: Some(settings.idle_timeout),
-        head_timeout: Some(settings.head_timeout),
-        write_timeout: Some(settings.write_timeout),
-        drain_timeout: Some(settings.drain_timeout),
-        drain_limit: settings.drain_limit,
-        thread_stack_size: CONNECTION_STACK_BYTES,
+/// What tiny_http is told: the head limits, the JSON error body, and the
+/// connection limits, with the cap computed from what bounds the process
+/// (logged). `cpus`: the CPUs a saturating CPU load spins on.
+pub fn server_options(config: &Config, cpus: usize) -> tiny_http::ServerOptions {
+    let settings = &config.connections;
+    let other = other_threads(config.workers, config.max_concurrent_chaos, cpus);
+    let cap = cap(settings, &Bounds::read(), other);
+    let show = |v: Option<u64>| v.map_or_else(|| "unbounded".to_string(), |v| v.to_string());
+    log::info!(
+        "HTTP connections: cap {} ({}; memory allows {}, fds {}, threads {}); idle timeout {:?}, head {:?}, write {:?}, body drain {} bytes in {:?}",
+        cap.chosen,
+        if cap.configured {
+            "HTTP_MAX_CONNECTIONS"
+        } else {
+            "computed"
+        },
+        show(cap.by_memory),
+        show(cap.by_fds),
+        show(cap.by_threads),
+        settings.idle_timeout,
+        settings.head_timeout,
+        settings.write_timeout,
+        settings.drain_limit,
+        settings.drain_timeout,
+    );
+    tiny_http::ServerOptions {
+        head: tiny_http::HeadLimits {
+            max_bytes: config.max_request_head_bytes,
+            max_headers: config.max_request_headers,
+        },
+        error_body: Some(Arc::new(reply::error_body)),
+        connections: tiny_http::ConnectionLimits {
+            max_connections: cap.chosen,
+            idle_timeout: Some(settings.idle_timeout),
+            head_timeout: Some(settings.head_timeout),
+            write_timeout: Some(settings.write_timeout),
+            drain_timeout: Some(settings.drain_timeout),
+            drain_limit: settings.drain_limit,
+            thread_stack_size: CONNECTION_STACK_BYTES,
+        },
     }
 }
 
@@ -202,37 +160,16 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<ConnectionSettings, ConfigError> {
+    fn settings(vars: &[(&str, &str)]) -> ConnectionSettings {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        ConnectionSettings::from_lookup(&|name: &str| map.get(name).cloned())
-    }
-
-    #[test]
-    fn defaults_and_bad_values() {
-        let s = settings(&[]).unwrap();
-        assert_eq!(s.max_connections, None);
-        assert_eq!(s.idle_timeout, Duration::from_secs(30));
-        assert_eq!(
-            settings(&[("HTTP_MAX_CONNECTIONS", "12")]).unwrap().max_connections,
-            Some(12)
-        );
-        for (name, value) in [
-            ("HTTP_MAX_CONNECTIONS", "0"),
-            ("HTTP_MAX_CONNECTIONS", "lots"),
-            ("HTTP_IDLE_TIMEOUT_SECONDS", "0"),
-            ("HTTP_HEAD_TIMEOUT_SECONDS", "1.5"),
-            ("HTTP_WRITE_TIMEOUT_SECONDS", ""),
-            ("HTTP_DRAIN_LIMIT_BYTES", "-1"),
-        ] {
-            let e = settings(&[(name, value)]).unwrap_err();
-            assert_eq!(e.variable, name);
-            assert!(e.to_string().contains(&format!("{value:?}")), "{e}");
-        }
+        crate::config::Config::from_lookup(|name| map.get(name).cloned())
+            .unwrap()
+            .connections
     }
 
     #[test]
     fn the_tightest_bound_wins() {
-        let s = settings(&[]).unwrap();
+        let s = settings(&[]);
         let b = Bounds {
             memory_limit: Some(200 << 20),
             rss: 8 << 20,
@@ -255,7 +192,7 @@ mod tests {
             ..Bounds::default()
         };
         assert_eq!(cap(&s, &tiny, other).chosen, 1);
-        let fixed = settings(&[("HTTP_MAX_CONNECTIONS", "7")]).unwrap();
+        let fixed = settings(&[("HTTP_MAX_CONNECTIONS", "7")]);
         assert_eq!(cap(&fixed, &b, other).chosen, 7);
     }
 }

@@ -175,22 +175,12 @@ pub fn shown(value: &str) -> String {
     }
 }
 
-/// What the HTTP layer is told: the head limits, and a JSON body
-/// `{"error": ...}` for the answers tiny_http writes itself (400, 408, 417,
-/// 431, 505), whose reasons already quote client bytes escaped and short.
-pub fn server_options(config: &crate::config::Config) -> tiny_http::ServerOptions {
-    tiny_http::ServerOptions {
-        head: tiny_http::HeadLimits {
-            max_bytes: config.max_request_head_bytes,
-            max_headers: config.max_request_headers,
-        },
-        error_body: Some(Arc::new(|_status: u16, reason: &str| {
-            let mut body = json!({"error": reason}).to_string().into_bytes();
-            body.push(b'\n');
-            ("application/json".to_string(), body)
-        })),
-        ..tiny_http::ServerOptions::default()
-    }
+/// The content type and body of an answer tiny_http writes itself (400,
+/// 408, 417, 431, 505): JSON `{"error": ...}` like every other error. The
+/// reasons it gives already quote client bytes escaped and short.
+pub fn error_body(_status: u16, reason: &str) -> (String, Vec<u8>) {
+    let reply = Reply::json(0, &json!({"error": reason}));
+    (reply.content_type.to_string(), reply.body)
 }
 
 fn header(name: &str, value: &str) -> tiny_http::Header {
