@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Service, command, exclusive, poll, temp_dir, try_request};
+use crate::harness::{Service, command, exclusive, poll, temp_dir, try_request, wrapped};
 
 /// Short limits, so that every attack outlives them within the test.
 const SHORT: &[(&str, &str)] = &[
@@ -38,15 +38,9 @@ fn start(nofile: Option<u32>, env: &[(&str, &str)]) -> Service {
     let Some(n) = nofile else {
         return Service::spawn(inner);
     };
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--nofile={n}:{n}")).arg("--").arg(inner.get_program());
-    cmd.env_clear();
-    for (k, v) in inner.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    Service::spawn(cmd)
+    let mut prlimit = Command::new("prlimit");
+    prlimit.arg(format!("--nofile={n}:{n}")).arg("--");
+    Service::spawn(wrapped(prlimit, &inner))
 }
 
 fn count(pid: u32, dir: &str) -> usize {

@@ -7,19 +7,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{BIN, Service, describe, exclusive, output_within, request, temp_dir};
+use crate::harness::{
+    BIN, Service, describe, exclusive, in_tmpfs, output_within, repo, request, service_command, temp_dir,
+};
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn repo_document() -> Value {
     let text = std::fs::read_to_string(repo().join("api/openapi.json")).expect("read api/openapi.json");
@@ -139,33 +137,12 @@ fn readme_api_table_has_one_row_per_documented_operation() {
 /// there instead of filling the machine's disk.
 const FILL_ROOM: &str = "64m";
 
-/// Runs `program` (its environment in `env`) with STATE_DIR on a fresh
-/// tmpfs of FILL_ROOM, in mount and PID namespaces of its own (and a user
-/// namespace when not root), as tests/integration/disk.rs does; killing the
-/// harness's child (`unshare`) ends it.
+/// Runs `program` (its path, then its arguments; `env` over the tests'
+/// environment) with STATE_DIR on a fresh tmpfs of FILL_ROOM (see
+/// `harness::in_tmpfs`).
 fn on_small_tmpfs(program: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Service {
     let state = temp_dir("openapi-tmpfs");
-    let mut cmd = Command::new("unshare");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        cmd.args(["--user", "--map-root-user"]);
-    }
-    cmd.args(["--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c"])
-        .arg("size=$0; dir=$1; shift; mount -t tmpfs -o \"size=$size,mode=0755\" tmpfs \"$dir\" && exec \"$@\"")
-        .arg(FILL_ROOM)
-        .arg(&state)
-        .args(program)
-        .env_clear()
-        .envs([
-            ("RUST_LOG", "info"),
-            ("PORT", "0"),
-            ("BIND_ADDRESS", "127.0.0.1"),
-            ("SHUTDOWN_DELAY_SECONDS", "0"),
-            ("HOSTNAME", "test-pod"),
-        ])
-        .envs(env.iter().copied())
-        .env("STATE_DIR", &state);
-    Service::spawn(cmd)
+    Service::spawn(in_tmpfs(FILL_ROOM, &state, &service_command(program, &state, env)))
 }
 
 /// The query that makes a parameter's probe start as little as possible, or
