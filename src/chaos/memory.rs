@@ -134,7 +134,7 @@ impl Leak {
 
 /// What one leak request asks for.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Plan {
+pub struct LeakPlan {
     pub bytes: u64,
     /// Grow evenly over this long, instead of at once.
     pub ramp: Option<Duration>,
@@ -152,7 +152,7 @@ pub struct Plan {
 pub fn spawn(
     leak: Arc<Leak>,
     events: Arc<Events>,
-    plan: Plan,
+    plan: LeakPlan,
     ticket: Ticket,
     made: SyncSender<Result<Duration, LeakError>>,
 ) -> std::io::Result<JoinHandle<()>> {

@@ -248,8 +248,9 @@ pub struct CrashInProgress {
     pub since: SystemTime,
 }
 
+/// What the registry holds, under its one lock.
 #[derive(Default)]
-struct State {
+struct Ledger {
     entries: Vec<Entry>,
     next_id: u64,
     crash: Option<CrashInProgress>,
@@ -282,18 +283,18 @@ pub struct Listed {
 
 pub struct Registry {
     guard: Guard,
-    state: Mutex<State>,
+    state: Mutex<Ledger>,
 }
 
 impl Registry {
     pub fn new(guard: Guard) -> Arc<Registry> {
         Arc::new(Registry {
             guard,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(Ledger::default()),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

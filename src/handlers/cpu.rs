@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{bad, start_fault};
 use crate::app::App;
-use crate::chaos::cpu::{CpuBudget, Plan};
+use crate::chaos::cpu::{CpuBudget, LoadPlan};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::MAX_DURATION_SECONDS;
 use crate::http::query::Query;
@@ -37,13 +37,13 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
         max_millicores,
         "millicores (this process may use at most this many)",
     ) {
-        Ok(Some(m)) => Plan::millicores(m),
-        Ok(None) => Plan::saturate(&budget),
+        Ok(Some(m)) => LoadPlan::millicores(m),
+        Ok(None) => LoadPlan::saturate(&budget),
         Err(e) => return bad(e),
     };
     let (mode, millicores) = match plan {
-        Plan::Saturate { .. } => ("saturate", max_millicores),
-        Plan::Millicores { millicores, .. } => ("millicores", millicores),
+        LoadPlan::Saturate { .. } => ("saturate", max_millicores),
+        LoadPlan::Millicores { millicores, .. } => ("millicores", millicores),
     };
     let started_ms = unix_ms(SystemTime::now());
     let details = json!({
@@ -75,8 +75,8 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
             threads: vec![thread],
             cleanup: Box::new(|_| {}),
             detail: match plan {
-                Plan::Saturate { .. } => "saturate".to_string(),
-                Plan::Millicores { millicores, .. } => format!("millicores={millicores}"),
+                LoadPlan::Saturate { .. } => "saturate".to_string(),
+                LoadPlan::Millicores { millicores, .. } => format!("millicores={millicores}"),
             },
             ends_at: Some(SystemTime::now() + duration),
             extra: json!({"millicores": millicores}),

@@ -80,7 +80,7 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
         merge(&mut body, &totals(app));
         return Reply::json(507, &body);
     }
-    let plan = memory::Plan { bytes, ramp, hold };
+    let plan = memory::LeakPlan { bytes, ramp, hold };
     // A leak lasts until it is released: by DELETE, /chaos/stop, or the end
     // of its hold. It holds its guardrail slot that long.
     let expected = hold.map(|h| ramp.unwrap_or_default() + h);

@@ -113,7 +113,7 @@ pub enum Transition {
 }
 
 #[derive(Debug, Default)]
-struct State {
+struct Served {
     last_served_ready: Option<bool>,
     degraded_at: Option<Instant>,
     /// When the chaos action we wait to see detected was accepted.
@@ -123,7 +123,7 @@ struct State {
 /// The served-state machine behind the detection and recovery timers.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    state: Mutex<State>,
+    state: Mutex<Served>,
 }
 
 impl Tracker {
