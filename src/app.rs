@@ -14,16 +14,16 @@ use serde_json::json;
 
 use crate::chaos::cpu::CpuLoads;
 use crate::chaos::crash_marker;
-use crate::chaos::disk::DiskFill;
+use crate::chaos::disk::{DiskFill, EndReason};
 use crate::chaos::faults::Faults;
 use crate::chaos::guard::Guard;
 use crate::chaos::memory::Leak;
-use crate::chaos::registry::Registry;
+use crate::chaos::registry::{FaultKind, Registry};
 use crate::config::Config;
 use crate::http::access::Access;
 use crate::observe::events::{Event, Events};
 use crate::observe::latency::LatencyWindow;
-use crate::observe::metrics::{Endpoint, Metrics};
+use crate::observe::metrics::{Endpoint, KnownLabels, Metrics};
 use crate::observe::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
 use crate::os::sys;
 
@@ -86,7 +86,13 @@ impl App {
         if let Some(why) = disk.unavailable() {
             log::warn!("{why}; POST /load/disk will answer 503");
         }
-        let metrics = Metrics::new(endpoints)?;
+        let faults: Vec<&str> = FaultKind::ALL.iter().map(|k| k.label()).collect();
+        let disk_fill_ends: Vec<&str> = EndReason::ALL.iter().map(|r| r.label()).collect();
+        let metrics = Metrics::new(&KnownLabels {
+            endpoints,
+            faults: &faults,
+            disk_fill_ends: &disk_fill_ends,
+        })?;
         metrics
             .readiness_max_memory_bytes
             .set(i64::try_from(config.max_rss_bytes()).unwrap_or(i64::MAX));

@@ -7,9 +7,14 @@
 //! known label sets are created at start-up so that every series exists before
 //! its first event.
 
+use prometheus::core::Collector;
+use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::observe::connection_metrics::ConnectionMetrics;
 
 /// Request-latency buckets in seconds: fine below 10 ms, where probes live.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -51,176 +56,197 @@ pub struct Metrics {
     pub pod_recovery_count_total: IntCounter,
     pub pod_ready_status: IntGauge,
     pub readiness_max_memory_bytes: IntGauge,
-    pub readiness_max_latency_seconds: prometheus::Gauge,
+    pub readiness_max_latency_seconds: Gauge,
     pub failure_to_readiness_failure_seconds: Histogram,
     pub readiness_failure_to_recovery_seconds: Histogram,
     pub crash_to_startup_seconds: Histogram,
     pub chaos_actions_total: IntCounterVec,
-    pub chaos_fault_active: prometheus::IntGaugeVec,
+    pub chaos_fault_active: IntGaugeVec,
     pub chaos_leaked_bytes: IntGauge,
     pub chaos_cpu_target_millicores: IntGauge,
     /// `http_connections_*`, read from the HTTP server at each scrape.
-    pub connections: crate::observe::connection_metrics::ConnectionMetrics,
-    pub chaos_disk_fill_bytes: prometheus::IntGaugeVec,
+    pub connections: ConnectionMetrics,
+    pub chaos_disk_fill_bytes: IntGaugeVec,
     pub chaos_disk_fill_ended_total: IntCounterVec,
 }
 
+/// Makes metrics already registered in one registry: the only way this
+/// crate makes a metric, so none can exist without being registered.
+pub struct Registering<'a>(&'a Registry);
+
+impl Registering<'_> {
+    fn add<M: Collector + Clone + 'static>(
+        &self,
+        metric: Result<M, prometheus::Error>,
+    ) -> Result<M, prometheus::Error> {
+        let metric = metric?;
+        self.0.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+
+    pub fn int_gauge(&self, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+        self.add(IntGauge::new(name, help))
+    }
+
+    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, prometheus::Error> {
+        self.add(Gauge::new(name, help))
+    }
+
+    pub fn int_counter(&self, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+        self.add(IntCounter::new(name, help))
+    }
+
+    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, prometheus::Error> {
+        self.add(Histogram::with_opts(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        ))
+    }
+
+    pub fn int_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, prometheus::Error> {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    pub fn int_counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    pub fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> Result<HistogramVec, prometheus::Error> {
+        self.add(HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        ))
+    }
+}
+
+/// The label values known at start-up, whose series exist before their
+/// first event. Each comes from the table that owns it: the route table,
+/// the registry's fault kinds, the disk fill's end reasons.
+pub struct KnownLabels<'a> {
+    pub endpoints: &'a [Endpoint],
+    pub faults: &'a [&'static str],
+    pub disk_fill_ends: &'a [&'static str],
+}
+
 impl Metrics {
-    /// Creates and registers every metric, and the label sets known up front
-    /// (`endpoints` gives those of the HTTP series).
-    pub fn new(endpoints: &[Endpoint]) -> Result<Metrics, prometheus::Error> {
+    /// Creates and registers every metric, with the series of `known`.
+    pub fn new(known: &KnownLabels<'_>) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let http_requests_total = IntCounterVec::new(
-            Opts::new(
+        let r = Registering(&registry);
+        // The process's own collector: a collector, not a metric we keep.
+        registry.register(Box::new(ProcessCollector::for_self()))?;
+        let metrics = Metrics {
+            http_requests_total: r.int_counter_vec(
                 "http_requests_total",
                 "HTTP requests answered, by method, route and status code.",
-            ),
-            &["method", "endpoint", "code"],
-        )?;
-        let http_request_duration_seconds = HistogramVec::new(
-            HistogramOpts::new(
+                &["method", "endpoint", "code"],
+            )?,
+            http_request_duration_seconds: r.histogram_vec(
                 "http_request_duration_seconds",
                 "Time from a worker taking a request to its answer being ready to write, by route.",
-            )
-            .buckets(REQUEST_BUCKETS.to_vec()),
-            &["endpoint"],
-        )?;
-        let cpu_stress_active = IntGauge::new("cpu_stress_active", "1 while a CPU load runs, else 0.")?;
-        let memory_usage_bytes = IntGauge::new(
-            "memory_usage_bytes",
-            "Resident set size of the process in bytes, read at each scrape.",
-        )?;
-        let memory_chunks = IntGauge::new(
-            "memory_chunks",
-            "Chunks held by the memory leak (the seed's memory_chunks_count).",
-        )?;
-        let pod_recovery_count_total = IntCounter::new(
-            "pod_recovery_count_total",
-            "Start-ups plus flips of /ready from 503 back to 200.",
-        )?;
-        let pod_ready_status = IntGauge::new(
-            "pod_ready_status",
-            "1 if /ready would answer 200 now, else 0 (evaluated at each scrape and each /ready).",
-        )?;
-        let readiness_max_memory_bytes = IntGauge::new(
-            "readiness_max_memory_bytes",
-            "MAX_MEMORY_MB_READY in bytes: the RSS above which /ready fails.",
-        )?;
-        let readiness_max_latency_seconds = prometheus::Gauge::new(
-            "readiness_max_latency_seconds",
-            "MAX_LATENCY_MS in seconds: the p95 of GET / above which /ready fails.",
-        )?;
-        let healing = |name: &str, help: &str| {
-            Histogram::with_opts(HistogramOpts::new(name, help).buckets(HEALING_BUCKETS.to_vec()))
-        };
-        let failure_to_readiness_failure_seconds = healing(
-            "failure_to_readiness_failure_seconds",
-            "Detection: from a chaos action being accepted to the first 503 served by /ready.",
-        )?;
-        let readiness_failure_to_recovery_seconds = healing(
-            "readiness_failure_to_recovery_seconds",
-            "Recovery: from the first 503 served by /ready to the next 200.",
-        )?;
-        let crash_to_startup_seconds = Histogram::with_opts(
-            HistogramOpts::new(
+                REQUEST_BUCKETS,
+                &["endpoint"],
+            )?,
+            cpu_stress_active: r.int_gauge("cpu_stress_active", "1 while a CPU load runs, else 0.")?,
+            memory_usage_bytes: r.int_gauge(
+                "memory_usage_bytes",
+                "Resident set size of the process in bytes, read at each scrape.",
+            )?,
+            memory_chunks: r.int_gauge(
+                "memory_chunks",
+                "Chunks held by the memory leak (the seed's memory_chunks_count).",
+            )?,
+            pod_recovery_count_total: r.int_counter(
+                "pod_recovery_count_total",
+                "Start-ups plus flips of /ready from 503 back to 200.",
+            )?,
+            pod_ready_status: r.int_gauge(
+                "pod_ready_status",
+                "1 if /ready would answer 200 now, else 0 (evaluated at each scrape and each /ready).",
+            )?,
+            readiness_max_memory_bytes: r.int_gauge(
+                "readiness_max_memory_bytes",
+                "MAX_MEMORY_MB_READY in bytes: the RSS above which /ready fails.",
+            )?,
+            readiness_max_latency_seconds: r.gauge(
+                "readiness_max_latency_seconds",
+                "MAX_LATENCY_MS in seconds: the p95 of GET / above which /ready fails.",
+            )?,
+            failure_to_readiness_failure_seconds: r.histogram(
+                "failure_to_readiness_failure_seconds",
+                "Detection: from a chaos action being accepted to the first 503 served by /ready.",
+                HEALING_BUCKETS,
+            )?,
+            readiness_failure_to_recovery_seconds: r.histogram(
+                "readiness_failure_to_recovery_seconds",
+                "Recovery: from the first 503 served by /ready to the next 200.",
+                HEALING_BUCKETS,
+            )?,
+            crash_to_startup_seconds: r.histogram(
                 "crash_to_startup_seconds",
                 "From the crash marker written before a deliberate crash to the next start-up.",
-            )
-            .buckets(STARTUP_BUCKETS.to_vec()),
-        )?;
-        let chaos_actions_total = IntCounterVec::new(
-            Opts::new("chaos_actions_total", "Chaos actions requested, by action and outcome."),
-            &["action", "outcome"],
-        )?;
-
-        registry.register(Box::new(http_requests_total.clone()))?;
-        registry.register(Box::new(http_request_duration_seconds.clone()))?;
-        registry.register(Box::new(cpu_stress_active.clone()))?;
-        registry.register(Box::new(memory_usage_bytes.clone()))?;
-        registry.register(Box::new(memory_chunks.clone()))?;
-        registry.register(Box::new(pod_recovery_count_total.clone()))?;
-        registry.register(Box::new(pod_ready_status.clone()))?;
-        registry.register(Box::new(readiness_max_memory_bytes.clone()))?;
-        registry.register(Box::new(readiness_max_latency_seconds.clone()))?;
-        registry.register(Box::new(failure_to_readiness_failure_seconds.clone()))?;
-        registry.register(Box::new(readiness_failure_to_recovery_seconds.clone()))?;
-        registry.register(Box::new(crash_to_startup_seconds.clone()))?;
-        registry.register(Box::new(chaos_actions_total.clone()))?;
-        let chaos_fault_active = prometheus::IntGaugeVec::new(
-            Opts::new("chaos_fault_active", "1 while a fault of this kind is active."),
-            &["fault"],
-        )?;
-        let chaos_leaked_bytes = IntGauge::new("chaos_leaked_bytes", "Bytes held by the memory leak.")?;
-        let chaos_cpu_target_millicores = IntGauge::new(
-            "chaos_cpu_target_millicores",
-            "Millicores the running CPU loads aim at (a saturating load counts what the process may use).",
-        )?;
-        registry.register(Box::new(chaos_fault_active.clone()))?;
-        registry.register(Box::new(chaos_leaked_bytes.clone()))?;
-        registry.register(Box::new(chaos_cpu_target_millicores.clone()))?;
-        // Every kind the registry knows: a new kind gets its series here.
-        for kind in crate::chaos::registry::FaultKind::ALL {
-            chaos_fault_active.with_label_values(&[kind.label()]);
-        }
-        let chaos_disk_fill_bytes = prometheus::IntGaugeVec::new(
-            Opts::new(
+                STARTUP_BUCKETS,
+            )?,
+            chaos_actions_total: r.int_counter_vec(
+                "chaos_actions_total",
+                "Chaos actions requested, by action and outcome.",
+                &["action", "outcome"],
+            )?,
+            chaos_fault_active: r.int_gauge_vec(
+                "chaos_fault_active",
+                "1 while a fault of this kind is active.",
+                &["fault"],
+            )?,
+            chaos_leaked_bytes: r.int_gauge("chaos_leaked_bytes", "Bytes held by the memory leak.")?,
+            chaos_cpu_target_millicores: r.int_gauge(
+                "chaos_cpu_target_millicores",
+                "Millicores the running CPU loads aim at (a saturating load counts what the process may use).",
+            )?,
+            connections: ConnectionMetrics::new(&r)?,
+            chaos_disk_fill_bytes: r.int_gauge_vec(
                 "chaos_disk_fill_bytes",
                 "The disk fill: bytes in its file now (state=written) and bytes the running fill aims at (state=target, 0 when none runs).",
-            ),
-            &["state"],
-        )?;
-        let chaos_disk_fill_ended_total = IntCounterVec::new(
-            Opts::new(
+                &["state"],
+            )?,
+            chaos_disk_fill_ended_total: r.int_counter_vec(
                 "chaos_disk_fill_ended_total",
                 "Disk fills ended, by reason: removed on request, no_space (ENOSPC), quota (EDQUOT), io_error.",
-            ),
-            &["reason"],
-        )?;
-        registry.register(Box::new(chaos_disk_fill_bytes.clone()))?;
-        registry.register(Box::new(chaos_disk_fill_ended_total.clone()))?;
-        for state in DISK_FILL_STATES {
-            chaos_disk_fill_bytes.with_label_values(&[state]);
-        }
-        for reason in crate::chaos::disk::EndReason::ALL {
-            chaos_disk_fill_ended_total.with_label_values(&[reason.label()]);
-        }
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-        let connections = crate::observe::connection_metrics::ConnectionMetrics::new(&registry)?;
+                &["reason"],
+            )?,
+            registry,
+        };
+        metrics.create_known_series(known);
+        Ok(metrics)
+    }
 
-        for endpoint in endpoints {
-            http_request_duration_seconds.with_label_values(&[endpoint.label]);
+    /// Creates the series of every label set known up front.
+    fn create_known_series(&self, known: &KnownLabels<'_>) {
+        for endpoint in known.endpoints {
+            self.http_request_duration_seconds.with_label_values(&[endpoint.label]);
             for (method, code) in &endpoint.answers {
-                http_requests_total.with_label_values(&[method, endpoint.label, &code.to_string()]);
+                self.http_requests_total
+                    .with_label_values(&[method, endpoint.label, &code.to_string()]);
             }
         }
         for action in ACTIONS {
             for outcome in OUTCOMES {
-                chaos_actions_total.with_label_values(&[action, outcome]);
+                self.chaos_actions_total.with_label_values(&[action, outcome]);
             }
         }
-
-        Ok(Metrics {
-            registry,
-            http_requests_total,
-            http_request_duration_seconds,
-            cpu_stress_active,
-            memory_usage_bytes,
-            memory_chunks,
-            pod_recovery_count_total,
-            pod_ready_status,
-            readiness_max_memory_bytes,
-            readiness_max_latency_seconds,
-            failure_to_readiness_failure_seconds,
-            readiness_failure_to_recovery_seconds,
-            crash_to_startup_seconds,
-            chaos_actions_total,
-            chaos_fault_active,
-            chaos_leaked_bytes,
-            chaos_cpu_target_millicores,
-            connections,
-            chaos_disk_fill_bytes,
-            chaos_disk_fill_ended_total,
-        })
+        for fault in known.faults {
+            self.chaos_fault_active.with_label_values(&[fault]);
+        }
+        for state in DISK_FILL_STATES {
+            self.chaos_disk_fill_bytes.with_label_values(&[state]);
+        }
+        for reason in known.disk_fill_ends {
+            self.chaos_disk_fill_ended_total.with_label_values(&[reason]);
+        }
     }
 
     /// Counts one chaos action outcome.
@@ -247,20 +273,24 @@ mod tests {
 
     #[test]
     fn every_series_exists_before_any_event() {
-        let m = Metrics::new(&[
-            Endpoint {
-                label: "/health",
-                answers: vec![("GET", 200)],
-            },
-            Endpoint {
-                label: "/ready",
-                answers: vec![("GET", 503)],
-            },
-            Endpoint {
-                label: "/",
-                answers: vec![],
-            },
-        ])
+        let m = Metrics::new(&KnownLabels {
+            endpoints: &[
+                Endpoint {
+                    label: "/health",
+                    answers: vec![("GET", 200)],
+                },
+                Endpoint {
+                    label: "/ready",
+                    answers: vec![("GET", 503)],
+                },
+                Endpoint {
+                    label: "/",
+                    answers: vec![],
+                },
+            ],
+            faults: &["disk"],
+            disk_fill_ends: &["no_space", "quota"],
+        })
         .unwrap();
         let text = String::from_utf8(m.render().unwrap()).unwrap();
         for needle in [
