@@ -90,8 +90,20 @@ fn start(
         "started_at_unix_ms": started,
         "ends_at_unix_ms": started + duration.as_millis() as u64,
     });
+    if let Err(reply) = launch(app, setting, duration, &details, now) {
+        return reply;
+    }
+    let mut body = details;
+    body["status"] = json!("started");
+    Reply::accepted(&body)
+}
+
+/// Puts `setting` in force as a registry fault, with the timer thread that
+/// ends it on time.
+fn launch(app: &App, setting: Setting, duration: Duration, details: &Value, now: Instant) -> Result<u64, Reply> {
+    let kind = setting.kind();
     let (faults, events) = (Arc::clone(&app.faults), Arc::clone(&app.events));
-    let launched = start_fault(app, kind, now, Some(duration), |ticket| {
+    start_fault(app, kind, now, Some(duration), |ticket| {
         faults.start(ticket.id, setting, now, duration, ticket.cancel.clone());
         events.emit(Event::ChaosStarted, details.clone());
         let thread = match crate::chaos::faults::spawn_timer(ticket.clone(), kind, now + duration) {
@@ -115,13 +127,7 @@ fn start(
             ends_at: Some(SystemTime::now() + duration),
             extra: Value::Null,
         })
-    });
-    if let Err(reply) = launched {
-        return reply;
-    }
-    let mut body = details;
-    body["status"] = json!("started");
-    Reply::accepted(&body)
+    })
 }
 
 /// `DELETE`: ends the fault of `kind`, and answers once it is lifted.

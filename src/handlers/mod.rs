@@ -118,6 +118,26 @@ fn start_fault(
     }
 }
 
+/// What `GET /chaos` says of a leak or a disk fill: its size, and its ramp
+/// and hold when it has them (`64 MiB, ramp 10 s, hold 60 s`).
+fn size_detail(mb: u64, ramp: Option<Duration>, hold: Option<Duration>) -> String {
+    let mut detail = format!("{mb} MiB");
+    if let Some(r) = ramp {
+        detail.push_str(&format!(", ramp {} s", r.as_secs()));
+    }
+    if let Some(h) = hold {
+        detail.push_str(&format!(", hold {} s", h.as_secs()));
+    }
+    detail
+}
+
+/// Adds the fields of the JSON object `from` to the object `into`.
+fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
+    if let (Some(a), Some(b)) = (into.as_object_mut(), from.as_object()) {
+        a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}
+
 /// The 400 for a parameter error.
 fn bad(e: ParamError) -> Reply {
     Reply::bad_parameter(&e.message, &e.parameter, e.value.as_deref())
