@@ -22,9 +22,10 @@ use crate::chaos::registry::{FaultKind, Registry};
 use crate::config::Config;
 use crate::http::access::Access;
 use crate::observe::events::{Event, Events};
+use crate::observe::healing::{Tracker, Transition};
 use crate::observe::latency::LatencyWindow;
 use crate::observe::metrics::{Endpoint, KnownLabels, Metrics};
-use crate::observe::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
+use crate::observe::readiness::{self, Inputs, Limits, Reason};
 use crate::os::sys;
 
 /// One message to `main`, over the channel it owns: from the signal thread,

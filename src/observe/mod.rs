@@ -3,6 +3,7 @@
 
 pub mod connection_metrics;
 pub mod events;
+pub mod healing;
 pub mod latency;
 pub mod metrics;
 pub mod readiness;
