@@ -244,40 +244,8 @@ pub mod testing {
     //! events captured in memory.
 
     use super::*;
+    use crate::observe::events::testing::Captured;
     use std::collections::HashMap;
-    use std::io::Write;
-    use std::sync::{Mutex, PoisonError};
-
-    #[derive(Clone, Default)]
-    pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        /// The names of the events written so far.
-        pub fn event_names(&self) -> Vec<String> {
-            let text = String::from_utf8(self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()).unwrap();
-            text.lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
-                        .as_str()
-                        .unwrap()
-                        .to_string()
-                })
-                .collect()
-        }
-    }
 
     /// An App with `vars` over the defaults and a private STATE_DIR.
     pub fn app(name: &str, vars: &[(&str, &str)]) -> (App, Captured) {

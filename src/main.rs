@@ -1,8 +1,43 @@
 //! chaos-backend: an HTTP service that fails on purpose, in controlled ways,
 //! so that platform engineers can prove that Kubernetes heals it.
 //!
-//! `main` only wires the parts together and is the one place where an error
-//! becomes an exit code: 2 for bad configuration, 1 for a failure to serve.
+//! `main` picks the mode (serve, or `healthcheck`), wires the parts
+//! together, and is the one place where an error becomes an exit code: 2
+//! for bad configuration, 1 for a failure to serve.
+//!
+//! # The path of one request
+//!
+//! 1. **accept**: the patched tiny_http accepts the connection, within the
+//!    cap `http::limits` computed at start-up, and the connection's own
+//!    thread reads a bounded head (431 past `MAX_REQUEST_HEAD_BYTES`, 408
+//!    past `HTTP_HEAD_TIMEOUT_SECONDS`);
+//! 2. **worker**: a thread of the pool (`http::server`) takes the request
+//!    and times it; a body too large to drain is a 413 here;
+//! 3. **`http::routes::dispatch`**: 404 or 405 from the route table, then,
+//!    for a route that starts or stops chaos, the token (`http::access`)
+//!    and, to start, the kill switch;
+//! 4. **handler** (`handlers::*`): parses typed parameters
+//!    (`http::query`; a 400 names the value), and for chaos hands the fault
+//!    to **the registry** (`chaos::registry`), which takes a guardrail
+//!    permit (`chaos::guard`) and starts the fault's threads;
+//! 5. **answer**: the handler's `http::reply::Reply` becomes the response,
+//!    written without blocking the worker (a held or slow answer is the
+//!    connection thread's to finish);
+//! 6. **metrics**: the request is counted and its latency feeds readiness
+//!    (`observe`), just before the answer is written, so that a client
+//!    that has its answer finds it in the next scrape. Work the reply
+//!    carries (a crash) runs last.
+//!
+//! # Where things live
+//!
+//! `os` (the only `unsafe` code) is at the bottom; `config` reads the
+//! environment; `http`, `observe` and `chaos` sit on those; `handlers` on
+//! all of them. Dependencies point down: `handlers` -> `chaos`, `observe`,
+//! `http` -> `config` -> `os`. Among the middle three, `chaos` may emit
+//! events (`observe`), `observe` knows nothing of faults (the label sets it
+//! needs are handed in), and `http` knows nothing of either, but for its
+//! junction: `http::routes` names the handlers and `http::server` runs them
+//! with the `App`. `app.rs` holds the state they share.
 #![deny(unsafe_code)]
 
 mod app;

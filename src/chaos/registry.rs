@@ -393,8 +393,8 @@ impl Registry {
     }
 
     /// Claims the one crash this process may have; a later claim gets the
-    /// crash already in progress. Not guarded (as in the seed), and never
-    /// stopped: the process is ending.
+    /// crash already in progress. The guardrails do not apply to a crash
+    /// (nothing of it outlives the process), and it is never stopped.
     pub fn claim_crash(&self, mode: &str) -> Result<(), CrashInProgress> {
         let mut state = self.lock();
         match &state.crash {

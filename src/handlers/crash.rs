@@ -1,7 +1,8 @@
 //! `POST /crash?mode=abort|exit|kill|panic&code=N`: answers 202, and once
 //! the answer is flushed, writes the crash marker and ends the process as
-//! asked. Not subject to the guardrails, as in the seed, but only the first
-//! crash is accepted: every later one gets 409 while the process ends.
+//! asked. The guardrails do not apply to it (nothing of it outlives the
+//! process), but only the first crash is accepted: every later one gets 409
+//! while the process ends.
 
 use std::sync::Arc;
 

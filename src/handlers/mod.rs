@@ -1,6 +1,8 @@
-//! One module per endpoint. A handler is a plain function of the request's
-//! parts and `&App` that returns a `Reply`; it never reads the request body
-//! and never blocks for long.
+//! One module per endpoint family, and what they share: the chaos gate
+//! (`admit`), the way into the registry (`start_fault`) and a few answer
+//! helpers. A handler is a plain function of the request's parts and `&App`
+//! that returns a `Reply`; it never reads the request body and never blocks
+//! for long.
 
 pub mod chaos;
 pub mod cpu;

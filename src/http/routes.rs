@@ -1,6 +1,10 @@
 //! All routes in one place: a table with one row per route (path, what each
 //! method does and its handler, usual answers), the one gate that checks the
 //! token before chaos, and the 404 / 405 answers.
+//!
+//! This is the junction of the tree: the one module of `http` that names the
+//! handlers (and, with `server`, the `App`); the rest of `http` knows
+//! nothing above `config`.
 
 use std::time::Instant;
 

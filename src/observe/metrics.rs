@@ -1,8 +1,8 @@
 //! Every Prometheus metric of the service, in one explicit registry.
 //!
-//! Names follow the seed where Prometheus allows it (`memory_chunks_count`
-//! became `memory_chunks`: promtool rejects a gauge ending in `_count`, a
-//! suffix reserved for histograms). Every label value is bounded: routes by
+//! Names are the documented ones, but `memory_chunks`, documented as
+//! `memory_chunks_count`: promtool rejects a gauge ending in `_count`, a
+//! suffix reserved for histograms. Every label value is bounded: routes by
 //! name, every unknown path as `unmatched`, methods from a fixed list. All
 //! known label sets are created at start-up so that every series exists before
 //! its first event.

@@ -185,9 +185,10 @@ fn help_lists_what_the_parser_accepts_and_refuses() {
     assert!(starts >= 60, "only {starts} accepted values were tried");
 }
 
-/// A misspelt name used to be ignored in silence: `CHAOS_TOKENFILE` left
-/// chaos open to anyone. Now the service refuses to start, before it binds,
-/// naming the variable and the one meant, and never echoing the value.
+/// A misspelt name would be ignored in silence: `CHAOS_TOKENFILE` would
+/// leave chaos open to anyone. The service refuses to start, before it
+/// binds, naming the variable and the one meant, and never echoing the
+/// value.
 #[test]
 fn misspelt_variable_is_refused_with_exit_2_naming_the_name_meant() {
     for (typo, meant) in [

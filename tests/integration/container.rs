@@ -37,7 +37,7 @@ pub fn podman_ok(cwd: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Each platform's image must stay at or under this (issue 17: 2.5 MB).
+/// Each platform's image must stay at or under this: the image's size goal.
 pub const MAX_IMAGE_BYTES: u64 = 2_500_000;
 
 /// What one run of scripts/build-image.sh produced.

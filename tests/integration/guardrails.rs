@@ -61,7 +61,7 @@ fn cooldown_rejects_with_retry_after_and_applies_across_actions() {
         assert!((59..=60).contains(&retry), "{retry}");
         assert!(r.json()["error"].as_str().unwrap().contains("CHAOS_COOLDOWN_SECONDS"));
     }
-    // /crash is not guarded (as in the seed), but a 400 does not spend it.
+    // The guardrails do not apply to /crash, and a 400 spends nothing.
     assert_eq!(svc.post("/crash?bad=1").status, 400);
     assert_eq!(svc.get("/health").status, 200);
 }

@@ -1,4 +1,4 @@
-//! The multi-arch image (issue 17): one manifest list with linux/amd64 and
+//! The multi-arch image: one manifest list with linux/amd64 and
 //! linux/arm64 built by scripts/build-image.sh under podman, `--platform`
 //! to pick one, and the `--oci-archive` that kind and containerd import.
 

@@ -118,8 +118,8 @@ fn sigterm_works_as_pid_1() {
 /// With few file descriptors allowed, accept() fails with EMFILE. Upstream
 /// tiny_http then stopped accepting for good (tiny-http#283) and the service
 /// exited 1; the patched one counts the error, evicts an idle connection to
-/// free an fd, and goes on (issue 13: a client must not be able to make the
-/// process exit).
+/// free an fd, and goes on: a client must not be able to make the process
+/// exit.
 #[test]
 fn fd_exhaustion_is_not_fatal() {
     let state = temp_dir("emfile");

@@ -1,4 +1,4 @@
-//! The fault registry (issue 15): stop means stop, released memory leaves
+//! The fault registry: stop means stop, released memory leaves
 //! RSS, a ramp is size-checked up front, one crash at a time, and a leak
 //! holds its guardrail slot until it is released.
 
@@ -36,7 +36,7 @@ fn warm_baseline(svc: &Service) -> u64 {
     svc.rss_bytes()
 }
 
-/// Defect 1: a ramping leak outlives a stop, and keeps its slot.
+/// A stopped ramp stops growing, and gives its slot back.
 #[test]
 fn a_stopped_ramp_stays_stopped_and_frees_its_slot() {
     let _x = exclusive();
@@ -69,7 +69,7 @@ fn a_stopped_ramp_stays_stopped_and_frees_its_slot() {
     assert_eq!(r.status, 202, "the slot is free after the stop: {}", r.body);
 }
 
-/// Defect 3: a ramp's total is checked before it starts, like an at-once leak.
+/// A ramp's total is checked before it starts, like an at-once leak.
 #[test]
 fn a_ramp_beyond_memory_plus_swap_is_refused_up_front() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
@@ -85,7 +85,7 @@ fn a_ramp_beyond_memory_plus_swap_is_refused_up_front() {
     assert_eq!(svc.post("/load/memory?mb=1").status, 200, "nothing holds the slot");
 }
 
-/// Defect 4: of many parallel crash requests exactly one is accepted, the
+/// Of many parallel crash requests exactly one is accepted, the
 /// others get 409, and the marker records the accepted mode.
 #[test]
 fn parallel_crashes_accept_exactly_one() {
@@ -126,7 +126,7 @@ fn parallel_crashes_accept_exactly_one() {
     assert_eq!(started["crash_mode"], mode.as_str(), "{started}");
 }
 
-/// Defect 5: a leak is a running fault until it is released, and holds its
+/// A leak is a running fault until it is released, and holds its
 /// guardrail slot that long; GET /chaos and the metrics agree.
 #[test]
 fn a_leak_holds_its_slot_until_released() {
@@ -466,7 +466,7 @@ fn random_sequences_always_stop_cleanly() {
     }
 }
 
-/// The class behind defect 1, for every fault at once: when POST
+/// Stop means stop, for every fault at once: when POST
 /// /chaos/stop answers, no load burns CPU, no probe is failed or slowed, and
 /// nothing is leaked, listed or holding a slot.
 #[test]
