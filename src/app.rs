@@ -259,7 +259,7 @@ pub mod testing {
         let (to_main, _) = std::sync::mpsc::channel();
         let app = App::new(
             config,
-            &crate::http::routes::endpoint_series(),
+            &[],
             Events::to_writer(Box::new(captured.clone())),
             Instant::now(),
             to_main,

@@ -8,7 +8,14 @@
 //! new variable is one row here and one read in the parser; a unit test
 //! holds the two together.
 
-use super::{MAX_DURATION_SECONDS, MAX_MB, MAX_REQUEST_HEAD_BYTES};
+/// The largest leak one request may ask for, in MiB (1 TiB): a guard against
+/// typos, far above any real memory limit.
+pub const MAX_MB: u64 = 1 << 20;
+/// The largest `MAX_REQUEST_HEAD_BYTES` (1 MiB): each connection may hold
+/// this much head, so it is a memory bound per connection.
+pub const MAX_REQUEST_HEAD_BYTES: u64 = 1 << 20;
+/// The longest CPU load or delay one request may ask for, in seconds.
+pub const MAX_DURATION_SECONDS: u64 = 3600;
 
 /// One environment variable.
 #[derive(Debug, Clone, Copy, PartialEq)]

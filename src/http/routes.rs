@@ -483,4 +483,36 @@ mod tests {
             }
         }
     }
+
+    /// The document lists exactly the (method, path) pairs the route table
+    /// answers: a route added to the server and not to the document (or the
+    /// reverse) fails here.
+    #[test]
+    fn document_matches_the_route_table() {
+        let doc: serde_json::Value = serde_json::from_str(crate::handlers::openapi::DOCUMENT).unwrap();
+        let documented: std::collections::BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| {
+                        ["get", "head", "post", "put", "delete", "patch", "options", "trace"].contains(&k.as_str())
+                    })
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let served: std::collections::BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .flat_map(|r| {
+                r.allowed()
+                    .split(", ")
+                    .map(|m| (m.to_string(), r.path.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(documented, served, "api/openapi.json against routes::ROUTES");
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use prometheus::{IntCounterVec, IntGauge};
 
-use crate::observe::metrics::Registering;
+use crate::observe::registering::Registering;
 
 /// `reason` of `http_connections_rejected_total`: closed at once because the
 /// cap was reached and no connection could be evicted (`cap`), or because no

@@ -7,14 +7,13 @@
 //! known label sets are created at start-up so that every series exists before
 //! its first event.
 
-use prometheus::core::Collector;
 use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
 use crate::observe::connection_metrics::ConnectionMetrics;
+use crate::observe::registering::Registering;
 
 /// Request-latency buckets in seconds: fine below 10 ms, where probes live.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -70,60 +69,6 @@ pub struct Metrics {
     pub chaos_disk_fill_ended_total: IntCounterVec,
 }
 
-/// Makes metrics already registered in one registry: the only way this
-/// crate makes a metric, so none can exist without being registered.
-pub struct Registering<'a>(&'a Registry);
-
-impl Registering<'_> {
-    fn add<M: Collector + Clone + 'static>(
-        &self,
-        metric: Result<M, prometheus::Error>,
-    ) -> Result<M, prometheus::Error> {
-        let metric = metric?;
-        self.0.register(Box::new(metric.clone()))?;
-        Ok(metric)
-    }
-
-    pub fn int_gauge(&self, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
-        self.add(IntGauge::new(name, help))
-    }
-
-    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, prometheus::Error> {
-        self.add(Gauge::new(name, help))
-    }
-
-    pub fn int_counter(&self, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
-        self.add(IntCounter::new(name, help))
-    }
-
-    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, prometheus::Error> {
-        self.add(Histogram::with_opts(
-            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        ))
-    }
-
-    pub fn int_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, prometheus::Error> {
-        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
-    }
-
-    pub fn int_counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
-        self.add(IntCounterVec::new(Opts::new(name, help), labels))
-    }
-
-    pub fn histogram_vec(
-        &self,
-        name: &str,
-        help: &str,
-        buckets: &[f64],
-        labels: &[&str],
-    ) -> Result<HistogramVec, prometheus::Error> {
-        self.add(HistogramVec::new(
-            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-            labels,
-        ))
-    }
-}
-
 /// The label values known at start-up, whose series exist before their
 /// first event. Each comes from the table that owns it: the route table,
 /// the registry's fault kinds, the disk fill's end reasons.
@@ -137,7 +82,7 @@ impl Metrics {
     /// Creates and registers every metric, with the series of `known`.
     pub fn new(known: &KnownLabels<'_>) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let r = Registering(&registry);
+        let r = Registering::new(&registry);
         // The process's own collector: a collector, not a metric we keep.
         registry.register(Box::new(ProcessCollector::for_self()))?;
         let metrics = Metrics {

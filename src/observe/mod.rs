@@ -7,3 +7,4 @@ pub mod healing;
 pub mod latency;
 pub mod metrics;
 pub mod readiness;
+pub mod registering;
