@@ -1,4 +1,5 @@
-//! SIGTERM and SIGINT, turned into messages for `main`.
+//! SIGTERM and SIGINT, taken by one thread and handed to a callback (`main`
+//! sends each on its channel).
 //!
 //! The signals are blocked in every thread (the mask is set before any thread
 //! exists, and threads inherit it) and taken by one thread with `sigwait`,
