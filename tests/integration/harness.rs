@@ -3,7 +3,6 @@
 //! its exit status and its stderr (logs and events) are printed, so the
 //! failure explains itself.
 
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
@@ -65,23 +64,26 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// The command for the binary under test (under `CHAOS_RUNNER` when set)
-/// with a clean environment plus `env`.
-pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
-    let runner = runner();
-    let bin = bin();
-    let mut program: Vec<&OsStr> = runner.iter().map(OsStr::new).collect();
-    program.push(bin.as_os_str());
-    service_command(&program, state_dir, env)
+/// The binary under test, behind its runner if any.
+pub fn binary_command() -> Command {
+    let mut prefix = runner();
+    if prefix.is_empty() {
+        Command::new(bin())
+    } else {
+        let mut c = Command::new(prefix.remove(0));
+        c.args(prefix).arg(bin());
+        c
+    }
 }
 
-/// `program` (its path, then its arguments) with the environment every test
-/// gives the service: nothing inherited, logs at info, a free loopback
-/// port, no shutdown delay, `state_dir`, a pod name; then `env`.
-pub fn service_command(program: &[&OsStr], state_dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(program[0]);
-    cmd.args(&program[1..])
-        .env_clear()
+/// The command for the binary with a clean environment plus `env`.
+pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
+    with_service_env(binary_command(), state_dir, env)
+}
+
+/// `cmd` with the service's test environment (and nothing else) plus `env`.
+pub fn with_service_env(mut cmd: Command, state_dir: &Path, env: &[(&str, &str)]) -> Command {
+    cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("PORT", "0")
         .env("BIND_ADDRESS", "127.0.0.1")

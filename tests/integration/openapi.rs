@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    BIN, Service, describe, exclusive, in_tmpfs, output_within, repo, request, service_command, temp_dir,
+    BIN, Service, describe, exclusive, in_tmpfs, output_within, repo, request, temp_dir, with_service_env,
 };
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
@@ -142,7 +142,9 @@ const FILL_ROOM: &str = "64m";
 /// `harness::in_tmpfs`).
 fn on_small_tmpfs(program: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Service {
     let state = temp_dir("openapi-tmpfs");
-    Service::spawn(in_tmpfs(FILL_ROOM, &state, &service_command(program, &state, env)))
+    let mut inner = Command::new(program[0]);
+    inner.args(&program[1..]);
+    Service::spawn(in_tmpfs(FILL_ROOM, &state, &with_service_env(inner, &state, env)))
 }
 
 /// The query that makes a parameter's probe start as little as possible, or
