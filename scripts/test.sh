@@ -106,7 +106,7 @@ for tool in shellcheck hadolint yamllint checkov kubectl podman-compose openapi-
 done
 "$venv/bin/python3" -c 'import kubernetes_validate, yaml' || { echo "scripts/test.sh: kubernetes-validate is missing" >&2; exit 1; }
 
-# --- Issue 17: the multi-arch image, Docker Engine, arm64 under qemu ------
+# --- The multi-arch image, Docker Engine, arm64 under qemu -----------------
 # Debian's docker.io (dockerd and the containerd beside it, with ctr) and
 # qemu-user-static are installed with the other packages above; here: the
 # Rust target for arm64, a dockerd of this run's own, and the arm64 smoke
@@ -191,7 +191,7 @@ arm64_smoke() {
     { rm -f "$log"; echo "scripts/test.sh: the arm64 smoke subset did not run all ${#smoke[@]} tests" >&2; exit 1; }
   rm -f "$log"
 }
-# --- end of issue 17's block ---------------------------------------------
+# --- end of the multi-arch image's block -----------------------------------
 
 echo "==> npm ci (Grafana's schema and TypeScript, for the dashboard type check)"
 npm ci --prefix grafana/typecheck --no-audit --no-fund --silent

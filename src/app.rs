@@ -1,28 +1,43 @@
 //! `App`: the state every handler shares, and the few operations that touch
-//! several parts of it at once (readiness, start-up, shutdown).
+//! several parts of it at once (readiness, start-up, shutdown); and
+//! `Control`, what the rest of the process tells `main`.
 //!
 //! Nothing here blocks or spins: spin threads and the leak only touch their
 //! own atomics and the metrics, never a lock a worker waits on for long.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Instant, SystemTime};
 
 use serde_json::json;
 
-use crate::access::Access;
 use crate::chaos::cpu::CpuLoads;
-use crate::chaos::disk::DiskFill;
+use crate::chaos::crash_marker;
+use crate::chaos::disk::{DiskFill, EndReason};
 use crate::chaos::faults::Faults;
+use crate::chaos::guard::Guard;
 use crate::chaos::memory::Leak;
-use crate::chaos::registry::Registry;
+use crate::chaos::registry::{FaultKind, Registry};
 use crate::config::Config;
-use crate::events::{Event, Events};
-use crate::guard::Guard;
-use crate::latency::LatencyWindow;
-use crate::metrics::Metrics;
-use crate::readiness::{self, Inputs, Limits, Reason, Tracker, Transition};
-use crate::{crash_marker, routes, sys};
+use crate::http::access::Access;
+use crate::observe::events::{Event, Events};
+use crate::observe::healing::{Tracker, Transition};
+use crate::observe::latency::LatencyWindow;
+use crate::observe::metrics::{Endpoint, KnownLabels, Metrics};
+use crate::observe::readiness::{self, Inputs, Limits, Reason};
+use crate::os::sys;
+
+/// One message to `main`, over the channel it owns: from the signal thread,
+/// the workers, the accept watch, and a deliberate panic.
+#[derive(Debug)]
+pub enum Control {
+    Signal(&'static str),
+    /// `POST /crash?mode=panic`: main panics, so the process ends with 101.
+    Panic(String),
+    AcceptFailed(String),
+    WorkerExited,
+}
 
 pub struct App {
     pub config: Config,
@@ -44,10 +59,20 @@ pub struct App {
     shutting_down: AtomicBool,
     /// Whether STATE_DIR was writable at start-up (warned about once if not).
     pub state_dir_ok: bool,
+    /// `main`'s channel: a deliberate panic must happen on the main thread.
+    pub to_main: Sender<Control>,
 }
 
 impl App {
-    pub fn new(config: Config, events: Events, started: Instant) -> Result<App, prometheus::Error> {
+    /// `endpoints` are the HTTP series that exist from start-up (the route
+    /// table's, which `main` hands over); `to_main` is `main`'s channel.
+    pub fn new(
+        config: Config,
+        endpoints: &[Endpoint],
+        events: Events,
+        started: Instant,
+        to_main: Sender<Control>,
+    ) -> Result<App, prometheus::Error> {
         let state_dir_ok = match crash_marker::prepare_state_dir(&config.state_dir) {
             Ok(()) => true,
             Err(e) => {
@@ -62,7 +87,13 @@ impl App {
         if let Some(why) = disk.unavailable() {
             log::warn!("{why}; POST /load/disk will answer 503");
         }
-        let metrics = Metrics::new(&routes::endpoint_series())?;
+        let faults: Vec<&str> = FaultKind::ALL.iter().map(|k| k.label()).collect();
+        let disk_fill_ends: Vec<&str> = EndReason::ALL.iter().map(|r| r.label()).collect();
+        let metrics = Metrics::new(&KnownLabels {
+            endpoints,
+            faults: &faults,
+            disk_fill_ends: &disk_fill_ends,
+        })?;
         metrics
             .readiness_max_memory_bytes
             .set(i64::try_from(config.max_rss_bytes()).unwrap_or(i64::MAX));
@@ -92,6 +123,7 @@ impl App {
             pod: pod_name(),
             shutting_down: AtomicBool::new(false),
             state_dir_ok,
+            to_main,
             config,
         })
     }
@@ -212,40 +244,8 @@ pub mod testing {
     //! events captured in memory.
 
     use super::*;
+    use crate::observe::events::testing::Captured;
     use std::collections::HashMap;
-    use std::io::Write;
-    use std::sync::{Mutex, PoisonError};
-
-    #[derive(Clone, Default)]
-    pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        /// The names of the events written so far.
-        pub fn event_names(&self) -> Vec<String> {
-            let text = String::from_utf8(self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()).unwrap();
-            text.lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
-                        .as_str()
-                        .unwrap()
-                        .to_string()
-                })
-                .collect()
-        }
-    }
 
     /// An App with `vars` over the defaults and a private STATE_DIR.
     pub fn app(name: &str, vars: &[(&str, &str)]) -> (App, Captured) {
@@ -255,7 +255,16 @@ pub mod testing {
         map.insert("STATE_DIR".into(), dir.display().to_string());
         let config = Config::from_lookup(|n| map.get(n).cloned()).unwrap();
         let captured = Captured::default();
-        let app = App::new(config, Events::to_writer(Box::new(captured.clone())), Instant::now()).unwrap();
+        // Nothing reads `main`'s channel in a unit test: a send is dropped.
+        let (to_main, _) = std::sync::mpsc::channel();
+        let app = App::new(
+            config,
+            &[],
+            Events::to_writer(Box::new(captured.clone())),
+            Instant::now(),
+            to_main,
+        )
+        .unwrap();
         (app, captured)
     }
 }

@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::chaos::registry::Cancel;
-use crate::{cgroup, sys};
+use crate::os::{cgroup, sys};
 
 /// How long a spin thread works or rests before looking at the clock again.
 const QUANTUM: Duration = Duration::from_millis(5);
@@ -55,20 +55,20 @@ impl CpuBudget {
 
 /// What a load does.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Plan {
+pub enum LoadPlan {
     Saturate { threads: usize },
     Millicores { millicores: u64, threads: usize },
 }
 
-impl Plan {
-    pub fn saturate(budget: &CpuBudget) -> Plan {
-        Plan::Saturate {
+impl LoadPlan {
+    pub fn saturate(budget: &CpuBudget) -> LoadPlan {
+        LoadPlan::Saturate {
             threads: budget.saturating_threads(),
         }
     }
 
-    pub fn millicores(millicores: u64) -> Plan {
-        Plan::Millicores {
+    pub fn millicores(millicores: u64) -> LoadPlan {
+        LoadPlan::Millicores {
             millicores,
             threads: millicores.div_ceil(1000).max(1) as usize,
         }
@@ -76,7 +76,7 @@ impl Plan {
 
     pub fn threads(&self) -> usize {
         match *self {
-            Plan::Saturate { threads } | Plan::Millicores { threads, .. } => threads,
+            LoadPlan::Saturate { threads } | LoadPlan::Millicores { threads, .. } => threads,
         }
     }
 }
@@ -87,20 +87,20 @@ impl Plan {
 #[derive(Debug, Default)]
 pub struct CpuLoads {
     next_id: AtomicU64,
-    running: std::sync::Mutex<Vec<Running>>,
+    running: std::sync::Mutex<Vec<Load>>,
 }
 
-/// A running load, as `GET /chaos` lists it.
+/// A running load, as the CPU readers count it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Running {
+pub struct Load {
     pub id: u64,
-    pub plan: Plan,
+    pub plan: LoadPlan,
     pub millicores: u64,
     pub ends_at: std::time::SystemTime,
 }
 
 impl CpuLoads {
-    fn list(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<Load>> {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -119,7 +119,7 @@ impl CpuLoads {
     /// `on_end` runs on that thread last, with how long the load ran.
     pub fn start(
         self: &Arc<Self>,
-        plan: Plan,
+        plan: LoadPlan,
         millicores: u64,
         duration: Duration,
         cancel: Cancel,
@@ -127,7 +127,7 @@ impl CpuLoads {
     ) -> std::io::Result<thread::JoinHandle<()>> {
         let loads = Arc::clone(self);
         let id = loads.next_id.fetch_add(1, Ordering::SeqCst);
-        loads.list().push(Running {
+        loads.list().push(Load {
             id,
             plan,
             millicores,
@@ -146,8 +146,8 @@ impl CpuLoads {
                             sys::make_current_thread_idle();
                             let keep_going = || Instant::now() < deadline && !cancel.is_cancelled();
                             match plan {
-                                Plan::Saturate { .. } => spin_until(keep_going),
-                                Plan::Millicores { millicores, .. } => {
+                                LoadPlan::Saturate { .. } => spin_until(keep_going),
+                                LoadPlan::Millicores { millicores, .. } => {
                                     spin_controlled(millicores, started, cpu_at_start, keep_going)
                                 }
                             }
@@ -222,8 +222,8 @@ mod tests {
             quota_millicores: Some(100),
         };
         assert_eq!(b.saturating_threads(), 1);
-        assert_eq!(Plan::millicores(1500).threads(), 2);
-        assert_eq!(Plan::millicores(250).threads(), 1);
+        assert_eq!(LoadPlan::millicores(1500).threads(), 2);
+        assert_eq!(LoadPlan::millicores(250).threads(), 1);
     }
 
     #[test]
@@ -233,7 +233,7 @@ mod tests {
         let cancel = Cancel::default();
         let coordinator = loads
             .start(
-                Plan::Saturate { threads: 1 },
+                LoadPlan::Saturate { threads: 1 },
                 1000,
                 Duration::from_secs(30),
                 cancel.clone(),

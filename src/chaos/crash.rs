@@ -1,24 +1,55 @@
-//! The deliberate crash: marker, event, then the end the caller asked for.
+//! The deliberate crash: how it may end the process, and the end itself
+//! (marker, event, then the end the caller asked for).
 //!
-//! It runs after the 202 has been written and flushed to the client, so the
-//! caller always learns that the crash was accepted. The marker is written
-//! before the event so that whatever is logged is already durable.
+//! `POST /crash` runs it after its 202 has been written and flushed (an
+//! `AfterReply`), so the caller always learns that the crash was accepted.
+//! The marker is written before the event so that whatever is logged is
+//! already durable.
 
 use std::path::Path;
-use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::control::Control;
-use crate::events::{Event, Events};
-use crate::http::CrashMode;
-use crate::{crash_marker, sys};
+use crate::chaos::crash_marker;
+use crate::observe::events::{Event, Events};
+use crate::os::sys;
+
+/// How `POST /crash` ends the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// `abort()`: SIGABRT (139 as PID 1 in a container, see README).
+    Abort,
+    /// `exit(code)`.
+    Exit(u8),
+    /// SIGKILL to itself.
+    Kill,
+    /// A Rust panic on the main thread, which the process does not survive.
+    Panic,
+}
+
+impl CrashMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            CrashMode::Abort => "abort",
+            CrashMode::Exit(_) => "exit",
+            CrashMode::Kill => "kill",
+            CrashMode::Panic => "panic",
+        }
+    }
+}
 
 /// Writes the crash marker, logs the event and ends the process as `mode`
-/// says. A panic is raised on the main thread (a worker's panic would only
-/// end that worker), so this thread then waits for the end.
-pub fn crash_now(state_dir: &Path, mode: CrashMode, cause: &str, events: &Events, control: &Sender<Control>) -> ! {
+/// says. A panic must be raised on the main thread (a worker's panic would
+/// only end that worker): `panic_on_main` asks for it, and this thread then
+/// waits for the end.
+pub fn crash_now(
+    state_dir: &Path,
+    mode: CrashMode,
+    cause: &str,
+    events: &Events,
+    panic_on_main: impl FnOnce(String),
+) -> ! {
     let marker = match crash_marker::write_marker(state_dir, mode.label(), cause, SystemTime::now()) {
         Ok(path) => path.display().to_string(),
         Err(e) => {
@@ -46,7 +77,7 @@ pub fn crash_now(state_dir: &Path, mode: CrashMode, cause: &str, events: &Events
             std::process::exit(137)
         }
         CrashMode::Panic => {
-            let _ = control.send(Control::Panic(cause.to_string()));
+            panic_on_main(cause.to_string());
             loop {
                 std::thread::park();
             }

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::registry::{Cancel, Ended as RegistryEnded, Ticket};
-use crate::sys::Mapping;
+use super::registry::{Cancel, Ended, Ticket};
+use crate::os::sys::Mapping;
 
 /// Every file this fault writes starts with this; start-up removes only
 /// files so named, so a `DISK_FILL_DIR` shared with other data is safe.
@@ -83,13 +83,13 @@ pub enum Outcome {
     /// All bytes written and synced; the file stays until removed.
     Complete { bytes: u64, took: Duration },
     /// Ended early.
-    Ended(Ended),
+    Ended(FillEnd),
 }
 
 /// How a fill ended early: why, how many bytes had been written, whether
 /// the partial file was kept, the error text, and when (for `GET /chaos`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ended {
+pub struct FillEnd {
     pub reason: EndReason,
     pub written: u64,
     pub kept: bool,
@@ -123,7 +123,7 @@ struct Current {
 #[derive(Default)]
 struct Inner {
     current: Option<Current>,
-    last_ended: Option<Ended>,
+    last_ended: Option<FillEnd>,
 }
 
 /// The disk: where fills go, what is written now, and how the last one
@@ -231,7 +231,7 @@ impl DiskFill {
                 on_end(&outcome, &job.path);
                 if !kept {
                     // Nothing is left on disk: the entry and its slot go now.
-                    ticket.finish(RegistryEnded::Failed);
+                    ticket.finish(Ended::Failed);
                 }
                 // Last: whoever reads why it ended (GET /chaos) also sees
                 // the entry gone and the end counted.
@@ -284,7 +284,7 @@ impl DiskFill {
         }
         sync_dir(&self.dir);
         self.written.store(0, Ordering::SeqCst);
-        self.lock().last_ended = Some(Ended {
+        self.lock().last_ended = Some(FillEnd {
             reason: EndReason::Removed,
             written: before,
             kept: false,
@@ -308,7 +308,7 @@ impl DiskFill {
     }
 
     /// How the last fill ended (removed, or ran out of space), with why.
-    pub fn last_ended(&self) -> Option<Ended> {
+    pub fn last_ended(&self) -> Option<FillEnd> {
         self.lock().last_ended.clone()
     }
 
@@ -428,7 +428,7 @@ impl Job {
                 sync_dir(dir);
             }
         }
-        Outcome::Ended(Ended {
+        Outcome::Ended(FillEnd {
             reason,
             written,
             kept,
@@ -501,8 +501,8 @@ fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::registry::{FaultKind, Registry, Running as RegistryRunning, StartError as RegistryStartError};
-    use crate::guard::Guard;
+    use crate::chaos::guard::Guard;
+    use crate::chaos::registry::{FaultKind, Registry, Running, StartError};
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("chaos-backend-disk-{name}-{}", std::process::id()));
@@ -521,13 +521,13 @@ mod tests {
         fill: &Arc<DiskFill>,
         target: u64,
         ramp: Option<Duration>,
-    ) -> Result<Receiver<Outcome>, RegistryStartError> {
+    ) -> Result<Receiver<Outcome>, StartError> {
         let mut done = None;
         registry.start(FaultKind::Disk, Instant::now(), None, |ticket| {
             let (thread, rx) = fill.spawn(ticket, target, ramp, false, quiet())?;
             done = Some(rx);
             let remover = Arc::clone(fill);
-            Ok(RegistryRunning {
+            Ok(Running {
                 threads: vec![thread],
                 cleanup: Box::new(move |_| {
                     remover.remove();
@@ -573,9 +573,9 @@ mod tests {
         assert!(registry.is_active(FaultKind::Disk));
         assert!(matches!(
             start(&registry, &fill, 1, None),
-            Err(RegistryStartError::Busy(Some(_)))
+            Err(StartError::Busy(Some(_)))
         ));
-        assert_eq!(registry.stop(Some(FaultKind::Disk), RegistryEnded::OnRequest).len(), 1);
+        assert_eq!(registry.stop(Some(FaultKind::Disk), Ended::OnRequest).len(), 1);
         assert!(!status.path.exists());
         assert_eq!(fill.status(), None);
         assert_eq!(fill.last_ended().unwrap().written, 3 << 20);
@@ -598,7 +598,7 @@ mod tests {
             "{status:?}"
         );
         let t = Instant::now();
-        assert_eq!(registry.stop(None, RegistryEnded::OnRequest), [FaultKind::Disk]);
+        assert_eq!(registry.stop(None, Ended::OnRequest), [FaultKind::Disk]);
         assert!(t.elapsed() < Duration::from_secs(2), "stop took {:?}", t.elapsed());
         // The writer thread has ended and the file is gone: nothing comes back.
         assert!(!status.path.exists());
@@ -633,7 +633,7 @@ mod tests {
         let fill = Arc::new(fill);
         let registry = registry();
         match start(&registry, &fill, 1, None) {
-            Err(RegistryStartError::Failed(e)) => assert!(e.contains("unavailable"), "{e}"),
+            Err(StartError::Failed(e)) => assert!(e.contains("unavailable"), "{e}"),
             other => panic!("{:?}", other.map(|_| ())),
         }
         assert_eq!(registry.active(), 0);

@@ -11,28 +11,6 @@ use std::time::{Duration, Instant};
 
 use crate::chaos::registry::{Cancel, Ended, FaultKind, Ticket};
 
-/// The faults, as the `fault` label and in `GET /chaos`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Liveness,
-    Readiness,
-    Latency,
-}
-
-impl Kind {
-    pub fn label(self) -> &'static str {
-        self.fault_kind().label()
-    }
-
-    pub fn fault_kind(self) -> FaultKind {
-        match self {
-            Kind::Liveness => FaultKind::Liveness,
-            Kind::Readiness => FaultKind::Readiness,
-            Kind::Latency => FaultKind::Latency,
-        }
-    }
-}
-
 /// How a liveness fault fails /health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LivenessMode {
@@ -52,6 +30,7 @@ struct Active {
     cancel: Cancel,
 }
 
+/// What a fault changes, and how.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Setting {
     Liveness(LivenessMode),
@@ -60,6 +39,15 @@ pub enum Setting {
 }
 
 impl Setting {
+    /// The registry's kind of this fault.
+    pub fn kind(self) -> FaultKind {
+        match self {
+            Setting::Liveness(_) => FaultKind::Liveness,
+            Setting::Readiness => FaultKind::Readiness,
+            Setting::Latency(_) => FaultKind::Latency,
+        }
+    }
+
     pub fn detail(self) -> String {
         match self {
             Setting::Liveness(LivenessMode::Fail) => "mode=fail".to_string(),
@@ -126,7 +114,7 @@ impl Faults {
 
 /// Starts the thread that ends fault `ticket` at `deadline`, unless it is
 /// stopped first (then it just returns; the stopper cleans up).
-pub fn spawn_timer(ticket: Ticket, kind: Kind, deadline: Instant) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn_timer(ticket: Ticket, kind: FaultKind, deadline: Instant) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("fault-{}", kind.label()))
         .spawn(move || {

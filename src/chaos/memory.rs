@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::chaos::registry::{Cancel, Ended, Ticket};
-use crate::events::{Event, Events};
-use crate::sys::{self, Mapping};
+use crate::observe::events::{Event, Events};
+use crate::os::sys::{self, Mapping};
 
 /// How often a ramp grows the leak.
 pub const RAMP_STEP: Duration = Duration::from_millis(100);
@@ -134,7 +134,7 @@ impl Leak {
 
 /// What one leak request asks for.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Plan {
+pub struct LeakPlan {
     pub bytes: u64,
     /// Grow evenly over this long, instead of at once.
     pub ramp: Option<Duration>,
@@ -152,7 +152,7 @@ pub struct Plan {
 pub fn spawn(
     leak: Arc<Leak>,
     events: Arc<Events>,
-    plan: Plan,
+    plan: LeakPlan,
     ticket: Ticket,
     made: SyncSender<Result<Duration, LeakError>>,
 ) -> std::io::Result<JoinHandle<()>> {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::guard::{Guard, Permit, Rejected};
+use crate::chaos::guard::{Guard, Permit, Rejected};
 
 /// The kinds of fault the registry holds, as the `fault` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,8 +248,9 @@ pub struct CrashInProgress {
     pub since: SystemTime,
 }
 
+/// What the registry holds, under its one lock.
 #[derive(Default)]
-struct State {
+struct Ledger {
     entries: Vec<Entry>,
     next_id: u64,
     crash: Option<CrashInProgress>,
@@ -282,18 +283,18 @@ pub struct Listed {
 
 pub struct Registry {
     guard: Guard,
-    state: Mutex<State>,
+    state: Mutex<Ledger>,
 }
 
 impl Registry {
     pub fn new(guard: Guard) -> Arc<Registry> {
         Arc::new(Registry {
             guard,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(Ledger::default()),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -392,8 +393,8 @@ impl Registry {
     }
 
     /// Claims the one crash this process may have; a later claim gets the
-    /// crash already in progress. Not guarded (as in the seed), and never
-    /// stopped: the process is ending.
+    /// crash already in progress. The guardrails do not apply to a crash
+    /// (nothing of it outlives the process), and it is never stopped.
     pub fn claim_crash(&self, mode: &str) -> Result<(), CrashInProgress> {
         let mut state = self.lock();
         match &state.crash {

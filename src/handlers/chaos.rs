@@ -4,10 +4,11 @@
 
 use serde_json::{Value, json};
 
+use super::merge;
 use crate::app::App;
 use crate::chaos::registry::{Ended, FaultKind};
-use crate::events::unix_ms;
-use crate::http::Reply;
+use crate::http::reply::Reply;
+use crate::observe::events::unix_ms;
 
 pub fn list(app: &App) -> Reply {
     let mut faults: Vec<Value> = app
@@ -20,9 +21,7 @@ pub fn list(app: &App) -> Reply {
                 "detail": l.detail,
                 "ends_at_unix_ms": l.ends_at.map(unix_ms),
             });
-            if let (Some(f), Some(extra)) = (f.as_object_mut(), l.extra.as_object()) {
-                f.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
+            merge(&mut f, &l.extra);
             if l.kind == FaultKind::Memory {
                 f["leaked_bytes"] = json!(app.leak.bytes_of(l.id));
             }

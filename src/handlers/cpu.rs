@@ -4,16 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{bad, start_fault};
 use crate::app::App;
-use crate::chaos::cpu::{CpuBudget, Plan};
+use crate::chaos::cpu::{CpuBudget, LoadPlan};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::MAX_DURATION_SECONDS;
-use crate::events::{Event, unix_ms};
-use crate::http::Reply;
-use crate::query::Query;
+use crate::http::query::Query;
+use crate::http::reply::Reply;
+use crate::observe::events::{Event, unix_ms};
 
 pub const PARAMETERS: &[&str] = &["duration", "millicores"];
 
@@ -22,28 +22,14 @@ pub fn start(app: &App, raw_query: &str, now: Instant) -> Reply {
 }
 
 fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget) -> Reply {
-    let query = match Query::parse(raw_query, PARAMETERS) {
-        Ok(q) => q,
-        Err(e) => return bad(e),
+    let (plan, duration) = match parse(app, raw_query, &budget) {
+        Ok(parsed) => parsed,
+        Err(reply) => return reply,
     };
-    let duration = match query.bounded("duration", 1, MAX_DURATION_SECONDS, "seconds") {
-        Ok(d) => d.map_or(app.config.cpu_load_duration, Duration::from_secs),
-        Err(e) => return bad(e),
-    };
-    let max_millicores = budget.millicores();
-    let plan = match query.bounded(
-        "millicores",
-        1,
-        max_millicores,
-        "millicores (this process may use at most this many)",
-    ) {
-        Ok(Some(m)) => Plan::millicores(m),
-        Ok(None) => Plan::saturate(&budget),
-        Err(e) => return bad(e),
-    };
+    // A saturating load counts what the process may use.
     let (mode, millicores) = match plan {
-        Plan::Saturate { .. } => ("saturate", max_millicores),
-        Plan::Millicores { millicores, .. } => ("millicores", millicores),
+        LoadPlan::Saturate { .. } => ("saturate", budget.millicores()),
+        LoadPlan::Millicores { millicores, .. } => ("millicores", millicores),
     };
     let started_ms = unix_ms(SystemTime::now());
     let details = json!({
@@ -55,8 +41,49 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
         "started_at_unix_ms": started_ms,
         "ends_at_unix_ms": started_ms + duration.as_millis() as u64,
     });
+    if let Err(reply) = launch(app, plan, mode, millicores, duration, &details, now) {
+        return reply;
+    }
+    let mut body = details;
+    body["status"] = json!("started");
+    Reply::accepted(&body)
+}
+
+/// The load asked for and how long it lasts, or the 400 that names the
+/// parameter; `millicores` is bounded by what the process may use.
+fn parse(app: &App, raw_query: &str, budget: &CpuBudget) -> Result<(LoadPlan, Duration), Reply> {
+    let query = Query::parse(raw_query, PARAMETERS).map_err(bad)?;
+    let duration = query
+        .bounded("duration", 1, MAX_DURATION_SECONDS, "seconds")
+        .map_err(bad)?
+        .map_or(app.config.cpu_load_duration, Duration::from_secs);
+    let plan = match query
+        .bounded(
+            "millicores",
+            1,
+            budget.millicores(),
+            "millicores (this process may use at most this many)",
+        )
+        .map_err(bad)?
+    {
+        Some(m) => LoadPlan::millicores(m),
+        None => LoadPlan::saturate(budget),
+    };
+    Ok((plan, duration))
+}
+
+/// Starts the load's threads as a registry fault; it ends itself on time.
+fn launch(
+    app: &App,
+    plan: LoadPlan,
+    mode: &'static str,
+    millicores: u64,
+    duration: Duration,
+    details: &Value,
+    now: Instant,
+) -> Result<u64, Reply> {
     let (loads, events) = (Arc::clone(&app.cpu), Arc::clone(&app.events));
-    let started = start_fault(app, FaultKind::Cpu, now, Some(duration), |ticket| {
+    start_fault(app, FaultKind::Cpu, now, Some(duration), |ticket| {
         events.emit(Event::ChaosStarted, details.clone());
         let ender = ticket.clone();
         let finished = Arc::clone(&events);
@@ -75,19 +102,13 @@ fn start_with_budget(app: &App, raw_query: &str, now: Instant, budget: CpuBudget
             threads: vec![thread],
             cleanup: Box::new(|_| {}),
             detail: match plan {
-                Plan::Saturate { .. } => "saturate".to_string(),
-                Plan::Millicores { millicores, .. } => format!("millicores={millicores}"),
+                LoadPlan::Saturate { .. } => "saturate".to_string(),
+                LoadPlan::Millicores { millicores, .. } => format!("millicores={millicores}"),
             },
             ends_at: Some(SystemTime::now() + duration),
             extra: json!({"millicores": millicores}),
         })
-    });
-    if let Err(reply) = started {
-        return reply;
-    }
-    let mut body = details;
-    body["status"] = json!("started");
-    Reply::accepted(&body)
+    })
 }
 
 /// `DELETE /load/cpu`: ends every running load, and answers once their

@@ -1,15 +1,19 @@
 //! `POST /crash?mode=abort|exit|kill|panic&code=N`: answers 202, and once
 //! the answer is flushed, writes the crash marker and ends the process as
-//! asked. Not subject to the guardrails, as in the seed, but only the first
-//! crash is accepted: every later one gets 409 while the process ends.
+//! asked. The guardrails do not apply to it (nothing of it outlives the
+//! process), but only the first crash is accepted: every later one gets 409
+//! while the process ends.
+
+use std::sync::Arc;
 
 use serde_json::json;
 
 use super::bad;
-use crate::app::App;
-use crate::events::Event;
-use crate::http::{After, CrashMode, Reply};
-use crate::query::Query;
+use crate::app::{App, Control};
+use crate::chaos::crash::{self, CrashMode};
+use crate::http::query::Query;
+use crate::http::reply::{AfterReply, Reply};
+use crate::observe::events::Event;
 
 pub const PARAMETERS: &[&str] = &["mode", "code"];
 
@@ -57,9 +61,22 @@ pub fn crash(app: &App, raw_query: &str) -> Reply {
         return Reply::json(409, &json!({"error": message, "crash": first.mode}));
     }
     app.metrics.chaos("crash", "accepted");
-    Reply::accepted(&json!({"status": "crashing", "mode": mode.label(), "exit_code": exit_code})).then(After::Crash {
-        mode,
-        cause: "POST /crash".to_string(),
+    Reply::accepted(&json!({"status": "crashing", "mode": mode.label(), "exit_code": exit_code}))
+        .then(crash_after_reply(app, mode))
+}
+
+/// The crash, to run once the 202 is written; a panic is raised on the main
+/// thread, through `main`'s channel.
+fn crash_after_reply(app: &App, mode: CrashMode) -> AfterReply {
+    let (state_dir, events, to_main) = (
+        app.config.state_dir.clone(),
+        Arc::clone(&app.events),
+        app.to_main.clone(),
+    );
+    AfterReply::new(move || {
+        crash::crash_now(&state_dir, mode, "POST /crash", &events, |cause| {
+            let _ = to_main.send(Control::Panic(cause));
+        })
     })
 }
 

@@ -12,18 +12,19 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use super::{bad, start_fault};
+use super::{bad, size_detail, start_fault};
 use crate::app::App;
 use crate::chaos::disk::{EndReason, OnEnd, Outcome};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
-use crate::events::{Event, unix_ms};
-use crate::http::Reply;
-use crate::query::Query;
+use crate::http::query::Query;
+use crate::http::reply::Reply;
+use crate::observe::events::{Event, unix_ms};
 
 pub const PARAMETERS: &[&str] = &["mb", "ramp", "keep"];
 
@@ -32,44 +33,82 @@ pub const PARAMETERS: &[&str] = &["mb", "ramp", "keep"];
 /// manifests/deployment.yaml for the whole arithmetic.
 pub const DEFAULT_MB: u64 = 96;
 
+/// What a `POST /load/disk` asks for.
+struct FillRequest {
+    mb: u64,
+    ramp: Option<Duration>,
+    keep: bool,
+}
+
+impl FillRequest {
+    fn bytes(&self) -> u64 {
+        self.mb << 20
+    }
+}
+
 pub fn fill(app: &App, raw_query: &str, now: Instant) -> Reply {
-    let query = match Query::parse(raw_query, PARAMETERS) {
-        Ok(q) => q,
-        Err(e) => return bad(e),
-    };
-    let (mb, ramp, keep) = match (
-        query.bounded("mb", 1, MAX_MB, "MiB"),
-        query.bounded("ramp", 1, MAX_DURATION_SECONDS, "seconds"),
-        query.choice("keep", &["true", "false"]),
-    ) {
-        (Ok(mb), Ok(ramp), Ok(keep)) => (
-            mb.unwrap_or(DEFAULT_MB),
-            ramp.map(Duration::from_secs),
-            keep == Some("true"),
-        ),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return bad(e),
+    let fill = match parse(raw_query) {
+        Ok(fill) => fill,
+        Err(reply) => return reply,
     };
     if let Some(why) = app.disk.unavailable() {
         return Reply::json(503, &json!({"error": format!("disk fill unavailable: {why}")}));
     }
-    let bytes = mb << 20;
-    let path = app.disk.dir().display().to_string();
-    let started = json!({"action": "disk", "mb": mb, "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "keep": keep, "dir": path});
+    let dir = app.disk.dir().display().to_string();
+    let (done, at) = match launch(app, &fill, &dir, now) {
+        Ok(launched) => launched,
+        Err(reply) => return reply,
+    };
+    match fill.ramp {
+        Some(ramp) => Reply::accepted(&json!({
+            "status": "filling",
+            "action": "disk",
+            "mb": fill.mb,
+            "bytes": fill.bytes(),
+            "keep": fill.keep,
+            "dir": dir,
+            "ramp_seconds": ramp.as_secs(),
+            "ends_at_unix_ms": unix_ms(at) + ramp.as_millis() as u64,
+        })),
+        // The writer has recorded the outcome (and ended the entry if
+        // nothing is left on disk) before sending it.
+        None => match done.recv() {
+            Ok(outcome) => written(app, &fill, &dir, outcome),
+            Err(_) => Reply::internal_error("the disk fill writer ended without a result"),
+        },
+    }
+}
+
+/// The fill asked for, or the 400 that names the parameter.
+fn parse(raw_query: &str) -> Result<FillRequest, Reply> {
+    let query = Query::parse(raw_query, PARAMETERS).map_err(bad)?;
+    let mb = query.bounded("mb", 1, MAX_MB, "MiB").map_err(bad)?;
+    let ramp = query.bounded("ramp", 1, MAX_DURATION_SECONDS, "seconds").map_err(bad)?;
+    let keep = query.choice("keep", &["true", "false"]).map_err(bad)?;
+    Ok(FillRequest {
+        mb: mb.unwrap_or(DEFAULT_MB),
+        ramp: ramp.map(Duration::from_secs),
+        keep: keep == Some("true"),
+    })
+}
+
+/// Starts the fill's writer as a registry fault; returns the channel its
+/// outcome comes on, and when it started. A fill stays until it is removed
+/// (DELETE, /chaos/stop, SIGTERM), as a leak does, and holds its guardrail
+/// slot that long: `expected` is None.
+fn launch(app: &App, fill: &FillRequest, dir: &str, now: Instant) -> Result<(Receiver<Outcome>, SystemTime), Reply> {
+    let FillRequest { mb, ramp, keep } = *fill;
+    let bytes = fill.bytes();
+    let started = json!({"action": "disk", "mb": mb, "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "keep": keep, "dir": dir});
     let (disk, events) = (Arc::clone(&app.disk), Arc::clone(&app.events));
     let removed_total = app.metrics.chaos_disk_fill_ended_total.clone();
     let on_end = on_end(app, mb);
-    let t = SystemTime::now();
+    let at = SystemTime::now();
     let mut done = None;
-    // A fill stays until it is removed (DELETE, /chaos/stop, SIGTERM), as a
-    // leak does, and holds its guardrail slot that long: `expected` is None.
-    let launched = start_fault(app, FaultKind::Disk, now, None, |ticket| {
+    start_fault(app, FaultKind::Disk, now, None, |ticket| {
         events.emit(Event::ChaosStarted, started);
         let (thread, rx) = disk.spawn(ticket, bytes, ramp, keep, on_end)?;
         done = Some(rx);
-        let mut detail = format!("{mb} MiB");
-        if let Some(r) = ramp {
-            detail.push_str(&format!(", ramp {} s", r.as_secs()));
-        }
         Ok(Running {
             threads: vec![thread],
             cleanup: Box::new(move |ended| {
@@ -86,47 +125,35 @@ pub fn fill(app: &App, raw_query: &str, now: Instant) -> Reply {
                     );
                 }
             }),
-            detail,
-            ends_at: ramp.map(|r| t + r),
+            detail: size_detail(mb, ramp, None),
+            ends_at: ramp.map(|r| at + r),
             extra: json!({"target_bytes": bytes}),
         })
-    });
-    if let Err(reply) = launched {
-        return reply;
+    })?;
+    match done {
+        Some(done) => Ok((done, at)),
+        None => Err(Reply::internal_error("the disk fill started without its writer")),
     }
-    let Some(done) = done else {
-        return Reply::internal_error("the disk fill started without its writer");
-    };
-    if let Some(ramp) = ramp {
-        return Reply::accepted(&json!({
-            "status": "filling",
-            "action": "disk",
-            "mb": mb,
-            "bytes": bytes,
-            "keep": keep,
-            "dir": path,
-            "ramp_seconds": ramp.as_secs(),
-            "ends_at_unix_ms": unix_ms(t) + ramp.as_millis() as u64,
-        }));
-    }
-    // The writer has recorded the outcome (and ended the entry if nothing
-    // is left on disk) before sending it.
-    let outcome = done.recv();
+}
+
+/// The answer to a fill written at once: 200 with what was written, or
+/// why it ended early (507 when the disk ran out).
+fn written(app: &App, fill: &FillRequest, dir: &str, outcome: Outcome) -> Reply {
     match outcome {
-        Ok(Outcome::Complete { bytes, took }) => {
+        Outcome::Complete { bytes, took } => {
             let body = json!({
                 "status": "filled",
                 "action": "disk",
-                "mb": mb,
+                "mb": fill.mb,
                 "written_bytes": bytes,
                 "written_mb": bytes >> 20,
                 "seconds": took.as_secs_f64(),
-                "dir": path,
+                "dir": dir,
             });
             app.events.emit(Event::ChaosFinished, body.clone());
             Reply::ok(&body)
         }
-        Ok(Outcome::Ended(ended)) => {
+        Outcome::Ended(ended) => {
             let (reason, written, kept) = (ended.reason, ended.written, ended.kept);
             let status = match reason {
                 EndReason::NoSpace | EndReason::Quota => 507,
@@ -136,17 +163,16 @@ pub fn fill(app: &App, raw_query: &str, now: Instant) -> Reply {
             Reply::json(
                 status,
                 &json!({
-                    "error": ended_message(reason, written, mb, kept, &ended.error),
+                    "error": ended_message(reason, written, fill.mb, kept, &ended.error),
                     "reason": reason.label(),
                     "written_bytes": written,
                     "written_mb": written >> 20,
-                    "asked_mb": mb,
+                    "asked_mb": fill.mb,
                     "kept": kept,
-                    "dir": path,
+                    "dir": dir,
                 }),
             )
         }
-        Err(_) => Reply::internal_error("the disk fill writer ended without a result"),
     }
 }
 

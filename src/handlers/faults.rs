@@ -9,58 +9,79 @@ use serde_json::{Value, json};
 
 use super::{bad, start_fault};
 use crate::app::App;
-use crate::chaos::faults::{Kind, LivenessMode, Setting};
-use crate::chaos::registry::{Ended, Running};
+use crate::chaos::faults::{LivenessMode, Setting};
+use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::MAX_DURATION_SECONDS;
-use crate::events::{Event, unix_ms};
-use crate::http::Reply;
-use crate::query::Query;
+use crate::http::query::{ParamError, Query};
+use crate::http::reply::Reply;
+use crate::observe::events::{Event, unix_ms};
 
 /// Liveness and readiness faults last a minute unless told: long enough for
 /// the kubelet's default period (10 s) times failureThreshold (3).
 const DEFAULT_PROBE_FAULT: Duration = Duration::from_secs(60);
 
-fn parameters(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Liveness => &["mode", "duration"],
-        Kind::Readiness => &["duration"],
-        Kind::Latency => &["ms", "duration"],
-    }
-}
-
-/// The setting and duration a request asks for.
-fn parse(app: &App, kind: Kind, raw_query: &str) -> Result<(Setting, Duration), Reply> {
-    let query = Query::parse(raw_query, parameters(kind)).map_err(bad)?;
-    let default = match kind {
-        Kind::Latency => app.config.cpu_load_duration,
-        _ => DEFAULT_PROBE_FAULT,
-    };
-    let duration = query
-        .bounded("duration", 1, MAX_DURATION_SECONDS, "seconds")
-        .map_err(bad)?
-        .map_or(default, Duration::from_secs);
-    let setting = match kind {
-        Kind::Liveness => match query.choice("mode", &["fail", "hang"]).map_err(bad)? {
-            Some("hang") => Setting::Liveness(LivenessMode::Hang),
-            _ => Setting::Liveness(LivenessMode::Fail),
+/// `POST /fault/liveness?mode=fail|hang&duration=S`.
+pub fn liveness(app: &App, raw_query: &str, now: Instant) -> Reply {
+    start(
+        app,
+        raw_query,
+        now,
+        &["mode", "duration"],
+        DEFAULT_PROBE_FAULT,
+        |query| {
+            Ok(match query.choice("mode", &["fail", "hang"])? {
+                Some("hang") => Setting::Liveness(LivenessMode::Hang),
+                _ => Setting::Liveness(LivenessMode::Fail),
+            })
         },
-        Kind::Readiness => Setting::Readiness,
-        Kind::Latency => {
-            let ms = query
-                .bounded("ms", 1, 60_000, "milliseconds")
-                .map_err(bad)?
-                .unwrap_or(1000);
-            Setting::Latency(Duration::from_millis(ms))
-        }
-    };
-    Ok((setting, duration))
+    )
 }
 
-pub fn start(app: &App, kind: Kind, raw_query: &str, now: Instant) -> Reply {
-    let (setting, duration) = match parse(app, kind, raw_query) {
+/// `POST /fault/readiness?duration=S`.
+pub fn readiness(app: &App, raw_query: &str, now: Instant) -> Reply {
+    start(app, raw_query, now, &["duration"], DEFAULT_PROBE_FAULT, |_| {
+        Ok(Setting::Readiness)
+    })
+}
+
+/// `POST /load/latency?ms=M&duration=S`; lasts `CPU_LOAD_DURATION` unless
+/// told.
+pub fn latency(app: &App, raw_query: &str, now: Instant) -> Reply {
+    start(
+        app,
+        raw_query,
+        now,
+        &["ms", "duration"],
+        app.config.cpu_load_duration,
+        |query| {
+            let ms = query.bounded("ms", 1, 60_000, "milliseconds")?.unwrap_or(1000);
+            Ok(Setting::Latency(Duration::from_millis(ms)))
+        },
+    )
+}
+
+/// Parses `duration` (default `default`) and the fault's own `setting`
+/// from a query of `parameters`, then starts the fault through the
+/// registry and answers 202.
+fn start(
+    app: &App,
+    raw_query: &str,
+    now: Instant,
+    parameters: &[&str],
+    default: Duration,
+    setting: impl FnOnce(&Query) -> Result<Setting, ParamError>,
+) -> Reply {
+    let parsed = Query::parse(raw_query, parameters).and_then(|query| {
+        let duration = query
+            .bounded("duration", 1, MAX_DURATION_SECONDS, "seconds")?
+            .map_or(default, Duration::from_secs);
+        Ok((setting(&query)?, duration))
+    });
+    let (setting, duration) = match parsed {
         Ok(p) => p,
-        Err(reply) => return reply,
+        Err(e) => return bad(e),
     };
+    let kind = setting.kind();
     let started = unix_ms(SystemTime::now());
     let details = json!({
         "fault": kind.label(),
@@ -69,8 +90,20 @@ pub fn start(app: &App, kind: Kind, raw_query: &str, now: Instant) -> Reply {
         "started_at_unix_ms": started,
         "ends_at_unix_ms": started + duration.as_millis() as u64,
     });
+    if let Err(reply) = launch(app, setting, duration, &details, now) {
+        return reply;
+    }
+    let mut body = details;
+    body["status"] = json!("started");
+    Reply::accepted(&body)
+}
+
+/// Puts `setting` in force as a registry fault, with the timer thread that
+/// ends it on time.
+fn launch(app: &App, setting: Setting, duration: Duration, details: &Value, now: Instant) -> Result<u64, Reply> {
+    let kind = setting.kind();
     let (faults, events) = (Arc::clone(&app.faults), Arc::clone(&app.events));
-    let launched = start_fault(app, kind.fault_kind(), now, Some(duration), |ticket| {
+    start_fault(app, kind, now, Some(duration), |ticket| {
         faults.start(ticket.id, setting, now, duration, ticket.cancel.clone());
         events.emit(Event::ChaosStarted, details.clone());
         let thread = match crate::chaos::faults::spawn_timer(ticket.clone(), kind, now + duration) {
@@ -94,18 +127,12 @@ pub fn start(app: &App, kind: Kind, raw_query: &str, now: Instant) -> Reply {
             ends_at: Some(SystemTime::now() + duration),
             extra: Value::Null,
         })
-    });
-    if let Err(reply) = launched {
-        return reply;
-    }
-    let mut body = details;
-    body["status"] = json!("started");
-    Reply::accepted(&body)
+    })
 }
 
 /// `DELETE`: ends the fault of `kind`, and answers once it is lifted.
-pub fn end(app: &App, kind: Kind) -> Reply {
-    let was_active = !app.registry.stop(Some(kind.fault_kind()), Ended::OnRequest).is_empty();
+pub fn end(app: &App, kind: FaultKind) -> Reply {
+    let was_active = !app.registry.stop(Some(kind), Ended::OnRequest).is_empty();
     Reply::ok(&json!({"fault": kind.label(), "status": if was_active { "stopped" } else { "not active" }}))
 }
 
@@ -117,14 +144,17 @@ mod tests {
     #[test]
     fn bad_fault_parameters_are_400() {
         let (app, _) = testing::app("faults-bad", &[]);
-        for (kind, q) in [
-            (Kind::Liveness, "mode=sleep"),
-            (Kind::Liveness, "ms=5"),
-            (Kind::Latency, "ms=0"),
-            (Kind::Latency, "ms=60001"),
-            (Kind::Readiness, "duration=0"),
-        ] {
-            assert_eq!(start(&app, kind, q, Instant::now()).status, 400, "{q}");
+        type Start = fn(&App, &str, Instant) -> Reply;
+        let cases: [(Start, &str); 6] = [
+            (liveness, "mode=sleep"),
+            (liveness, "ms=5"),
+            (latency, "ms=0"),
+            (latency, "ms=60001"),
+            (readiness, "duration=0"),
+            (readiness, "mode=fail"),
+        ];
+        for (start, q) in cases {
+            assert_eq!(start(&app, q, Instant::now()).status, 400, "{q}");
         }
         assert_eq!(app.registry.active(), 0);
     }
@@ -133,10 +163,10 @@ mod tests {
     fn latency_fault_starts_and_ends_on_request() {
         let (app, events) = testing::app("faults-latency", &[("CHAOS_COOLDOWN_SECONDS", "0")]);
         let now = Instant::now();
-        let r = start(&app, Kind::Latency, "ms=250&duration=30", now);
+        let r = latency(&app, "ms=250&duration=30", now);
         assert_eq!(r.status, 202, "{:?}", r.body_json());
         assert_eq!(app.faults.latency(now).map(|l| l.0), Some(Duration::from_millis(250)));
-        assert_eq!(end(&app, Kind::Latency).body_json()["status"], "stopped");
+        assert_eq!(end(&app, FaultKind::Latency).body_json()["status"], "stopped");
         assert!(app.faults.latency(now).is_none());
         assert_eq!(app.registry.active(), 0, "the slot is free again");
         assert_eq!(events.event_names(), ["CHAOS_STARTED", "CHAOS_FINISHED"]);

@@ -13,17 +13,78 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use super::{bad, start_fault};
+use super::{bad, merge, size_detail, start_fault};
 use crate::app::App;
 use crate::chaos::memory::{self, LeakError};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
-use crate::events::{Event, unix_ms};
-use crate::http::Reply;
-use crate::query::Query;
-use crate::{cgroup, sys};
+use crate::http::query::Query;
+use crate::http::reply::Reply;
+use crate::observe::events::{Event, unix_ms};
+use crate::os::{cgroup, sys};
 
 pub const PARAMETERS: &[&str] = &["mb", "percent_of_limit", "ramp", "hold"];
+
+/// What a `POST /load/memory` asks for.
+struct LeakRequest {
+    bytes: u64,
+    /// The size as it was asked for (`mb`, or `percent_of_limit` and the
+    /// limit), repeated in every answer.
+    asked: Value,
+    ramp: Option<Duration>,
+    hold: Option<Duration>,
+}
+
+impl LeakRequest {
+    fn mb(&self) -> u64 {
+        self.bytes >> 20
+    }
+}
+
+/// A leak the registry holds: when it started, when its hold releases it,
+/// and the channel on which a leak made at once reports how it went.
+struct Launched {
+    at: SystemTime,
+    release_at: Option<SystemTime>,
+    made: mpsc::Receiver<Result<Duration, LeakError>>,
+}
+
+pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
+    let leak = match parse(app, raw_query) {
+        Ok(leak) => leak,
+        Err(reply) => return reply,
+    };
+    // The whole size, ramp or not, before anything starts or is counted
+    // against the guardrails.
+    if let Err(e) = memory::check_size(leak.bytes) {
+        let (message, reply) = not_leaked(app, leak.mb(), &e);
+        app.events
+            .emit(Event::ChaosRejected, json!({"action": "memory", "reason": message}));
+        return reply;
+    }
+    let launched = match launch(app, &leak, now) {
+        Ok(launched) => launched,
+        Err(reply) => return reply,
+    };
+    match leak.ramp {
+        Some(ramp) => ramping(&leak, ramp, &launched),
+        None => made(app, &leak, &launched),
+    }
+}
+
+/// The leak asked for, or the 400 that names the parameter.
+fn parse(app: &App, raw_query: &str) -> Result<LeakRequest, Reply> {
+    let query = Query::parse(raw_query, PARAMETERS).map_err(bad)?;
+    let (bytes, asked) = size(app, &query)?;
+    let ramp = query.bounded("ramp", 1, MAX_DURATION_SECONDS, "seconds").map_err(bad)?;
+    let hold = query.bounded("hold", 1, 86_400, "seconds").map_err(bad)?;
+    Ok(LeakRequest {
+        bytes,
+        asked,
+        ramp: ramp.map(Duration::from_secs),
+        hold: hold.map(Duration::from_secs),
+    })
+}
 
 /// The size asked for, in bytes: `mb`, or a share of the cgroup memory limit.
 fn size(app: &App, query: &Query) -> Result<(u64, Value), Reply> {
@@ -50,107 +111,75 @@ fn size(app: &App, query: &Query) -> Result<(u64, Value), Reply> {
     }
 }
 
-pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
-    let query = match Query::parse(raw_query, PARAMETERS) {
-        Ok(q) => q,
-        Err(e) => return bad(e),
-    };
-    let (bytes, asked) = match size(app, &query) {
-        Ok(s) => s,
-        Err(reply) => return reply,
-    };
-    let (ramp, hold) = match (
-        query.bounded("ramp", 1, MAX_DURATION_SECONDS, "seconds"),
-        query.bounded("hold", 1, 86_400, "seconds"),
-    ) {
-        (Ok(r), Ok(h)) => (r.map(Duration::from_secs), h.map(Duration::from_secs)),
-        (Err(e), _) | (_, Err(e)) => return bad(e),
-    };
-    let mb = bytes >> 20;
-    // The whole size, ramp or not, before anything starts or is counted
-    // against the guardrails.
-    if let Err(e) = memory::check_size(bytes) {
-        app.metrics.chaos("memory", "failed");
-        let message = format!("cannot leak {mb} MiB: {e}");
-        log::warn!("{message}");
-        app.events
-            .emit(Event::ChaosRejected, json!({"action": "memory", "reason": message}));
-        // The same body as a refusal found while allocating: what is held now.
-        let mut body = json!({"error": message, "leaked_mb": 0});
-        merge(&mut body, &totals(app));
-        return Reply::json(507, &body);
-    }
-    let plan = memory::Plan { bytes, ramp, hold };
-    // A leak lasts until it is released: by DELETE, /chaos/stop, or the end
-    // of its hold. It holds its guardrail slot that long.
+/// Starts the leak's thread as a registry fault. A leak lasts until it is
+/// released (by DELETE, /chaos/stop, or the end of its hold) and holds its
+/// guardrail slot that long.
+fn launch(app: &App, leak: &LeakRequest, now: Instant) -> Result<Launched, Reply> {
+    let LeakRequest { bytes, ramp, hold, .. } = *leak;
     let expected = hold.map(|h| ramp.unwrap_or_default() + h);
     // A rendezvous-sized buffer made here: sending allocates nothing on the
     // leak's thread (see `memory::spawn`).
-    let (made_tx, made_rx) = mpsc::sync_channel(1);
-    let (leak, events) = (Arc::clone(&app.leak), Arc::clone(&app.events));
+    let (made_tx, made) = mpsc::sync_channel(1);
+    let (chunks, events) = (Arc::clone(&app.leak), Arc::clone(&app.events));
     let mut started = json!({"action": "memory", "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "hold_seconds": hold.map(|h| h.as_secs())});
-    merge(&mut started, &asked);
-    let t = SystemTime::now();
-    let release_at = hold.map(|h| t + ramp.unwrap_or_default() + h);
-    let launched = start_fault(app, FaultKind::Memory, now, expected, |ticket| {
+    merge(&mut started, &leak.asked);
+    let at = SystemTime::now();
+    let release_at = hold.map(|h| at + ramp.unwrap_or_default() + h);
+    start_fault(app, FaultKind::Memory, now, expected, |ticket| {
         events.emit(Event::ChaosStarted, started);
         let id = ticket.id;
-        let thread = memory::spawn(Arc::clone(&leak), Arc::clone(&events), plan, ticket, made_tx)
+        let plan = memory::LeakPlan { bytes, ramp, hold };
+        let thread = memory::spawn(Arc::clone(&chunks), Arc::clone(&events), plan, ticket, made_tx)
             .map_err(|e| format!("cannot start the leak thread: {e}"))?;
-        let mut detail = format!("{mb} MiB");
-        if let Some(r) = ramp {
-            detail.push_str(&format!(", ramp {} s", r.as_secs()));
-        }
-        if let Some(h) = hold {
-            detail.push_str(&format!(", hold {} s", h.as_secs()));
-        }
         Ok(Running {
             threads: vec![thread],
             cleanup: Box::new(move |ended| {
-                let (chunks, released) = leak.release_id(id);
-                if ended != Ended::Failed && chunks > 0 {
+                let (count, released) = chunks.release_id(id);
+                if ended != Ended::Failed && count > 0 {
                     events.emit(
                         Event::ChaosFinished,
                         json!({"action": "memory", "released_mb": released >> 20, "ended": ended.label()}),
                     );
                 }
             }),
-            detail,
+            detail: size_detail(leak.mb(), ramp, hold),
             ends_at: release_at,
             extra: json!({"bytes": bytes}),
         })
+    })?;
+    Ok(Launched { at, release_at, made })
+}
+
+/// 202 for a ramp: it grows on its own thread.
+fn ramping(leak: &LeakRequest, ramp: Duration, launched: &Launched) -> Reply {
+    let mut body = json!({
+        "status": "ramping",
+        "action": "memory",
+        "bytes": leak.bytes,
+        "ramp_seconds": ramp.as_secs(),
+        "ends_at_unix_ms": unix_ms(launched.at) + ramp.as_millis() as u64,
+        "release_at_unix_ms": launched.release_at.map(unix_ms),
     });
-    if let Err(reply) = launched {
-        return reply;
-    }
+    merge(&mut body, &leak.asked);
+    Reply::accepted(&body)
+}
 
-    if let Some(ramp) = ramp {
-        let t = unix_ms(t);
-        let mut body = json!({
-            "status": "ramping",
-            "action": "memory",
-            "bytes": bytes,
-            "ramp_seconds": ramp.as_secs(),
-            "ends_at_unix_ms": t + ramp.as_millis() as u64,
-            "release_at_unix_ms": release_at.map(unix_ms),
-        });
-        merge(&mut body, &asked);
-        return Reply::accepted(&body);
-    }
-
-    // Made at once on the leak's own thread; the worker waits for it,
-    // because the answer reports the RSS reached (100 MiB takes about 25 ms).
-    let result = made_rx
+/// The answer to a leak made at once, which the worker waits for (made on
+/// the leak's own thread) because it reports the RSS reached (100 MiB take
+/// about 25 ms): 200, 409 when stopped while being made, 507 when refused.
+fn made(app: &App, leak: &LeakRequest, launched: &Launched) -> Reply {
+    let mb = leak.mb();
+    let result = launched
+        .made
         .recv()
         .unwrap_or_else(|_| Err(LeakError::Refused("the leak thread ended without an answer".into())));
-    let totals = totals(app);
     match result {
         Ok(took) => {
             let mut body =
                 json!({"status": "leaked", "action": "memory", "leaked_mb": mb, "seconds": took.as_secs_f64()});
-            merge(&mut body, &totals);
-            merge(&mut body, &asked);
-            if let Some(at) = release_at {
+            merge(&mut body, &totals(app));
+            merge(&mut body, &leak.asked);
+            if let Some(at) = launched.release_at {
                 body["release_at_unix_ms"] = json!(unix_ms(at));
             }
             app.events.emit(Event::ChaosFinished, body.clone());
@@ -158,22 +187,30 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
         }
         Err(LeakError::Cancelled) => {
             let mut body = json!({"error": format!("the {mb} MiB leak was stopped while it was being made (DELETE /load/memory or POST /chaos/stop)"), "leaked_mb": 0});
-            merge(&mut body, &totals);
+            merge(&mut body, &totals(app));
             Reply::json(409, &body)
         }
         Err(e) => {
-            app.metrics.chaos("memory", "failed");
-            let message = format!("cannot leak {mb} MiB: {e}");
-            log::warn!("{message}");
-            let mut body = json!({"error": message, "leaked_mb": 0});
-            merge(&mut body, &totals);
+            let (message, reply) = not_leaked(app, mb, &e);
             app.events.emit(
                 Event::ChaosFinished,
                 json!({"action": "memory", "mb": mb, "error": message}),
             );
-            Reply::json(507, &body)
+            reply
         }
     }
+}
+
+/// The 507 for a leak that cannot be made (before it starts, or while it
+/// is made), counted as failed, with what the leak holds now; and its
+/// message.
+fn not_leaked(app: &App, mb: u64, e: &LeakError) -> (String, Reply) {
+    app.metrics.chaos("memory", "failed");
+    let message = format!("cannot leak {mb} MiB: {e}");
+    log::warn!("{message}");
+    let mut body = json!({"error": message, "leaked_mb": 0});
+    merge(&mut body, &totals(app));
+    (message, Reply::json(507, &body))
 }
 
 /// What the leak holds now, reported with every answer about a leak.
@@ -199,12 +236,6 @@ pub fn release(app: &App) -> Reply {
         "chunks": chunks,
         "rss_bytes": sys::rss_bytes(),
     }))
-}
-
-fn merge(into: &mut Value, from: &Value) {
-    if let (Some(a), Some(b)) = (into.as_object_mut(), from.as_object()) {
-        a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
 }
 
 #[cfg(test)]

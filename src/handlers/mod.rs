@@ -1,6 +1,8 @@
-//! One module per endpoint. A handler is a plain function of the request's
-//! parts and `&App` that returns a `Reply`; it never reads the request body
-//! and never blocks for long.
+//! One module per endpoint family, and what they share: the chaos gate
+//! (`admit`), the way into the registry (`start_fault`) and a few answer
+//! helpers. A handler is a plain function of the request's parts and `&App`
+//! that returns a `Reply`; it never reads the request body and never blocks
+//! for long.
 
 pub mod chaos;
 pub mod cpu;
@@ -18,11 +20,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::app::App;
+use crate::chaos::guard::RejectReason;
 use crate::chaos::registry::{FaultKind, Running, StartError, Ticket};
-use crate::events::Event;
-use crate::guard::RejectReason;
-use crate::http::Reply;
-use crate::query::ParamError;
+use crate::http::query::ParamError;
+use crate::http::reply::Reply;
+use crate::observe::events::Event;
 
 /// Whether a chaos request may go on: the token first (401), then, for a
 /// request that `starts` chaos, the kill switch (403). A refusal is counted
@@ -115,6 +117,26 @@ fn start_fault(
             log::error!("cannot start the {action} fault: {e}");
             Err(Reply::internal_error(&format!("cannot start the {action} fault: {e}")))
         }
+    }
+}
+
+/// What `GET /chaos` says of a leak or a disk fill: its size, and its ramp
+/// and hold when it has them (`64 MiB, ramp 10 s, hold 60 s`).
+fn size_detail(mb: u64, ramp: Option<Duration>, hold: Option<Duration>) -> String {
+    let mut detail = format!("{mb} MiB");
+    if let Some(r) = ramp {
+        detail.push_str(&format!(", ramp {} s", r.as_secs()));
+    }
+    if let Some(h) = hold {
+        detail.push_str(&format!(", hold {} s", h.as_secs()));
+    }
+    detail
+}
+
+/// Adds the fields of the JSON object `from` to the object `into`.
+fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
+    if let (Some(a), Some(b)) = (into.as_object_mut(), from.as_object()) {
+        a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 }
 

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::chaos::faults::LivenessMode;
-use crate::http::Reply;
-use crate::readiness::Reason;
+use crate::http::reply::Reply;
+use crate::observe::readiness::Reason;
 
 /// /health: 200, unless a liveness fault says to fail (500) or to hang (no
 /// answer until the fault ends; the answer is held off the worker).
@@ -28,7 +28,7 @@ pub fn health(app: &App, now: Instant) -> Reply {
             &json!({"status": "unhealthy", "reason": "hung by /fault/liveness"}),
         )
         .held_for(until.saturating_duration_since(now))
-        .released_by(cancel),
+        .released_by(cancel.flag()),
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::app::App;
-use crate::http::Reply;
+use crate::http::reply::Reply;
 
 pub fn get(app: &App, now: Instant) -> Reply {
     let reply = Reply::ok(&json!({
@@ -17,7 +17,7 @@ pub fn get(app: &App, now: Instant) -> Reply {
     // A latency fault slows user traffic only; the answer is held off the
     // worker, and the readiness p95 sees the held time.
     match app.faults.latency(now) {
-        Some((extra, cancel)) => reply.held_for(extra).released_by(cancel),
+        Some((extra, cancel)) => reply.held_for(extra).released_by(cancel.flag()),
         None => reply,
     }
 }

@@ -4,8 +4,9 @@
 use std::time::Instant;
 
 use crate::app::App;
-use crate::http::Reply;
-use crate::{metrics, sys};
+use crate::http::reply::Reply;
+use crate::observe::metrics;
+use crate::os::sys;
 
 pub fn metrics(app: &App, now: Instant) -> Reply {
     let m = &app.metrics;
@@ -36,15 +37,7 @@ pub fn metrics(app: &App, now: Instant) -> Reply {
     app.readiness_reasons(now);
     m.connections.refresh();
     match m.render() {
-        Ok(body) => Reply {
-            status: 200,
-            content_type: metrics::content_type(),
-            body,
-            headers: Vec::new(),
-            after: None,
-            hold: None,
-            released_by: None,
-        },
+        Ok(body) => Reply::bytes(200, metrics::content_type(), body),
         Err(e) => {
             log::error!("cannot render metrics: {e}");
             Reply::internal_error(&format!("cannot render metrics: {e}"))

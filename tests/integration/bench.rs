@@ -4,14 +4,14 @@
 
 use std::process::Command;
 
-use crate::harness::exclusive;
+use crate::harness::{exclusive, repo};
 
 #[test]
 #[ignore = "needs podman, wrk: scripts/test.sh runs it"]
 fn bench_short_mode_prints_the_whole_table() {
     let _x = exclusive();
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench.sh"))
+        .arg(repo().join("scripts/bench.sh"))
         .arg("--short")
         .output()
         .expect("run scripts/bench.sh");

@@ -1,10 +1,11 @@
 //! Configuration as a user meets it: arguments answered whatever the
-//! environment holds, misspelt variable names refused before anything binds,
-//! and a real pod's or container's environment never refused.
+//! environment holds, `--help` held to the parser, misspelt variable names
+//! refused before anything binds, and a real pod's or container's
+//! environment never refused.
 
 use std::time::Duration;
 
-use crate::harness::{Service, command, describe, output_within, temp_dir};
+use crate::harness::{Service, command, describe, output_within, temp_dir, unshare, wrapped};
 
 fn run_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = command(&temp_dir("config"), env);
@@ -46,9 +47,148 @@ fn help_and_version_answer_whatever_the_environment_holds() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(out.status));
 }
 
-/// A misspelt name used to be ignored in silence: `CHAOS_TOKENFILE` left
-/// chaos open to anyone. Now the service refuses to start, before it binds,
-/// naming the variable and the one meant, and never echoing the value.
+/// One variable as `--help` lists it: `NAME DEFAULT ACCEPTS; MEANING`.
+#[derive(Debug)]
+struct Listed {
+    name: String,
+    default: String,
+    accepts: String,
+}
+
+/// The variables `--help` lists, one a line after its header line.
+fn listed_variables() -> Vec<Listed> {
+    let out = run_with(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(out.status));
+    let text = String::from_utf8(out.stdout).expect("--help is UTF-8");
+    let header = "environment variables (name, default, accepted values; meaning):";
+    assert!(text.contains(header), "{text}");
+    text.lines()
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .map(|line| {
+            let (name, rest) = line.split_once(' ').unwrap_or_else(|| panic!("no default: {line:?}"));
+            let (default, rest) = rest
+                .trim_start()
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("nothing accepted: {line:?}"));
+            let (accepts, meaning) = rest
+                .trim_start()
+                .split_once("; ")
+                .unwrap_or_else(|| panic!("no meaning: {line:?}"));
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                "{line:?}"
+            );
+            assert!(!meaning.trim().is_empty(), "{line:?}");
+            Listed {
+                name: name.to_string(),
+                default: default.to_string(),
+                accepts: accepts.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The `A` and `B` of "... from A to B" in what a variable accepts.
+fn bounds(accepts: &str) -> Option<(u64, u64)> {
+    let number = |s: &str| -> Option<u64> {
+        let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let (_, range) = accepts.split_once(" from ")?;
+    let (min, max) = range.split_once(" to ")?;
+    Some((number(min)?, number(max)?))
+}
+
+/// The values `--help` says a variable accepts (its default, its bounds)
+/// and those just outside (one past each bound, a word that is not a
+/// boolean, or an empty value).
+fn probes(v: &Listed) -> (Vec<String>, Vec<String>) {
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    // "unset" and "$STATE_DIR/fill" describe an unset variable: not values.
+    if v.default != "unset" && !v.default.starts_with('$') {
+        accepted.push(v.default.clone());
+    }
+    if let Some((min, max)) = bounds(&v.accepts) {
+        accepted.extend([min.to_string(), max.to_string()]);
+        if min > 0 {
+            refused.push((min - 1).to_string());
+        }
+        refused.push((max + 1).to_string());
+    } else if v.accepts.starts_with("true or false") {
+        accepted.extend(["true".to_string(), "false".to_string()]);
+        refused.push("yes".to_string());
+    }
+    if !v.accepts.contains("never refused") {
+        refused.push(String::new());
+    }
+    (accepted, refused)
+}
+
+/// `--help` tells the parser's truth: every variable it lists is accepted
+/// at its default and at its bounds, and refused just outside them with
+/// exit 2 naming the variable and the value; and every name it lists is
+/// one the misspelling check knows. An accepted value is proven by the
+/// service starting with it, in a network namespace of its own, so that
+/// `PORT=8080` or `BIND_ADDRESS=0.0.0.0` takes nothing from the host.
+#[test]
+fn help_lists_what_the_parser_accepts_and_refuses() {
+    let listed = listed_variables();
+    assert!(listed.len() >= 28, "{listed:#?}");
+    for name in [
+        "CPU_LOAD_DURATION",
+        "PORT",
+        "HTTP_MAX_CONNECTIONS",
+        "CHAOS_TOKEN_FILE",
+        "RUST_LOG",
+    ] {
+        assert!(listed.iter().any(|v| v.name == name), "--help lacks {name}");
+    }
+    let mut starts = 0;
+    for v in &listed {
+        let (accepted, refused) = probes(v);
+        for value in &accepted {
+            let inner = command(&temp_dir("help"), &[(v.name.as_str(), value.as_str())]);
+            let svc = Service::spawn(wrapped(unshare(&["--net", "--"]), &inner));
+            drop(svc);
+            starts += 1;
+        }
+        for value in &refused {
+            let out = run_with(&[], &[(v.name.as_str(), value.as_str())]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{}={value:?}: {}; {stderr}",
+                v.name,
+                describe(out.status)
+            );
+            assert!(
+                stderr.contains(&format!("invalid {} {value:?}: expected ", v.name)),
+                "{}={value:?}: {stderr}",
+                v.name
+            );
+        }
+        // The misspelling check knows the name: in another case it is
+        // refused, naming it.
+        let other_case = v.name.to_lowercase();
+        let out = run_with(&[], &[(other_case.as_str(), "1")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{other_case}: {stderr}");
+        assert!(
+            stderr.contains(&format!("unknown variable {other_case}: did you mean {}?", v.name)),
+            "{other_case}: {stderr}"
+        );
+    }
+    assert!(starts >= 60, "only {starts} accepted values were tried");
+}
+
+/// A misspelt name would be ignored in silence: `CHAOS_TOKENFILE` would
+/// leave chaos open to anyone. The service refuses to start, before it
+/// binds, naming the variable and the one meant, and never echoing the
+/// value.
 #[test]
 fn misspelt_variable_is_refused_with_exit_2_naming_the_name_meant() {
     for (typo, meant) in [
@@ -76,8 +216,8 @@ fn misspelt_variable_is_refused_with_exit_2_naming_the_name_meant() {
     }
 }
 
-/// `DISK_FILL_DIR` is a known name (its default comes from `STATE_DIR`, so
-/// it sits in `KNOWN_WITHOUT_DEFAULT`): a misspelt `DISK_FIL_DIR` would
+/// `DISK_FILL_DIR` is a known name (though its default comes from
+/// `STATE_DIR`): a misspelt `DISK_FIL_DIR` would
 /// otherwise leave the fill in `STATE_DIR/fill` without a word. The right
 /// name still starts the service.
 #[test]

@@ -1,6 +1,6 @@
-//! Connections cannot take the service down (issue 13): each numbered attack
-//! of the issue, held against the real binary while a fresh-connection
-//! `GET /health` is probed every second. Each test asserts that the process
+//! Connections cannot take the service down: each way a client can hold
+//! connections, threads, fds or memory, held against the real binary while
+//! a fresh-connection `GET /health` is probed every second. Each test asserts that the process
 //! lives, that every probe answers 200 in under 1 s, and that threads and
 //! fds come back to their baseline (plus a small constant) within the idle
 //! timeout + 5 s after the clients leave. Timeouts are shortened through the
@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Service, command, exclusive, poll, temp_dir, try_request};
+use crate::harness::{Service, command, exclusive, poll, temp_dir, try_request, wrapped};
 
 /// Short limits, so that every attack outlives them within the test.
 const SHORT: &[(&str, &str)] = &[
@@ -38,15 +38,9 @@ fn start(nofile: Option<u32>, env: &[(&str, &str)]) -> Service {
     let Some(n) = nofile else {
         return Service::spawn(inner);
     };
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--nofile={n}:{n}")).arg("--").arg(inner.get_program());
-    cmd.env_clear();
-    for (k, v) in inner.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    Service::spawn(cmd)
+    let mut prlimit = Command::new("prlimit");
+    prlimit.arg(format!("--nofile={n}:{n}")).arg("--");
+    Service::spawn(wrapped(prlimit, &inner))
 }
 
 fn count(pid: u32, dir: &str) -> usize {
@@ -147,9 +141,10 @@ fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-/// Case 1, fds: under `--nofile=256`, 400 idle connections made the process
-/// exit 1 (EMFILE, tiny-http#283) at about 125. Now the cap (computed from
-/// RLIMIT_NOFILE: 256 - 64) evicts the oldest idle ones.
+/// More idle connections than fds: under `--nofile=256`, 400 idle
+/// connections. The cap (computed from RLIMIT_NOFILE: 256 - 64) evicts the
+/// oldest idle ones, so accept never meets EMFILE (which would end
+/// upstream tiny_http's accept loop, tiny-http#283).
 #[test]
 fn idle_connections_under_nofile_256_do_not_kill_the_service() {
     let _x = exclusive();
@@ -166,11 +161,10 @@ fn idle_connections_under_nofile_256_do_not_kill_the_service() {
     assert_back_to_baseline(&mut svc, base);
 }
 
-/// Case 2: one connection pipelines 2,000 `GET /metrics` and never reads.
-/// One worker blocked in `write` and the other three waited behind it for
-/// the same connection's writer: /health timed out for as long as the client
-/// held on. Now a worker never writes blocking, and the connection's thread
-/// gives up after the write timeout.
+/// One connection pipelines 2,000 `GET /metrics` and never reads. A worker
+/// that wrote blocking would hang there, and the others behind it on the
+/// same connection's writer; a worker never writes blocking, and the
+/// connection's thread gives up after the write timeout.
 #[test]
 fn pipelined_answers_never_read_do_not_block_the_workers() {
     let _x = exclusive();
@@ -192,10 +186,10 @@ fn pipelined_answers_never_read_do_not_block_the_workers() {
     assert_back_to_baseline(&mut svc, base);
 }
 
-/// Case 3: 1,200 connections send `POST` headers with `Content-Length: 2000`
-/// and then nothing. They filled the 1,024 off-worker answer slots, then
-/// blocked the workers. Now each is answered at once and its connection's
-/// thread drains the body under the drain deadline.
+/// 1,200 connections send `POST` headers with `Content-Length: 2000` and
+/// then nothing. Each is answered at once, and its connection's thread
+/// drains the body under the drain deadline, so they neither fill the
+/// off-worker answer slots nor reach the workers.
 #[test]
 fn bodies_that_never_come_do_not_block_the_workers() {
     let _x = exclusive();
@@ -215,12 +209,11 @@ fn bodies_that_never_come_do_not_block_the_workers() {
     assert!(svc.metric("http_connections_closed_total{reason=\"drain_timeout\"}") >= 1000.0);
 }
 
-/// Case 3, the class: a body of any announced size that never comes. Bodies
-/// of up to 1 KiB were read before the request was handed over, on the
-/// connection's thread, out of reach of every timeout: `Content-Length: 1`
-/// and nothing more held a thread and an fd for ever, and 40 of them filled
-/// a cap of 40 so that every probe was refused. Now every size is answered
-/// at once and drained after the answer, under the drain deadline.
+/// A body of any announced size that never comes, small ones included
+/// (upstream read bodies of up to 1 KiB before handing the request over, out
+/// of reach of every timeout, so `Content-Length: 1` and nothing more could
+/// hold a connection for ever and fill the cap). Every size is answered at
+/// once and drained after the answer, under the drain deadline.
 #[test]
 fn bodies_of_every_size_that_never_come_are_answered_and_bounded() {
     let _x = exclusive();
@@ -295,7 +288,7 @@ fn held_and_unread_answers_do_not_fill_the_cap() {
 }
 
 /// A latency hold longer than its fault ends with the fault: `ms=15000`
-/// for a fault of 1 s answered after 15 s.
+/// for a fault of 1 s is answered when the fault ends, not after 15 s.
 #[test]
 fn a_hold_ends_with_its_fault() {
     let svc = start(None, &[("CHAOS_COOLDOWN_SECONDS", "0")]);
@@ -310,10 +303,9 @@ fn a_hold_ends_with_its_fault() {
     );
 }
 
-/// Case 4: a body announced above 64 MiB. The connection (a thread and two
-/// fds) was parked forever: 500 requests left +496 threads and +1,000 fds.
-/// Now the answer is a 413 with `Connection: close`, and the connection
-/// closes.
+/// A body announced above 64 MiB, which no endpoint would ever drain: the
+/// answer is a 413 with `Connection: close`, and the connection closes
+/// rather than stay parked with its thread and fds.
 #[test]
 fn oversized_bodies_are_refused_and_their_connections_closed() {
     let _x = exclusive();
@@ -427,9 +419,9 @@ fn container_survives(limits: &[&str], idle: usize) {
     }
 }
 
-/// Case 1, threads: in a container with `--pids-limit 64`, about 57
-/// connections made tiny_http's accept thread panic ("failed to spawn
-/// thread") and the process exit 1. Now the cap is computed from pids.max.
+/// More connections than threads: in a container with `--pids-limit 64`,
+/// the cap is computed from pids.max, so no connection thread fails to
+/// spawn (which would panic upstream tiny_http's accept thread).
 #[test]
 #[ignore = "needs podman: scripts/test.sh runs it"]
 fn idle_connections_under_pids_limit_64_do_not_kill_the_container() {
@@ -437,9 +429,9 @@ fn idle_connections_under_pids_limit_64_do_not_kill_the_container() {
     container_survives(&["--pids-limit", "64"], 300);
 }
 
-/// Case 1, memory: under the Deployment's limit, about 4,600 idle
-/// connections got the process OOM-killed (137). Now the cap is computed
-/// from the memory headroom.
+/// More connections than memory: under the Deployment's limit, the cap is
+/// computed from the memory headroom, so idle connections (about 4,600
+/// would do) cannot get the process OOM-killed.
 #[test]
 #[ignore = "needs podman: scripts/test.sh runs it"]
 fn idle_connections_under_the_memory_limit_do_not_get_the_container_killed() {

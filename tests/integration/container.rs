@@ -8,17 +8,13 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Response, exclusive, poll, request, temp_dir, try_request};
+use crate::harness::{Response, exclusive, poll, repo, request, temp_dir, try_request};
 
 /// The tag the container tests build; `CHAOS_TEST_IMAGE` overrides it, so
 /// that two checkouts on one machine do not replace each other's image.
 pub fn image_tag() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| std::env::var("CHAOS_TEST_IMAGE").unwrap_or_else(|_| "localhost/chaos-backend:test".into()))
-}
-
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 pub fn podman(cwd: &Path, args: &[&str]) -> Output {
@@ -41,7 +37,7 @@ pub fn podman_ok(cwd: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Each platform's image must stay at or under this (issue 17: 2.5 MB).
+/// Each platform's image must stay at or under this: the image's size goal.
 pub const MAX_IMAGE_BYTES: u64 = 2_500_000;
 
 /// What one run of scripts/build-image.sh produced.

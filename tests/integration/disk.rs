@@ -8,38 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Service, command, describe, files, output_within, poll, request, temp_dir};
+use crate::harness::{Service, command, describe, files, in_tmpfs, output_within, poll, request, temp_dir};
 
 const MIB: u64 = 1 << 20;
 
-/// The binary with STATE_DIR on a fresh `size`-limited tmpfs, in a mount
-/// namespace of its own (and a user namespace when not root). `unshare` and the shell stay alive after the
-/// service exits, so the tmpfs can still be read (the marker of a crash);
-/// they run as PID 1 of a new PID namespace, so killing `unshare` (the
-/// harness's child) kills the service too.
+/// The binary with STATE_DIR on a fresh `size`-limited tmpfs (see
+/// `harness::in_tmpfs`), and that tmpfs as seen from here.
 fn on_tmpfs(size: &str, env: &[(&str, &str)]) -> (Service, PathBuf) {
     let state = temp_dir("tmpfs");
-    let inner = command(&state, env);
-    let mut cmd = Command::new("unshare");
-    // Without root, a user namespace of our own grants the mount and PID
-    // namespaces (as in lifecycle's PID 1 test), so plain cargo test needs
-    // no root; the files then belong to the user running the tests.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        cmd.args(["--user", "--map-root-user"]);
-    }
-    cmd.args(["--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c"])
-        .arg("mount -t tmpfs -o \"size=$0,mode=0755\" tmpfs \"$1\" && \"$2\"; sleep 60")
-        .arg(size)
-        .arg(&state)
-        .arg(inner.get_program());
-    cmd.env_clear();
-    for (k, v) in inner.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    let svc = Service::spawn(cmd);
+    let svc = Service::spawn(in_tmpfs(size, &state, &command(&state, env)));
     // The tmpfs as the service sees it, through its mount namespace.
     let seen = PathBuf::from(format!("/proc/{}/root", svc.pid())).join(state.strip_prefix("/").unwrap());
     (svc, seen)

@@ -15,8 +15,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::container::{MAX_IMAGE_BYTES, image_sizes, image_tag, repo};
-use crate::harness::{exclusive, poll, temp_dir, try_request};
+use crate::container::{MAX_IMAGE_BYTES, image_sizes, image_tag};
+use crate::harness::{exclusive, poll, repo, temp_dir, try_request};
 
 /// The README section the commands come from.
 fn section() -> String {

@@ -1,4 +1,4 @@
-//! The faults beyond the seed: liveness (fail, hang), forced readiness,
+//! The faults and their stops: liveness (fail, hang), forced readiness,
 //! latency, stopping CPU loads and releasing the leak, crash modes, a
 //! start-up delay, and stop-all, each against the real binary.
 
@@ -331,7 +331,7 @@ fn ramp_grows_the_leak_over_time_and_hold_releases_it() {
     assert!(left.is_some(), "the 3 MiB leak stays");
 }
 
-/// Issue 9's "ends on time and on request", for each timed fault alike.
+/// Each timed fault alike ends on time and on request.
 #[test]
 fn every_timed_fault_ends_on_time_and_on_request() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);

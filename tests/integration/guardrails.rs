@@ -1,30 +1,21 @@
 //! Guardrails: the 50-request race, and the cooldown's Retry-After.
 
-use std::sync::{Arc, Barrier};
-use std::thread;
+use crate::harness::{Service, race};
 
-use crate::harness::{Service, request};
-
-fn race(max_concurrent: usize) {
+fn fifty_parallel_posts(max_concurrent: usize) {
     let svc = Service::start(&[
         ("MAX_CONCURRENT_CHAOS", &max_concurrent.to_string()),
         ("CHAOS_COOLDOWN_SECONDS", "0"),
         ("WORKERS", "8"),
     ]);
-    let barrier = Arc::new(Barrier::new(50));
-    let addr = svc.addr;
-    let handles: Vec<_> = (0..50)
-        .map(|_| {
-            let barrier = Arc::clone(&barrier);
-            // 10 millicores for 60 s: long enough to outlast the race on a
-            // busy machine, too little to disturb anything else.
-            thread::spawn(move || {
-                barrier.wait();
-                request(addr, "POST", "/load/cpu?duration=60&millicores=10", &[], "")
-            })
-        })
-        .collect();
-    let responses: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // 10 millicores for 60 s: long enough to outlast the race on a busy
+    // machine, too little to disturb anything else.
+    let responses: Vec<_> = race(svc.addr, 50, "POST", |_| {
+        "/load/cpu?duration=60&millicores=10".to_string()
+    })
+    .into_iter()
+    .map(|r| r.expect("every racing client gets an answer"))
+    .collect();
     let accepted = responses.iter().filter(|r| r.status == 202).count();
     let rejected: Vec<_> = responses.iter().filter(|r| r.status == 429).collect();
     assert_eq!(accepted, max_concurrent, "exactly MAX_CONCURRENT_CHAOS accepted");
@@ -51,12 +42,12 @@ fn race(max_concurrent: usize) {
 
 #[test]
 fn fifty_parallel_posts_one_accepted() {
-    race(1);
+    fifty_parallel_posts(1);
 }
 
 #[test]
 fn fifty_parallel_posts_three_accepted() {
-    race(3);
+    fifty_parallel_posts(3);
 }
 
 #[test]
@@ -70,7 +61,7 @@ fn cooldown_rejects_with_retry_after_and_applies_across_actions() {
         assert!((59..=60).contains(&retry), "{retry}");
         assert!(r.json()["error"].as_str().unwrap().contains("CHAOS_COOLDOWN_SECONDS"));
     }
-    // /crash is not guarded (as in the seed), but a 400 does not spend it.
+    // The guardrails do not apply to /crash, and a 400 spends nothing.
     assert_eq!(svc.post("/crash?bad=1").status, 400);
     assert_eq!(svc.get("/health").status, 200);
 }

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Service, exclusive, percentile, request, temp_dir};
+use crate::harness::{Service, exclusive, percentile, repo, request, temp_dir};
 
 /// Sends raw bytes on a new connection and returns what came back before the
 /// server closed it (or 2 s passed).
@@ -250,7 +250,7 @@ fn soak_short_mode_passes() {
     // It times its answers and runs chaos cycles: alone, like the other timing tests.
     let _x = exclusive();
     let out = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/soak.sh"))
+        .arg(repo().join("scripts/soak.sh"))
         .args(["--short", "--binary", env!("CARGO_BIN_EXE_chaos-backend")])
         .output()
         .expect("run scripts/soak.sh");

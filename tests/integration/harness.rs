@@ -9,11 +9,16 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chaos-backend");
+
+/// The repository's root: where Cargo.toml, scripts/ and manifests/ are.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
 
 /// The binary under test: `CHAOS_BIN` when set (scripts/test.sh points it
 /// at the arm64 build for the smoke subset), else the one cargo built.
@@ -59,16 +64,25 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// The command for the binary with a clean environment plus `env`.
-pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
+/// The binary under test, behind its runner if any.
+pub fn binary_command() -> Command {
     let mut prefix = runner();
-    let mut cmd = if prefix.is_empty() {
+    if prefix.is_empty() {
         Command::new(bin())
     } else {
         let mut c = Command::new(prefix.remove(0));
         c.args(prefix).arg(bin());
         c
-    };
+    }
+}
+
+/// The command for the binary with a clean environment plus `env`.
+pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
+    with_service_env(binary_command(), state_dir, env)
+}
+
+/// `cmd` with the service's test environment (and nothing else) plus `env`.
+pub fn with_service_env(mut cmd: Command, state_dir: &Path, env: &[(&str, &str)]) -> Command {
     cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("PORT", "0")
@@ -79,6 +93,33 @@ pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// `inner` run by `wrapper` (`prlimit ... --`, `unshare ... --`): the
+/// wrapper's arguments, then inner's program and arguments, in inner's
+/// environment and no other.
+pub fn wrapped(mut wrapper: Command, inner: &Command) -> Command {
+    wrapper.arg(inner.get_program()).args(inner.get_args()).env_clear();
+    for (name, value) in inner.get_envs() {
+        if let Some(value) = value {
+            wrapper.env(name, value);
+        }
+    }
+    wrapper
+}
+
+/// `unshare` into new `namespaces` (`--pid`, `--mount`, `--net` ...). When
+/// not root, a user namespace of our own (mapped to root) grants them, so
+/// plain `cargo test` needs no root; files made inside then belong to the
+/// user running the tests.
+pub fn unshare(namespaces: &[&str]) -> Command {
+    let mut cmd = Command::new("unshare");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        cmd.args(["--user", "--map-root-user"]);
+    }
+    cmd.args(namespaces);
     cmd
 }
 
@@ -412,6 +453,47 @@ pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option
     }
 }
 
+/// `inner` with `state` (its STATE_DIR) on a fresh tmpfs of `size`, in
+/// mount and PID namespaces of its own, so nothing is mounted on the host.
+/// `unshare` and a shell (PID 1 there) stay up to 60 s after the service
+/// exits, so the tmpfs can still be read through `/proc/<pid>/root` (a
+/// crash's marker); killing `unshare` (the harness's child) ends them all.
+pub fn in_tmpfs(size: &str, state: &Path, inner: &Command) -> Command {
+    let mut cmd = unshare(&["--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c"]);
+    cmd.arg("size=$0; dir=$1; shift; mount -t tmpfs -o \"size=$size,mode=0755\" tmpfs \"$dir\" && \"$@\"; sleep 60")
+        .arg(size)
+        .arg(state);
+    wrapped(cmd, inner)
+}
+
+/// `n` clients that each send one request at the same moment (they wait at
+/// a barrier first), `method` on `target(i)` for client `i`; their answers,
+/// in client order. A client that gets no answer within 10 s gets the error.
+pub fn race(
+    addr: SocketAddr,
+    n: usize,
+    method: &str,
+    target: impl Fn(usize) -> String + Sync,
+) -> Vec<std::io::Result<Response>> {
+    let barrier = Barrier::new(n);
+    thread::scope(|s| {
+        let clients: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, target) = (&barrier, &target);
+                s.spawn(move || {
+                    let target = target(i);
+                    barrier.wait();
+                    try_request(addr, method, &target, &[], "", Duration::from_secs(10))
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("a racing client panicked"))
+            .collect()
+    })
+}
+
 /// The p-th percentile (nearest rank) of `samples`.
 pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -419,8 +501,8 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[rank.clamp(1, samples.len()) - 1]
 }
 
-/// Issue 15's promise after a release: RSS <= the RSS before the leak +
-/// max(5 MiB, 10% of the leak), within a second. (Under qemu-user the RSS is
+/// What a release promises: RSS <= the RSS before the leak + max(5 MiB,
+/// 10% of the leak), within a second. (Under qemu-user the RSS is
 /// the emulator's too, whose translation cache grows as new code runs; the
 /// 5 MiB floor covers that as well.)
 pub fn assert_rss_back(svc: &Service, baseline: u64, leak_bytes: u64, what: &str) {

@@ -1,5 +1,5 @@
-//! Request heads and framing (issue 14), against the real binary: one row
-//! per case of the issue and the class around it. Each row checks the
+//! Request heads and framing, against the real binary: one row per way a
+//! head can be malformed, oversized or slow, and the class around each. Each row checks the
 //! status line (or the close), that an error answer is at most 8 KiB, and
 //! that RSS stays within 4 MiB of where it started.
 
@@ -464,7 +464,7 @@ fn rows() -> Vec<Row> {
             "header name",
             true,
         ),
-        // Versions: 505 before any request exists (issue 13 case 5), 400
+        // Versions: 505 before any request exists, 400
         // when there is no version at all.
         row(
             "HTTP/2.0",
@@ -607,9 +607,9 @@ fn every_head_and_framing_case_gets_a_bounded_answer_or_a_close_and_rss_stays_fl
     );
 }
 
-/// Issue 13, case 5: upstream's 505 path deadlocked the connection thread
-/// (a second writer asked for while the request held the first), and each
-/// such connection kept its thread and two fds for ever.
+/// The 505 for `HTTP/2.0` must not deadlock the connection thread (upstream
+/// asked for a second writer while the request held the first, so each such
+/// connection kept its thread and two fds for ever).
 #[test]
 fn two_hundred_http2_requests_leak_no_thread_and_no_fd() {
     let _x = exclusive();

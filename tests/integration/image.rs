@@ -1,4 +1,4 @@
-//! The multi-arch image (issue 17): one manifest list with linux/amd64 and
+//! The multi-arch image: one manifest list with linux/amd64 and
 //! linux/arm64 built by scripts/build-image.sh under podman, `--platform`
 //! to pick one, and the `--oci-archive` that kind and containerd import.
 
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::container::{MAX_IMAGE_BYTES, built, image, image_sizes, image_tag, podman, podman_ok, repo};
-use crate::harness::{exclusive, poll, temp_dir, try_request};
+use crate::container::{MAX_IMAGE_BYTES, built, image, image_sizes, image_tag, podman, podman_ok};
+use crate::harness::{exclusive, poll, repo, temp_dir, try_request};
 
 const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
 

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Service, command, describe, poll, temp_dir, try_request};
+use crate::harness::{Service, command, describe, poll, temp_dir, try_request, unshare, wrapped};
 
 #[test]
 fn bad_environment_values_exit_2_naming_variable_and_value() {
@@ -91,22 +91,8 @@ fn second_signal_skips_the_delay() {
 fn sigterm_works_as_pid_1() {
     let state = temp_dir("pid1");
     let inner = command(&state, &[]);
-    let mut cmd = Command::new("unshare");
-    // Without root, a user namespace of our own grants the PID namespace.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        cmd.args(["--user", "--map-root-user"]);
-    }
-    cmd.args(["--pid", "--fork", "--kill-child", "--"])
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    cmd.env_clear();
-    for (k, v) in inner.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    let mut svc = Service::spawn(cmd);
+    let pid_namespace = unshare(&["--pid", "--fork", "--kill-child", "--"]);
+    let mut svc = Service::spawn(wrapped(pid_namespace, &inner));
     assert_eq!(svc.get("/health").status, 200);
     // The service's pid in our namespace is the child of `unshare`.
     let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", svc.pid(), svc.pid())).unwrap();
@@ -132,8 +118,8 @@ fn sigterm_works_as_pid_1() {
 /// With few file descriptors allowed, accept() fails with EMFILE. Upstream
 /// tiny_http then stopped accepting for good (tiny-http#283) and the service
 /// exited 1; the patched one counts the error, evicts an idle connection to
-/// free an fd, and goes on (issue 13: a client must not be able to make the
-/// process exit).
+/// free an fd, and goes on: a client must not be able to make the process
+/// exit.
 #[test]
 fn fd_exhaustion_is_not_fatal() {
     let state = temp_dir("emfile");
@@ -142,17 +128,9 @@ fn fd_exhaustion_is_not_fatal() {
         &state,
         &[("HTTP_MAX_CONNECTIONS", "1000"), ("HTTP_IDLE_TIMEOUT_SECONDS", "1")],
     );
-    let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=12:12", "--"])
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    cmd.env_clear();
-    for (k, v) in inner.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    let mut svc = Service::spawn(cmd);
+    let mut prlimit = Command::new("prlimit");
+    prlimit.args(["--nofile=12:12", "--"]);
+    let mut svc = Service::spawn(wrapped(prlimit, &inner));
     let mut held = Vec::new();
     for _ in 0..20 {
         if let Ok(s) = std::net::TcpStream::connect_timeout(&svc.addr, Duration::from_millis(200)) {

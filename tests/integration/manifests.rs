@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::container::Container;
-use crate::harness::{Service, command, exclusive, output_within, percentile, poll, request, temp_dir, try_request};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::harness::{
+    Service, command, exclusive, output_within, percentile, poll, repo, request, temp_dir, try_request,
+};
 
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(program)

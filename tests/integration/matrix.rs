@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Service, poll, temp_dir};
+use crate::harness::{Service, poll, repo, temp_dir};
 
 const IP: &str = "10.244.1.7";
 
@@ -77,11 +77,11 @@ fn fixtures(series: &[(&str, Vec<Value>)]) -> PathBuf {
 }
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-matrix.sh")
+    repo().join("scripts/validate-matrix.sh")
 }
 
 fn fake_kubectl() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/matrix/fake-kubectl.sh")
+    repo().join("tests/matrix/fake-kubectl.sh")
 }
 
 fn hypotheses(lines: &str) -> PathBuf {

@@ -11,11 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Service, exclusive, poll, request, temp_dir, try_request};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::harness::{Service, exclusive, poll, repo, request, temp_dir, try_request};
 
 fn text(out: &Output) -> String {
     format!(

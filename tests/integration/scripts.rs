@@ -5,18 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::{Service, exclusive, poll, temp_dir};
+use crate::harness::{Service, exclusive, poll, repo, temp_dir};
 
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name)
+    repo().join("scripts").join(name)
 }
 
 fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
+    repo().join("tests/fixtures").join(name).display().to_string()
 }
 
 fn run(name: &str, args: &[&str]) -> Output {

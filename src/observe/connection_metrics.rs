@@ -6,7 +6,9 @@
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge};
+
+use crate::observe::registering::Registering;
 
 /// `reason` of `http_connections_rejected_total`: closed at once because the
 /// cap was reached and no connection could be evicted (`cap`), or because no
@@ -34,25 +36,18 @@ pub struct ConnectionMetrics {
 }
 
 impl ConnectionMetrics {
-    pub fn new(registry: &Registry) -> Result<ConnectionMetrics, prometheus::Error> {
-        let open = IntGauge::new("http_connections_open", "HTTP connections open now.")?;
-        let rejected = IntCounterVec::new(
-            Opts::new(
-                "http_connections_rejected_total",
-                "HTTP connections refused: cap (at the cap, none evictable), thread (no thread), accept_error.",
-            ),
+    pub fn new(r: &Registering<'_>) -> Result<ConnectionMetrics, prometheus::Error> {
+        let open = r.int_gauge("http_connections_open", "HTTP connections open now.")?;
+        let rejected = r.int_counter_vec(
+            "http_connections_rejected_total",
+            "HTTP connections refused: cap (at the cap, none evictable), thread (no thread), accept_error.",
             &["reason"],
         )?;
-        let closed = IntCounterVec::new(
-            Opts::new(
-                "http_connections_closed_total",
-                "HTTP connections the server closed: evicted at the cap, or past a timeout.",
-            ),
+        let closed = r.int_counter_vec(
+            "http_connections_closed_total",
+            "HTTP connections the server closed: evicted at the cap, or past a timeout.",
             &["reason"],
         )?;
-        registry.register(Box::new(open.clone()))?;
-        registry.register(Box::new(rejected.clone()))?;
-        registry.register(Box::new(closed.clone()))?;
         for r in REJECTED {
             rejected.with_label_values(&[r]);
         }

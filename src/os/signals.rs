@@ -1,4 +1,5 @@
-//! SIGTERM and SIGINT, turned into messages for `main`.
+//! SIGTERM and SIGINT, taken by one thread and handed to a callback (`main`
+//! sends each on its channel).
 //!
 //! The signals are blocked in every thread (the mask is set before any thread
 //! exists, and threads inherit it) and taken by one thread with `sigwait`,
@@ -8,10 +9,7 @@
 //! grace period and end in SIGKILL.
 #![allow(unsafe_code)]
 
-use std::sync::mpsc::Sender;
 use std::thread;
-
-use crate::control::Control;
 
 extern "C" fn ignore(_: libc::c_int) {}
 
@@ -47,8 +45,9 @@ pub fn block_termination_signals() {
     }
 }
 
-/// Starts the thread that waits for the signals and sends `Control::Signal`.
-pub fn spawn_waiter(control: Sender<Control>) -> std::io::Result<()> {
+/// Starts the thread that waits for the signals and hands the name of each
+/// (`SIGTERM`, `SIGINT`) to `deliver`, until `deliver` returns false.
+pub fn spawn_waiter(deliver: impl Fn(&'static str) -> bool + Send + 'static) -> std::io::Result<()> {
     thread::Builder::new().name("signals".into()).spawn(move || {
         let set = termination_set();
         loop {
@@ -60,7 +59,7 @@ pub fn spawn_waiter(control: Sender<Control>) -> std::io::Result<()> {
                 continue;
             }
             let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
-            if control.send(Control::Signal(name)).is_err() {
+            if !deliver(name) {
                 return;
             }
         }

@@ -39,7 +39,7 @@ impl Rejected {
 }
 
 #[derive(Debug)]
-struct State {
+struct Slots {
     /// When each active action is expected to end (it may end earlier);
     /// `None` for one that lasts until it is released (a leak).
     active: Vec<(u64, Option<Instant>)>,
@@ -52,14 +52,14 @@ struct State {
 pub struct Guard {
     max_concurrent: usize,
     cooldown: Duration,
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<Slots>>,
 }
 
 /// A claimed slot; dropping it ends the action for the guard.
 #[derive(Debug)]
 pub struct Permit {
     id: u64,
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<Slots>>,
 }
 
 impl Drop for Permit {
@@ -74,7 +74,7 @@ impl Guard {
         Guard {
             max_concurrent,
             cooldown,
-            state: Arc::new(Mutex::new(State {
+            state: Arc::new(Mutex::new(Slots {
                 active: Vec::new(),
                 last_accepted: None,
                 next_id: 0,

@@ -170,7 +170,7 @@ fn shown(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::known_names;
+    use crate::config::variables::known_names;
 
     fn meant_here(name: &str) -> Option<&'static str> {
         meant(name, &known_names())

@@ -17,12 +17,10 @@ use std::sync::mpsc::Sender;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::app::App;
-use crate::chaos::crash;
-use crate::control::Control;
-use crate::http::{After, Reply};
-use crate::routes::{self, Method, RequestLine, Route};
-use crate::sys;
+use crate::app::{App, Control};
+use crate::http::reply::Reply;
+use crate::http::routes::{self, Method, RequestLine, Route};
+use crate::os::sys;
 
 /// How often the accept thread is checked; a deaf server lives at most this long.
 const ACCEPT_WATCH_PERIOD: Duration = Duration::from_millis(200);
@@ -65,7 +63,7 @@ impl Pool {
                 let _exit = ExitNotice(control.clone());
                 loop {
                     match server.recv() {
-                        Ok(rq) => handle(rq, &app, &control),
+                        Ok(rq) => handle(rq, &app),
                         Err(_) if stopping.load(Ordering::SeqCst) => break,
                         Err(e) => {
                             let _ = control.send(Control::AcceptFailed(e.to_string()));
@@ -150,7 +148,7 @@ pub fn watch_accept_thread(tid: u32, control: Sender<Control>) -> std::io::Resul
 }
 
 /// Serves one request from start to finish.
-fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
+fn handle(rq: tiny_http::Request, app: &App) {
     let started = Instant::now();
     let method = Method::from_tiny(rq.method());
     let target = rq.url().to_string();
@@ -169,7 +167,7 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
         return;
     }
     let mut reply = run_guarded(|| routes::dispatch(&line, app, started));
-    let after = reply.after.take().map(|a| *a);
+    let after = reply.after.take();
     let hold = reply.hold.take().unwrap_or_default();
     let released_by = reply.released_by.take();
     // Counted before the response is written, so a client that has its
@@ -195,18 +193,15 @@ fn handle(rq: tiny_http::Request, app: &App, control: &Sender<Control>) {
     // hold) by the connection's own thread, which also drains an unread
     // body, bounded, or closes the connection.
     let response = reply.into_response();
-    if let Err(e) = rq.respond_held(response, hold, released_by.map(|c| c.flag())) {
+    if let Err(e) = rq.respond_held(response, hold, released_by) {
         log::debug!(
             "response to {} {} not delivered: {e}",
             method.label(),
-            crate::http::shown(line.path)
+            crate::http::reply::shown(line.path)
         );
     }
-    match after {
-        Some(After::Crash { mode, cause }) => {
-            crash::crash_now(&app.config.state_dir, mode, &cause, &app.events, control)
-        }
-        None => {}
+    if let Some(after) = after {
+        after.run();
     }
 }
 
@@ -219,7 +214,7 @@ fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Op
     log::warn!(
         "refusing a {length}-byte body on {} {}: larger than {MAX_DRAINABLE_BODY} bytes",
         method.label(),
-        crate::http::shown(rq.url())
+        crate::http::reply::shown(rq.url())
     );
     let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
     app.metrics

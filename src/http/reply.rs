@@ -1,75 +1,74 @@
 //! The one response type handlers return, with constructors named by intent.
 //!
-//! A `Reply` is plain data, so handlers are tested without sockets; the
-//! server turns it into a `tiny_http::Response` at the last moment. Every
+//! A `Reply` is data (and at most one piece of work to run once it is
+//! written), so handlers are tested without sockets; the server turns it
+//! into a `tiny_http::Response` at the last moment. It knows nothing of
+//! faults: a held answer ends with a flag, a crash is work to run after. Every
 //! error is JSON with an `error` field that says what was wrong and quotes
 //! the bad input.
 
+use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::chaos::registry::Cancel;
+/// Work the worker runs once the answer has been written and flushed: the
+/// client learns that its request was accepted before the work begins (a
+/// crash ends the process).
+pub struct AfterReply(Box<dyn FnOnce() + Send>);
 
-/// Work to do after the response has been written and flushed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum After {
-    /// Crash the process (the 202 must reach the client first).
-    Crash { mode: CrashMode, cause: String },
-}
+impl AfterReply {
+    pub fn new(work: impl FnOnce() + Send + 'static) -> AfterReply {
+        AfterReply(Box::new(work))
+    }
 
-/// How `POST /crash` ends the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashMode {
-    /// `abort()`: SIGABRT (139 as PID 1 in a container, see README).
-    Abort,
-    /// `exit(code)`.
-    Exit(u8),
-    /// SIGKILL to itself.
-    Kill,
-    /// A Rust panic on the main thread, which the process does not survive.
-    Panic,
-}
-
-impl CrashMode {
-    pub fn label(self) -> &'static str {
-        match self {
-            CrashMode::Abort => "abort",
-            CrashMode::Exit(_) => "exit",
-            CrashMode::Kill => "kill",
-            CrashMode::Panic => "panic",
-        }
+    pub fn run(self) {
+        (self.0)()
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+impl fmt::Debug for AfterReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AfterReply(..)")
+    }
+}
+
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
-    /// Boxed: rare, and it keeps `Reply` small enough to return in a `Result`.
-    pub after: Option<Box<After>>,
+    pub after: Option<AfterReply>,
     /// Send the answer only after this long (a latency or hang fault); the
     /// worker does not wait, a thread of its own does.
-    pub hold: Option<std::time::Duration>,
-    /// Ends the hold early: the fault that asked for it was stopped.
-    pub released_by: Option<Cancel>,
+    pub hold: Option<Duration>,
+    /// Ends the hold early once set (the fault that asked for it was
+    /// stopped); the connection layer polls it while it holds the answer.
+    pub released_by: Option<Arc<AtomicBool>>,
 }
 
 impl Reply {
-    pub fn json(status: u16, value: &Value) -> Reply {
-        let mut body = value.to_string().into_bytes();
-        body.push(b'\n');
+    /// `body` as it is, of `content_type`.
+    pub fn bytes(status: u16, content_type: &'static str, body: Vec<u8>) -> Reply {
         Reply {
             status,
-            content_type: "application/json",
+            content_type,
             body,
             headers: Vec::new(),
             after: None,
             hold: None,
             released_by: None,
         }
+    }
+
+    pub fn json(status: u16, value: &Value) -> Reply {
+        let mut body = value.to_string().into_bytes();
+        body.push(b'\n');
+        Reply::bytes(status, "application/json", body)
     }
 
     pub fn ok(value: &Value) -> Reply {
@@ -128,19 +127,20 @@ impl Reply {
         self
     }
 
-    pub fn held_for(mut self, hold: std::time::Duration) -> Reply {
+    pub fn held_for(mut self, hold: Duration) -> Reply {
         self.hold = Some(hold);
         self
     }
 
-    /// The hold ends early when `cancel` fires (its fault was stopped).
-    pub fn released_by(mut self, cancel: Cancel) -> Reply {
-        self.released_by = Some(cancel);
+    /// The hold ends early once `release` is set.
+    pub fn released_by(mut self, release: Arc<AtomicBool>) -> Reply {
+        self.released_by = Some(release);
         self
     }
 
-    pub fn then(mut self, after: After) -> Reply {
-        self.after = Some(Box::new(after));
+    /// Runs `after` once this answer has been written and flushed.
+    pub fn then(mut self, after: AfterReply) -> Reply {
+        self.after = Some(after);
         self
     }
 
@@ -175,22 +175,12 @@ pub fn shown(value: &str) -> String {
     }
 }
 
-/// What the HTTP layer is told: the head limits, and a JSON body
-/// `{"error": ...}` for the answers tiny_http writes itself (400, 408, 417,
-/// 431, 505), whose reasons already quote client bytes escaped and short.
-pub fn server_options(config: &crate::config::Config) -> tiny_http::ServerOptions {
-    tiny_http::ServerOptions {
-        head: tiny_http::HeadLimits {
-            max_bytes: config.max_request_head_bytes,
-            max_headers: config.max_request_headers,
-        },
-        error_body: Some(std::sync::Arc::new(|_status: u16, reason: &str| {
-            let mut body = json!({"error": reason}).to_string().into_bytes();
-            body.push(b'\n');
-            ("application/json".to_string(), body)
-        })),
-        ..tiny_http::ServerOptions::default()
-    }
+/// The content type and body of an answer tiny_http writes itself (400,
+/// 408, 417, 431, 505): JSON `{"error": ...}` like every other error. The
+/// reasons it gives already quote client bytes escaped and short.
+pub fn error_body(_status: u16, reason: &str) -> (String, Vec<u8>) {
+    let reply = Reply::json(0, &json!({"error": reason}));
+    (reply.content_type.to_string(), reply.body)
 }
 
 fn header(name: &str, value: &str) -> tiny_http::Header {

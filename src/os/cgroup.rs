@@ -1,5 +1,6 @@
 //! Finds this process's cgroup limits: the CPU quota (v2 `cpu.max`, v1
-//! `cpu.cfs_quota_us` / `cpu.cfs_period_us`).
+//! `cpu.cfs_quota_us` / `cpu.cfs_period_us`), the memory limit and the
+//! pids limit.
 //!
 //! The cgroup files are found the way the kernel lays them out, not by
 //! guessing paths: `/proc/self/mountinfo` says where each hierarchy is

@@ -1,13 +1,17 @@
 //! All routes in one place: a table with one row per route (path, what each
 //! method does and its handler, usual answers), the one gate that checks the
 //! token before chaos, and the 404 / 405 answers.
+//!
+//! This is the junction of the tree: the one module of `http` that names the
+//! handlers (and, with `server`, the `App`); the rest of `http` knows
+//! nothing above `config`.
 
 use std::time::Instant;
 
 use crate::app::App;
 use crate::handlers;
-use crate::http::Reply;
-use crate::metrics::Endpoint;
+use crate::http::reply::Reply;
+use crate::observe::metrics::Endpoint;
 
 /// The request methods we tell apart; everything else is `Other`, so a
 /// client cannot create metric series by inventing methods.
@@ -56,7 +60,7 @@ impl Method {
 /// handler runs. Every method of every row says it: there is no default, so a
 /// new chaos route cannot skip the token check by accident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub enum Effect {
     /// Reads state (probes, scrapes, listings): never guarded, never refused
     /// by the kill switch.
     Read,
@@ -77,7 +81,7 @@ pub type Handler = fn(&App, &RequestLine<'_>, Instant) -> Reply;
 pub struct Route {
     /// The path, which is also the `endpoint` label.
     pub path: &'static str,
-    pub methods: &'static [(Method, Access, Handler)],
+    pub methods: &'static [(Method, Effect, Handler)],
     /// The (method, status) pairs whose counters exist from start-up.
     pub usual_answers: &'static [(Method, u16)],
     /// Whether this route's latency is "user traffic" for the readiness p95.
@@ -86,8 +90,8 @@ pub struct Route {
     pub feeds_readiness: bool,
 }
 
-use crate::chaos::faults::Kind;
-use Access::{Read, Start, Stop};
+use crate::chaos::registry::FaultKind;
+use Effect::{Read, Start, Stop};
 use Method::{Delete, Get, Post};
 
 /// Every route, one row each. Adding an endpoint is adding a row.
@@ -176,10 +180,10 @@ pub static ROUTES: &[Route] = &[
         path: "/load/latency",
         methods: &[
             (Post, Start("latency"), |app, rq, now| {
-                handlers::faults::start(app, Kind::Latency, rq.query, now)
+                handlers::faults::latency(app, rq.query, now)
             }),
             (Delete, Stop("latency"), |app, _, _| {
-                handlers::faults::end(app, Kind::Latency)
+                handlers::faults::end(app, FaultKind::Latency)
             }),
         ],
         usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
@@ -189,10 +193,10 @@ pub static ROUTES: &[Route] = &[
         path: "/fault/liveness",
         methods: &[
             (Post, Start("liveness"), |app, rq, now| {
-                handlers::faults::start(app, Kind::Liveness, rq.query, now)
+                handlers::faults::liveness(app, rq.query, now)
             }),
             (Delete, Stop("liveness"), |app, _, _| {
-                handlers::faults::end(app, Kind::Liveness)
+                handlers::faults::end(app, FaultKind::Liveness)
             }),
         ],
         usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
@@ -202,10 +206,10 @@ pub static ROUTES: &[Route] = &[
         path: "/fault/readiness",
         methods: &[
             (Post, Start("readiness"), |app, rq, now| {
-                handlers::faults::start(app, Kind::Readiness, rq.query, now)
+                handlers::faults::readiness(app, rq.query, now)
             }),
             (Delete, Stop("readiness"), |app, _, _| {
-                handlers::faults::end(app, Kind::Readiness)
+                handlers::faults::end(app, FaultKind::Readiness)
             }),
         ],
         usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
@@ -249,12 +253,12 @@ impl Route {
     }
 
     /// What `method` does here and its handler; `HEAD` is served as `GET`.
-    pub fn method(&self, method: Method) -> Option<(Access, Handler)> {
+    pub fn method(&self, method: Method) -> Option<(Effect, Handler)> {
         let wanted = if method == Method::Head { Method::Get } else { method };
         self.methods
             .iter()
             .find(|(m, _, _)| *m == wanted)
-            .map(|(_, access, handler)| (*access, *handler))
+            .map(|(_, effect, handler)| (*effect, *handler))
     }
 
     /// The `Allow` header of this route.
@@ -348,11 +352,11 @@ pub fn dispatch(rq: &RequestLine<'_>, app: &App, now: Instant) -> Reply {
     let Some(route) = Route::from_path(rq.path) else {
         return Reply::not_found(rq.path);
     };
-    let Some((access, handler)) = route.method(rq.method) else {
+    let Some((effect, handler)) = route.method(rq.method) else {
         let name: String = rq.method_name.chars().take(32).collect();
         return Reply::method_not_allowed(&name, route.path, &route.allowed());
     };
-    let admitted = match access {
+    let admitted = match effect {
         Read => Ok(()),
         Start(action) => handlers::admit(app, action, rq.authorization, true),
         Stop(action) => handlers::admit(app, action, rq.authorization, false),
@@ -406,9 +410,9 @@ mod tests {
     #[test]
     fn every_method_but_get_is_a_guarded_start_or_stop() {
         for route in ROUTES {
-            for (method, access, _) in route.methods {
-                let read = *access == Read;
-                assert_eq!(read, *method == Get, "{} {}: {access:?}", method.label(), route.path);
+            for (method, effect, _) in route.methods {
+                let read = *effect == Read;
+                assert_eq!(read, *method == Get, "{} {}: {effect:?}", method.label(), route.path);
             }
         }
     }
@@ -416,10 +420,10 @@ mod tests {
     #[test]
     fn every_started_action_has_its_metric_series() {
         for route in ROUTES {
-            for (_, access, _) in route.methods {
-                if let Start(action) = access {
+            for (_, effect, _) in route.methods {
+                if let Start(action) = effect {
                     assert!(
-                        crate::metrics::ACTIONS.contains(action),
+                        crate::observe::metrics::ACTIONS.contains(action),
                         "{action} not in metrics::ACTIONS"
                     );
                 }
@@ -445,13 +449,13 @@ mod tests {
         let (app, _) = crate::app::testing::app("gate", &[("CHAOS_TOKEN", "s3cret"), ("CHAOS_ENABLED", "false")]);
         let now = Instant::now();
         for route in ROUTES {
-            for (method, access, _) in route.methods {
+            for (method, effect, _) in route.methods {
                 // Reads are served even without a token; /crash is never
                 // reached here with a token, so nothing ends the test process.
                 let anonymous = RequestLine::new(*method, route.path);
                 let status = dispatch(&anonymous, &app, now).status;
                 let with_token = anonymous.clone().with_authorization(Some("Bearer s3cret"));
-                match access {
+                match effect {
                     Read => assert_ne!(status, 401, "{} {}", method.label(), route.path),
                     Start(_) => {
                         assert_eq!(status, 401, "{} {} without a token", method.label(), route.path);
@@ -478,5 +482,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The document lists exactly the (method, path) pairs the route table
+    /// answers: a route added to the server and not to the document (or the
+    /// reverse) fails here.
+    #[test]
+    fn document_matches_the_route_table() {
+        let doc: serde_json::Value = serde_json::from_str(crate::handlers::openapi::DOCUMENT).unwrap();
+        let documented: std::collections::BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| {
+                        ["get", "head", "post", "put", "delete", "patch", "options", "trace"].contains(&k.as_str())
+                    })
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let served: std::collections::BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .flat_map(|r| {
+                r.allowed()
+                    .split(", ")
+                    .map(|m| (m.to_string(), r.path.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(documented, served, "api/openapi.json against routes::ROUTES");
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::events::unix_ms;
+use crate::observe::events::unix_ms;
 
 const MARKER_FILE: &str = "last-crash.json";
 

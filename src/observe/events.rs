@@ -123,9 +123,48 @@ pub fn init_logging() {
 }
 
 #[cfg(test)]
+pub mod testing {
+    //! A sink that keeps the events written, for unit tests.
+
+    use std::io::Write;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    #[derive(Clone, Default)]
+    pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        /// The names of the events written so far.
+        pub fn event_names(&self) -> Vec<String> {
+            let text = String::from_utf8(self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()).unwrap();
+            text.lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use super::testing::Captured;
     use super::*;
-    use crate::app::testing::Captured;
     use std::time::Duration;
 
     #[test]

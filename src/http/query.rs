@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::http::shown;
+use crate::http::reply::shown;
 
 /// A parameter that cannot be used. `parameter` and `value` are as sent
 /// (`Reply::bad_parameter` shortens them); `message` quotes them shortened.
