@@ -8,6 +8,7 @@ mod chaos;
 mod config;
 mod connections;
 mod container;
+mod contract;
 mod disk;
 mod emulation;
 mod engines;

@@ -21,7 +21,7 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn repo_document() -> Value {
+pub fn repo_document() -> Value {
     let text = std::fs::read_to_string(repo().join("api/openapi.json")).expect("read api/openapi.json");
     serde_json::from_str(&text).expect("api/openapi.json is JSON")
 }
