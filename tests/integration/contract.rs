@@ -355,3 +355,45 @@ fn guardrail_refusals_match_the_document() {
         c.failures.join("\n")
     );
 }
+
+/// A stop that arrives while a leak is being made ends it, and the leak's
+/// request gets the documented 409 (nothing of it is kept). The leak is
+/// large enough (512 MiB, about 0.3 s of page writes) that the stop, sent
+/// once `GET /chaos` lists it, lands while it is made; a few tries make
+/// that certain on a loaded machine, where the leak is only slower.
+#[test]
+fn a_leak_stopped_while_it_is_made_answers_the_documented_409() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let doc = repo_document();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let leak = std::thread::scope(|s| {
+            let leak = s.spawn(|| request(svc.addr, "POST", "/load/memory?mb=512", &[], ""));
+            let listed = crate::harness::poll(
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_millis(1),
+                || (svc.get("/chaos").json()["active"] == 1).then_some(()),
+            );
+            assert!(listed.is_some(), "the leak never showed in GET /chaos");
+            let stop = svc.post("/chaos/stop");
+            assert_eq!(stop.status, 200, "{}", stop.body);
+            leak.join().expect("leak request")
+        });
+        if let Err(e) = conformance(&doc, "POST", "/load/memory", &leak) {
+            panic!("{e}");
+        }
+        statuses.push(leak.status);
+        if leak.status == 409 {
+            assert_eq!(leak.json()["leaked_mb"], 0, "{}", leak.body);
+            break;
+        }
+        assert_eq!(svc.post("/chaos/stop").status, 200);
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&409),
+        "no stop landed while a leak was made: {statuses:?}"
+    );
+    assert_eq!(svc.get("/chaos").json()["active"], 0);
+}
