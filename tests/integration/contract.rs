@@ -105,9 +105,10 @@ pub fn validate(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &m
                 }
             }
             "minItems" => {
-                if let (Some(a), Some(min)) = (value.as_array(), s.as_u64())
-                    && (a.len() as u64) < min
-                {
+                let (Some(a), Some(min)) = (value.as_array(), s.as_u64()) else {
+                    continue;
+                };
+                if (a.len() as u64) < min {
                     errors.push(format!("{at}: {} items, fewer than {min}", a.len()));
                 }
             }
