@@ -82,9 +82,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The configuration table: each variable's name and default. The README's
-/// table gives the same facts with their meaning; a unit test keeps them in
-/// step.
+/// The configuration table: each variable's name and default. The table of
+/// docs/configuration.md gives the same facts with their meaning; a unit
+/// test keeps them in step.
 pub const VARIABLES: &[(&str, &str)] = &[
     ("CPU_LOAD_DURATION", "10"),
     ("MEMORY_MB", "100"),
@@ -366,14 +366,17 @@ mod tests {
     }
 
     #[test]
-    fn readme_table_gives_every_variable_with_its_default() {
-        let readme = include_str!("../README.md");
+    fn docs_table_gives_every_variable_with_its_default() {
+        let doc = include_str!("../docs/configuration.md");
         for (name, default) in VARIABLES {
             let row = format!("| `{name}` | `{default}` |");
-            assert!(readme.contains(&row), "README.md lacks the row {row}");
+            assert!(doc.contains(&row), "docs/configuration.md lacks the row {row}");
         }
         for extra in KNOWN_WITHOUT_DEFAULT {
-            assert!(readme.contains(&format!("| `{extra}` |")), "README.md lacks {extra}");
+            assert!(
+                doc.contains(&format!("| `{extra}` |")),
+                "docs/configuration.md lacks {extra}"
+            );
         }
     }
 

@@ -1,6 +1,7 @@
 //! The OpenAPI document (`api/openapi.json`) against what the server really
-//! does: the routes it answers, the README's API table, every parameter
-//! bound one step inside and outside, the HTTP layer's own answers; and,
+//! does: the routes it answers, the endpoint tables of README.md and
+//! docs/api.md, every parameter bound one step inside and outside, the HTTP
+//! layer's own answers; and,
 //! with the tools scripts/test.sh installs, openapi-spec-validator, Redocly's
 //! lint and a schemathesis run against the live release binary.
 
@@ -102,14 +103,12 @@ fn served_document_is_the_repositorys_and_lists_every_route_the_server_answers()
     }
 }
 
-/// One README row per (method, path), HEAD aside (the README says once that
-/// HEAD works wherever GET does): the table and the document list the same
-/// pairs, so neither can drift from the other.
-#[test]
-fn readme_api_table_has_one_row_per_documented_operation() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("read README.md");
+/// The rows of a markdown table whose first cell is `` `METHOD /path...` ``,
+/// by (method, path); a second row for the same pair is an error.
+fn api_rows(file: &str) -> BTreeMap<(String, String), String> {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap_or_else(|e| panic!("read {file}: {e}"));
     let mut rows = BTreeMap::new();
-    for line in readme.lines() {
+    for line in text.lines() {
         let Some(cell) = line.strip_prefix("| `") else { continue };
         let Some((method, rest)) = cell.split_once(' ') else {
             continue;
@@ -119,19 +118,33 @@ fn readme_api_table_has_one_row_per_documented_operation() {
         }
         let path: String = rest.chars().take_while(|c| !matches!(c, '?' | '`' | ' ')).collect();
         let previous = rows.insert((method.to_string(), path.clone()), line.to_string());
-        assert!(previous.is_none(), "two README rows for {method} {path}");
+        assert!(previous.is_none(), "two {file} rows for {method} {path}");
     }
+    rows
+}
+
+/// One row per (method, path), HEAD aside (both say once that HEAD works
+/// wherever GET does), in the README's endpoint list and in docs/api.md:
+/// each lists the document's pairs, so neither can drift from it, and the
+/// document is held to the route table (`document_matches_the_route_table`
+/// in the binary's unit tests) and to the live server (above).
+#[test]
+fn api_tables_have_one_row_per_documented_operation() {
     let doc = repo_document();
     let all = operations(&doc);
     let gets: BTreeSet<&String> = all.iter().filter(|(m, _)| m == "GET").map(|(_, p)| p).collect();
     let heads: BTreeSet<&String> = all.iter().filter(|(m, _)| m == "HEAD").map(|(_, p)| p).collect();
     assert_eq!(gets, heads, "HEAD is documented wherever GET is");
     let without_head: BTreeSet<(String, String)> = all.into_iter().filter(|(m, _)| m != "HEAD").collect();
-    let table: BTreeSet<(String, String)> = rows.keys().cloned().collect();
-    assert_eq!(
-        table, without_head,
-        "README API table rows against api/openapi.json operations"
-    );
+    for file in ["README.md", "docs/api.md"] {
+        let table: BTreeSet<(String, String)> = api_rows(file).into_keys().collect();
+        let missing: Vec<_> = without_head.difference(&table).collect();
+        let extra: Vec<_> = table.difference(&without_head).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{file}'s endpoint rows against api/openapi.json: missing {missing:?}, not in the document {extra:?}"
+        );
+    }
 }
 
 /// Size of the tmpfs under STATE_DIR of a service that faults are started
