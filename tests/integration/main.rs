@@ -10,6 +10,7 @@ mod connections;
 mod container;
 mod contract;
 mod disk;
+mod docs;
 mod emulation;
 mod engines;
 mod faults;
