@@ -216,7 +216,15 @@ struct Checker<'a> {
     failures: Vec<String>,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    fn new(svc: &'a Service) -> Checker<'a> {
+        Checker {
+            doc: repo_document(),
+            svc,
+            failures: Vec::new(),
+        }
+    }
+
     fn call(&mut self, method: &str, target: &str) -> Response {
         let r = request(self.svc.addr, method, target, &[], "");
         let path = target.split('?').next().unwrap_or(target);
@@ -238,15 +246,32 @@ impl Checker<'_> {
     }
 }
 
-/// Starts every kind of fault, two of some.
+/// Starts every kind of fault, two leaks (one made, one ramping).
+const EVERY_FAULT: &[(&str, u16)] = &[
+    ("/load/cpu?millicores=100&duration=30", 202),
+    ("/load/memory?mb=1", 200),
+    ("/load/memory?mb=4&ramp=30", 202),
+    ("/load/disk?mb=2&ramp=30", 202),
+    ("/fault/readiness?duration=30", 202),
+    ("/fault/liveness?mode=fail&duration=30", 202),
+    ("/load/latency?ms=20&duration=30", 202),
+];
+
+/// A second start of each kind while the first runs: the disk fill is one
+/// at a time (409); the others add or replace.
+const SECOND_STARTS: &[(&str, u16)] = &[
+    ("/load/disk?mb=1", 409),
+    ("/load/cpu?millicores=100&duration=30", 202),
+    ("/load/memory?mb=1&hold=30", 200),
+    ("/fault/readiness?duration=30", 202),
+    ("/fault/liveness?mode=hang&duration=30", 202),
+    ("/load/latency?ms=20&duration=30", 202),
+];
+
 fn start_every_fault(c: &mut Checker) {
-    c.expect("POST", "/load/cpu?millicores=100&duration=30", 202);
-    c.expect("POST", "/load/memory?mb=1", 200);
-    c.expect("POST", "/load/memory?mb=4&ramp=30", 202);
-    c.expect("POST", "/load/disk?mb=2&ramp=30", 202);
-    c.expect("POST", "/fault/readiness?duration=30", 202);
-    c.expect("POST", "/fault/liveness?mode=fail&duration=30", 202);
-    c.expect("POST", "/load/latency?ms=20&duration=30", 202);
+    for (target, status) in EVERY_FAULT {
+        c.expect("POST", target, *status);
+    }
 }
 
 /// With every kind of fault running, each operation but `POST /crash` is
@@ -263,11 +288,7 @@ fn answers_while_faults_run_match_the_document() {
         ("MAX_CONCURRENT_CHAOS", "64"),
         ("LATENCY_WINDOW_SECONDS", "1"),
     ]);
-    let mut c = Checker {
-        doc: repo_document(),
-        svc: &svc,
-        failures: Vec::new(),
-    };
+    let mut c = Checker::new(&svc);
     start_every_fault(&mut c);
     // The reads, each while every fault runs.
     c.expect("GET", "/", 200);
@@ -284,14 +305,9 @@ fn answers_while_faults_run_match_the_document() {
     assert_eq!(kinds, every, "GET /chaos lists every kind started: {listed}");
     c.expect("GET", "/metrics", 200);
     c.expect("GET", "/openapi.json", 200);
-    // A second start of each kind while the first runs: the disk fill is
-    // one at a time (409); the others add or replace.
-    c.expect("POST", "/load/disk?mb=1", 409);
-    c.expect("POST", "/load/cpu?millicores=100&duration=30", 202);
-    c.expect("POST", "/load/memory?mb=1&hold=30", 200);
-    c.expect("POST", "/fault/readiness?duration=30", 202);
-    c.expect("POST", "/fault/liveness?mode=hang&duration=30", 202);
-    c.expect("POST", "/load/latency?ms=20&duration=30", 202);
+    for (target, status) in SECOND_STARTS {
+        c.expect("POST", target, *status);
+    }
     // Each stop while its fault runs, then again when none does.
     for path in [
         "/load/cpu",
@@ -332,11 +348,7 @@ fn answers_while_faults_run_match_the_document() {
 #[test]
 fn guardrail_refusals_match_the_document() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "1")]);
-    let mut c = Checker {
-        doc: repo_document(),
-        svc: &svc,
-        failures: Vec::new(),
-    };
+    let mut c = Checker::new(&svc);
     c.expect("POST", "/load/memory?mb=1", 200);
     for target in [
         "/load/cpu?millicores=100&duration=5",
