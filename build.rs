@@ -1,6 +1,6 @@
 //! Embeds `api/openapi.json` compacted: the file is written for people
 //! (indented, about 76 KB), the binary needs only its data (about 45 KB).
-//! The image has a size goal (README, Performance), and the whitespace was
+//! The image has a size goal (docs/performance.md), and the whitespace was
 //! most of what separated the two.
 
 use std::path::Path;

@@ -45,7 +45,7 @@ Rows and default hypotheses:
             degraded.back_within (10) s.
   hpa       POST /load/cpu?duration=hpa.load_seconds (240); desiredReplicas
             rises within hpa.scale_within (180) s. Needs pods older than 5
-            minutes or READY_FAIL_ON_CPU_STRESS=false (see README).
+            minutes or READY_FAIL_ON_CPU_STRESS=false (see docs/kubernetes.md).
   evict     POST evict.trigger (/load/disk: the default 96 MiB, past the
             64Mi emptyDir sizeLimit). The pod reaches phase Failed with
             reason evict.reason (Evicted) within evict.evicted_within (135)

@@ -372,14 +372,14 @@ mod tests {
     }
 
     #[test]
-    fn readme_table_gives_every_variable_with_its_default() {
-        let readme = include_str!("../../README.md");
+    fn docs_table_gives_every_variable_with_its_default() {
+        let doc = include_str!("../../docs/configuration.md");
         for v in variables::VARIABLES {
             let row = match v.unset {
                 Unset::Default(value) | Unset::Derived(value) => format!("| `{}` | `{value}` |", v.name),
                 Unset::Off => format!("| `{}` | unset |", v.name),
             };
-            assert!(readme.contains(&row), "README.md lacks the row {row}");
+            assert!(doc.contains(&row), "docs/configuration.md lacks the row {row}");
         }
     }
 

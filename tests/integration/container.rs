@@ -46,6 +46,8 @@ pub struct Built {
     pub sizes: Vec<(String, u64)>,
     /// The `--oci-archive` it wrote.
     pub archive: PathBuf,
+    /// A copy of docs/containers.md that `--write-doc` rewrote.
+    pub doc: PathBuf,
 }
 
 /// Builds the multi-arch image once per test run with the script users run
@@ -56,10 +58,14 @@ pub fn built() -> &'static Built {
     let built = BUILT.get_or_init(|| {
         let dir = temp_dir("build");
         let archive = dir.join("chaos-backend.oci.tar");
+        let doc = dir.join("containers.md");
+        std::fs::copy(repo().join("docs/containers.md"), &doc).map_err(|e| format!("copy docs/containers.md: {e}"))?;
         let out = Command::new("bash")
             .arg(repo().join("scripts/build-image.sh"))
             .arg("--oci-archive")
             .arg(&archive)
+            .arg("--write-doc")
+            .arg(&doc)
             .arg(image_tag())
             .env("CONTAINER_ENGINE", "podman")
             .env("CONTAINERS_CONF", repo().join("tests/podman/containers.conf"))
@@ -76,6 +82,7 @@ pub fn built() -> &'static Built {
         Ok(Built {
             sizes: image_sizes(&stdout)?,
             archive,
+            doc,
         })
     });
     built.as_ref().unwrap_or_else(|e| panic!("{e}"))
@@ -260,7 +267,7 @@ fn crash_restarts_and_the_new_instance_counts_crash_to_startup_once() {
     eprintln!("crash to start-up under podman --restart on-failure: {secs:.3} s");
 }
 
-/// Records what abort() gives as PID 1: the README states the figure.
+/// Records what abort() gives as PID 1: docs/containers.md states the figure.
 #[test]
 #[ignore = "needs podman: scripts/test.sh runs it"]
 fn abort_as_pid_1_exit_code_is_observed() {
@@ -271,7 +278,7 @@ fn abort_as_pid_1_exit_code_is_observed() {
     eprintln!("abort() as PID 1 in the container: exit code {code}");
     // PID 1 ignores the SIGABRT it raises (no handler: the kernel drops it),
     // so glibc's abort() falls through to an illegal instruction: SIGSEGV.
-    assert_eq!(code, 139, "README documents 139; update it if this changes");
+    assert_eq!(code, 139, "docs/containers.md documents 139; update it if this changes");
     assert!(c.logs().contains("\"CRASH_REQUESTED\""));
 }
 

@@ -1,13 +1,14 @@
-//! The README's "Run locally with docker or podman" commands, run as they
-//! are written against Docker Engine and against podman: the `docker run`
-//! line, the health check, and the crash, memory and stop rows of the local
-//! failure matrix. The commands are read from README.md, so an edit there
-//! is tested here. Only these changes are made to them, each checked to
-//! apply: `--network host -e PORT=N` in place of `-p 127.0.0.1:8080:8080`
-//! (the dockerd that scripts/test.sh starts has no bridge, and a free port
-//! keeps parallel runs apart), `localhost:N` for `localhost:8080`, and a
-//! unique container name and the test image's tag. Under podman, `docker`
-//! is a shell function that calls podman, as the README says to do.
+//! The README's Docker-or-podman quick start and the local failure matrix
+//! of docs/containers.md, run as they are written against Docker Engine and
+//! against podman: the `docker run` line (and podman's), the health check,
+//! and the crash, memory and stop rows of the matrix. The commands are read
+//! from the two files, so an edit there is tested here. Only these changes
+//! are made to them, each checked to apply: `--network host -e PORT=N` in
+//! place of `-p 127.0.0.1:8080:8080` (the dockerd that scripts/test.sh
+//! starts has no bridge, and a free port keeps parallel runs apart),
+//! `localhost:N` for `localhost:8080`, and a unique container name and the
+//! test image's tag. Under podman, the matrix's `docker` is a shell function
+//! that calls podman, as the README says to do.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,25 +19,53 @@ use std::time::{Duration, Instant};
 use crate::container::{MAX_IMAGE_BYTES, image_sizes, image_tag};
 use crate::harness::{exclusive, poll, repo, temp_dir, try_request};
 
-/// The README section the commands come from.
-fn section() -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
-    let start = readme
-        .find("## Run locally with docker or podman")
-        .expect("README has the section");
-    let rest = &readme[start + 3..];
-    let end = rest.find("\n## ").unwrap_or(rest.len());
-    rest[..end].to_string()
+/// The part of `file` under `heading`, up to the next heading of its level
+/// or above (a `#` line inside a code block is not a heading).
+fn section(file: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let mut fenced = false;
+    let mut inside = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        let hashes = line.chars().take_while(|c| *c == '#').count();
+        if !fenced && hashes > 0 && line[hashes..].starts_with(' ') {
+            if inside && hashes <= level {
+                break;
+            }
+            inside = inside || line == heading;
+        }
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(!out.is_empty(), "{file} has no section {heading:?}");
+    out
 }
 
-/// The lines of the section's first `sh` block, continuations joined.
-fn sh_block() -> Vec<String> {
-    let text = section();
+/// The README's quick start for Docker and podman.
+fn quick_start() -> String {
+    section("README.md", "### Docker or podman")
+}
+
+/// The local failure matrix.
+fn matrix() -> String {
+    section("docs/containers.md", "### The failure matrix, locally")
+}
+
+/// The lines of the quick start's `n`th `sh` block (0: Docker, 1: podman),
+/// continuations joined, comments dropped.
+fn sh_block(n: usize) -> Vec<String> {
+    let text = quick_start();
     let block = text
         .split("```sh\n")
-        .nth(1)
+        .nth(n + 1)
         .and_then(|b| b.split("```").next())
-        .expect("an sh block");
+        .unwrap_or_else(|| panic!("sh block {n} of the quick start"));
     block
         .replace("\\\n", " ")
         .lines()
@@ -55,11 +84,11 @@ fn sh_block() -> Vec<String> {
 /// The code spans of the trigger and proof cells of the table row for
 /// `fault`, with the table's `\|` turned back into a pipe.
 fn row(fault: &str) -> (Vec<String>, Vec<String>) {
-    let text = section();
+    let text = matrix();
     let line = text
         .lines()
         .find(|l| l.starts_with(&format!("| {fault} |")))
-        .unwrap_or_else(|| panic!("README's local matrix has no {fault} row"));
+        .unwrap_or_else(|| panic!("docs/containers.md's local matrix has no {fault} row"));
     let cells: Vec<String> = line
         .replace("\\|", "\u{0}")
         .split('|')
@@ -69,7 +98,7 @@ fn row(fault: &str) -> (Vec<String>, Vec<String>) {
     (spans(&cells[2]), spans(&cells[4]))
 }
 
-/// One engine, and a container of the README's commands in it.
+/// One engine, and a container of the documented commands in it.
 struct Run {
     engine: &'static str,
     name: String,
@@ -79,8 +108,8 @@ struct Run {
 }
 
 impl Run {
-    /// `cmd` as the test runs it: the README's text with the documented
-    /// changes, each of which must apply.
+    /// `cmd` as the test runs it: the documented text with the changes
+    /// this file's top comment lists, each of which must apply.
     fn localise(&self, cmd: &str) -> String {
         let mut out = Vec::new();
         let mut tokens = cmd.split(' ').peekable();
@@ -98,7 +127,7 @@ impl Run {
         out.join(" ")
     }
 
-    /// Runs one README command through bash; `docker` means this engine.
+    /// Runs one documented command through bash; `docker` means this engine.
     fn sh(&self, cmd: &str) -> Output {
         let script = self.localise(cmd);
         let mut c = Command::new("bash");
@@ -123,7 +152,7 @@ impl Run {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Polls a README proof command until its output satisfies `want`.
+    /// Polls a documented proof command until its output satisfies `want`.
     fn until(&self, cmd: &str, timeout: Duration, want: impl Fn(&str) -> bool) -> String {
         let mut last = String::new();
         let seen = poll(timeout, Duration::from_millis(250), || {
@@ -162,8 +191,8 @@ impl Drop for Run {
     }
 }
 
-/// The README's flow in `engine`: run, healthy, crash and restart, OOM kill
-/// and restart, stop with 0.
+/// The documented flow in `engine`: run, healthy, crash and restart, OOM
+/// kill and restart, stop with 0.
 fn readme_flow(engine: &'static str, image: String) {
     let dir = temp_dir(engine);
     let run = Run {
@@ -176,8 +205,8 @@ fn readme_flow(engine: &'static str, image: String) {
         image,
         dir,
     };
-    let block = sh_block();
-    let docker_run = block
+    let docker = sh_block(0);
+    let docker_run = docker
         .iter()
         .find(|l| l.starts_with("docker run"))
         .expect("a docker run line");
@@ -189,21 +218,49 @@ fn readme_flow(engine: &'static str, image: String) {
     ] {
         assert!(
             docker_run.contains(part),
-            "README's run line lost {part:?}: {docker_run}"
+            "the README's run line lost {part:?}: {docker_run}"
         );
     }
-    run.sh_ok(docker_run);
+    let podman = sh_block(1);
+    let podman_run = podman
+        .iter()
+        .find(|l| l.starts_with("podman run"))
+        .expect("a podman run line");
+    assert_eq!(
+        podman_run.strip_prefix("podman"),
+        docker_run.strip_prefix("docker"),
+        "the README runs the same container under podman as under docker"
+    );
+    if engine == "podman" {
+        // What the README tells podman users on machines like these: the
+        // project's containers.conf (which this test uses) and a working
+        // directory of its own (which this test runs in).
+        assert!(
+            podman
+                .iter()
+                .any(|l| l == "export CONTAINERS_CONF=\"$PWD/tests/podman/containers.conf\""),
+            "the README's podman block sets CONTAINERS_CONF: {podman:?}"
+        );
+        assert!(repo().join("tests/podman/containers.conf").exists());
+        assert!(
+            podman.iter().any(|l| l == "cd \"$(mktemp -d)\""),
+            "the README's podman block runs podman from a directory of its own: {podman:?}"
+        );
+        run.sh_ok(podman_run);
+    } else {
+        run.sh_ok(docker_run);
+    }
     run.wait_health();
 
     // Healthy: the image's HEALTHCHECK, read the way the README says.
-    let health = block
+    let health = docker
         .iter()
         .find(|l| l.contains("{{.State.Health.Status}}"))
         .expect("the README shows how to read the health status");
     if engine == "podman" {
         // Podman runs health checks from systemd timers; without systemd,
         // as the README says, one check is run by hand.
-        assert!(section().contains("podman healthcheck run chaos"));
+        assert!(podman.iter().any(|l| l == "podman healthcheck run chaos"), "{podman:?}");
         run.sh_ok("podman healthcheck run chaos");
     }
     // Docker runs the first check one interval (10 s) after the start.
@@ -224,7 +281,7 @@ fn readme_flow(engine: &'static str, image: String) {
     let killed = run.sh(&trigger[0]);
     assert!(!killed.status.success(), "the leak must not be answered");
     let oom = if engine == "docker" { "true" } else { "false" };
-    // Podman 4.3 reads OOMKilled false (README); conmon's file tells.
+    // Podman 4.3 reads OOMKilled false (docs/containers.md); conmon's file tells.
     run.until(&proof[0], Duration::from_secs(20), |s| s == format!("{oom} 2"));
     if engine == "podman" {
         assert!(

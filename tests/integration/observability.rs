@@ -3,6 +3,7 @@
 //! rules; promtool checks and unit-tests the rules; the dashboard
 //! type-checks against Grafana's own `Dashboard` type from npm.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -553,4 +554,215 @@ fn lexical(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// What `/metrics` exports: family -> (type, label -> values), histogram
+/// series folded into their family and `le` left out.
+type Families = std::collections::BTreeMap<String, (String, std::collections::BTreeMap<String, BTreeSet<String>>)>;
+
+fn exported(body: &str) -> Families {
+    let mut out: Families = Families::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+            out.entry(name.to_string()).or_default().0 = kind.to_string();
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .find(|f| out.get(*f).is_some_and(|(kind, _)| kind == "histogram"))
+            .unwrap_or(name);
+        let entry = out.entry(family.to_string()).or_default();
+        for pair in labels.trim_end_matches('}').split("\",").filter(|p| !p.is_empty()) {
+            let (label, value) = pair.split_once("=\"").expect("label=\"value\"");
+            if label != "le" {
+                entry
+                    .1
+                    .entry(label.to_string())
+                    .or_default()
+                    .insert(value.trim_end_matches('"').to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The metrics table of docs/observability.md: family -> (type, label ->
+/// the values its cell lists in code spans, and the cell's text).
+type Documented =
+    std::collections::BTreeMap<String, (String, std::collections::BTreeMap<String, (BTreeSet<String>, String)>)>;
+
+fn documented_metrics() -> Documented {
+    let doc = std::fs::read_to_string(repo().join("docs/observability.md")).expect("docs/observability.md");
+    let table = doc
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Metrics section");
+    let mut out = Documented::new();
+    for line in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).skip(1).collect();
+        let name = cells[0].trim_matches('`').to_string();
+        let mut labels = std::collections::BTreeMap::new();
+        for part in cells[2].split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (label, rest) = part
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{name}: label cell {part:?}"));
+            let values: BTreeSet<String> = rest.split('`').skip(1).step_by(2).map(str::to_string).collect();
+            labels.insert(label.trim().trim_matches('`').to_string(), (values, rest.to_string()));
+        }
+        let previous = out.insert(name.clone(), (cells[1].to_string(), labels));
+        assert!(previous.is_none(), "two rows for {name}");
+    }
+    out
+}
+
+/// The metrics table in docs/observability.md is what the binary exports,
+/// after every kind of fault has run and every method has been seen: each
+/// family with its type, its labels, and each bounded label's values; no row
+/// names a metric the binary lacks. `endpoint` is each path of
+/// api/openapi.json plus the values the row lists; `code`, a status code, is
+/// described, not listed. On the README of issue 27 it failed: its table
+/// gave `chaos_actions_total{action}` as cpu, memory, disk, crash.
+#[test]
+fn the_metrics_table_is_what_the_binary_exports() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "64")]);
+    for target in [
+        "/load/cpu?millicores=100&duration=1",
+        "/load/memory?mb=1&hold=1",
+        "/load/disk?mb=1",
+        "/load/latency?ms=1&duration=1",
+        "/fault/liveness?duration=1",
+        "/fault/readiness?duration=1",
+    ] {
+        let r = svc.post(target);
+        assert!(r.status < 300, "{target}: {} {}", r.status, r.body);
+    }
+    for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"] {
+        request(svc.addr, method, "/no-such-path", &[], "");
+    }
+    let metrics = exported(&svc.get("/metrics").body);
+    assert_eq!(svc.post("/chaos/stop").status, 200);
+    let documented = documented_metrics();
+
+    let document: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("api/openapi.json")).unwrap()).unwrap();
+    let paths: BTreeSet<String> = document["paths"].as_object().unwrap().keys().cloned().collect();
+    let mut problems = Vec::new();
+    for (family, (kind, labels)) in &metrics {
+        let Some((doc_kind, doc_labels)) = documented.get(family) else {
+            problems.push(format!("{family} ({kind}) is exported and has no row"));
+            continue;
+        };
+        if doc_kind != kind {
+            problems.push(format!("{family}: the row says {doc_kind}, the binary {kind}"));
+        }
+        let names: BTreeSet<&String> = labels.keys().collect();
+        let doc_names: BTreeSet<&String> = doc_labels.keys().collect();
+        if names != doc_names {
+            problems.push(format!("{family}: labels {names:?}, the row says {doc_names:?}"));
+            continue;
+        }
+        for (label, values) in labels {
+            let (listed, text) = &doc_labels[label];
+            let ok = match label.as_str() {
+                "code" => {
+                    listed.is_empty()
+                        && text.contains("status code")
+                        && values
+                            .iter()
+                            .all(|v| v.len() == 3 && v.bytes().all(|b| b.is_ascii_digit()))
+                }
+                "endpoint" => {
+                    let expected: BTreeSet<String> = paths.union(listed).cloned().collect();
+                    *values == expected
+                }
+                _ => values == listed,
+            };
+            if !ok {
+                problems.push(format!(
+                    "{family}{{{label}}}: exported {values:?}, the row lists {listed:?}"
+                ));
+            }
+        }
+    }
+    for family in documented.keys().filter(|f| !metrics.contains_key(*f)) {
+        problems.push(format!("{family} has a row and is not exported"));
+    }
+    problems.extend(metric_names_not_exported(&metrics));
+    assert!(
+        problems.is_empty(),
+        "docs/observability.md against /metrics:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Names the seed used, mentioned as such where they were renamed.
+const FORMER_NAMES: &[&str] = &["memory_chunks_count", "pod_recovery_count"];
+
+/// Every name in a code span of README.md or docs/*.md that has the shape
+/// of one of the binary's metrics (a family's first word, and a metric
+/// suffix) but is not one, nor a histogram's series.
+fn metric_names_not_exported(metrics: &Families) -> Vec<String> {
+    const SUFFIXES: &[&str] = &[
+        "_total",
+        "_seconds",
+        "_bytes",
+        "_count",
+        "_sum",
+        "_bucket",
+        "_status",
+        "_active",
+        "_millicores",
+        "_open",
+        "_chunks",
+        "_fds",
+        "_threads",
+    ];
+    let prefixes: BTreeSet<&str> = metrics.keys().filter_map(|f| f.split('_').next()).collect();
+    let known = |name: &str| {
+        metrics.contains_key(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|s| {
+                name.strip_suffix(s)
+                    .is_some_and(|f| metrics.get(f).is_some_and(|(k, _)| k == "histogram"))
+            })
+    };
+    let mut pages = vec![repo().join("README.md")];
+    pages.extend(
+        std::fs::read_dir(repo().join("docs"))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
+    let mut problems = Vec::new();
+    for page in pages {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for span in line.split('`').skip(1).step_by(2) {
+                for word in span.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    let shaped = word.contains('_')
+                        && word
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                        && word.split('_').next().is_some_and(|p| prefixes.contains(p))
+                        && SUFFIXES.iter().any(|s| word.ends_with(s));
+                    if shaped && !known(word) && !FORMER_NAMES.contains(&word) {
+                        problems.push(format!(
+                            "{}:{}: `{word}` is not a metric the binary exports",
+                            page.strip_prefix(repo()).unwrap_or(&page).display(),
+                            n + 1
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
 }

@@ -1,0 +1,556 @@
+//! The docs cannot drift silently: every relative link and anchor in
+//! README.md and docs/*.md resolves (by GitHub's anchor rules), and every
+//! figure a measurement produces is either written by the script that
+//! measures it or quoted with its date and the command that made it.
+//! (The metrics, the routes and the configuration are held to the binary
+//! by observability.rs, openapi.rs and the configuration module's tests.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::{repo, temp_dir};
+
+/// Pages another branch adds, linked to before they land: a link to one is
+/// checked once the file exists. Remove an entry when its file is merged.
+const PENDING: &[&str] = &["docs/observer.md"];
+
+/// README.md and every docs/*.md of the tree at `root`.
+fn pages(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    out.extend(docs);
+    out
+}
+
+/// Each line of `text` with its number, as prose: `None` inside fenced code
+/// blocks, and with inline code spans blanked out otherwise.
+fn prose_lines(text: &str) -> Vec<(usize, Option<String>)> {
+    let mut fenced = false;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return (i + 1, None);
+            }
+            if fenced {
+                return (i + 1, None);
+            }
+            (i + 1, Some(blank_code_spans(line)))
+        })
+        .collect()
+}
+
+/// `line` with each inline code span replaced by spaces of its length.
+fn blank_code_spans(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut in_code = false;
+    for c in line.chars() {
+        if c == '`' {
+            in_code = !in_code;
+            out.push(' ');
+        } else if in_code {
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// GitHub's anchor for a heading's text (github-slugger): the rendered
+/// text lower-cased, every character but letters, digits, `-`, `_` and
+/// spaces dropped, spaces made hyphens.
+fn slug(heading: &str) -> String {
+    // The rendered text: code spans keep their content, links their text,
+    // emphasis markers go.
+    let mut text = String::new();
+    let mut rest = heading;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find("](").map(|i| open + i) else {
+            break;
+        };
+        let Some(end) = rest[close..].find(')').map(|i| close + i) else {
+            break;
+        };
+        text.push_str(&rest[..open]);
+        text.push_str(&rest[open + 1..close]);
+        rest = &rest[end + 1..];
+    }
+    text.push_str(rest);
+    text.to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors a page offers: its headings' slugs (a repeat gets `-1`,
+/// `-2` ...) and any `id="..."` or `name="..."` of inline HTML.
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let hashes = line.chars().take_while(|c| *c == '#').count();
+        if (1..=6).contains(&hashes) && line[hashes..].starts_with(' ') {
+            let base = slug(line[hashes..].trim().trim_end_matches('#').trim());
+            let n = seen.entry(base.clone()).or_insert(0);
+            out.insert(if *n == 0 { base.clone() } else { format!("{base}-{n}") });
+            *n += 1;
+        }
+        for attribute in ["id=\"", "name=\""] {
+            for (i, _) in line.match_indices(attribute) {
+                let value = &line[i + attribute.len()..];
+                if let Some(end) = value.find('"') {
+                    out.insert(value[..end].to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The targets of the inline links `[text](target)` and images of a line
+/// of prose.
+fn link_targets(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, _) in line.match_indices("](") {
+        let rest = &line[i + 2..];
+        let Some(end) = rest.find(')') else { continue };
+        let target = rest[..end].split_whitespace().next().unwrap_or("");
+        out.push(target.trim_matches(|c| c == '<' || c == '>').to_string());
+    }
+    out
+}
+
+/// Every broken relative link or anchor of the pages of the tree at `root`,
+/// as `file:line: why`.
+fn broken_links(root: &Path) -> Vec<String> {
+    let mut broken = Vec::new();
+    let mut cache: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+    for page in pages(root) {
+        let text = std::fs::read_to_string(&page).expect("read page");
+        let name = page.strip_prefix(root).unwrap_or(&page).display().to_string();
+        for (number, line) in prose_lines(&text) {
+            let Some(line) = line else { continue };
+            for target in link_targets(&line) {
+                if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+                let file = if path.is_empty() {
+                    page.clone()
+                } else {
+                    page.parent().unwrap_or(root).join(path)
+                };
+                let relative = normalise(file.strip_prefix(root).unwrap_or(&file));
+                if !file.exists() {
+                    if !PENDING.contains(&relative.as_str()) {
+                        broken.push(format!("{name}:{number}: {target}: no file {relative}"));
+                    }
+                    continue;
+                }
+                if anchor.is_empty() {
+                    continue;
+                }
+                if file.extension().is_none_or(|x| x != "md") {
+                    broken.push(format!(
+                        "{name}:{number}: {target}: an anchor into a file that is not markdown"
+                    ));
+                    continue;
+                }
+                let offered = cache
+                    .entry(file.clone())
+                    .or_insert_with(|| anchors(&std::fs::read_to_string(&file).expect("read link target")));
+                if !offered.contains(anchor) {
+                    broken.push(format!("{name}:{number}: {target}: {relative} has no anchor #{anchor}"));
+                }
+            }
+        }
+    }
+    broken
+}
+
+/// `a/b/../c` as `a/c`.
+fn normalise(path: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => parts.push(other.as_os_str().to_string_lossy().into_owned()),
+        }
+    }
+    parts.join("/")
+}
+
+/// A tree of pages made for a test: README.md and docs/NAME for each of
+/// `docs`.
+fn fixture_tree(tag: &str, readme: &str, docs: &[(&str, &str)]) -> PathBuf {
+    let root = temp_dir(tag);
+    std::fs::create_dir_all(root.join("docs")).unwrap();
+    std::fs::write(root.join("README.md"), readme).unwrap();
+    for (name, text) in docs {
+        std::fs::write(root.join("docs").join(name), text).unwrap();
+    }
+    root
+}
+
+#[test]
+fn every_relative_link_and_anchor_resolves() {
+    let broken = broken_links(repo());
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The checker itself: a missing file, a missing anchor and a repeated
+/// heading's second anchor, in a tree made for it; links in code are not
+/// links.
+#[test]
+fn the_link_check_finds_broken_files_and_anchors() {
+    let root = fixture_tree(
+        "links",
+        "# Top\n\nSee [api](docs/api.md#errors), [gone](docs/gone.md), [bad](docs/api.md#nope),\n\
+         [the second](docs/api.md#errors-1), [here](#top), `[code](docs/x.md)`.\n\n\
+         ```sh\n[not a link](docs/y.md)\n```\n",
+        &[(
+            "api.md",
+            "# API\n\n## Errors\n\n## Errors\n\n## `READY_FAIL_ON_CPU_STRESS=false`, why\n\nBack to [the top](../README.md#top) and [why](#ready_fail_on_cpu_stressfalse-why).\n",
+        )],
+    );
+    let broken = broken_links(&root);
+    assert_eq!(broken.len(), 2, "{broken:#?}");
+    assert!(
+        broken[0].starts_with("README.md:3: docs/gone.md: no file"),
+        "{broken:#?}"
+    );
+    assert!(broken[1].contains("docs/api.md has no anchor #nope"), "{broken:#?}");
+    assert_eq!(slug("Memory leak → OOM kill"), "memory-leak--oom-kill");
+    assert_eq!(slug("Crash, restart and shutdown"), "crash-restart-and-shutdown");
+    assert_eq!(slug("On a laptop, with cargo"), "on-a-laptop-with-cargo");
+}
+
+/// A figure that a measurement produces: a decimal number with a unit of
+/// size or time, a decimal percentage, a throughput, a ratio like `1.28x`, a
+/// byte count with separators, or any size in decimal megabytes (how image
+/// sizes and RSS are reported). Whole numbers of MiB, seconds or
+/// milliseconds are settings and bounds, not measurements.
+fn figures(line: &str) -> Vec<String> {
+    const UNITS: &[&str] = &[
+        "req/s", "MB", "KB", "kB", "GB", "MiB", "KiB", "GiB", "ms", "µs", "us", "s", "%", "x", "bytes",
+    ];
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts = chars[i].is_ascii_digit() && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_'));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let begin = i;
+        let (mut decimal, mut grouped) = (false, false);
+        while i < chars.len() {
+            let c = chars[i];
+            let next_digit = chars.get(i + 1).is_some_and(char::is_ascii_digit);
+            if c.is_ascii_digit() {
+                i += 1;
+            } else if c == '.' && next_digit && !decimal {
+                decimal = true;
+                i += 1;
+            } else if c == ',' && next_digit && chars[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count() == 3 {
+                grouped = true;
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        let number: String = chars[begin..i].iter().collect();
+        let after: String = chars[i..].iter().collect();
+        let spaced = after.strip_prefix(' ').unwrap_or(&after);
+        let unit = UNITS.iter().find(|u| {
+            let candidate = if **u == "x" || **u == "%" {
+                after.as_str()
+            } else {
+                spaced
+            };
+            candidate.starts_with(**u)
+                && !candidate[u.len()..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        });
+        let Some(unit) = unit else { continue };
+        let measured = match *unit {
+            "req/s" | "MB" | "KB" | "kB" | "GB" | "µs" | "us" => true,
+            "bytes" => grouped,
+            _ => decimal,
+        };
+        // A goal or a bound is not a measurement.
+        let before: String = chars[begin.saturating_sub(24)..begin].iter().collect();
+        let bound = ["goal", "at most", "<=", ">=", "under its"]
+            .iter()
+            .any(|w| before.contains(w));
+        if measured && !bound {
+            let gap = if matches!(*unit, "x" | "%") { "" } else { " " };
+            out.push(format!("{number}{gap}{unit}"));
+        }
+    }
+    out
+}
+
+/// A date (`YYYY-MM-DD`) in `text`.
+fn has_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.windows(10).any(|w| {
+        w.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+    })
+}
+
+/// A command in a code span of `text` (`scripts/...`, cargo, podman ...),
+/// or the admission that it was not recorded.
+fn has_command(text: &str) -> bool {
+    const COMMANDS: &[&str] = &["scripts/", "cargo ", "podman ", "docker ", "wrk ", "curl ", "kubectl "];
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .contains("not recorded")
+        || text
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .any(|span| COMMANDS.iter().any(|c| span.starts_with(c)))
+}
+
+/// Every figure of the pages under `root` that is neither generated nor
+/// quoted with its date and command, and every region that breaks the
+/// rules, as `file:line: why`.
+fn unsourced_figures(root: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for page in pages(root) {
+        let text = std::fs::read_to_string(&page).expect("read page");
+        let name = page.strip_prefix(root).unwrap_or(&page).display().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        let prose = prose_lines(&text);
+        // Regions: generated by a script, or a quoted measurement.
+        let mut region: Option<(usize, String)> = None;
+        let mut in_region = vec![false; lines.len()];
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            if let Some(script) = t
+                .strip_prefix("<!-- begin generated by ")
+                .and_then(|r| r.strip_suffix(" -->"))
+            {
+                region = Some((i, script.to_string()));
+            } else if t == "<!-- measured: begin -->" {
+                region = Some((i, String::new()));
+            } else if t.starts_with("<!-- end generated by ") || t == "<!-- measured: end -->" {
+                let Some((start, script)) = region.take() else {
+                    problems.push(format!("{name}:{}: a region ends that never began", i + 1));
+                    continue;
+                };
+                let body = lines[start + 1..i].join("\n");
+                if !has_date(&body) || !has_command(&body) {
+                    problems.push(format!(
+                        "{name}:{}: a measured region without its date (YYYY-MM-DD) and the command that made it",
+                        start + 1
+                    ));
+                }
+                if !script.is_empty() {
+                    problems.extend(check_generated(&name, start + 1, &script, &body, t));
+                }
+                in_region[start..=i].iter_mut().for_each(|x| *x = true);
+            }
+        }
+        if let Some((start, _)) = region {
+            problems.push(format!("{name}:{}: a region that never ends", start + 1));
+        }
+        // Outside regions, a figure's block (its paragraph, list item or
+        // table row) must give the date and the command itself.
+        for (i, (number, line)) in prose.iter().enumerate() {
+            let Some(line) = line else { continue };
+            if in_region[i] {
+                continue;
+            }
+            let found = figures(line);
+            if found.is_empty() {
+                continue;
+            }
+            let block = block_around(&lines, i);
+            if !(has_date(&block) && has_command(&block)) {
+                problems.push(format!(
+                    "{name}:{number}: {} measured, without its date and command (quote both, or have the measuring script write it)",
+                    found.join(", ")
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The paragraph, list item or table row that holds line `i`.
+fn block_around(lines: &[&str], i: usize) -> String {
+    let line = lines[i];
+    if line.trim_start().starts_with('|') {
+        return line.to_string();
+    }
+    let is_break = |l: &str| l.trim().is_empty() || l.trim_start().starts_with('|') || l.starts_with('#');
+    let is_item = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with("- ") || t.starts_with("* ")
+    };
+    let mut start = i;
+    while start > 0 && !is_break(lines[start - 1]) && !is_item(lines[start]) {
+        start -= 1;
+    }
+    let mut end = i + 1;
+    while end < lines.len() && !is_break(lines[end]) && !is_item(lines[end]) {
+        end += 1;
+    }
+    lines[start..end].join("\n")
+}
+
+/// The rules of a block a script writes: the script exists and has
+/// `--write-doc`, the block names it as its command, and a benchmark block
+/// is not a `--short` run's.
+fn check_generated(name: &str, line: usize, script: &str, body: &str, end: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if end != format!("<!-- end generated by {script} -->") {
+        problems.push(format!("{name}:{line}: the block of {script} ends as {end:?}"));
+    }
+    let path = repo().join(script);
+    let help = Command::new("bash").arg(&path).arg("--help").output();
+    match help {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("--write-doc") => {}
+        _ => problems.push(format!("{name}:{line}: {script} does not exist or has no --write-doc")),
+    }
+    if !body.contains(&format!("`{script}")) {
+        problems.push(format!(
+            "{name}:{line}: the block does not name {script} as the command that made it"
+        ));
+    }
+    if body.contains("--short") || body.contains("short mode") {
+        problems.push(format!("{name}:{line}: a --short run's figures are too short to quote"));
+    }
+    problems
+}
+
+#[test]
+fn every_measured_figure_is_generated_or_dated_with_its_command() {
+    let problems = unsourced_figures(repo());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The check itself, on pages made for it: the stale "2.2 MB" of the old
+/// README is found; a dated figure with its command, a generated block and
+/// a setting are not; a `--short` table and an undated region are refused.
+#[test]
+fn the_figure_check_finds_undated_figures_and_bad_regions() {
+    let root = fixture_tree(
+        "figures",
+        "# Top\n\nThe image is `FROM scratch`: one static binary (2.2 MB on amd64, 1.2 MB\non arm64).\n\n\
+         A leak of 64 MiB takes 10 s at most; the goal is 2.5 MB.\n\n\
+         It served 78297 req/s (measured 2026-11-30 with `scripts/bench.sh`).\n",
+        &[(
+            "perf.md",
+            "# Perf\n\n<!-- begin generated by scripts/bench.sh -->\nMeasured 2026-12-01 by `scripts/bench.sh --short`:\n\n\
+             | a | 1.28x |\n<!-- end generated by scripts/bench.sh -->\n\n\
+             <!-- measured: begin -->\nSome day, 0.454 ms.\n<!-- measured: end -->\n",
+        )],
+    );
+    let problems = unsourced_figures(&root);
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("README.md:3: 2.2 MB, 1.2 MB measured"),
+        "{problems:#?}"
+    );
+    assert!(problems[1].contains("too short to quote"), "{problems:#?}");
+    assert!(
+        problems[2].starts_with("docs/perf.md:9: a measured region without its date"),
+        "{problems:#?}"
+    );
+}
+
+/// scripts/update-doc.sh rewrites its block and nothing else, and refuses a
+/// file without the block, with it twice, or with its lines out of order,
+/// leaving the file as it was.
+#[test]
+fn update_doc_rewrites_only_its_block() {
+    let dir = temp_dir("update-doc");
+    let file = dir.join("page.md");
+    let script = repo().join("scripts/update-doc.sh");
+    let run = |content: &str, name: &str| {
+        let mut child = Command::new("bash")
+            .arg(&script)
+            .arg(&file)
+            .arg(name)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run update-doc.sh");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(content.as_bytes()).unwrap();
+        child.wait().expect("update-doc.sh").code()
+    };
+    let page = "a\n<!-- begin generated by scripts/x.sh -->\nold\n<!-- end generated by scripts/x.sh -->\nb\n";
+    std::fs::write(&file, page).unwrap();
+    assert_eq!(run("new 1\nnew 2\n", "scripts/x.sh"), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "a\n<!-- begin generated by scripts/x.sh -->\nnew 1\nnew 2\n<!-- end generated by scripts/x.sh -->\nb\n"
+    );
+    for bad in [
+        "a\nb\n".to_string(),
+        format!("{page}{page}"),
+        "<!-- end generated by scripts/x.sh -->\n<!-- begin generated by scripts/x.sh -->\n".to_string(),
+    ] {
+        std::fs::write(&file, &bad).unwrap();
+        assert_eq!(run("new\n", "scripts/x.sh"), Some(1), "{bad:?}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), bad, "left as it was");
+    }
+}
+
+/// Every page longer than two screens (about 100 lines) opens with a table
+/// of contents: a list of links to its own headings before its first `##`.
+#[test]
+fn long_pages_have_a_table_of_contents() {
+    for page in pages(repo()) {
+        let text = std::fs::read_to_string(&page).unwrap();
+        if text.lines().count() <= 100 {
+            continue;
+        }
+        let head = text.split("\n## ").next().unwrap_or("");
+        let own = anchors(&text);
+        let listed: Vec<String> = head
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- ["))
+            .flat_map(link_targets)
+            .collect();
+        assert!(
+            listed.len() >= 3
+                && listed
+                    .iter()
+                    .all(|t| t.strip_prefix('#').is_some_and(|a| own.contains(a))),
+            "{} is {} lines long and needs a table of contents of its own headings before its first section: {listed:?}",
+            page.display(),
+            text.lines().count()
+        );
+    }
+}
