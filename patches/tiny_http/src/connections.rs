@@ -199,7 +199,9 @@ impl Conn {
     fn must_close(&self, s: &State) -> bool {
         let read = self.body_read.load(Ordering::Relaxed);
         let left = s.body.content_length.saturating_sub(read);
-        s.body.chunked || (left > 0 && s.body.expect_continue && read == 0) || left > self.drain_limit
+        s.body.chunked
+            || (left > 0 && s.body.expect_continue && read == 0)
+            || left > self.drain_limit
     }
 
     /// Body bytes still unread that the connection's thread must drain
@@ -260,7 +262,10 @@ impl Conn {
     /// `WouldBlock` and retries (see `SharedStream`).
     fn write_now(&self, buf: &[u8]) -> usize {
         let stream = &self.stream;
-        let _window = self.nonblocking.lock().unwrap_or_else(PoisonError::into_inner);
+        let _window = self
+            .nonblocking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if stream.set_nonblocking_ref(true).is_err() {
             return 0;
         }
@@ -429,7 +434,12 @@ impl Read for SharedStream {
                 // for it to end, then read again.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     tries += 1;
-                    drop(self.0.nonblocking.lock().unwrap_or_else(PoisonError::into_inner));
+                    drop(
+                        self.0
+                            .nonblocking
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner),
+                    );
                     if tries > 1000 {
                         thread::sleep(Duration::from_millis(1));
                     }
@@ -758,8 +768,9 @@ impl Table {
     fn enforce(&self, now: Instant) {
         let conns: Vec<Arc<Conn>> = self.conns().values().cloned().collect();
         let l = &self.limits;
-        let late =
-            |limit: Option<Duration>, from: Instant| limit.map_or(false, |d| now.saturating_duration_since(from) > d);
+        let late = |limit: Option<Duration>, from: Instant| {
+            limit.map_or(false, |d| now.saturating_duration_since(from) > d)
+        };
         for conn in conns {
             let why = {
                 let s = conn.state();
@@ -833,11 +844,16 @@ fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
 /// with a back-off) and enforces the limits; it ends once `closed` is set.
 pub(crate) fn spawn_watchdog(table: Arc<Table>, closed: Arc<AtomicBool>) -> io::Result<()> {
     let l = &table.limits;
-    let shortest = [l.idle_timeout, l.head_timeout, l.write_timeout, l.drain_timeout]
-        .iter()
-        .flatten()
-        .min()
-        .copied();
+    let shortest = [
+        l.idle_timeout,
+        l.head_timeout,
+        l.write_timeout,
+        l.drain_timeout,
+    ]
+    .iter()
+    .flatten()
+    .min()
+    .copied();
     // A limit is enforced at most a quarter of itself late (and at most
     // 250 ms): a scan of a few thousand entries.
     let period = shortest.map_or(Duration::from_millis(250), |d| {
@@ -853,7 +869,11 @@ pub(crate) fn spawn_watchdog(table: Arc<Table>, closed: Arc<AtomicBool>) -> io::
                 let due: Vec<Arc<Conn>> = {
                     let mut q = timer.queue.lock().unwrap_or_else(PoisonError::into_inner);
                     let now = Instant::now();
-                    let next = q.iter().map(|(t, _)| *t).min().map_or(next_scan, |t| t.min(next_scan));
+                    let next = q
+                        .iter()
+                        .map(|(t, _)| *t)
+                        .min()
+                        .map_or(next_scan, |t| t.min(next_scan));
                     if next > now {
                         q = timer
                             .cond
@@ -863,7 +883,8 @@ pub(crate) fn spawn_watchdog(table: Arc<Table>, closed: Arc<AtomicBool>) -> io::
                     }
                     let now = Instant::now();
                     // A hold whose release flag was set is due at once.
-                    let (due, later): (Vec<_>, Vec<_>) = q.drain(..).partition(|(t, c)| *t <= now || c.released());
+                    let (due, later): (Vec<_>, Vec<_>) =
+                        q.drain(..).partition(|(t, c)| *t <= now || c.released());
                     *q = later;
                     due.into_iter().map(|(_, c)| c).collect()
                 };
@@ -955,9 +976,10 @@ mod tests {
         held.enter(Phase::Busy);
         held.hold_until(Instant::now() + Duration::from_secs(60), None);
         let mut w = AnswerWriter::new(&held);
-        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
         drop(w); // rendered, held back by a fault
-        // The third goes in: the held answer is evicted, the rendering one stays.
+                 // The third goes in: the held answer is evicted, the rendering one stays.
         let (conn, _c3) = socket(&listener);
         assert!(table.admit(conn).is_some());
         assert_eq!(held.expired(), Some(Expiry::Evicted));

@@ -90,9 +90,14 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
-
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
+// Patch (chaos-backend): lints newer than upstream's code, which stays as
+// upstream wrote it so that the fork's diff shows real changes only.
+#![allow(
+    clippy::doc_overindented_list_items,
+    clippy::io_other_error,
+    clippy::needless_borrow,
+    clippy::unnecessary_map_or
+)]
 
 use std::error::Error;
 use std::io::Error as IoError;
@@ -125,7 +130,6 @@ mod head;
 mod options;
 mod request;
 mod response;
-mod ssl;
 mod test;
 mod util;
 
@@ -214,23 +218,12 @@ impl Server {
         })
     }
 
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(addr: A, config: SslConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
-        })
-    }
-
     #[cfg(unix)]
     #[inline]
     /// Shortcut for a UNIX socket server at a specific path
-    pub fn http_unix(path: &std::path::Path) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+    pub fn http_unix(
+        path: &std::path::Path,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::unix_from_path(path),
             ssl: None,
@@ -273,27 +266,12 @@ impl Server {
             (listener, local_addr)
         };
 
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!("Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time");
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => {
-                    return Err("Building a server with SSL requires enabling the `ssl` feature in tiny-http".into())
-                }
-                None => None,
-            }
-        };
+        // Patch (chaos-backend): the SSL code and features are removed (the
+        // patched connection layer has no TLS): an SSL configuration is an
+        // error, never a server that answers in plain HTTP.
+        if ssl_config.is_some() {
+            return Err("SSL is not supported by this patched tiny_http".into());
+        }
 
         // Patch (chaos-backend): the accept loop. Upstream ended it for good
         // on any accept error (tiny-http#283) and spawned connection threads
@@ -309,55 +287,57 @@ impl Server {
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
         let inside_table = Arc::clone(&table);
-        let _ = &ssl; // SSL is not supported by the patched connection layer
-        thread::Builder::new().name("http-accept".into()).spawn(move || {
-            let table = inside_table;
-            let mut backoff = ACCEPT_BACKOFF_MIN;
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let sock = match server.accept() {
-                    Ok((sock, _)) => {
-                        backoff = ACCEPT_BACKOFF_MIN;
-                        sock
-                    }
-                    Err(e) => {
-                        table.counters.accept_errors.fetch_add(1, Relaxed);
-                        log::warn!("Error accepting new client: {}", e);
-                        // EMFILE, ENFILE: free an fd for the next one.
-                        if matches!(e.raw_os_error(), Some(23) | Some(24)) {
-                            table.evict_one();
+        thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || {
+                let table = inside_table;
+                let mut backoff = ACCEPT_BACKOFF_MIN;
+                log::debug!("Running accept thread");
+                while !inside_close_trigger.load(Relaxed) {
+                    let sock = match server.accept() {
+                        Ok((sock, _)) => {
+                            backoff = ACCEPT_BACKOFF_MIN;
+                            sock
                         }
-                        thread::sleep(backoff);
-                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                        Err(e) => {
+                            table.counters.accept_errors.fetch_add(1, Relaxed);
+                            log::warn!("Error accepting new client: {}", e);
+                            // EMFILE, ENFILE: free an fd for the next one.
+                            if matches!(e.raw_os_error(), Some(23) | Some(24)) {
+                                table.evict_one();
+                            }
+                            thread::sleep(backoff);
+                            backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                            continue;
+                        }
+                    };
+                    if inside_close_trigger.load(Relaxed) {
+                        break;
+                    }
+                    let Some(conn) = table.admit(sock) else {
                         continue;
+                    };
+                    let client =
+                        ClientConnection::new(conn, Arc::clone(&table), Arc::clone(&options));
+                    let messages = inside_messages.clone();
+                    let mut builder = thread::Builder::new().name("http-conn".into());
+                    if let Some(size) = table.limits.thread_stack_size {
+                        builder = builder.stack_size(size);
                     }
-                };
-                if inside_close_trigger.load(Relaxed) {
-                    break;
-                }
-                let Some(conn) = table.admit(sock) else {
-                    continue;
-                };
-                let client = ClientConnection::new(conn, Arc::clone(&table), Arc::clone(&options));
-                let messages = inside_messages.clone();
-                let mut builder = thread::Builder::new().name("http-conn".into());
-                if let Some(size) = table.limits.thread_stack_size {
-                    builder = builder.stack_size(size);
-                }
-                // On failure the closure, and the connection in it, is
-                // dropped: the socket closes and the table forgets it.
-                let spawned = builder.spawn(move || {
-                    for rq in client {
-                        messages.push(rq.into());
+                    // On failure the closure, and the connection in it, is
+                    // dropped: the socket closes and the table forgets it.
+                    let spawned = builder.spawn(move || {
+                        for rq in client {
+                            messages.push(rq.into());
+                        }
+                    });
+                    if let Err(e) = spawned {
+                        table.counters.rejected_spawn.fetch_add(1, Relaxed);
+                        log::warn!("cannot start a connection thread: {}", e);
                     }
-                });
-                if let Err(e) = spawned {
-                    table.counters.rejected_spawn.fetch_add(1, Relaxed);
-                    log::warn!("cannot start a connection thread: {}", e);
                 }
-            }
-            log::debug!("Terminating accept thread");
-        })?;
+                log::debug!("Terminating accept thread");
+            })?;
         connections::spawn_watchdog(Arc::clone(&table), close_trigger.clone())?;
 
         // result
@@ -459,5 +439,25 @@ impl Drop for Server {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Patch (chaos-backend): no SSL code is left, so an SSL configuration
+    /// must fail rather than serve plain HTTP.
+    #[test]
+    fn an_ssl_configuration_is_an_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ssl = SslConfig {
+            certificate: b"cert".to_vec(),
+            private_key: b"key".to_vec(),
+        };
+        let err = Server::from_listener(listener, Some(ssl))
+            .err()
+            .expect("an error");
+        assert!(err.to_string().contains("SSL is not supported"), "{}", err);
     }
 }
