@@ -473,7 +473,7 @@ impl Request {
 
     /// Patch (chaos-backend): like `respond`, but the answer reaches the
     /// client `hold` later. It is rendered now, on the calling thread, and
-    /// written by the connection's own thread once `hold` has passed, so
+    /// written by the server's timer thread once `hold` has passed, so
     /// that a deliberately slow answer costs neither a worker nor a thread
     /// of its own. Without a connection (a `TestRequest`) it is `respond`.
     /// Setting `release` (when given) ends the hold early: the answer goes
