@@ -12,6 +12,7 @@ mod disk;
 mod emulation;
 mod engines;
 mod faults;
+mod fork;
 mod guardrails;
 mod hardening;
 mod harness;
