@@ -4,13 +4,15 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/bench.sh [--short] [--no-image]
+Usage: scripts/bench.sh [--short] [--no-image] [--health-ab]
 
 Builds the release binary, the tiny_http floor (bench/floor: unpatched
 crates.io tiny_http, built outside the workspace) and the
 harness (examples/bench.rs), builds the image with scripts/build-image.sh,
 and prints a markdown table: start to ready, idle RSS, throughput and
-latency against the floor (wrk, 16 connections), /health under a saturated
+latency against the floor (wrk, 16 connections; /health as an A/B run:
+both servers up, wrk alternating between them, medians of 7 rounds of 5 s
+each and their ratio), /health under a saturated
 CPU and in podman at 500m, leak rate against a raw page touch, CPU accuracy
 at 250m, 500m and 1500m (process CPU time, and cgroup usage in podman),
 crash to exit, image size. Each figure is a median over repeated runs; each
@@ -20,17 +22,23 @@ missed goal.
   --short     a quick pass that checks the benchmark works (CI runs this);
               its figures are too short to quote
   --no-image  skip the podman figures
+  --health-ab only the /health A/B against the floor (no image); to put
+              another build of the service in the same rotation, run the
+              harness itself: target/x86_64-unknown-linux-gnu/release/examples/bench
+              --binary PATH --floor PATH --health-ab [--rounds N] [--also PATH]
 Installs wrk (Debian) when missing; needs podman for the image figures.
 USAGE
 }
 
 short=()
 image=1
+only=()
 for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
     --short) short=(--short) ;;
     --no-image) image=0 ;;
+    --health-ab) only=(--health-ab); image=0 ;;
     *) echo "bench.sh: unknown argument \"$arg\"" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -65,4 +73,4 @@ fi
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(free -g | awk '/Mem:/ { print $2 }') GiB, Linux $(uname -r)"
 echo
 "$out/examples/bench" --binary "$out/chaos-backend" --floor "$floor" \
-  "${image_args[@]}" "${short[@]}"
+  "${image_args[@]}" "${short[@]}" "${only[@]}"
