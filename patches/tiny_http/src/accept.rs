@@ -43,6 +43,7 @@ impl AcceptThread {
         }
     }
 
+    /// Never held with any other lock.
     fn ended(&self) -> MutexGuard<'_, bool> {
         self.ended.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
