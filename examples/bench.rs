@@ -4,6 +4,7 @@
 //! measured in the same run. It reports, it never fails on a time.
 //!
 //! usage: bench --binary PATH --floor PATH [--image TAG] [--short]
+//!              [--health-ab [--rounds N] [--also PATH]]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,17 +18,34 @@ struct Options {
     floor: PathBuf,
     image: Option<String>,
     short: bool,
+    /// Only the /health A/B against the floor.
+    health_ab: bool,
+    /// A/B rounds (default: 7, or 2 in short mode).
+    rounds: Option<usize>,
+    /// Another build of the service, in the same A/B rotation (`--health-ab`).
+    also: Option<PathBuf>,
 }
 
 fn options() -> Options {
     let mut args = std::env::args().skip(1);
-    let (mut binary, mut floor, mut image, mut short) = (None, None, None, false);
+    let (mut binary, mut floor, mut image, mut short, mut health_ab) = (None, None, None, false, false);
+    let (mut rounds, mut also) = (None, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--binary" => binary = args.next().map(PathBuf::from),
             "--floor" => floor = args.next().map(PathBuf::from),
             "--image" => image = args.next(),
             "--short" => short = true,
+            "--health-ab" => health_ab = true,
+            "--rounds" => {
+                rounds = Some(
+                    args.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n >= 1)
+                        .unwrap_or_else(|| die("--rounds takes a whole number of rounds, at least 1")),
+                )
+            }
+            "--also" => also = args.next().map(PathBuf::from),
             other => die(&format!("unknown argument {other:?}")),
         }
     }
@@ -36,11 +54,17 @@ fn options() -> Options {
         floor: floor.unwrap_or_else(|| die("--floor is required")),
         image,
         short,
+        health_ab,
+        rounds,
+        also,
     }
 }
 
 fn die(message: &str) -> ! {
-    eprintln!("bench: {message}\nusage: bench --binary PATH --floor PATH [--image TAG] [--short]");
+    eprintln!(
+        "bench: {message}\nusage: bench --binary PATH --floor PATH [--image TAG] [--short] \
+         [--health-ab [--rounds N] [--also PATH]]"
+    );
     std::process::exit(2)
 }
 
@@ -239,6 +263,98 @@ fn wrk_median(addr: SocketAddr, path: &str, secs: u64, runs: usize) -> Wrk {
         p50_ms: median(all.iter().map(|w| w.p50_ms).collect()),
         p99_ms: median(all.iter().map(|w| w.p99_ms).collect()),
     }
+}
+
+/// `wrk` against every server of `addrs`, all up, in turn for `rounds`
+/// rounds, the order rotated each round so that a drift in the machine's
+/// load falls on all alike. One result per round for each server.
+fn wrk_rounds(addrs: &[SocketAddr], path: &str, secs: u64, rounds: usize) -> Vec<Vec<Wrk>> {
+    let mut results: Vec<Vec<Wrk>> = addrs.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for k in 0..addrs.len() {
+            let i = (round + k) % addrs.len();
+            results[i].push(wrk(addrs[i], path, secs));
+        }
+    }
+    results
+}
+
+/// The medians of one server's rounds.
+fn medians(all: &[Wrk]) -> Wrk {
+    Wrk {
+        rps: median(all.iter().map(|w| w.rps).collect()),
+        p50_ms: median(all.iter().map(|w| w.p50_ms).collect()),
+        p99_ms: median(all.iter().map(|w| w.p99_ms).collect()),
+    }
+}
+
+/// Throughput of `b` over `a`, round by round.
+fn round_ratios(a: &[Wrk], b: &[Wrk]) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| b.rps / a.rps).collect()
+}
+
+/// The floor (unpatched tiny_http hello-world) on a free port, up.
+struct Floor {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Floor {
+    fn start(floor: &Path) -> Floor {
+        let port = free_port();
+        let child = Command::new(floor)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn floor");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        while http(addr, "GET", "/").is_none() {
+            thread::sleep(Duration::from_millis(5));
+        }
+        Floor { child, addr }
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The /health rows against the floor, from an A/B run (`wrk_rounds`).
+fn health_rows(floor: &[Wrk], health: &[Wrk], secs: u64) -> [Row; 2] {
+    let (f, h) = (medians(floor), medians(health));
+    let ratio = h.rps / f.rps;
+    let ratios = round_ratios(floor, health);
+    let (lo, hi) = ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+        (lo.min(*r), hi.max(*r))
+    });
+    [
+        row(
+            "/health throughput, 16 connections",
+            ">= 0.9x the tiny_http floor",
+            format!(
+                "{:.0} req/s; floor {:.0} req/s; ratio {ratio:.2} (A/B: medians of {} alternating rounds of {secs} s; \
+                 per-round ratios: median {:.2}, {lo:.2} to {hi:.2})",
+                h.rps,
+                f.rps,
+                ratios.len(),
+                median(ratios.clone()),
+            ),
+            Some(ratio >= 0.9),
+        ),
+        row(
+            "/health p50 / p99, 16 connections",
+            "p99 <= 0.5 ms",
+            format!(
+                "{:.3} / {:.3} ms (floor {:.3} / {:.3} ms)",
+                h.p50_ms, h.p99_ms, f.p50_ms, f.p99_ms
+            ),
+            Some(h.p99_ms <= 0.5),
+        ),
+    ]
 }
 
 /// Milliseconds from spawning the floor to its first 200.
@@ -461,7 +577,42 @@ fn main() {
     let wrk_secs = if o.short { 1 } else { 5 };
     let wrk_runs = if o.short { 1 } else { 3 };
     let window = Duration::from_secs(if o.short { 3 } else { 15 });
+    // A/B rounds against the floor: at least 6 (7, so the median is a round).
+    let ab_rounds = o.rounds.unwrap_or(if o.short { 2 } else { 7 });
     let mut rows = Vec::new();
+
+    if o.health_ab {
+        let (svc, _) = Service::start(&o.binary, &[]);
+        let other = o.also.as_ref().map(|b| Service::start(b, &[]).0);
+        let floor = Floor::start(&o.floor);
+        let mut addrs = vec![floor.addr, svc.addr];
+        addrs.extend(other.as_ref().map(|s| s.addr));
+        let r = wrk_rounds(&addrs, "/health", wrk_secs, ab_rounds);
+        print_table(&health_rows(&r[0], &r[1], wrk_secs));
+        println!();
+        println!("per-round /health req/s (rotated order), {}:", o.binary.display());
+        println!("  floor:   {:.0?}", r[0].iter().map(|w| w.rps).collect::<Vec<_>>());
+        println!("  binary:  {:.0?}", r[1].iter().map(|w| w.rps).collect::<Vec<_>>());
+        if let (Some(path), Some(also)) = (&o.also, r.get(2)) {
+            let (b, a) = (medians(&r[1]), medians(also));
+            println!(
+                "  also:    {:.0?} ({})",
+                also.iter().map(|w| w.rps).collect::<Vec<_>>(),
+                path.display()
+            );
+            println!(
+                "also: {:.0} req/s, p50 / p99 {:.3} / {:.3} ms; ratio to the floor {:.2}; binary / also {:.2} \
+                 (per-round median {:.2})",
+                a.rps,
+                a.p50_ms,
+                a.p99_ms,
+                a.rps / medians(&r[0]).rps,
+                b.rps / a.rps,
+                median(round_ratios(also, &r[1])),
+            );
+        }
+        return;
+    }
 
     // Start to ready, idle RSS.
     let mut ready_ms = Vec::new();
@@ -483,47 +634,19 @@ fn main() {
     let idle = median(rss);
     rows.push(row("idle RSS", "<= 4 MB", format!("{idle:.2} MB"), Some(idle <= 4.0)));
 
-    // Throughput and latency against the floor, same run.
+    // Throughput and latency against the floor, same run: both up, wrk
+    // alternating between them.
     let (svc, _) = Service::start(&o.binary, &[]);
-    let floor_port = free_port();
-    let mut floor = Command::new(&o.floor)
-        .arg(floor_port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn floor");
-    let floor_addr: SocketAddr = format!("127.0.0.1:{floor_port}").parse().expect("addr");
-    while http(floor_addr, "GET", "/").is_none() {
-        thread::sleep(Duration::from_millis(5));
-    }
-    let floor_w = wrk_median(floor_addr, "/health", wrk_secs, wrk_runs);
-    let health = wrk_median(svc.addr, "/health", wrk_secs, wrk_runs);
+    let floor = Floor::start(&o.floor);
+    let r = wrk_rounds(&[floor.addr, svc.addr], "/health", wrk_secs, ab_rounds);
+    let floor_w = medians(&r[0]);
+    drop(floor);
     let held = Held::start(svc.addr, 1000, 200);
     let health_held = wrk_median(svc.addr, "/health", wrk_secs, wrk_runs);
     drop(held);
     let root = wrk_median(svc.addr, "/", wrk_secs, wrk_runs);
     let metrics = wrk_median(svc.addr, "/metrics", wrk_secs, wrk_runs);
-    let _ = floor.kill();
-    let _ = floor.wait();
-    let ratio = health.rps / floor_w.rps;
-    rows.push(row(
-        "/health throughput, 16 connections",
-        ">= 0.9x the tiny_http floor",
-        format!(
-            "{:.0} req/s; floor {:.0} req/s; ratio {ratio:.2}",
-            health.rps, floor_w.rps
-        ),
-        Some(ratio >= 0.9),
-    ));
-    rows.push(row(
-        "/health p50 / p99, 16 connections",
-        "p99 <= 0.5 ms",
-        format!(
-            "{:.3} / {:.3} ms (floor {:.3} / {:.3} ms)",
-            health.p50_ms, health.p99_ms, floor_w.p50_ms, floor_w.p99_ms
-        ),
-        Some(health.p99_ms <= 0.5),
-    ));
+    rows.extend(health_rows(&r[0], &r[1], wrk_secs));
     rows.push(row(
         "/health, 16 connections, with 1000 idle and 200 one-byte-a-second connections held",
         "",
@@ -720,22 +843,26 @@ fn main() {
         }
     }
 
-    println!("| figure | goal | measured | |");
-    println!("|---|---|---|---|");
-    for r in &rows {
-        println!("| {} | {} | {} | {} |", r.figure, r.goal, r.measured, r.verdict);
-    }
+    print_table(&rows);
     let missed = rows
         .iter()
         .filter(|r| r.verdict != "met" && !r.verdict.is_empty())
         .count();
     println!();
     println!(
-        "{} figures, {} with a goal: {} met, {missed} missed ({} mode: medians of {runs} starts, {wrk_runs} wrk run(s) of {wrk_secs} s, {} s CPU windows)",
+        "{} figures, {} with a goal: {} met, {missed} missed ({} mode: medians of {runs} starts, {ab_rounds} A/B rounds and {wrk_runs} wrk run(s) of {wrk_secs} s, {} s CPU windows)",
         rows.len(),
         rows.iter().filter(|r| !r.verdict.is_empty()).count(),
         rows.iter().filter(|r| r.verdict == "met").count(),
         if o.short { "short" } else { "full" },
         window.as_secs()
     );
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| figure | goal | measured | |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!("| {} | {} | {} | {} |", r.figure, r.goal, r.measured, r.verdict);
+    }
 }

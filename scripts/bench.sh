@@ -4,13 +4,15 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/bench.sh [--short] [--no-image] [--write-doc FILE]
+Usage: scripts/bench.sh [--short] [--no-image] [--health-ab] [--write-doc FILE]
 
 Builds the release binary, the tiny_http floor (bench/floor: unpatched
 crates.io tiny_http, built outside the workspace) and the
 harness (examples/bench.rs), builds the image with scripts/build-image.sh,
 and prints a markdown table: start to ready, idle RSS, throughput and
-latency against the floor (wrk, 16 connections), /health under a saturated
+latency against the floor (wrk, 16 connections; /health as an A/B run:
+both servers up, wrk alternating between them, medians of 7 rounds of 5 s
+each and their ratio), /health under a saturated
 CPU and in podman at 500m, leak rate against a raw page touch, CPU accuracy
 at 250m, 500m and 1500m (process CPU time, and cgroup usage in podman),
 crash to exit, image size. Each figure is a median over repeated runs; each
@@ -20,6 +22,10 @@ missed goal.
   --short     a quick pass that checks the benchmark works (CI runs this);
               its figures are too short to quote
   --no-image  skip the podman figures
+  --health-ab only the /health A/B against the floor (no image); to put
+              another build of the service in the same rotation, run the
+              harness itself: target/x86_64-unknown-linux-gnu/release/examples/bench
+              --binary PATH --floor PATH --health-ab [--rounds N] [--also PATH]
   --write-doc FILE
               also write the table, with the date and this command, into
               FILE between the lines
@@ -35,12 +41,14 @@ USAGE
 short=()
 image=1
 doc=""
+only=()
 command_line="scripts/bench.sh $*"
 while (($# > 0)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
     --short) short=(--short); shift ;;
     --no-image) image=0; shift ;;
+    --health-ab) only=(--health-ab); image=0; shift ;;
     --write-doc)
       [[ $# -ge 2 && -n $2 ]] || { echo "bench.sh: --write-doc needs a file" >&2; exit 2; }
       doc="$2"; shift 2 ;;
@@ -85,7 +93,7 @@ trap 'rm -f "$table"' EXIT
   echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(free -g | awk '/Mem:/ { print $2 }') GiB, Linux $(uname -r)"
   echo
   "$out/examples/bench" --binary "$out/chaos-backend" --floor "$floor" \
-    "${image_args[@]}" "${short[@]}"
+    "${image_args[@]}" "${short[@]}" "${only[@]}"
 } | tee "$table"
 
 if [[ -n $doc ]]; then

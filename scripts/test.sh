@@ -18,8 +18,8 @@ Installs what the tests need (apt-get and pip, as root), then runs:
   yamllint --strict -c .yamllint.yaml .
   cargo fmt --check
   cargo clippy --all-targets --locked -- -D warnings
-  cargo test --locked -- --include-ignored   (with a dockerd of its own)
-  cargo test --locked -p tiny_http --lib   (the patched HTTP layer's unit tests)
+  cargo test --locked -- --include-ignored   (with a dockerd of its own; the
+    patched tiny_http is a workspace member, so its unit tests run here too)
   the arm64 smoke subset under qemu-aarch64-static
 (plain `cargo test` skips the tests that need these tools; here they run, and
 a missing tool fails them)
@@ -214,7 +214,4 @@ arm64_target
 start_dockerd
 echo "==> cargo test (the tests that need outside tools included)"
 cargo test --locked -- --include-ignored
-# The patched tiny_http is not a workspace member: its unit tests (head.rs) run here.
-echo "==> cargo test -p tiny_http"
-cargo test --locked -p tiny_http --lib
 arm64_smoke

@@ -150,11 +150,8 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         )
         .map_err(|e| format!("cannot register metrics: {e}"))?,
     );
-    match accept_thread {
-        Some(tid) => http::server::watch_accept_thread(tid, tx.clone())
-            .map_err(|e| format!("cannot start the accept watch: {e}"))?,
-        None => log::warn!("cannot find tiny_http's accept thread; a dead listener will not be noticed"),
-    }
+    http::server::watch_accept_thread(accept_thread, tx.clone())
+        .map_err(|e| format!("cannot start the accept watch: {e}"))?;
     log::debug!("app ready after {:?}", started.elapsed());
     let server = Arc::new(server);
     app.metrics.connections.watch(Arc::clone(&server));

@@ -4,10 +4,10 @@
 //!
 //! Upstream tiny_http ended `incoming_requests()` for good on any accept
 //! error (tiny-http#283); the patched one (`patches/tiny_http`) counts the
-//! error and goes on. Should its accept thread still end, a worker that gets
-//! an error while we are not stopping reports it, and `main` exits non-zero
-//! so that the orchestrator restarts a process that would otherwise live on
-//! accepting nothing.
+//! error and goes on. Should its accept loop still end, the fork says so
+//! (`tiny_http::AcceptThread`), `watch_accept_thread` tells `main`, and
+//! `main` exits non-zero so that the orchestrator restarts a process that
+//! would otherwise live on accepting nothing.
 
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -15,15 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::app::{App, Control};
 use crate::http::reply::Reply;
 use crate::http::routes::{self, Method, RequestLine, Route};
 use crate::os::sys;
-
-/// How often the accept thread is checked; a deaf server lives at most this long.
-const ACCEPT_WATCH_PERIOD: Duration = Duration::from_millis(200);
 
 /// Sends `Control::WorkerExited` when dropped.
 struct ExitNotice(Sender<Control>);
@@ -98,8 +95,8 @@ impl Pool {
 /// A bound server, before any worker runs.
 pub struct Listening {
     pub server: tiny_http::Server,
-    /// The kernel thread id of tiny_http's accept loop, when it was found.
-    pub accept_thread: Option<u32>,
+    /// Whether tiny_http's accept loop still runs (`watch_accept_thread`).
+    pub accept_thread: tiny_http::AcceptThread,
     /// The address actually bound (`PORT=0` picks one), for logs and events.
     pub listen: String,
 }
@@ -108,20 +105,13 @@ pub struct Listening {
 /// tiny_http's accept loop on it, with `options` (head limits, error bodies:
 /// `http::server_options`).
 pub fn listen(addr: SocketAddr, options: tiny_http::ServerOptions) -> Result<Listening, String> {
-    let threads_before = sys::thread_ids();
     let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     if let Err(e) = sys::set_nodelay(&listener) {
         log::warn!("cannot set TCP_NODELAY on {addr} ({e}); large answers may wait for delayed ACKs");
     }
     let server = tiny_http::Server::from_listener_with(listener, None, options)
         .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
-    // Server::from_listener_with starts the accept loop first, then the
-    // connection table's watchdog: the accept thread is the lowest new
-    // thread id (ids only decrease on wrap-around).
-    let accept_thread = sys::thread_ids()
-        .into_iter()
-        .filter(|t| !threads_before.contains(t))
-        .min();
+    let accept_thread = server.accept_thread();
     let listen = server
         .server_addr()
         .to_ip()
@@ -133,15 +123,13 @@ pub fn listen(addr: SocketAddr, options: tiny_http::ServerOptions) -> Result<Lis
     })
 }
 
-/// Watches tiny_http's accept thread (kernel thread id `tid`). Upstream's
-/// ended on an accept error or panicked on EMFILE; the patched one does
-/// neither, and this watch stays as a guard: if it ever ends, the server is
-/// deaf, so `main` is told to exit.
-pub fn watch_accept_thread(tid: u32, control: Sender<Control>) -> std::io::Result<()> {
+/// Watches tiny_http's accept loop. Upstream's ended on an accept error or
+/// panicked on EMFILE; the patched one does neither, and this watch stays
+/// as a guard: if the loop ever ends, the server is deaf, so `main` is told
+/// to exit. The watch blocks on the fork's own signal: no polling.
+pub fn watch_accept_thread(accept: tiny_http::AcceptThread, control: Sender<Control>) -> std::io::Result<()> {
     thread::Builder::new().name("accept-watch".into()).spawn(move || {
-        while sys::thread_alive(tid) {
-            thread::sleep(ACCEPT_WATCH_PERIOD);
-        }
+        accept.wait();
         let _ = control.send(Control::AcceptFailed("tiny_http's accept thread ended".to_string()));
     })?;
     Ok(())
@@ -250,6 +238,7 @@ fn run_guarded(handler: impl FnOnce() -> Reply) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_panicking_handler_becomes_a_500() {
@@ -258,5 +247,22 @@ mod tests {
         assert!(r.body_json()["error"].as_str().unwrap().contains("panicked"));
         let r = run_guarded(|| Reply::internal_error("fine"));
         assert_eq!(r.body_json()["error"], "fine");
+    }
+
+    #[test]
+    fn main_is_told_when_the_accept_loop_ends() {
+        let listening = listen("127.0.0.1:0".parse().unwrap(), tiny_http::ServerOptions::default()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        watch_accept_thread(listening.accept_thread, tx).unwrap();
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "nothing while it runs"
+        );
+        // Dropping the server ends its accept loop.
+        drop(listening.server);
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Control::AcceptFailed(why)) => assert!(why.contains("accept thread ended"), "{why}"),
+            other => panic!("expected AcceptFailed, got {other:?}"),
+        }
     }
 }

@@ -37,11 +37,6 @@ pub fn thread_ids() -> Vec<u32> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
-/// Whether the thread `tid` of this process still runs.
-pub fn thread_alive(tid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
-}
-
 /// Hands free heap memory of every malloc arena back to the kernel.
 ///
 /// glibc only (the amd64 image): it keeps freed memory in per-thread arenas.
@@ -339,14 +334,25 @@ mod tests {
 
     #[test]
     fn sees_its_own_threads_come_and_go() {
-        let before = thread_ids();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || rx.recv().ok());
-        let new: Vec<u32> = thread_ids().into_iter().filter(|t| !before.contains(t)).collect();
-        assert!(!new.is_empty());
-        assert!(new.iter().all(|t| thread_alive(*t)));
-        drop(tx);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // "/proc/thread-self" links to "<pid>/task/<tid>".
+            let me = std::fs::read_link("/proc/thread-self").unwrap();
+            tid_tx
+                .send(me.file_name().unwrap().to_str().unwrap().parse::<u32>().unwrap())
+                .unwrap();
+            stop_rx.recv().ok();
+        });
+        let tid = tid_rx.recv().unwrap();
+        assert!(thread_ids().contains(&tid));
+        drop(stop_tx);
         t.join().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while thread_ids().contains(&tid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!thread_ids().contains(&tid), "thread {tid} still listed after join");
     }
 
     #[test]

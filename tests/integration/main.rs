@@ -14,6 +14,7 @@ mod docs;
 mod emulation;
 mod engines;
 mod faults;
+mod fork;
 mod guardrails;
 mod hardening;
 mod harness;

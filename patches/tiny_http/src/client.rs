@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::common::HTTPVersion;
-use crate::connections::{AnswerWriter, BodyPlan, Conn, CountingReader, Phase, SharedStream, Table};
+use crate::connections::{
+    AnswerWriter, BodyPlan, Conn, CountingReader, Phase, SharedStream, Table,
+};
 use crate::head::{read_head, Head, HeadError};
 use crate::util::{SequentialReader, SequentialReaderBuilder};
 use crate::Request;
@@ -72,11 +74,18 @@ enum ReadError {
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub(crate) fn new(conn: Arc<Conn>, table: Arc<Table>, options: Arc<ServerOptions>) -> ClientConnection {
+    pub(crate) fn new(
+        conn: Arc<Conn>,
+        table: Arc<Table>,
+        options: Arc<ServerOptions>,
+    ) -> ClientConnection {
         let remote_addr = conn.peer_addr();
         let secure = false;
 
-        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, SharedStream(Arc::clone(&conn))));
+        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(
+            1024,
+            SharedStream(Arc::clone(&conn)),
+        ));
         let first_header = source.next().unwrap();
 
         ClientConnection {
@@ -141,12 +150,6 @@ impl ClientConnection {
         }
     }
 
-    /// true if the connection is HTTPS
-    #[allow(dead_code)] // Patch (chaos-backend): SSL is not wired in
-    pub fn secure(&self) -> bool {
-        self.secure
-    }
-
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     ///
@@ -161,12 +164,14 @@ impl ClientConnection {
             target: path,
             version,
             headers,
-        } = read_head(&mut self.next_header_source, &self.options.head).map_err(|e| match e.status() {
-            Some(status) => ReadError::Refused(status, e.reason()),
-            None => ReadError::ReadIoError(match e {
-                HeadError::Io(io) => io,
-                other => IoError::new(ErrorKind::InvalidData, other.reason()),
-            }),
+        } = read_head(&mut self.next_header_source, &self.options.head).map_err(|e| {
+            match e.status() {
+                Some(status) => ReadError::Refused(status, e.reason()),
+                None => ReadError::ReadIoError(match e {
+                    HeadError::Io(io) => io,
+                    other => IoError::new(ErrorKind::InvalidData, other.reason()),
+                }),
+            }
         })?;
 
         // building the writer for the request
@@ -193,7 +198,9 @@ impl ClientConnection {
             use crate::request;
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => ReadError::ExpectationFailed(version),
+                request::RequestCreationError::ExpectationFailed => {
+                    ReadError::ExpectationFailed(version)
+                }
             }
         })?;
 
@@ -214,69 +221,73 @@ impl Iterator for ClientConnection {
             return None;
         }
 
-        loop {
-            // Patch (chaos-backend): see `between_requests`.
-            if !self.between_requests() {
-                return None;
-            }
-            let rq = match self.read() {
-                // Patch (chaos-backend): every answer tiny_http writes itself
-                // has a body (`ServerOptions::error_body`) and closes.
-                Err(ReadError::Refused(status, reason)) => {
-                    self.refuse(status, &reason, HTTPVersion(1, 1));
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    self.refuse(408, "the request head did not arrive in time", HTTPVersion(1, 1));
-                    return None; // closing the connection
-                }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    self.refuse(417, "only the expectation 100-continue is supported", ver);
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
-            };
-
-            // Patch (chaos-backend): upstream checked the version here and
-            // answered 505 with a second writer, then `continue`d; a version
-            // other than 1.0/1.1 is now refused by head.rs before any
-            // `Request` (and its writer) exists.
-
-            // updating the status of the connection
-            let connection_header = rq
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Connection"))
-                .map(|h| h.value.as_str());
-
-            let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
-
-            match lowercase {
-                Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val) if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) => {
-                    self.no_more_requests = true
-                }
-                None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
-                _ => (),
-            };
-
-            // Patch (chaos-backend): the request is in flight until answered.
-            self.conn.start_request(Self::body_plan(&rq));
-            self.conn.enter(Phase::Busy);
-            let mut rq = rq;
-            rq.set_connection(Arc::clone(&self.conn));
-
-            // returning the request
-            return Some(rq);
+        // Patch (chaos-backend): see `between_requests`.
+        if !self.between_requests() {
+            return None;
         }
+        let rq = match self.read() {
+            // Patch (chaos-backend): every answer tiny_http writes itself
+            // has a body (`ServerOptions::error_body`) and closes.
+            Err(ReadError::Refused(status, reason)) => {
+                self.refuse(status, &reason, HTTPVersion(1, 1));
+                return None; // we don't know where the next request would start,
+                             // se we have to close
+            }
+
+            Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
+                // request timeout
+                self.refuse(
+                    408,
+                    "the request head did not arrive in time",
+                    HTTPVersion(1, 1),
+                );
+                return None; // closing the connection
+            }
+
+            Err(ReadError::ExpectationFailed(ver)) => {
+                self.refuse(417, "only the expectation 100-continue is supported", ver);
+                return None; // TODO: should be recoverable, but needs handling in case of body
+            }
+
+            Err(ReadError::ReadIoError(_)) => return None,
+
+            Ok(rq) => rq,
+        };
+
+        // Patch (chaos-backend): upstream checked the version here and
+        // answered 505 with a second writer, then `continue`d; a version
+        // other than 1.0/1.1 is now refused by head.rs before any
+        // `Request` (and its writer) exists.
+
+        // updating the status of the connection
+        let connection_header = rq
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Connection"))
+            .map(|h| h.value.as_str());
+
+        let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
+
+        match lowercase {
+            Some(ref val) if val.contains("close") => self.no_more_requests = true,
+            Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
+            Some(ref val)
+                if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
+            {
+                self.no_more_requests = true
+            }
+            None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
+            _ => (),
+        };
+
+        // Patch (chaos-backend): the request is in flight until answered.
+        self.conn.start_request(Self::body_plan(&rq));
+        self.conn.enter(Phase::Busy);
+        let mut rq = rq;
+        rq.set_connection(Arc::clone(&self.conn));
+
+        // returning the request
+        Some(rq)
     }
 }
 
@@ -307,7 +318,9 @@ impl ClientConnection {
         }
         let response = response.with_connection_close();
         let mut writer = self.sink.next().unwrap();
-        response.raw_print(&mut writer, version, &[], false, None).ok();
+        response
+            .raw_print(&mut writer, version, &[], false, None)
+            .ok();
         writer.flush().ok();
     }
 }

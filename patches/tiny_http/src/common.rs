@@ -171,7 +171,10 @@ impl Header {
         let header = HeaderField::from_bytes(header).or(Err(()))?;
         let value = AsciiString::from_ascii(value).or(Err(()))?;
 
-        Ok(Header { field: header, value })
+        Ok(Header {
+            field: header,
+            value,
+        })
     }
 }
 

@@ -24,7 +24,9 @@ impl Listener {
 
     pub(crate) fn accept(&self) -> std::io::Result<(Connection, Option<SocketAddr>)> {
         match self {
-            Self::Tcp(l) => l.accept().map(|(conn, addr)| (Connection::from(conn), Some(addr))),
+            Self::Tcp(l) => l
+                .accept()
+                .map(|(conn, addr)| (Connection::from(conn), Some(addr))),
             #[cfg(unix)]
             Self::Unix(l) => l.accept().map(|(conn, _)| (Connection::from(conn), None)),
         }
@@ -76,6 +78,15 @@ impl std::io::Write for Connection {
     }
 }
 impl Connection {
+    /// Gets the peer's address. Some for TCP, None for Unix sockets.
+    pub(crate) fn peer_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        match self {
+            Self::Tcp(s) => s.peer_addr().map(Some),
+            #[cfg(unix)]
+            Self::Unix(_) => Ok(None),
+        }
+    }
+
     pub(crate) fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
         match self {
             Self::Tcp(s) => s.shutdown(how),
@@ -84,9 +95,9 @@ impl Connection {
         }
     }
 
-    // Patch (chaos-backend): `&TcpStream` is `Read + Write`, so one socket
-    // can serve the reader, the writer of answers and the watchdog without
-    // `try_clone` (one fd per connection instead of two; tiny-http#283).
+    // Patch (chaos-backend): in place of `try_clone`. `&TcpStream` is
+    // `Read + Write`, so one socket serves the reader, the writer of answers
+    // and the watchdog: one fd per connection instead of two.
 
     pub(crate) fn read_ref(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         use std::io::Read;
@@ -106,19 +117,11 @@ impl Connection {
         }
     }
 
-    pub(crate) fn set_nonblocking_ref(&self, on: bool) -> std::io::Result<()> {
+    pub(crate) fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
         match self {
             Self::Tcp(s) => s.set_nonblocking(on),
             #[cfg(unix)]
             Self::Unix(s) => s.set_nonblocking(on),
-        }
-    }
-
-    pub(crate) fn peer_addr_ref(&self) -> std::io::Result<Option<SocketAddr>> {
-        match self {
-            Self::Tcp(s) => s.peer_addr().map(Some),
-            #[cfg(unix)]
-            Self::Unix(_) => Ok(None),
         }
     }
 }

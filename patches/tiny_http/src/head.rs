@@ -170,12 +170,15 @@ fn next_byte<R: Read>(source: &mut R, budget: &mut Budget) -> Result<Option<u8>,
 fn request_line(line: &[u8]) -> Result<(Method, String, HTTPVersion), HeadError> {
     let garbage = || HeadError::Malformed(format!("malformed request line {}", quote(line)));
     let mut parts = line.split(|b| *b == b' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(garbage());
     };
     let version = match version {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
             match (major - b'0', minor - b'0') {
                 (1, 0) => HTTPVersion(1, 0),
                 (1, 1) => HTTPVersion(1, 1),
@@ -230,7 +233,9 @@ fn header_line(line: &[u8]) -> Result<Header, HeadError> {
     };
     let (name, value) = (&line[..colon], &line[colon + 1..]);
     if name.is_empty() {
-        return Err(HeadError::Malformed("header line with an empty name".into()));
+        return Err(HeadError::Malformed(
+            "header line with an empty name".into(),
+        ));
     }
     if name.ends_with(b" ") || name.ends_with(b"\t") {
         return Err(HeadError::Malformed(format!(
@@ -249,7 +254,10 @@ fn header_line(line: &[u8]) -> Result<Header, HeadError> {
     // `Header` holds ASCII only, and a value passed on mangled (say an
     // `Authorization` with one byte replaced) would give a more confusing
     // answer than a 400 that names the header.
-    if let Some(bad) = value.iter().find(|b| !(**b == b'\t' || (0x20..=0x7e).contains(*b))) {
+    if let Some(bad) = value
+        .iter()
+        .find(|b| !(**b == b'\t' || (0x20..=0x7e).contains(*b)))
+    {
         let what = if *bad >= 0x80 {
             "bytes that are not ASCII"
         } else {
@@ -289,19 +297,28 @@ fn check_framing(version: &HTTPVersion, headers: &mut Vec<Header>) -> Result<(),
                     .filter(|c| !c.is_empty()),
             );
             if *version == (1, 0) {
-                return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request".into()));
+                return Err(HeadError::Malformed(
+                    "Transfer-Encoding in an HTTP/1.0 request".into(),
+                ));
             }
             if codings.is_empty() {
                 return Err(HeadError::Malformed("empty Transfer-Encoding".into()));
             }
         } else if h.field.equiv("Content-Length") {
             length_lines += 1;
-            lengths.extend(h.value.as_str().split(',').map(|v| v.trim_matches([' ', '\t'])));
+            lengths.extend(
+                h.value
+                    .as_str()
+                    .split(',')
+                    .map(|v| v.trim_matches([' ', '\t'])),
+            );
         }
     }
     if !codings.is_empty() {
         if !lengths.is_empty() {
-            return Err(HeadError::Malformed("both Transfer-Encoding and Content-Length".into()));
+            return Err(HeadError::Malformed(
+                "both Transfer-Encoding and Content-Length".into(),
+            ));
         }
         if codings != ["chunked"] {
             return Err(HeadError::Malformed(format!(
@@ -319,9 +336,12 @@ fn check_framing(version: &HTTPVersion, headers: &mut Vec<Header>) -> Result<(),
                 quote(v.as_bytes())
             )));
         }
-        let n: usize = v
-            .parse()
-            .map_err(|_| HeadError::Malformed(format!("Content-Length {} is too large", quote(v.as_bytes()))))?;
+        let n: usize = v.parse().map_err(|_| {
+            HeadError::Malformed(format!(
+                "Content-Length {} is too large",
+                quote(v.as_bytes())
+            ))
+        })?;
         match length {
             Some(m) if m != n => {
                 return Err(HeadError::Malformed(format!(
@@ -434,7 +454,7 @@ mod tests {
     #[test]
     fn nothing_past_the_limit_is_read() {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        big.extend(std::iter::repeat(b'a').take(10_000));
+        big.extend(std::iter::repeat_n(b'a', 10_000));
         let mut source = &big[..];
         let err = read_head(&mut source, &limits()).unwrap_err();
         assert_eq!(err.status(), Some(431), "{err:?}");
@@ -443,7 +463,7 @@ mod tests {
         assert_eq!(status(long_line.as_bytes()), Some(431));
         // Exactly at the limit is fine.
         let mut exact = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        exact.extend(std::iter::repeat(b'a').take(1024 - exact.len() - 4));
+        exact.extend(std::iter::repeat_n(b'a', 1024 - exact.len() - 4));
         exact.extend(b"\r\n\r\n");
         assert_eq!(exact.len(), 1024);
         assert_eq!(status(&exact), Some(200));
@@ -458,14 +478,21 @@ mod tests {
         head.extend(b"\r\n");
         let err = read(&head).unwrap_err();
         assert_eq!(err.status(), Some(431));
-        assert!(err.reason().contains("more than 8 header fields"), "{}", err.reason());
+        assert!(
+            err.reason().contains("more than 8 header fields"),
+            "{}",
+            err.reason()
+        );
     }
 
     #[test]
     fn malformed_heads_are_400() {
         for (what, bytes) in [
             ("bare CR", &b"GET / HTTP/1.1\rHost: t\r\n\r\n"[..]),
-            ("bare CR in a header", b"GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n"),
+            (
+                "bare CR in a header",
+                b"GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n",
+            ),
             ("obs-fold", b"GET / HTTP/1.1\r\nX: a\r\n  b\r\n\r\n"),
             ("space before colon", b"GET / HTTP/1.1\r\nHost : t\r\n\r\n"),
             ("no colon", b"GET / HTTP/1.1\r\nHost\r\n\r\n"),
@@ -473,7 +500,10 @@ mod tests {
             ("bad name char", b"GET / HTTP/1.1\r\nHo(st: t\r\n\r\n"),
             ("control in value", b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n"),
             ("NUL in value", b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n"),
-            ("obs-text value", b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n"),
+            (
+                "obs-text value",
+                b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n",
+            ),
             ("garbage", b"\x00\x01garbage\r\n\r\n"),
             ("HTTP/0.9 style", b"GET /\r\n\r\n"),
             ("two spaces", b"GET  / HTTP/1.1\r\n\r\n"),
@@ -512,11 +542,11 @@ mod tests {
             "request target has bytes that are not ASCII: \"/caf\\xc3\\xa9\""
         );
         let mut long = b"GET /".to_vec();
-        long.extend(std::iter::repeat(0xffu8).take(500));
+        long.extend(std::iter::repeat_n(0xffu8, 500));
         long.extend(b" HTTP/1.1\r\n\r\n");
         let reason = read(&long).unwrap_err().reason();
         let quoted = &reason[reason.find('"').unwrap()..reason.rfind('"').unwrap() + 1];
-        assert!(quoted.len() <= QUOTE_CHARS + 2, "{reason}");
+        assert!(quoted.len() <= QUOTE_CHARS + 2, "{}", reason);
         assert!(reason.ends_with("... (501 bytes)"), "{}", reason);
     }
 
@@ -527,23 +557,43 @@ mod tests {
             ("signed length", "Content-Length: +5\r\n", 400),
             ("hex length", "Content-Length: 0x10\r\n", 400),
             ("empty length", "Content-Length:\r\n", 400),
-            ("overflowing length", "Content-Length: 99999999999999999999999\r\n", 400),
-            ("two lengths", "Content-Length: 5\r\nContent-Length: 6\r\n", 400),
+            (
+                "overflowing length",
+                "Content-Length: 99999999999999999999999\r\n",
+                400,
+            ),
+            (
+                "two lengths",
+                "Content-Length: 5\r\nContent-Length: 6\r\n",
+                400,
+            ),
             ("a list that disagrees", "Content-Length: 5, 6\r\n", 400),
             ("gzip", "Transfer-Encoding: gzip\r\n", 400),
-            ("gzip then chunked", "Transfer-Encoding: gzip, chunked\r\n", 400),
+            (
+                "gzip then chunked",
+                "Transfer-Encoding: gzip, chunked\r\n",
+                400,
+            ),
             (
                 "chunked twice",
                 "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
                 400,
             ),
             ("identity", "Transfer-Encoding: identity\r\n", 400),
-            ("TE and CL", "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 400),
+            (
+                "TE and CL",
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                400,
+            ),
             ("chunked", "Transfer-Encoding: chunked\r\n", 200),
             ("Chunked, any case", "Transfer-Encoding: Chunked\r\n", 200),
             ("a length", "Content-Length: 5\r\n", 200),
             ("leading zeros", "Content-Length: 005\r\n", 200),
-            ("two equal lengths", "Content-Length: 5\r\nContent-Length: 5\r\n", 200),
+            (
+                "two equal lengths",
+                "Content-Length: 5\r\nContent-Length: 5\r\n",
+                200,
+            ),
             ("an equal list", "Content-Length: 5, 5\r\n", 200),
         ] {
             let head = format!("POST / HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
@@ -551,7 +601,8 @@ mod tests {
         }
         let te_in_10 = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(status(te_in_10), Some(400));
-        let h = read(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n").unwrap();
+        let h =
+            read(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n").unwrap();
         let lengths: Vec<_> = h
             .headers
             .iter()
@@ -564,7 +615,10 @@ mod tests {
     #[test]
     fn eof_and_io_errors_are_not_answered() {
         assert_eq!(read(b"").unwrap_err().status(), None);
-        assert_eq!(read(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap_err().status(), None);
+        assert_eq!(
+            read(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap_err().status(),
+            None
+        );
     }
 
     #[test]

@@ -90,9 +90,14 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
-
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
+// Patch (chaos-backend): lints newer than upstream's code, which stays as
+// upstream wrote it so that the fork's diff shows real changes only.
+#![allow(
+    clippy::doc_overindented_list_items,
+    clippy::io_other_error,
+    clippy::needless_borrow,
+    clippy::unnecessary_map_or
+)]
 
 use std::error::Error;
 use std::io::Error as IoError;
@@ -102,13 +107,12 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
-use client::ClientConnection;
 use connection::Connection;
 use util::MessagesQueue;
 
+pub use accept::AcceptThread;
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use connections::ConnectionStats;
@@ -117,6 +121,7 @@ pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 
+mod accept;
 mod client;
 mod common;
 mod connection;
@@ -125,7 +130,6 @@ mod head;
 mod options;
 mod request;
 mod response;
-mod ssl;
 mod test;
 mod util;
 
@@ -147,12 +151,10 @@ pub struct Server {
 
     // Patch (chaos-backend): the open connections.
     table: Arc<connections::Table>,
-}
 
-/// Patch (chaos-backend): the shortest and longest pause after a failed
-/// `accept`, doubled on each failure in a row.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(100);
+    // Patch (chaos-backend): whether the accept loop still runs.
+    accept_thread: AcceptThread,
+}
 
 enum Message {
     Error(IoError),
@@ -214,23 +216,12 @@ impl Server {
         })
     }
 
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(addr: A, config: SslConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
-        })
-    }
-
     #[cfg(unix)]
     #[inline]
     /// Shortcut for a UNIX socket server at a specific path
-    pub fn http_unix(path: &std::path::Path) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+    pub fn http_unix(
+        path: &std::path::Path,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::unix_from_path(path),
             ssl: None,
@@ -273,91 +264,24 @@ impl Server {
             (listener, local_addr)
         };
 
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!("Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time");
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => {
-                    return Err("Building a server with SSL requires enabling the `ssl` feature in tiny-http".into())
-                }
-                None => None,
-            }
-        };
+        // Patch (chaos-backend): the SSL code and features are removed (the
+        // patched connection layer has no TLS): an SSL configuration is an
+        // error, never a server that answers in plain HTTP.
+        if ssl_config.is_some() {
+            return Err("SSL is not supported by this patched tiny_http".into());
+        }
 
-        // Patch (chaos-backend): the accept loop. Upstream ended it for good
-        // on any accept error (tiny-http#283) and spawned connection threads
-        // with `thread::spawn`, which panics when no thread can be had: the
-        // server was then deaf. Here every connection goes through the table
-        // (cap with eviction, timeouts; see `connections.rs`), an accept
-        // error is counted and followed by a short back-off (and, for
-        // EMFILE/ENFILE, an eviction to free an fd), and a connection whose
-        // thread cannot be spawned is closed and counted.
+        // Patch (chaos-backend): the accept loop is in accept.rs, with the
+        // table of connections (connections/) that it admits to.
         let messages = MessagesQueue::with_capacity(8);
         let table = connections::Table::new(options.connections.clone());
-
-        let inside_close_trigger = close_trigger.clone();
-        let inside_messages = messages.clone();
-        let inside_table = Arc::clone(&table);
-        let _ = &ssl; // SSL is not supported by the patched connection layer
-        thread::Builder::new().name("http-accept".into()).spawn(move || {
-            let table = inside_table;
-            let mut backoff = ACCEPT_BACKOFF_MIN;
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let sock = match server.accept() {
-                    Ok((sock, _)) => {
-                        backoff = ACCEPT_BACKOFF_MIN;
-                        sock
-                    }
-                    Err(e) => {
-                        table.counters.accept_errors.fetch_add(1, Relaxed);
-                        log::warn!("Error accepting new client: {}", e);
-                        // EMFILE, ENFILE: free an fd for the next one.
-                        if matches!(e.raw_os_error(), Some(23) | Some(24)) {
-                            table.evict_one();
-                        }
-                        thread::sleep(backoff);
-                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                        continue;
-                    }
-                };
-                if inside_close_trigger.load(Relaxed) {
-                    break;
-                }
-                let Some(conn) = table.admit(sock) else {
-                    continue;
-                };
-                let client = ClientConnection::new(conn, Arc::clone(&table), Arc::clone(&options));
-                let messages = inside_messages.clone();
-                let mut builder = thread::Builder::new().name("http-conn".into());
-                if let Some(size) = table.limits.thread_stack_size {
-                    builder = builder.stack_size(size);
-                }
-                // On failure the closure, and the connection in it, is
-                // dropped: the socket closes and the table forgets it.
-                let spawned = builder.spawn(move || {
-                    for rq in client {
-                        messages.push(rq.into());
-                    }
-                });
-                if let Err(e) = spawned {
-                    table.counters.rejected_spawn.fetch_add(1, Relaxed);
-                    log::warn!("cannot start a connection thread: {}", e);
-                }
-            }
-            log::debug!("Terminating accept thread");
-        })?;
+        let accept_thread = accept::spawn(
+            server,
+            Arc::clone(&table),
+            options,
+            messages.clone(),
+            close_trigger.clone(),
+        )?;
         connections::spawn_watchdog(Arc::clone(&table), close_trigger.clone())?;
 
         // result
@@ -366,6 +290,7 @@ impl Server {
             close: close_trigger,
             listening_addr: local_addr,
             table,
+            accept_thread,
         })
     }
 
@@ -392,6 +317,13 @@ impl Server {
     /// Patch (chaos-backend): counters of the connection layer.
     pub fn connection_stats(&self) -> ConnectionStats {
         self.table.stats()
+    }
+
+    /// Patch (chaos-backend): whether the accept loop still runs, as a
+    /// handle that outlives the server. Once the loop has ended the server
+    /// accepts nothing more, though `recv` may still block.
+    pub fn accept_thread(&self) -> AcceptThread {
+        self.accept_thread.clone()
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -459,5 +391,46 @@ impl Drop for Server {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Patch (chaos-backend): no SSL code is left, so an SSL configuration
+    /// must fail rather than serve plain HTTP.
+    #[test]
+    fn an_ssl_configuration_is_an_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ssl = SslConfig {
+            certificate: b"cert".to_vec(),
+            private_key: b"key".to_vec(),
+        };
+        let err = Server::from_listener(listener, Some(ssl))
+            .err()
+            .expect("an error");
+        assert!(err.to_string().contains("SSL is not supported"), "{}", err);
+    }
+
+    /// Patch (chaos-backend): the accept loop's liveness comes from the
+    /// server itself; it flips when the loop ends (here: the server is
+    /// dropped, which ends the loop).
+    #[test]
+    fn the_accept_thread_handle_flips_when_the_loop_ends() {
+        let server = Server::http("127.0.0.1:0").unwrap();
+        let accept = server.accept_thread();
+        assert!(accept.is_alive());
+        // It keeps running while the server accepts.
+        let addr = server.server_addr().to_ip().unwrap();
+        drop(TcpStream::connect(addr).unwrap());
+        assert!(!accept.wait_timeout(Duration::from_millis(100)));
+        assert!(accept.is_alive());
+        drop(server);
+        assert!(
+            accept.wait_timeout(Duration::from_secs(10)),
+            "the accept loop did not end"
+        );
+        assert!(!accept.is_alive());
     }
 }

@@ -296,7 +296,11 @@ impl Request {
     /// If you call this on a non-websocket request, tiny-http will wait until this `Stream` object
     ///  is destroyed before continuing to read or write on the socket. Therefore you should always
     ///  destroy it as soon as possible.
-    pub fn upgrade<R: Read>(mut self, protocol: &str, response: Response<R>) -> Box<dyn ReadWrite + Send> {
+    pub fn upgrade<R: Read>(
+        mut self,
+        protocol: &str,
+        response: Response<R>,
+    ) -> Box<dyn ReadWrite + Send> {
         use crate::util::CustomStream;
 
         response
@@ -313,7 +317,10 @@ impl Request {
 
         let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
         if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop { sender, inner: stream };
+            let stream = NotifyOnDrop {
+                sender,
+                inner: stream,
+            };
             Box::new(stream) as Box<dyn ReadWrite + Send>
         } else {
             Box::new(stream) as Box<dyn ReadWrite + Send>
@@ -325,9 +332,8 @@ impl Request {
     /// # Example
     ///
     /// ```no_run
-    /// # extern crate rustc_serialize;
     /// # extern crate tiny_http;
-    /// # use rustc_serialize::json::Json;
+    /// # type Json = String; // Patch (chaos-backend): no rustc-serialize
     /// # use std::io::Read;
     /// # fn get_content_type(_: &tiny_http::Request) -> &'static str { "" }
     /// # fn main() {
@@ -377,7 +383,10 @@ impl Request {
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
         let writer = self.extract_writer_impl();
         if let Some(sender) = self.notify_when_responded.take() {
-            let writer = NotifyOnDrop { sender, inner: writer };
+            let writer = NotifyOnDrop {
+                sender,
+                inner: writer,
+            };
             Box::new(writer) as Box<dyn Write + Send + 'static>
         } else {
             writer
@@ -464,7 +473,7 @@ impl Request {
 
     /// Patch (chaos-backend): like `respond`, but the answer reaches the
     /// client `hold` later. It is rendered now, on the calling thread, and
-    /// written by the connection's own thread once `hold` has passed, so
+    /// written by the server's timer thread once `hold` has passed, so
     /// that a deliberately slow answer costs neither a worker nor a thread
     /// of its own. Without a connection (a `TestRequest`) it is `respond`.
     /// Setting `release` (when given) ends the hold early: the answer goes
@@ -484,12 +493,6 @@ impl Request {
             }
         }
         self.respond(response)
-    }
-
-    #[allow(dead_code)] // Patch (chaos-backend): SSL is not wired in
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
-        self.notify_when_responded = Some(sender);
-        self
     }
 }
 

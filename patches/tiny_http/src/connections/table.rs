@@ -1,0 +1,259 @@
+//! Patch (chaos-backend): the table of one server's open connections:
+//! admission at the cap with eviction, and the timeouts the watchdog
+//! enforces.
+
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::conn::{Conn, Expiry, Phase};
+use super::lock;
+use super::stats::{ConnectionStats, Counters};
+use super::timer::Timer;
+use crate::connection::Connection;
+use crate::ConnectionLimits;
+
+/// Every open connection of one server.
+pub(crate) struct Table {
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    pub(crate) limits: ConnectionLimits,
+    pub(crate) counters: Counters,
+    open: AtomicUsize,
+    pub(super) timer: Arc<Timer>,
+}
+
+impl Table {
+    pub(crate) fn new(limits: ConnectionLimits) -> Arc<Table> {
+        Arc::new(Table {
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            limits,
+            counters: Counters::default(),
+            open: AtomicUsize::new(0),
+            timer: Arc::new(Timer::new()),
+        })
+    }
+
+    /// Lock order: see `connections`.
+    fn conns(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        lock(&self.conns)
+    }
+
+    /// Admits a new connection, evicting one at the cap; None when the cap
+    /// is reached and nothing can be evicted (the socket is then closed).
+    pub(crate) fn admit(&self, stream: Connection) -> Option<Arc<Conn>> {
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let mut conns = self.conns();
+        if conns.len() >= self.limits.max_connections {
+            match pick_victim(&conns) {
+                Some(victim) => {
+                    if let Some(v) = conns.remove(&victim) {
+                        v.expire(Expiry::Evicted);
+                    }
+                    self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    self.counters.rejected_cap.fetch_add(1, Ordering::Relaxed);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return None;
+                }
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::new(
+            id,
+            stream,
+            self.limits.drain_limit,
+            Arc::clone(&self.timer),
+        ));
+        conns.insert(id, Arc::clone(&conn));
+        self.open.store(conns.len(), Ordering::Relaxed);
+        Some(conn)
+    }
+
+    /// Forgets a connection whose thread is ending (or never started).
+    pub(crate) fn remove(&self, conn: &Conn) {
+        let mut conns = self.conns();
+        conns.remove(&conn.id);
+        self.open.store(conns.len(), Ordering::Relaxed);
+    }
+
+    /// Evicts one connection to free an fd after EMFILE/ENFILE; true if
+    /// one went.
+    pub(crate) fn evict_one(&self) -> bool {
+        let mut conns = self.conns();
+        let victim = pick_victim(&conns).and_then(|id| conns.remove(&id));
+        self.open.store(conns.len(), Ordering::Relaxed);
+        drop(conns);
+        match victim {
+            Some(v) => {
+                v.expire(Expiry::Evicted);
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        self.counters.snapshot(self.open.load(Ordering::Relaxed))
+    }
+
+    /// Closes every connection whose phase has outlived its limit.
+    pub(super) fn enforce(&self, now: Instant) {
+        let conns: Vec<Arc<Conn>> = self.conns().values().cloned().collect();
+        let l = &self.limits;
+        let late = |limit: Option<Duration>, from: Instant| {
+            limit.is_some_and(|d| now.saturating_duration_since(from) > d)
+        };
+        for conn in conns {
+            let why = {
+                let s = conn.state();
+                if !s.writable() {
+                    continue;
+                }
+                let writing = !s.out.is_empty() || s.flushing;
+                if writing && s.hold_until.is_none() && late(l.write_timeout, s.progress) {
+                    Some((Expiry::WriteTimeout, &self.counters.write_timeouts))
+                } else if !s.complete() || s.expired.is_some() {
+                    None // a request in progress: no idle, head or drain clock
+                } else {
+                    match s.phase {
+                        Phase::Idle if late(l.idle_timeout, s.since.max(s.done_at)) => {
+                            Some((Expiry::IdleTimeout, &self.counters.idle_timeouts))
+                        }
+                        Phase::ReadingHead if late(l.head_timeout, s.since) => {
+                            Some((Expiry::HeadTimeout, &self.counters.head_timeouts))
+                        }
+                        Phase::Draining if late(l.drain_timeout, s.since) => {
+                            Some((Expiry::DrainTimeout, &self.counters.drain_timeouts))
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            if let Some((why, counter)) = why {
+                counter.fetch_add(1, Ordering::Relaxed);
+                conn.expire(why);
+            }
+        }
+    }
+}
+
+/// The oldest idle connection, else the oldest one whose input has not all
+/// come (a head, or a body nobody reads), else the one whose rendered
+/// answer has waited longest to be written. Never one being answered.
+fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
+    let mut idle: Option<(Instant, u64)> = None;
+    let mut incomplete: Option<(Instant, u64)> = None;
+    // Answers rendered but not written: the client does not read them, or a
+    // hold keeps them back. Without this tier, connections that never read
+    // (or enough held answers) filled the cap and every new connection,
+    // probes included, was refused until the write timeout or the hold ran
+    // out. Oldest progress first; one a worker is still rendering stays.
+    let mut stalled: Option<(Instant, u64)> = None;
+    for (id, c) in conns {
+        let s = c.state();
+        if s.expired.is_some() {
+            continue;
+        }
+        if !s.complete() {
+            if s.writers == 0 && stalled.is_none_or(|(t, _)| s.progress < t) {
+                stalled = Some((s.progress, *id));
+            }
+            continue;
+        }
+        let slot = match s.phase {
+            Phase::Idle => &mut idle,
+            Phase::ReadingHead | Phase::Draining => &mut incomplete,
+            _ => continue,
+        };
+        if slot.is_none_or(|(t, _)| s.since < t) {
+            *slot = Some((s.since, *id));
+        }
+    }
+    idle.or(incomplete).or(stalled).map(|(_, id)| id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connections::AnswerWriter;
+
+    /// A connected loopback socket, server side.
+    fn socket(listener: &std::net::TcpListener) -> (Connection, std::net::TcpStream) {
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (Connection::from(server), client)
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_idle_goes_then_the_oldest_head_never_a_busy_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            max_connections: 3,
+            ..ConnectionLimits::default()
+        };
+        let table = Table::new(limits);
+        let mut clients = Vec::new();
+        let mut admit = |phase: Phase| {
+            let (conn, client) = socket(&listener);
+            clients.push(client);
+            let c = table.admit(conn).expect("admitted");
+            c.enter(phase);
+            std::thread::sleep(Duration::from_millis(2));
+            c
+        };
+        let head = admit(Phase::ReadingHead);
+        let busy = admit(Phase::Busy);
+        let _busy_writer = AnswerWriter::new(&busy); // a request in progress
+        let idle = admit(Phase::Idle);
+        // The fourth evicts the idle one, though the head is older.
+        let fourth = admit(Phase::Busy);
+        let _fourth_writer = AnswerWriter::new(&fourth);
+        assert_eq!(idle.expired(), Some(Expiry::Evicted));
+        assert_eq!(head.expired(), None);
+        // The fifth evicts the head; the sixth finds only busy ones.
+        let _fifth = admit(Phase::Busy);
+        assert_eq!(head.expired(), Some(Expiry::Evicted));
+        assert_eq!(busy.expired(), None);
+        let _fifth_writer = AnswerWriter::new(&_fifth);
+        let (conn, _c) = socket(&listener);
+        assert!(table.admit(conn).is_none());
+        assert_eq!(table.stats().rejected_cap, 1);
+        assert_eq!(table.stats().evicted, 2);
+        assert_eq!(table.stats().open, 3);
+    }
+
+    #[test]
+    fn at_the_cap_a_held_or_unread_answer_goes_before_the_new_connection_is_refused() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            max_connections: 2,
+            ..ConnectionLimits::default()
+        };
+        let table = Table::new(limits);
+        let (conn, _c1) = socket(&listener);
+        let busy = table.admit(conn).expect("admitted");
+        busy.enter(Phase::Busy);
+        let _rendering = AnswerWriter::new(&busy); // a worker still at it
+        let (conn, _c2) = socket(&listener);
+        let held = table.admit(conn).expect("admitted");
+        held.enter(Phase::Busy);
+        held.hold_until(Instant::now() + Duration::from_secs(60), None);
+        let mut w = AnswerWriter::new(&held);
+        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        drop(w); // rendered, held back by a fault
+
+        // The third goes in: the held answer is evicted, the rendering one stays.
+        let (conn, _c3) = socket(&listener);
+        assert!(table.admit(conn).is_some());
+        assert_eq!(held.expired(), Some(Expiry::Evicted));
+        assert_eq!(busy.expired(), None);
+    }
+}

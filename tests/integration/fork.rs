@@ -1,0 +1,173 @@
+//! The repository's hygiene around the vendored tiny_http: no build output
+//! is tracked, and the fork's diff against crates.io's 0.12.0
+//! (`scripts/fork-diff.sh`) holds real changes only, each with a row in
+//! `patches/tiny_http/PATCHES.md`.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use crate::harness::repo;
+
+/// Runs `git ARGS` in the checkout; CI runs on a clean clone, so a missing
+/// git or a missing `.git` is a failure, never a skip.
+fn git(args: &[&str]) -> std::process::Output {
+    Command::new("git")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run git {args:?} (is git installed?): {e}"))
+}
+
+/// `scripts/fork-diff.sh ARGS`, which must succeed.
+fn fork_diff(args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/fork-diff.sh"))
+        .args(args)
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "fork-diff.sh {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn no_build_output_is_tracked_and_every_target_directory_is_ignored() {
+    let out = git(&["ls-files", "-z"]);
+    assert!(
+        out.status.success(),
+        "git ls-files failed (not a git checkout?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<String> = out
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f == "Cargo.toml"),
+        "git ls-files listed {} files",
+        files.len()
+    );
+    let tracked: Vec<&String> = files
+        .iter()
+        .filter(|f| f.split('/').any(|part| part == "target"))
+        .collect();
+    assert!(tracked.is_empty(), "build output is tracked: {tracked:?}");
+    // Any crate's target directory, not only the top one, is ignored.
+    for path in [
+        "target/x",
+        "patches/tiny_http/target/x",
+        "bench/floor/target/x",
+        "a/b/target/c",
+    ] {
+        let out = git(&["check-ignore", "-q", "--no-index", path]);
+        assert_eq!(out.status.code(), Some(0), "{path} is not ignored by .gitignore");
+    }
+}
+
+#[test]
+fn patches_md_has_a_row_for_every_changed_file_and_no_row_without_a_change() {
+    let changed: BTreeSet<String> = fork_diff(&["--names"])
+        .lines()
+        .map(|l| {
+            let (status, path) = l.split_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+            assert!(["A", "D", "M"].contains(&status), "bad line {l:?}");
+            path.to_string()
+        })
+        .collect();
+    assert!(changed.contains("src/lib.rs"), "{changed:?}");
+    let patches = std::fs::read_to_string(repo().join("patches/tiny_http/PATCHES.md")).unwrap();
+    // The files column of the table: paths in backquotes, relative to the
+    // crate's root; one ending in '/' names a directory.
+    let named: BTreeSet<String> = patches
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| change"))
+        .flat_map(|row| {
+            let files = row
+                .split('|')
+                .nth(2)
+                .unwrap_or_else(|| panic!("no files column: {row}"));
+            files
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!named.is_empty(), "no rows found in PATCHES.md");
+    let covers = |name: &str, path: &str| match name.strip_suffix('/') {
+        Some(dir) => path.starts_with(&format!("{dir}/")),
+        None => name == path,
+    };
+    let without_row: Vec<&String> = changed.iter().filter(|p| !named.iter().any(|n| covers(n, p))).collect();
+    assert!(
+        without_row.is_empty(),
+        "changed files without a row in PATCHES.md: {without_row:?}"
+    );
+    let without_change: Vec<&String> = named.iter().filter(|n| !changed.iter().any(|p| covers(n, p))).collect();
+    assert!(
+        without_change.is_empty(),
+        "PATCHES.md rows name files with no change: {without_change:?}"
+    );
+}
+
+/// A hunk whose removed and added lines are the same once whitespace and
+/// trailing commas (which rustfmt adds or drops when it rewraps) are
+/// dropped changes formatting only: the fork keeps upstream's style, so
+/// there is none.
+#[test]
+fn the_forks_diff_has_no_formatting_only_hunk() {
+    let diff = fork_diff(&[]);
+    let squash = |lines: &[&str]| {
+        let text: Vec<char> = lines
+            .iter()
+            .flat_map(|l| l.chars())
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let trailing_comma = |i: usize| text[i] == ',' && matches!(text.get(i + 1), Some(')' | ']' | '}'));
+        (0..text.len())
+            .filter(|&i| !trailing_comma(i))
+            .map(|i| text[i])
+            .collect::<String>()
+    };
+    let mut file = "";
+    let mut hunks = 0;
+    let mut formatting_only = Vec::new();
+    let mut hunk: Option<(Vec<&str>, Vec<&str>)> = None;
+    let mut finish = |hunk: &mut Option<(Vec<&str>, Vec<&str>)>, file: &str| {
+        if let Some((removed, added)) = hunk.take() {
+            hunks += 1;
+            if squash(&removed) == squash(&added) {
+                formatting_only.push(format!("{file}: {:?}", removed.first()));
+            }
+        }
+    };
+    for line in diff.lines() {
+        if let Some(rest) = line.strip_prefix("diff ") {
+            finish(&mut hunk, file);
+            file = rest.rsplit(' ').next().unwrap_or(rest);
+        } else if line.starts_with("@@") {
+            finish(&mut hunk, file);
+            hunk = Some((Vec::new(), Vec::new()));
+        } else if let Some((removed, added)) = hunk.as_mut() {
+            match line.split_at(line.len().min(1)) {
+                ("-", rest) => removed.push(rest),
+                ("+", rest) => added.push(rest),
+                _ => {}
+            }
+        }
+    }
+    finish(&mut hunk, file);
+    assert!(hunks > 10, "only {hunks} hunks in:\n{diff}");
+    assert!(
+        formatting_only.is_empty(),
+        "hunks that change formatting only: {formatting_only:#?}"
+    );
+}
