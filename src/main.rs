@@ -22,6 +22,7 @@ mod latency;
 mod limits;
 mod metrics;
 mod misspelling;
+mod observer;
 mod query;
 mod readiness;
 mod routes;
@@ -44,6 +45,7 @@ use server::{Listening, Pool};
 const USAGE: &str = "\
 usage: chaos-backend               serve (configured by environment variables, see README.md)
        chaos-backend healthcheck   exit 0 if GET /health on the local PORT answers 200, else 1
+       chaos-backend observe --url URL [options]   what users of URL see: GET at a fixed rate, JSON Lines (observe --help)
        chaos-backend --version
        chaos-backend --help";
 
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
     let healthcheck = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => false,
         ["healthcheck"] => true,
+        ["observe", ..] => return observer::main(&args[1..]),
         ["--version"] => {
             println!("chaos-backend {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

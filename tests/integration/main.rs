@@ -21,6 +21,7 @@ mod lifecycle;
 mod manifests;
 mod matrix;
 mod observability;
+mod observer;
 mod openapi;
 mod promtool;
 mod registry;
