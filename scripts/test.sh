@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of chaos-backend on a fresh machine: installs the tools the
 # tests use (Debian's prometheus for promtool, util-linux for unshare and
-# prlimit, docker.io, containerd and qemu-user-static for the image), checks
+# prlimit, docker.io, containerd and qemu-user-static for the image, haproxy
+# as the Service in front of three replicas for the observer), checks
 # formatting and lints, then runs unit and integration tests, and the arm64
 # build's smoke subset under qemu.
 # A missing tool is an error, never a skipped test: the tests that need one are
@@ -52,6 +53,7 @@ declare -A PACKAGE_OF=(
   [containerd]=containerd
   [qemu-aarch64-static]=qemu-user-static
   [curl]=curl
+  [haproxy]=haproxy
 )
 
 missing=()

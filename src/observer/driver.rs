@@ -471,13 +471,14 @@ impl<'a> Observer<'a> {
         let mut pods = Object::default();
         for id in 0..self.pods.len() {
             let (list, unlisted) = gaps.get(id).cloned().unwrap_or_default();
-            let listed: Vec<_> = list
-                .iter()
-                .map(|g| json!({"start": round3(g.start), "end": g.end.map(round3)}))
-                .collect();
+            let listed = list.iter().map(|g| {
+                Object::default()
+                    .put("start", json!(round3(g.start)))
+                    .put("end", json!(g.end.map(round3)))
+            });
             let mut entry = Object::default()
                 .put("requests", json!(self.totals.served.get(id).copied().unwrap_or(0)))
-                .put("gaps", json!(listed));
+                .put_objects("gaps", listed);
             if unlisted > 0 {
                 entry = entry.put("gaps_not_listed", json!(unlisted));
             }

@@ -93,6 +93,16 @@ impl Object {
         self
     }
 
+    /// A JSON array of objects.
+    pub fn put_objects(mut self, key: &str, values: impl IntoIterator<Item = Object>) -> Object {
+        self.key(key);
+        let items: Vec<String> = values.into_iter().map(Object::finish).collect();
+        self.0.push('[');
+        self.0.push_str(&items.join(","));
+        self.0.push(']');
+        self
+    }
+
     pub fn finish(mut self) -> String {
         self.0.push('}');
         self.0
