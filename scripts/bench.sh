@@ -13,7 +13,9 @@ and prints a markdown table: start to ready, idle RSS, throughput and
 latency against the floor (wrk, 16 connections), /health under a saturated
 CPU and in podman at 500m, leak rate against a raw page touch, CPU accuracy
 at 250m, 500m and 1500m (process CPU time, and cgroup usage in podman),
-crash to exit, image size. Each figure is a median over repeated runs; each
+the traffic observer at 500 requests a second (due-time lateness, RSS;
+against the service and against a target that never answers), crash to
+exit, image size. Each figure is a median over repeated runs; each
 comparison a ratio within the same run. It reports; it does not fail on a
 missed goal.
 

@@ -41,8 +41,11 @@ pub fn podman_ok(cwd: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Each platform's image must stay at or under this (issue 17: 2.5 MB).
-pub const MAX_IMAGE_BYTES: u64 = 2_500_000;
+/// Each platform's image must stay at or under this, uncompressed (issue
+/// 17: 2.5 MB; issue 23, with the observer in the binary: 3.0 MB).
+pub const MAX_IMAGE_BYTES: u64 = 3_000_000;
+/// And its layers as users pull them, compressed (issue 23: 1.3 MB).
+pub const MAX_PULLED_BYTES: u64 = 1_300_000;
 
 /// What one run of scripts/build-image.sh produced.
 pub struct Built {

@@ -552,3 +552,45 @@ fn sigterm_and_sigint_print_the_summary_at_once_and_slo_sets_the_exit_status() {
     assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
     assert_eq!(run.summary["slo_met"], true);
 }
+
+/// The observer as the Job runs it: from the scratch image, as 65532 with
+/// a read-only root and no capabilities, reaching the service by a name
+/// (here from the container's /etc/hosts; in a cluster from its DNS).
+#[test]
+#[ignore = "needs podman: scripts/test.sh runs it"]
+fn the_image_observes_a_service_by_name_with_the_jobs_security_settings() {
+    let image = crate::container::image();
+    let _x = exclusive();
+    let svc = Service::start(&[("HOSTNAME", "named-pod")]);
+    let dir = crate::harness::temp_dir("observer-image");
+    let url = format!("http://chaos-backend:{}/", svc.addr.port());
+    let mut cmd = Command::new("podman");
+    cmd.args([
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--add-host",
+        "chaos-backend:127.0.0.1",
+    ])
+    .args([
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+    ])
+    .args(["--user", "65532:65532", "--memory", "32m", "--memory-swap", "32m"])
+    .args([image, "observe", "--url", &url, "--rate", "20", "--duration", "1"])
+    .current_dir(&dir)
+    .env(
+        "CONTAINERS_CONF",
+        crate::container::repo().join("tests/podman/containers.conf"),
+    );
+    let run = Run::from_output(output_within(cmd, Duration::from_secs(60)));
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    assert_eq!(run.summary["ok"], 20, "{}", run.describe());
+    assert_eq!(run.summary["pods"]["named-pod"]["requests"], 20);
+    let rss = run.summary["max_rss_mb"].as_f64().unwrap();
+    assert!(rss < 16.0, "well inside the Job's 32Mi limit: {rss} MB");
+}
