@@ -162,8 +162,8 @@ stop_dockerd() {
 }
 
 # The arm64 build under qemu-user: a subset of the integration tests
-# (start-up, probes, millicores, leak and release, crash marker, SIGTERM)
-# run again against it. qemu-user runs the guest in its own process, so
+# (start-up, probes, millicores, leak and release, crash marker, SIGTERM,
+# the observer's counts, error classes and signals) run again against it. qemu-user runs the guest in its own process, so
 # pids, signals, RSS and CPU time are the service's; no bound is loosened.
 arm64_smoke() {
   local smoke=(
@@ -178,6 +178,9 @@ arm64_smoke() {
     chaos::crash_answers_202_then_aborts_and_next_start_counts_it_once
     lifecycle::sigterm_fails_readiness_at_once_then_exits_0
     lifecycle::sigterm_works_as_pid_1
+    observer::answers_are_counted_per_second_and_per_pod_and_agree_with_the_service
+    observer::each_error_class_against_a_real_counterpart
+    observer::sigterm_and_sigint_print_the_summary_at_once_and_slo_sets_the_exit_status
   )
   echo "==> cargo build --release --target aarch64-unknown-linux-musl (rust-lld)"
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}" \
