@@ -163,8 +163,9 @@ stop_dockerd() {
 
 # The arm64 build under qemu-user: a subset of the integration tests
 # (start-up, probes, millicores, leak and release, crash marker, SIGTERM,
-# the observer's counts, error classes and signals) run again against it. qemu-user runs the guest in its own process, so
-# pids, signals, RSS and CPU time are the service's; no bound is loosened.
+# the observer's counts, error classes and signals) run again against it.
+# qemu-user runs the guest in its own process, so pids, signals, RSS and
+# CPU time are the service's; no bound is loosened.
 arm64_smoke() {
   local smoke=(
     emulation::the_service_under_test_is_chaos_bin_under_chaos_runner
