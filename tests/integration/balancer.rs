@@ -204,6 +204,13 @@ fn watch<T>(b: &Balancer, seconds: u32, during: impl FnOnce(Instant) -> T) -> (R
     (run, kept)
 }
 
+/// One request to a replica directly (a fault's trigger); its status.
+fn call(replica: &Service, method: &str, path: &str) -> Option<u16> {
+    try_request(replica.addr, method, path, &[], "", Duration::from_secs(2))
+        .ok()
+        .map(|r| r.status)
+}
+
 fn since(start: Instant, t: Instant) -> f64 {
     t.saturating_duration_since(start).as_secs_f64()
 }
@@ -243,26 +250,10 @@ fn readiness_fault_takes_one_replica_out_within_a_check_interval_without_errors(
     let (run, (fault, release)) = watch(&b, 12, |start| {
         sleep_until(start, 3.0);
         let fault = since(start, Instant::now());
-        let r = try_request(
-            b.replicas[0].addr,
-            "POST",
-            "/fault/readiness?duration=60",
-            &[],
-            "",
-            Duration::from_secs(2),
-        );
-        assert_eq!(r.map(|r| r.status).ok(), Some(202));
+        assert_eq!(call(&b.replicas[0], "POST", "/fault/readiness?duration=60"), Some(202));
         sleep_until(start, 8.0);
         let release = since(start, Instant::now());
-        let r = try_request(
-            b.replicas[0].addr,
-            "DELETE",
-            "/fault/readiness",
-            &[],
-            "",
-            Duration::from_secs(2),
-        );
-        assert_eq!(r.map(|r| r.status).ok(), Some(200));
+        assert_eq!(call(&b.replicas[0], "DELETE", "/fault/readiness"), Some(200));
         (fault, release)
     });
     assert_eq!(run.error_total(), 0, "no user saw an error: {}", run.summary);
@@ -363,15 +354,10 @@ fn latency_fault_on_one_replica_raises_p99_without_errors() {
     let b = Balancer::start(&[]);
     let (run, fault) = watch(&b, 8, |start| {
         sleep_until(start, 3.0);
-        let r = try_request(
-            b.replicas[0].addr,
-            "POST",
-            "/load/latency?ms=300&duration=30",
-            &[],
-            "",
-            Duration::from_secs(2),
+        assert_eq!(
+            call(&b.replicas[0], "POST", "/load/latency?ms=300&duration=30"),
+            Some(202)
         );
-        assert_eq!(r.map(|r| r.status).ok(), Some(202));
         since(start, Instant::now())
     });
     assert_eq!(run.error_total(), 0, "{}", run.summary);

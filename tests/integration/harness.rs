@@ -59,16 +59,21 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// The command for the binary with a clean environment plus `env`.
-pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
+/// The binary under test, behind its runner if any.
+pub fn binary_command() -> Command {
     let mut prefix = runner();
-    let mut cmd = if prefix.is_empty() {
+    if prefix.is_empty() {
         Command::new(bin())
     } else {
         let mut c = Command::new(prefix.remove(0));
         c.args(prefix).arg(bin());
         c
-    };
+    }
+}
+
+/// The command for the binary with a clean environment plus `env`.
+pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = binary_command();
     cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("PORT", "0")

@@ -14,18 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Service, bin, describe, exclusive, output_within, runner};
+use crate::harness::{Service, bin, binary_command, describe, exclusive, output_within};
 
 /// The binary with `observe` and `args`.
 pub fn observe_command(args: &[&str]) -> Command {
-    let mut prefix = runner();
-    let mut cmd = if prefix.is_empty() {
-        Command::new(bin())
-    } else {
-        let mut c = Command::new(prefix.remove(0));
-        c.args(prefix).arg(bin());
-        c
-    };
+    let mut cmd = binary_command();
     cmd.arg("observe").args(args).env_clear();
     cmd
 }
