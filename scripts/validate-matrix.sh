@@ -14,9 +14,10 @@ usage() {
   cat <<'USAGE'
 Usage: scripts/validate-matrix.sh --namespace NS [options]
 
-For each row: record the state before, trigger the fault on one pod, watch
-the Kubernetes objects until the hypothesis holds or its time runs out,
-record every observation, restore (stop the fault, wait for Ready), and go on.
+For each row: start an observer pod (what users see, below), record the
+state before, trigger the fault on one pod, watch the Kubernetes objects
+until the hypothesis holds or its time runs out, record every observation,
+restore (stop the fault, wait for Ready), stop the observer, and go on.
 
 Options:
   --namespace NS       namespace of the Deployment (required)
@@ -92,8 +93,10 @@ The defaults hold for a healthy Deployment of 3 replicas:
                  the kill until its endpoint leaves (kubelet status sync
                  plus kube-proxy sync, 1 to 4 s); over an observer window
                  of at least 10 s (start, row, tail) that is at most
-                 1/3 x 4/10 = 13% of the requests. The other replicas
-                 answer throughout, so all requests never fail for a second.
+                 1/3 x 4/10 = 13% of the requests (with the manifests' 2
+                 replicas, 1/2 x 4/10 = 20%: at the edge; scale to 3 for
+                 the run). The other replicas answer throughout, so all
+                 requests never fail together for a second.
   every row      max_p99_ms=1000: GET / takes milliseconds and failures end
                  fast (refused, reset); a p99 at half the observer's 2 s
                  timeout means requests hung on a pod still in the Service.
@@ -102,7 +105,7 @@ Hypotheses file: one `row.key=value` per line, `#` starts a comment, e.g.
   crash.restart_within=30
   oom.reason=OOMKilled
   degraded.removed_within=5
-  crash.min_availability=99
+  degraded.max_p99_ms=200
 
 Output: a markdown verdict table on stdout and in OUT/verdict.md (a row
 passes when its Kubernetes hypothesis and its user hypotheses hold), and
