@@ -242,17 +242,18 @@ pub fn raise_descriptor_limit() {
     }
 }
 
-/// The process's peak resident set size, in KiB.
+/// The process's peak resident set size in KiB (`VmHWM`), 0 if unknown.
+/// Not getrusage's `ru_maxrss`: Linux carries that across execve, so a
+/// process started by a large parent would report the parent's peak.
 pub fn peak_rss_kib() -> u64 {
-    // SAFETY: rusage is plain data that getrusage fills.
-    unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0 {
-            usage.ru_maxrss.max(0) as u64
-        } else {
-            0
-        }
-    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -291,6 +292,17 @@ mod tests {
         assert_eq!(ready[0].token, 1);
         assert!(t0.elapsed() >= Duration::from_millis(20));
         timer.clear();
-        assert!(peak_rss_kib() > 0);
+    }
+
+    #[test]
+    fn the_peak_rss_is_this_process_s() {
+        let now = std::fs::read_to_string("/proc/self/status").unwrap();
+        let peak = peak_rss_kib();
+        let rss: u64 = now
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        assert!(peak >= rss && rss > 0, "peak {peak} KiB, now {rss} KiB");
     }
 }
