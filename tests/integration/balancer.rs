@@ -373,14 +373,22 @@ fn latency_fault_on_one_replica_raises_p99_without_errors() {
         .map(|(_, l)| l["p99_ms"].as_f64().unwrap())
         .collect();
     assert!(!before.is_empty() && !after.is_empty(), "{lines:?}");
-    let calm = before.iter().cloned().fold(0.0, f64::max);
+    // Every second after the fault: a third of the answers are held 300 ms.
     let slowed = after.iter().cloned().fold(f64::INFINITY, f64::min);
-    eprintln!("p99 per second: before the fault at most {calm} ms, after it at least {slowed} ms");
     assert!(
         slowed >= 300.0,
         "every second after the fault has p99 >= 300 ms: {after:?}"
     );
-    assert!(calm < slowed / 3.0, "p99 rose: before {before:?}, after {after:?}");
+    // A ratio within the run, of medians: one slow second of a loaded
+    // machine before the fault does not decide it.
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (calm, raised) = (median(&before), median(&after));
+    eprintln!("p99 per second, median: {calm} ms before the fault, {raised} ms after it");
+    assert!(raised >= 3.0 * calm, "p99 rose: before {before:?}, after {after:?}");
     assert!(run.summary["p99_ms"].as_f64().unwrap() >= 300.0, "{}", run.summary);
     // r1 stayed in the Service (300 ms is under MAX_LATENCY_MS): no gap.
     assert!(gaps(&run, "r1").is_empty(), "{}", run.summary);
