@@ -5,21 +5,54 @@
 //! redispatches (`retries 0`, no `option redispatch`); `option httpchk GET
 //! /ready` with the readiness probe's period, timeout and thresholds from
 //! manifests/deployment.yaml stands in for the kubelet's probe and the
-//! EndpointSlice update. The observer drives the traffic; every figure
-//! below is read from its own output (and HAProxy's DOWN line).
+//! EndpointSlice update. The replicas and the observer are the release
+//! build, static as the image ships it. The observer drives the traffic;
+//! every figure below is read from its own output (and HAProxy's DOWN
+//! line).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Service, describe, exclusive, poll, temp_dir, try_request};
-use crate::observer::{Run, observe_command};
+use crate::harness::{Service, describe, exclusive, poll, temp_dir, try_request, with_service_env};
+use crate::observer::Run;
+
+/// The release binary, static as the image ships it, built with
+/// scripts/build-image.sh's cargo command and flags so that either reuses
+/// the other's build (scripts/test.sh runs both). Once per test run.
+fn release_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let x86 = cfg!(all(target_os = "linux", target_arch = "x86_64"));
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--release", "--locked", "--bin", "chaos-backend"])
+            .current_dir(root);
+        if x86 {
+            cmd.args(["--target", "x86_64-unknown-linux-gnu"])
+                .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static");
+        }
+        let out = cmd.output().expect("run cargo build --release");
+        assert!(
+            out.status.success(),
+            "cargo build --release failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let dir = if x86 {
+            "x86_64-unknown-linux-gnu/release"
+        } else {
+            "release"
+        };
+        target.join(dir).join("chaos-backend")
+    })
+}
 
 /// The Deployment's readiness probe: period, timeout, failure and success
 /// thresholds, in seconds and counts.
@@ -77,7 +110,7 @@ impl Balancer {
             .map(|name| {
                 let mut vars = vec![("HOSTNAME", *name), ("CHAOS_COOLDOWN_SECONDS", "0")];
                 vars.extend_from_slice(env);
-                Service::start(&vars)
+                Service::spawn(with_service_env(Command::new(release_bin()), &temp_dir("state"), &vars))
             })
             .collect();
         let port = free_port();
@@ -184,18 +217,14 @@ const RATE: f64 = 50.0;
 /// `t` (which starts a little later, so a bound in observer time taken
 /// from it errs on the safe side).
 fn watch<T>(b: &Balancer, seconds: u32, during: impl FnOnce(Instant) -> T) -> (Run, T) {
-    let child = observe_command(&[
-        "--url",
-        &b.url(),
-        "--rate",
-        &RATE.to_string(),
-        "--duration",
-        &seconds.to_string(),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let child = Command::new(release_bin())
+        .args(["observe", "--url", &b.url(), "--rate", &RATE.to_string()])
+        .args(["--duration", &seconds.to_string()])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     let kept = during(started);
     let out = child.wait_with_output().unwrap();

@@ -73,7 +73,11 @@ pub fn binary_command() -> Command {
 
 /// The command for the binary with a clean environment plus `env`.
 pub fn command(state_dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut cmd = binary_command();
+    with_service_env(binary_command(), state_dir, env)
+}
+
+/// `cmd` with the service's test environment (and nothing else) plus `env`.
+pub fn with_service_env(mut cmd: Command, state_dir: &Path, env: &[(&str, &str)]) -> Command {
     cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("PORT", "0")
