@@ -15,7 +15,9 @@ both servers up, wrk alternating between them, medians of 7 rounds of 5 s
 each and their ratio), /health under a saturated
 CPU and in podman at 500m, leak rate against a raw page touch, CPU accuracy
 at 250m, 500m and 1500m (process CPU time, and cgroup usage in podman),
-crash to exit, image size. Each figure is a median over repeated runs; each
+the traffic observer at 500 requests a second (due-time lateness, RSS;
+against the service and against a target that never answers), crash to
+exit, image size. Each figure is a median over repeated runs; each
 comparison a ratio within the same run. It reports; it does not fail on a
 missed goal.
 

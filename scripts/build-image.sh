@@ -166,7 +166,7 @@ for arch in "${arches[@]}"; do
     # musl targets link statically by default; glibc needs crt-static.
     # relocation-model=static links a plain static executable instead of a
     # static PIE: no table of 60 KB of relocations, which keeps the image
-    # under its 2.5 MB goal. The stack, heap and mappings stay randomised;
+    # under its 3.0 MB goal. The stack, heap and mappings stay randomised;
     # only the binary's own load address is fixed.
     RUSTFLAGS="$GNU_RUSTFLAGS" cargo build --release --locked --target "$target"
   else

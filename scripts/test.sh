@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of chaos-backend on a fresh machine: installs the tools the
 # tests use (Debian's prometheus for promtool, util-linux for unshare and
-# prlimit, docker.io, containerd and qemu-user-static for the image), checks
+# prlimit, docker.io, containerd and qemu-user-static for the image, haproxy
+# as the Service in front of three replicas for the observer), checks
 # formatting and lints, then runs unit and integration tests, and the arm64
 # build's smoke subset under qemu.
 # A missing tool is an error, never a skipped test: the tests that need one are
@@ -52,6 +53,7 @@ declare -A PACKAGE_OF=(
   [containerd]=containerd
   [qemu-aarch64-static]=qemu-user-static
   [curl]=curl
+  [haproxy]=haproxy
 )
 
 missing=()
@@ -160,9 +162,10 @@ stop_dockerd() {
 }
 
 # The arm64 build under qemu-user: a subset of the integration tests
-# (start-up, probes, millicores, leak and release, crash marker, SIGTERM)
-# run again against it. qemu-user runs the guest in its own process, so
-# pids, signals, RSS and CPU time are the service's; no bound is loosened.
+# (start-up, probes, millicores, leak and release, crash marker, SIGTERM,
+# the observer's counts, error classes and signals) run again against it.
+# qemu-user runs the guest in its own process, so pids, signals, RSS and
+# CPU time are the service's; no bound is loosened.
 arm64_smoke() {
   local smoke=(
     emulation::the_service_under_test_is_chaos_bin_under_chaos_runner
@@ -176,6 +179,9 @@ arm64_smoke() {
     chaos::crash_answers_202_then_aborts_and_next_start_counts_it_once
     lifecycle::sigterm_fails_readiness_at_once_then_exits_0
     lifecycle::sigterm_works_as_pid_1
+    observer::answers_are_counted_per_second_and_per_pod_and_agree_with_the_service
+    observer::each_error_class_against_a_real_counterpart
+    observer::sigterm_and_sigint_print_the_summary_at_once_and_slo_sets_the_exit_status
   )
   echo "==> cargo build --release --target aarch64-unknown-linux-musl (rust-lld)"
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}" \

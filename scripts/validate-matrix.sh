@@ -2,7 +2,8 @@
 # validate-matrix.sh: the Controlled Failure Matrix as hypotheses with
 # verdicts on a live cluster. Triggers each fault on one pod and measures the
 # healing from the Kubernetes side (Pods, EndpointSlices, HPA), not only from
-# the app. Needs bash, curl and kubectl.
+# the app, and what users saw (an observer pod driving traffic through the
+# Service). Needs bash, curl and kubectl.
 # The conditions are called through wait_for's argument and the handlers
 # through traps, which shellcheck cannot follow:
 # shellcheck disable=SC2329
@@ -13,9 +14,10 @@ usage() {
   cat <<'USAGE'
 Usage: scripts/validate-matrix.sh --namespace NS [options]
 
-For each row: record the state before, trigger the fault on one pod, watch
-the Kubernetes objects until the hypothesis holds or its time runs out,
-record every observation, restore (stop the fault, wait for Ready), and go on.
+For each row: start an observer pod (what users see, below), record the
+state before, trigger the fault on one pod, watch the Kubernetes objects
+until the hypothesis holds or its time runs out, record every observation,
+restore (stop the fault, wait for Ready), stop the observer, and go on.
 
 Options:
   --namespace NS       namespace of the Deployment (required)
@@ -28,6 +30,14 @@ Options:
   --token T            bearer token for the chaos endpoints (default $CHAOS_TOKEN)
   --url URL            reach the pod at URL instead of `kubectl port-forward`
   --poll S             seconds between observations (default 1; decimals allowed)
+  --observer-image IMG image of the observer pods (default: the image of the
+                       pod the rows start on)
+  --observer-url URL   what the observer asks (default http://SERVICE:PORT/,
+                       the Service's name and first port)
+  --observer-rate R    observer requests per second (default 20)
+  --observer-tail S    seconds the observer keeps watching after a row's
+                       verdict, so that a pod coming back is seen (default 5)
+  --no-observer        no observer pods and no user columns
   -h, --help           this help
 
 Rows and default hypotheses:
@@ -60,15 +70,49 @@ Rows and default hypotheses:
             chaos-generator.sh --type disk: with two replicas the Service
             never becomes unreachable, and a port-forward dies with its pod.
 
+Users: during every row an observer pod (`chaos-backend observe` from the
+same image, docs/observer.md) sends GET / through the Service's name, a new
+connection per request, from before the trigger until --observer-tail
+seconds after the row's verdict; it is deleted then, and its summary (the
+last line of its log, kept in OUT/observer-ROW.jsonl) fills the user
+columns: requests, errors by class, availability, p99, and the faulted pod's
+traffic: when it stopped and started getting requests (its gaps, in seconds
+since the observer started; the trigger's t comes from the two wall clocks).
+Four user hypotheses per row; the value "any" skips one:
+  ROW.max_errors        failed requests, every class together
+  ROW.min_availability  percent of finished requests answered 2xx
+  ROW.max_p99_ms        p99 latency in ms, measured from due times
+  ROW.max_streak_s      longest time in which every request failed
+The defaults hold for a healthy Deployment of 3 replicas:
+  degraded, hpa  max_errors=0, min_availability=100, max_streak_s=any: a pod
+                 that fails readiness keeps answering while the Service
+                 drops it, and new pods get traffic only once Ready, so no
+                 request fails.
+  crash, oom,    max_errors=any, min_availability=80, max_streak_s=1: the
+  evict          dead pod's share of new connections (1 in 3) fails from
+                 the kill until its endpoint leaves (kubelet status sync
+                 plus kube-proxy sync, 1 to 4 s); over an observer window
+                 of at least 10 s (start, row, tail) that is at most
+                 1/3 x 4/10 = 13% of the requests (with the manifests' 2
+                 replicas, 1/2 x 4/10 = 20%: at the edge; scale to 3 for
+                 the run). The other replicas answer throughout, so all
+                 requests never fail together for a second.
+  every row      max_p99_ms=1000: GET / takes milliseconds and failures end
+                 fast (refused, reset); a p99 at half the observer's 2 s
+                 timeout means requests hung on a pod still in the Service.
+
 Hypotheses file: one `row.key=value` per line, `#` starts a comment, e.g.
   crash.restart_within=30
   oom.reason=OOMKilled
   degraded.removed_within=5
+  degraded.max_p99_ms=200
 
-Output: a markdown verdict table on stdout and in OUT/verdict.md, and
+Output: a markdown verdict table on stdout and in OUT/verdict.md (a row
+passes when its Kubernetes hypothesis and its user hypotheses hold), and
 OUT/journal.jsonl: one JSON object per observation, written as it is made,
 so an interrupted run keeps everything it measured. On exit, interrupted or
-not, every fault this run started is stopped (POST /chaos/stop).
+not, every fault this run started is stopped (POST /chaos/stop) and every
+observer pod is deleted.
 
 Exit status: 0 every selected row passed; 1 a row failed; 2 bad usage;
 130 interrupted.
@@ -91,12 +135,19 @@ out="matrix-$(date +%s)"
 token="${CHAOS_TOKEN:-}"
 url=""
 poll=1
+observer=1
+observer_image=""
+observer_url=""
+observer_rate=20
+observer_tail=5
 KUBECTL="${KUBECTL:-kubectl}"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    --namespace | --selector | --service | --hpa | --rows | --hypotheses | --out | --token | --url | --poll)
+    --no-observer) observer=0; shift ;;
+    --namespace | --selector | --service | --hpa | --rows | --hypotheses | --out | --token | --url | --poll | \
+      --observer-image | --observer-url | --observer-rate | --observer-tail)
       [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a value"
       case "$1" in
         --namespace) namespace="$2" ;;
@@ -109,6 +160,10 @@ while [[ $# -gt 0 ]]; do
         --token) token="$2" ;;
         --url) url="${2%/}" ;;
         --poll) poll="$2" ;;
+        --observer-image) observer_image="$2" ;;
+        --observer-url) observer_url="$2" ;;
+        --observer-rate) observer_rate="$2" ;;
+        --observer-tail) observer_tail="$2" ;;
       esac
       shift 2
       ;;
@@ -117,6 +172,9 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n $namespace ]] || die_usage "--namespace is required"
 [[ $poll =~ ^[0-9]+([.][0-9]+)?$ ]] || die_usage "--poll \"$poll\": expected seconds"
+[[ $observer_rate =~ ^[0-9]+([.][0-9]+)?$ && $observer_rate != +(0|.) ]] ||
+  die_usage "--observer-rate \"$observer_rate\": expected requests per second above 0"
+[[ $observer_tail =~ ^[0-9]+$ ]] || die_usage "--observer-tail \"$observer_tail\": expected whole seconds"
 IFS=',' read -r -a selected <<<"$rows"
 for r in "${selected[@]}"; do
   case "$r" in crash | oom | degraded | hpa | evict) ;; *) die_usage "--rows: unknown row \"$r\"" ;; esac
@@ -132,6 +190,14 @@ declare -A hyp=(
   [evict.trigger]="/load/disk" [evict.reason]=Evicted
   [evict.evicted_within]=135 [evict.replacement_within]=60
 )
+# What users see, per row (see --help for why these defaults).
+for r in crash oom evict; do
+  hyp[$r.max_errors]=any hyp[$r.min_availability]=80 hyp[$r.max_p99_ms]=1000 hyp[$r.max_streak_s]=1
+done
+for r in degraded hpa; do
+  hyp[$r.max_errors]=0 hyp[$r.min_availability]=100 hyp[$r.max_p99_ms]=1000 hyp[$r.max_streak_s]=any
+done
+USER_KEYS=(max_errors min_availability max_p99_ms max_streak_s)
 if [[ -n $hypotheses_file ]]; then
   [[ -r $hypotheses_file ]] || die_usage "cannot read --hypotheses \"$hypotheses_file\""
   n=0
@@ -143,6 +209,9 @@ if [[ -n $hypotheses_file ]]; then
     key="${line%%=*}"
     [[ $line == *=* && -n ${hyp[$key]+set} ]] || die_usage "$hypotheses_file:$n: unknown hypothesis \"$line\""
     hyp[$key]="${line#*=}"
+    if [[ " ${USER_KEYS[*]} " == *" ${key#*.} "* && ! ${hyp[$key]} =~ ^(any|[0-9]+([.][0-9]+)?)$ ]]; then
+      die_usage "$hypotheses_file:$n: \"${hyp[$key]}\" for $key: expected a number or any"
+    fi
   done <"$hypotheses_file"
 fi
 
@@ -218,8 +287,15 @@ hpa_state() {
   IFS='|' read -r DESIRED CURRENT <<<"$fields" || true
 }
 
+# pick_pod: sets PICKED to a Ready pod of the selector (empty if none) and
+# PICKED_IMAGE to the image of its first container.
 pick_pod() {
-  pod_list | awk -F= '$2 == "True" { print $1; exit }'
+  local line
+  line=$(fetch pods -l "$selector" |
+    extract '{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}={.spec.containers[0].image}{"\n"}' |
+    awk -F= '$2 == "True" { print; exit }') || line=""
+  PICKED=${line%%=*}
+  PICKED_IMAGE=${line#*=*=}
 }
 
 forward_pid=""
@@ -260,19 +336,204 @@ stop_faults() {
   fi
 }
 
+# --- the observer: what users saw ---------------------------------------------
+CLASSES=(refused reset timeout http_5xx http_other bad_body local)
+obs_pod=""
+obs_logs_pid=""
+obs_log=""
+obs_faulted=""
+TRIGGER_MS=""
+
+# observer_target: the URL the observer asks, from the Service unless given.
+observer_target() {
+  ((observer)) && [[ -z $observer_url ]] || return 0
+  local port
+  port=$(fetch service "$service" | extract '{.spec.ports[0].port}') || port=""
+  observer_url="http://$service:${port:-80}/"
+}
+
+# observer_pod NAME ROW: the observer Pod as JSON, with the restricted
+# securityContext and the resources of manifests/observer.yaml.
+observer_pod() {
+  local image url
+  json_escape "$observer_image"
+  image=$REPLY
+  json_escape "$observer_url"
+  url=$REPLY
+  printf '%s' "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"$1\",\"namespace\":\"$namespace\",\
+\"labels\":{\"app.kubernetes.io/name\":\"chaos-backend-observer\",\"app.kubernetes.io/component\":\"observer\",\
+\"app.kubernetes.io/part-of\":\"chaos-lab\",\"chaos-backend.io/matrix-row\":\"$2\"}},\
+\"spec\":{\"restartPolicy\":\"Never\",\"activeDeadlineSeconds\":3600,\"terminationGracePeriodSeconds\":10,\
+\"automountServiceAccountToken\":false,\"enableServiceLinks\":false,\
+\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":65532,\"runAsGroup\":65532,\"seccompProfile\":{\"type\":\"RuntimeDefault\"}},\
+\"containers\":[{\"name\":\"observer\",\"image\":\"$image\",\"imagePullPolicy\":\"IfNotPresent\",\
+\"args\":[\"observe\",\"--url\",\"$url\",\"--rate\",\"$observer_rate\"],\
+\"resources\":{\"requests\":{\"cpu\":\"50m\",\"memory\":\"16Mi\",\"ephemeral-storage\":\"1Mi\"},\
+\"limits\":{\"cpu\":\"500m\",\"memory\":\"32Mi\",\"ephemeral-storage\":\"4Mi\"}},\
+\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":65532,\"runAsGroup\":65532,\"readOnlyRootFilesystem\":true,\
+\"allowPrivilegeEscalation\":false,\"capabilities\":{\"drop\":[\"ALL\"]},\"seccompProfile\":{\"type\":\"RuntimeDefault\"}}}]}}"
+}
+
+# observer_start ROW: starts an observer pod through the Service and follows
+# its log into OUT/observer-ROW.jsonl; returns once it is measuring.
+observer_start() {
+  ((observer)) || return 0
+  now_ms
+  obs_pod="chaos-backend-observer-$1-$((REPLY / 1000))"
+  obs_log="$out/observer-$1.jsonl"
+  obs_faulted=$pod
+  TRIGGER_MS=""
+  : >"$obs_log"
+  if ! observer_pod "$obs_pod" "$1" | "$KUBECTL" -n "$namespace" create -f - >>"$out/observer.log" 2>&1; then
+    note "$1" observer "pod=$obs_pod" "status=create failed (see observer.log)"
+    obs_pod=""
+    return 0
+  fi
+  note "$1" observer "pod=$obs_pod" "image=$observer_image" "url=$observer_url" "rate=$observer_rate"
+  "$KUBECTL" -n "$namespace" wait --for=condition=Ready "pod/$obs_pod" --timeout=120s >>"$out/observer.log" 2>&1 ||
+    note "$1" observer "pod=$obs_pod" "status=not Ready within 120 s"
+  "$KUBECTL" -n "$namespace" logs -f "pod/$obs_pod" >"$obs_log" 2>>"$out/observer.log" &
+  obs_logs_pid=$!
+  # Its first line says it is measuring (at most 30 s).
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [[ ! -s $obs_log ]] || break
+    kill -0 "$obs_logs_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+}
+
+# observer_stop ROW: after --observer-tail seconds, deletes the observer pod
+# (SIGTERM: it writes its summary) and reads the summary into U_*.
+observer_stop() {
+  U_SUMMARY=""
+  if [[ -n $obs_pod ]]; then
+    sleep "$observer_tail" &
+    wait $! || true
+    "$KUBECTL" -n "$namespace" delete pod "$obs_pod" --wait=false >>"$out/observer.log" 2>&1 || true
+    # The log stream ends when the observer exits (at most 30 s).
+    local i
+    for ((i = 0; i < 300; i++)); do
+      kill -0 "$obs_logs_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$obs_logs_pid" 2>/dev/null || true
+    wait "$obs_logs_pid" 2>/dev/null || true
+    obs_pod=""
+    obs_logs_pid=""
+    U_SUMMARY=$(grep '^{"summary":' "$obs_log" | tail -n 1) || U_SUMMARY=""
+  fi
+  read_summary
+}
+
+# read_summary: U_REQUESTS, U_ERRORS (total), U_CLASSES ("reset 3, ..."),
+# U_AVAIL, U_P99, U_STREAK and U_TRAFFIC (the faulted pod's gaps) from
+# U_SUMMARY; all empty without one.
+read_summary() {
+  U_REQUESTS="" U_ERRORS="" U_CLASSES="" U_AVAIL="" U_P99="" U_STREAK="" U_TRAFFIC=""
+  [[ -n $U_SUMMARY ]] || return 0
+  # The summary as an object kubectl's JSONPath can read offline.
+  local object="{\"apiVersion\":\"chaos-backend.io/v1\",\"kind\":\"ObserverSummary\",\"metadata\":{\"name\":\"observer\"},${U_SUMMARY:1}"
+  local path="{.summary.requests}|{.summary.availability}|{.summary.p99_ms}|{.summary.longest_error_streak_s}|{.summary.start_unix_ms}|{.summary.pods.$obs_faulted.requests}"
+  local c counts=() start_ms served fields rest
+  for c in "${CLASSES[@]}"; do path+="|{.summary.errors.$c}"; done
+  fields=$(extract "$path" <<<"$object") || fields=""
+  IFS='|' read -r U_REQUESTS U_AVAIL U_P99 U_STREAK start_ms served rest <<<"$fields" || true
+  IFS='|' read -r -a counts <<<"$rest"
+  U_ERRORS=0
+  local i
+  for i in "${!CLASSES[@]}"; do
+    [[ ${counts[$i]:-0} =~ ^[0-9]+$ ]] || continue
+    ((counts[i] > 0)) || continue
+    U_ERRORS=$((U_ERRORS + counts[i]))
+    U_CLASSES+="${U_CLASSES:+, }${CLASSES[$i]} ${counts[$i]}"
+  done
+  U_CLASSES=${U_CLASSES:-0}
+  local gaps gap text=""
+  gaps=$(extract "{range .summary.pods.$obs_faulted.gaps[*]}{.start}={.end}{\" \"}{end}" <<<"$object") || gaps=""
+  for gap in $gaps; do
+    text+="${text:+; }stopped t=${gap%%=*} s"
+    if [[ ${gap#*=} == null || -z ${gap#*=} ]]; then text+=", not back"; else text+=", back t=${gap#*=} s"; fi
+  done
+  if [[ -z $text ]]; then
+    if [[ -n $served ]]; then text="served throughout ($served requests)"; else text="never served"; fi
+  fi
+  if [[ -n $TRIGGER_MS && $start_ms =~ ^[0-9]+$ ]]; then
+    text+=" (trigger t=$(awk -v a="$TRIGGER_MS" -v b="$start_ms" 'BEGIN { printf "%.1f", (a - b) / 1000 }') s)"
+  fi
+  U_TRAFFIC="$obs_faulted: $text"
+}
+
+# holds VALUE <=|>= LIMIT: compares decimals.
+holds() {
+  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { exit !(op == "<=" ? v + 0 <= l + 0 : v + 0 >= l + 0) }'
+}
+
+# user_verdict ROW: USER_HYP (the user hypotheses in words), USER_MISSED
+# (what failed, empty when all held).
+user_verdict() {
+  local key limit value text op
+  USER_HYP="" USER_MISSED=""
+  ((observer)) || return 0
+  for key in "${USER_KEYS[@]}"; do
+    limit=${hyp[$1.$key]}
+    [[ $limit != any ]] || continue
+    case $key in
+      max_errors) text="errors <= $limit" value=$U_ERRORS op="<=" ;;
+      min_availability) text="availability >= $limit%" value=$U_AVAIL op=">=" ;;
+      max_p99_ms) text="p99 <= $limit ms" value=$U_P99 op="<=" ;;
+      max_streak_s) text="error streak <= $limit s" value=$U_STREAK op="<=" ;;
+    esac
+    USER_HYP+="${USER_HYP:+, }$text"
+    if [[ -z $U_SUMMARY ]]; then
+      continue
+    elif [[ -z $value || $value == null ]]; then
+      USER_MISSED+="; users: no ${key#*_} measured"
+    elif ! holds "$value" "$op" "$limit"; then
+      USER_MISSED+="; users: $text missed ($value)"
+    fi
+  done
+  if [[ -n $USER_HYP && -z $U_SUMMARY ]]; then
+    USER_MISSED="; users: no summary from the observer (see observer.log)"
+  fi
+}
+
 # --- verdicts ----------------------------------------------------------------
 verdicts=()
 failed=0
-verdict() { # ROW HYPOTHESIS MEASURED PASS|FAIL
-  verdicts+=("| $1 | $2 | $3 | $4 |")
-  [[ $4 == PASS ]] || failed=1
-  note "$1" verdict "verdict=$4" "measured=$3"
+ROW_V=()
+verdict() { # ROW HYPOTHESIS MEASURED PASS|FAIL: the Kubernetes side of the row
+  ROW_V=("$1" "$2" "$3" "$4")
+}
+
+# finish_row ROW: stops the row's observer, weighs the user hypotheses and
+# writes the row's line to the table and the journal.
+finish_row() {
+  observer_stop "$1"
+  ((${#ROW_V[@]} == 4)) || return 0
+  user_verdict "$1"
+  local hypothesis=${ROW_V[1]} measured=${ROW_V[2]} ok=${ROW_V[3]}
+  [[ -z $USER_HYP ]] || hypothesis+="; users: $USER_HYP"
+  if [[ -n $USER_MISSED ]]; then
+    ok=FAIL
+    measured+=$USER_MISSED
+  fi
+  local avail=${U_AVAIL:--} p99=${U_P99:--}
+  [[ $avail == - || $avail == null ]] || avail+="%"
+  [[ $p99 == - || $p99 == null ]] || p99+=" ms"
+  verdicts+=("| $1 | $hypothesis | $measured | ${U_REQUESTS:--} | ${U_CLASSES:--} | $avail | $p99 | ${U_TRAFFIC:--} | $ok |")
+  [[ $ok == PASS ]] || failed=1
+  if ((observer)); then
+    note "$1" users "requests=$U_REQUESTS" "errors=$U_ERRORS" "errors_by_class=$U_CLASSES" "availability=$U_AVAIL" \
+      "p99_ms=$U_P99" "longest_error_streak_s=$U_STREAK" "faulted_pod_traffic=$U_TRAFFIC" "observer_log=$obs_log"
+  fi
+  note "$1" verdict "verdict=$ok" "measured=$measured"
 }
 
 print_verdicts() {
   {
-    echo "| row | hypothesis | measured | verdict |"
-    echo "|---|---|---|---|"
+    echo "| row | hypothesis | measured | requests | errors | availability | p99 | faulted pod traffic | verdict |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     local v
     for v in "${verdicts[@]}"; do echo "$v"; done
   } | tee "$out/verdict.md"
@@ -284,6 +545,10 @@ finish() {
   trap - EXIT INT TERM
   stop_faults
   [[ -z $forward_pid ]] || kill "$forward_pid" 2>/dev/null || true
+  if [[ -n $obs_pod ]]; then
+    "$KUBECTL" -n "$namespace" delete pod "$obs_pod" --wait=false >>"$out/observer.log" 2>&1 || true
+  fi
+  [[ -z $obs_logs_pid ]] || kill "$obs_logs_pid" 2>/dev/null || true
   rm -f "$out/.auth"
   exit "$status"
 }
@@ -326,6 +591,8 @@ wait_for() {
 # answer outside ACCEPTED (a glob) records the row as failed and returns 1.
 trigger() {
   local code
+  now_ms
+  TRIGGER_MS=$REPLY
   code=$(chaos POST "$1")
   started_faults=1
   note "$ROW" trigger "path=$1" "code=$code"
@@ -475,19 +742,26 @@ run_evict() {
   verdict evict "$hypothesis" "$measured" "$ok"
   # The evicted pod is gone for good: later rows (and the final stop) use
   # a Ready pod picked afresh.
-  local next
-  next=$(pick_pod) || next=""
-  if [[ -n $next ]]; then
-    pod=$next
+  pick_pod
+  if [[ -n $PICKED ]]; then
+    pod=$PICKED
     reach "$pod" || true
   fi
 }
 
-pod=$(pick_pod) || true
+pick_pod
+pod=$PICKED
 [[ -n $pod ]] || { echo "validate-matrix.sh: no Ready pod matches $selector in $namespace" >&2; exit 1; }
-note all start "namespace=$namespace" "pod=$pod" "rows=$rows"
+if ((observer)); then
+  observer_image=${observer_image:-$PICKED_IMAGE}
+  [[ -n $observer_image ]] || { echo "validate-matrix.sh: cannot tell the image of $pod: give --observer-image" >&2; exit 1; }
+  observer_target
+fi
+note all start "namespace=$namespace" "pod=$pod" "rows=$rows" "observer_url=${observer_url:-none}"
 reach "$pod"
 for r in "${selected[@]}"; do
+  ROW_V=()
+  observer_start "$r"
   case "$r" in
     crash) restart_row crash /crash crash.restart_within crash.ready_within ;;
     oom) restart_row oom "${hyp[oom.trigger]}" oom.within oom.ready_within ;;
@@ -495,6 +769,7 @@ for r in "${selected[@]}"; do
     hpa) run_hpa ;;
     evict) run_evict ;;
   esac
+  finish_row "$r"
 done
 print_verdicts
 exit "$failed"

@@ -46,6 +46,7 @@ mod config;
 mod handlers;
 mod http;
 mod observe;
+mod observer;
 mod os;
 
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ use observe::events::Events;
 const USAGE: &str = "\
 usage: chaos-backend               serve (configured by the environment variables below)
        chaos-backend healthcheck   exit 0 if GET /health on the local PORT answers 200, else 1
+       chaos-backend observe --url URL [options]   what users of URL see: GET at a fixed rate, JSON Lines (observe --help)
        chaos-backend --version
        chaos-backend --help";
 
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
     let healthcheck = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => false,
         ["healthcheck"] => true,
+        ["observe", ..] => return observer::main(&args[1..]),
         ["--version"] => {
             println!("chaos-backend {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

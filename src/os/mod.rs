@@ -2,5 +2,6 @@
 //! `unsafe` code of the crate lives here (each file allows it for itself).
 
 pub mod cgroup;
+pub mod poll;
 pub mod signals;
 pub mod sys;

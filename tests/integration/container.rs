@@ -37,8 +37,11 @@ pub fn podman_ok(cwd: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Each platform's image must stay at or under this: the image's size goal.
-pub const MAX_IMAGE_BYTES: u64 = 2_500_000;
+/// Each platform's image must stay at or under this, uncompressed: the
+/// image's size goal (the observer mode is in the binary).
+pub const MAX_IMAGE_BYTES: u64 = 3_000_000;
+/// And its layers as users pull them, compressed.
+pub const MAX_PULLED_BYTES: u64 = 1_300_000;
 
 /// What one run of scripts/build-image.sh produced.
 pub struct Built {

@@ -277,9 +277,9 @@ fn start_every_fault(c: &mut Checker) {
 /// With every kind of fault running, each operation but `POST /crash` is
 /// called, and each answer (starts, the reads, a second start of each kind,
 /// each stop while its fault runs and again once it does not, the stop of
-/// everything, the guardrail's 429) must be the document's. On the code of
-/// issue 27, `DELETE /load/cpu` answered `"stopped"` where the document said
-/// `"stopping"`.
+/// everything, the guardrail's 429) must be the document's: a document
+/// that says `"stopping"` where `DELETE /load/cpu` answers `"stopped"` fails
+/// it.
 #[test]
 fn answers_while_faults_run_match_the_document() {
     let _x = exclusive();

@@ -11,10 +11,6 @@ use std::process::Command;
 
 use crate::harness::{repo, temp_dir};
 
-/// Pages another branch adds, linked to before they land: a link to one is
-/// checked once the file exists. Remove an entry when its file is merged.
-const PENDING: &[&str] = &["docs/observer.md"];
-
 /// README.md and every docs/*.md of the tree at `root`.
 fn pages(root: &Path) -> Vec<PathBuf> {
     let mut out = vec![root.join("README.md")];
@@ -159,9 +155,7 @@ fn broken_links(root: &Path) -> Vec<String> {
                 };
                 let relative = normalise(file.strip_prefix(root).unwrap_or(&file));
                 if !file.exists() {
-                    if !PENDING.contains(&relative.as_str()) {
-                        broken.push(format!("{name}:{number}: {target}: no file {relative}"));
-                    }
+                    broken.push(format!("{name}:{number}: {target}: no file {relative}"));
                     continue;
                 }
                 if anchor.is_empty() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::container::{MAX_IMAGE_BYTES, built, image, image_sizes, image_tag, podman, podman_ok};
+use crate::container::{MAX_IMAGE_BYTES, MAX_PULLED_BYTES, built, image, image_sizes, image_tag, podman, podman_ok};
 use crate::harness::{exclusive, poll, repo, temp_dir, try_request};
 
 const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
@@ -95,6 +95,24 @@ fn oci_archive_is_an_index_of_both_platforms() {
     assert_eq!(platforms, PLATFORMS, "{index:#}");
     for m in index["manifests"].as_array().unwrap() {
         let manifest = blob(m["digest"].as_str().unwrap());
+        // What users pull: the compressed layers, within the image's goal.
+        let layers = manifest["layers"].as_array().unwrap();
+        for layer in layers {
+            let media = layer["mediaType"].as_str().unwrap_or("");
+            assert!(
+                media.ends_with("+gzip") || media.ends_with("+zstd"),
+                "a compressed layer: {media}"
+            );
+        }
+        let pulled: u64 = layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
+        eprintln!(
+            "{}: {pulled} bytes of compressed layers",
+            m["platform"]["architecture"].as_str().unwrap_or("?")
+        );
+        assert!(
+            pulled <= MAX_PULLED_BYTES,
+            "{pulled} bytes pulled, goal {MAX_PULLED_BYTES}"
+        );
         let config = blob(manifest["config"]["digest"].as_str().unwrap());
         assert_eq!(config["architecture"], m["platform"]["architecture"], "{config:#}");
         assert_eq!(config["os"], "linux");

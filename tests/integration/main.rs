@@ -3,6 +3,7 @@
 //! time, exit signals).
 
 mod api;
+mod balancer;
 mod bench;
 mod chaos;
 mod config;
@@ -24,6 +25,7 @@ mod lifecycle;
 mod manifests;
 mod matrix;
 mod observability;
+mod observer;
 mod openapi;
 mod promtool;
 mod registry;

@@ -53,6 +53,15 @@ fn documents() -> Vec<Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The documents of one file under manifests/, as JSON values.
+fn file_documents(file: &str) -> Vec<Value> {
+    let code = "import sys, yaml, json; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)";
+    let yaml = std::fs::read_to_string(repo().join(file)).unwrap();
+    let out = run("python3", &["-c", code], Some(&yaml));
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind)
@@ -550,4 +559,105 @@ fn disk_fill_in_podman_like_the_deployment_stays_in_the_volume() {
         .collect();
     left.sort();
     assert_eq!(left, ["fill"], "only the empty fill directory stays in the volume");
+}
+
+/// manifests/observer.yaml against the Deployment, the Service and the
+/// binary: the same image; the Service's name and port in the URL; labels
+/// that no object of the Deployment selects; egress to the pods' named
+/// port; and arguments the binary accepts (run here against a local
+/// service, with the URL and duration swapped).
+#[test]
+#[ignore = "needs kubectl, pyyaml: scripts/test.sh runs it"]
+fn observer_job_agrees_with_the_service_and_the_binary() {
+    let docs = documents();
+    let observer = file_documents("manifests/observer.yaml");
+    let job = find(&observer, "Job");
+    let pod = &job["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let (deployed, _) = container(&docs);
+    assert_eq!(
+        c["image"], deployed["image"],
+        "the observer runs from the pods' own image"
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "observe");
+    let url = args[args.iter().position(|a| *a == "--url").expect("--url") + 1];
+    let service = find(&docs, "Service");
+    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+    let expected = if port == 80 {
+        format!("http://{}/", service["metadata"]["name"].as_str().unwrap())
+    } else {
+        format!("http://{}:{port}/", service["metadata"]["name"].as_str().unwrap())
+    };
+    assert_eq!(url, expected, "through the Service's name and port");
+    // The Service, the PDB and the NetworkPolicy of the Deployment must not
+    // select the observer's pods.
+    let labels = pod_labels(job);
+    for kind in ["Service", "PodDisruptionBudget", "NetworkPolicy"] {
+        let d = find(&docs, kind);
+        let selector = if kind == "Service" {
+            &d["spec"]["selector"]
+        } else if kind == "NetworkPolicy" {
+            &d["spec"]["podSelector"]["matchLabels"]
+        } else {
+            &d["spec"]["selector"]["matchLabels"]
+        };
+        let selects = selector
+            .as_object()
+            .unwrap()
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v));
+        assert!(!selects, "{kind} selects the observer");
+    }
+    // Its own NetworkPolicy: its pods, egress to the Deployment's pods on
+    // their named port.
+    let policy = find(&observer, "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        labels["app.kubernetes.io/name"]
+    );
+    let to_pods = &policy["spec"]["egress"][0];
+    assert_eq!(
+        to_pods["to"][0]["podSelector"]["matchLabels"],
+        find(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(to_pods["ports"][0]["port"], deployed["ports"][0]["name"]);
+    // The restricted securityContext, as the Deployment's.
+    assert_eq!(c["securityContext"], deployed["securityContext"]);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    // The arguments run: the same flags against a local service.
+    let svc = Service::start(&[("HOSTNAME", "job-check")]);
+    let mut local: Vec<String> = args[1..].iter().map(|a| a.to_string()).collect();
+    let at = local.iter().position(|a| a == "--url").unwrap() + 1;
+    local[at] = format!("http://{}/", svc.addr);
+    let at = local
+        .iter()
+        .position(|a| a == "--duration")
+        .expect("a --duration bounds the Job")
+        + 1;
+    let bound: f64 = local[at].parse().unwrap();
+    assert!(
+        bound < job["spec"]["activeDeadlineSeconds"].as_f64().unwrap(),
+        "the observer ends before the Job's deadline"
+    );
+    local[at] = "1".into();
+    let refs: Vec<&str> = local.iter().map(String::as_str).collect();
+    let run = crate::observer::observe(&refs, Duration::from_secs(20));
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    assert!(run.summary["ok"].as_u64().unwrap() > 0, "{}", run.describe());
+    let memory = mebibytes(c["resources"]["limits"]["memory"].as_str().unwrap()) as f64;
+    let rss = run.summary["max_rss_mb"].as_f64().unwrap();
+    assert!(rss * 2.0 < memory, "RSS {rss} MB, limit {memory}Mi");
+}
+
+fn pod_labels(workload: &Value) -> serde_json::Map<String, Value> {
+    workload["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .clone()
 }

@@ -5,17 +5,22 @@
 //! fields the script reads: a Pod's status.podIP, Ready condition and
 //! containerStatuses[0] (restartCount, lastState.terminated), an
 //! EndpointSlice list's endpoints, an HPA's status. The JSONPath extraction
-//! itself runs in the real kubectl.
+//! itself runs in the real kubectl. The observer pods' logs are a real
+//! observer's output (run here against the binary), edited per case.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::harness::{Service, poll, repo, temp_dir};
+use crate::observer::observe;
 
 const IP: &str = "10.244.1.7";
+const POD: &str = "chaos-backend-7d9f-abcde";
+const IMAGE: &str = "registry.example/chaos-backend:0.1.0";
 
 fn pod(restarts: u32, terminated: Option<(&str, i32)>, ready: bool) -> Value {
     let last_state = match terminated {
@@ -27,7 +32,8 @@ fn pod(restarts: u32, terminated: Option<(&str, i32)>, ready: bool) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "chaos-backend-7d9f-abcde", "namespace": "chaos-lab", "labels": {"app.kubernetes.io/name": "chaos-backend"}},
+        "metadata": {"name": POD, "namespace": "chaos-lab", "labels": {"app.kubernetes.io/name": "chaos-backend"}},
+        "spec": {"containers": [{"name": "chaos-backend", "image": IMAGE}]},
         "status": {
             "phase": "Running",
             "podIP": IP,
@@ -65,15 +71,56 @@ fn hpa(desired: u32) -> Value {
     })
 }
 
-/// Writes the recorded observations: `kind.1.json`, `kind.2.json`, ...
+/// Writes the recorded observations: `kind.1.json`, `kind.2.json`, ...,
+/// and a healthy observer's log for every row.
 fn fixtures(series: &[(&str, Vec<Value>)]) -> PathBuf {
+    fixtures_with_observer(series, &[healthy_log()])
+}
+
+/// As `fixtures`, with the observer logs given (`observer.1.jsonl`, ...).
+fn fixtures_with_observer(series: &[(&str, Vec<Value>)], logs: &[String]) -> PathBuf {
     let dir = temp_dir("matrix-fixtures");
     for (kind, objects) in series {
         for (i, o) in objects.iter().enumerate() {
             std::fs::write(dir.join(format!("{kind}.{}.json", i + 1)), o.to_string()).unwrap();
         }
     }
+    for (i, log) in logs.iter().enumerate() {
+        std::fs::write(dir.join(format!("observer.{}.jsonl", i + 1)), log).unwrap();
+    }
     dir
+}
+
+/// A real observer's log: one second of GET / against the binary, as the
+/// pod POD (its HOSTNAME), with no fault. Made once per test run.
+fn healthy_log() -> String {
+    static LOG: OnceLock<String> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let svc = Service::start(&[("HOSTNAME", POD)]);
+        let run = observe(
+            &[
+                "--url",
+                &format!("http://{}/", svc.addr),
+                "--rate",
+                "20",
+                "--duration",
+                "1",
+            ],
+            Duration::from_secs(20),
+        );
+        assert_eq!(run.summary["ok"], 20, "{}", run.describe());
+        String::from_utf8(run.output.stdout).unwrap()
+    })
+    .clone()
+}
+
+/// The healthy log with its summary edited by `edit`.
+fn observer_log(edit: impl FnOnce(&mut Value)) -> String {
+    let log = healthy_log();
+    let (lines, summary) = log.trim_end().rsplit_once('\n').unwrap_or(("", log.trim_end()));
+    let mut summary: Value = serde_json::from_str(summary).unwrap();
+    edit(&mut summary["summary"]);
+    format!("{lines}\n{summary}\n")
 }
 
 fn script() -> PathBuf {
@@ -93,7 +140,16 @@ fn hypotheses(lines: &str) -> PathBuf {
 fn command(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -> Command {
     let mut cmd = Command::new("bash");
     cmd.arg(script())
-        .args(["--namespace", "chaos-lab", "--rows", rows, "--poll", "0.05"])
+        .args([
+            "--namespace",
+            "chaos-lab",
+            "--rows",
+            rows,
+            "--poll",
+            "0.05",
+            "--observer-tail",
+            "0",
+        ])
         .arg("--url")
         .arg(format!("http://{}", svc.addr))
         .arg("--hypotheses")
@@ -303,6 +359,7 @@ fn named_pod(name: &str, phase: &str, reason: Option<&str>, ready: bool) -> Valu
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "chaos-lab", "labels": {"app.kubernetes.io/name": "chaos-backend"}},
+        "spec": {"containers": [{"name": "chaos-backend", "image": IMAGE}]},
         "status": status
     })
 }
@@ -462,6 +519,14 @@ fn help_documents_rows_hypotheses_and_exit_codes() {
         "chaos-generator.sh --type disk",
         "Hypotheses file",
         "row.key=value",
+        "ROW.max_errors",
+        "ROW.min_availability",
+        "ROW.max_p99_ms",
+        "ROW.max_streak_s",
+        "min_availability=80",
+        "--observer-rate",
+        "--no-observer",
+        "docs/observer.md",
         "Exit status",
         "130",
     ] {
@@ -473,4 +538,259 @@ fn help_documents_rows_hypotheses_and_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+}
+
+fn manifest_observer_container() -> Value {
+    let code = "import sys, yaml, json; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], sys.stdout)";
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/observer.yaml");
+    let out = Command::new("python3").args(["-c", code]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let job = docs.iter().find(|d| d["kind"] == "Job").expect("a Job");
+    job["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+#[test]
+#[ignore = "needs kubectl, kubernetes-validate, pyyaml: scripts/test.sh runs it"]
+fn degraded_row_shows_what_users_saw_and_the_observer_pod_is_the_manifests() {
+    let svc = Service::start(&[]);
+    let log = observer_log(|s| {
+        s["pods"][POD]["gaps"] = json!([{"start": 4.1, "end": 12.35}]);
+        s["pods"]["chaos-backend-7d9f-other"] = json!({"requests": 7, "gaps": []});
+    });
+    let fx = fixtures_with_observer(
+        &[
+            ("pods", vec![pods_list()]),
+            ("pod", vec![pod(0, None, true)]),
+            (
+                "endpointslices",
+                vec![slices(Some(true)), slices(Some(false)), slices(Some(true))],
+            ),
+        ],
+        &[log],
+    );
+    let (out, stdout, journal) = run_matrix(
+        &svc,
+        &fx,
+        "degraded",
+        &hypotheses("degraded.removed_within=5\ndegraded.back_within=5\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("| requests | errors | availability | p99 | faulted pod traffic | verdict |"));
+    let line = verdict_line(&stdout, "degraded");
+    let cells: Vec<&str> = line.split(" | ").collect();
+    assert!(
+        cells[1].contains("users: errors <= 0, availability >= 100%, p99 <= 1000 ms"),
+        "{line}"
+    );
+    assert_eq!(&cells[3..6], ["20", "0", "100%"], "{line}");
+    assert!(cells[6].ends_with(" ms"), "{line}");
+    assert!(
+        cells[7].starts_with(&format!("{POD}: stopped t=4.1 s, back t=12.35 s (trigger t=")),
+        "{line}"
+    );
+    assert!(line.ends_with("| PASS |"), "{line}");
+    let users = journal
+        .iter()
+        .find(|j| j["phase"] == "users")
+        .expect("a users line in the journal");
+    assert_eq!(
+        (users["requests"].as_str(), users["errors"].as_str()),
+        (Some("20"), Some("0"))
+    );
+    assert!(
+        users["faulted_pod_traffic"]
+            .as_str()
+            .unwrap()
+            .contains("back t=12.35 s")
+    );
+    assert!(journal.iter().any(|j| j["phase"] == "observer" && j["image"] == IMAGE));
+
+    // The pod it created: the pods' own image, through the Service's name,
+    // with the manifest's securityContext and resources, valid in strict
+    // mode; and it was deleted at the end of the row.
+    let created = std::fs::read_to_string(fx.join("created.1.json")).expect("the observer pod was created");
+    let pod_spec: Value = serde_json::from_str(&created).unwrap();
+    let c = &pod_spec["spec"]["containers"][0];
+    assert_eq!(c["image"], IMAGE);
+    assert_eq!(
+        c["args"],
+        json!(["observe", "--url", "http://chaos-backend:80/", "--rate", "20"])
+    );
+    assert_eq!(
+        pod_spec["metadata"]["labels"]["app.kubernetes.io/name"],
+        "chaos-backend-observer"
+    );
+    let manifest = manifest_observer_container();
+    for field in ["securityContext", "resources", "imagePullPolicy"] {
+        assert_eq!(
+            c[field], manifest[field],
+            "{field} differs from manifests/observer.yaml"
+        );
+    }
+    let validate = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests/validate.py"))
+        .args(["1.30,latest", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(created.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stdout)
+    );
+    let calls = std::fs::read_to_string(fx.join(".calls.log")).unwrap();
+    let name = pod_spec["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("chaos-backend-observer-degraded-"), "{name}");
+    assert!(calls.contains(&format!("logs -f pod/{name}")), "{calls}");
+    assert!(calls.contains(&format!("delete pod {name}")), "{calls}");
+}
+
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn degraded_row_fails_when_users_saw_errors() {
+    let svc = Service::start(&[]);
+    let log = observer_log(|s| {
+        s["errors"]["http_5xx"] = json!(3);
+        s["errors"]["reset"] = json!(1);
+        s["ok"] = json!(16);
+        s["availability"] = json!(80.0);
+    });
+    let fx = fixtures_with_observer(
+        &[
+            ("pods", vec![pods_list()]),
+            ("pod", vec![pod(0, None, true)]),
+            ("endpointslices", vec![slices(Some(false)), slices(Some(true))]),
+        ],
+        &[log],
+    );
+    let (out, stdout, _) = run_matrix(
+        &svc,
+        &fx,
+        "degraded",
+        &hypotheses("degraded.removed_within=5\ndegraded.back_within=5\n"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = verdict_line(&stdout, "degraded");
+    assert!(line.ends_with("| FAIL |"), "{line}");
+    assert!(line.contains("users: errors <= 0 missed (4)"), "{line}");
+    assert!(line.contains("users: availability >= 100% missed (80)"), "{line}");
+    assert!(line.contains("| reset 1, http_5xx 3 | 80% |"), "{line}");
+}
+
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn crash_row_weighs_availability_and_the_error_streak() {
+    let crash_pods = || {
+        (
+            "pod",
+            vec![
+                pod(0, None, true),
+                pod(1, Some(("Error", 139)), false),
+                pod(1, Some(("Error", 139)), true),
+            ],
+        )
+    };
+    // The dead pod's share failed for a while; the others answered.
+    let log = observer_log(|s| {
+        s["errors"]["refused"] = json!(12);
+        s["ok"] = json!(148);
+        s["requests"] = json!(160);
+        s["availability"] = json!(92.5);
+        s["longest_error_streak_s"] = json!(0.1);
+        s["pods"][POD]["gaps"] = json!([{"start": 3.0, "end": 7.5}]);
+    });
+    let hyp = "crash.restart_within=5\ncrash.ready_within=5\n";
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let fx = fixtures_with_observer(&[("pods", vec![pods_list()]), crash_pods()], std::slice::from_ref(&log));
+    let (out, stdout, _) = run_matrix(&svc, &fx, "crash", &hypotheses(hyp));
+    assert_eq!(out.status.code(), Some(0), "the defaults hold: {stdout}");
+    let line = verdict_line(&stdout, "crash");
+    assert!(
+        line.contains("users: availability >= 80%, p99 <= 1000 ms, error streak <= 1 s"),
+        "{line}"
+    );
+    assert!(line.contains("| 160 | refused 12 | 92.5% |"), "{line}");
+    assert!(line.contains("stopped t=3 s, back t=7.5 s"), "{line}");
+    // A stricter user hypothesis from the file fails the row.
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let fx = fixtures_with_observer(&[("pods", vec![pods_list()]), crash_pods()], std::slice::from_ref(&log));
+    let (out, stdout, _) = run_matrix(
+        &svc,
+        &fx,
+        "crash",
+        &hypotheses(&format!("{hyp}crash.min_availability=99\ncrash.max_errors=5\n")),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = verdict_line(&stdout, "crash");
+    assert!(line.contains("users: availability >= 99% missed (92.5)"), "{line}");
+    assert!(line.contains("users: errors <= 5 missed (12)"), "{line}");
+    // The Service dark for two seconds fails the streak hypothesis.
+    let dark = observer_log(|s| {
+        s["errors"]["refused"] = json!(40);
+        s["availability"] = json!(80.0);
+        s["longest_error_streak_s"] = json!(2.0);
+    });
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let fx = fixtures_with_observer(&[("pods", vec![pods_list()]), crash_pods()], &[dark]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "crash", &hypotheses(hyp));
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        verdict_line(&stdout, "crash").contains("error streak <= 1 s missed (2)"),
+        "{stdout}"
+    );
+    // A user hypothesis that is not a number is refused up front.
+    let bad = Command::new("bash")
+        .arg(script())
+        .args(["--namespace", "x", "--hypotheses"])
+        .arg(hypotheses("crash.min_availability=high\n"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"high\""));
+}
+
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn without_a_summary_the_row_fails_and_no_observer_keeps_the_kubernetes_verdict() {
+    let fx_series = || {
+        vec![
+            ("pods", vec![pods_list()]),
+            ("pod", vec![pod(0, None, true)]),
+            ("endpointslices", vec![slices(Some(false)), slices(Some(true))]),
+        ]
+    };
+    let hyp = hypotheses("degraded.removed_within=5\ndegraded.back_within=5\n");
+    // The observer's log ends without its summary (it was killed).
+    let cut = healthy_log().lines().next().unwrap().to_string();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let fx = fixtures_with_observer(&fx_series(), &[cut]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "degraded", &hyp);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = verdict_line(&stdout, "degraded");
+    assert!(
+        line.contains("no summary from the observer") && line.ends_with("| FAIL |"),
+        "{line}"
+    );
+    // --no-observer: no pod, the Kubernetes verdict alone.
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let fx = fixtures_with_observer(&fx_series(), &[]);
+    let out_dir = temp_dir("matrix-out");
+    let out = command(&svc, &fx, "degraded", &hyp, &out_dir)
+        .arg("--no-observer")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        verdict_line(&stdout, "degraded").ends_with("| - | - | - | - | - | PASS |"),
+        "{stdout}"
+    );
+    assert!(!fx.join("created.1.json").exists(), "no observer pod");
 }

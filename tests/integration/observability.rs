@@ -628,8 +628,8 @@ fn documented_metrics() -> Documented {
 /// family with its type, its labels, and each bounded label's values; no row
 /// names a metric the binary lacks. `endpoint` is each path of
 /// api/openapi.json plus the values the row lists; `code`, a status code, is
-/// described, not listed. On the README of issue 27 it failed: its table
-/// gave `chaos_actions_total{action}` as cpu, memory, disk, crash.
+/// described, not listed. (A table that gave `chaos_actions_total{action}`
+/// as only cpu, memory, disk, crash fails it.)
 #[test]
 fn the_metrics_table_is_what_the_binary_exports() {
     let _x = exclusive();
