@@ -371,18 +371,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn docs_table_gives_every_variable_with_its_default() {
-        let doc = include_str!("../../docs/configuration.md");
-        for v in variables::VARIABLES {
-            let row = match v.unset {
-                Unset::Default(value) | Unset::Derived(value) => format!("| `{}` | `{value}` |", v.name),
-                Unset::Off => format!("| `{}` | unset |", v.name),
-            };
-            assert!(doc.contains(&row), "docs/configuration.md lacks the row {row}");
-        }
-    }
-
     /// The parser reads every variable of the table (but `RUST_LOG`, which
     /// env_logger reads) and no other: the table is the whole truth.
     #[test]
