@@ -270,6 +270,12 @@ impl Service {
         assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
     }
 
+    /// Threads and open fds of the child, from /proc.
+    pub fn threads_and_fds(&self) -> (usize, usize) {
+        let count = |dir: &str| std::fs::read_dir(format!("/proc/{}/{dir}", self.pid())).map_or(0, |d| d.count());
+        (count("task"), count("fd"))
+    }
+
     /// Resident set size of the child from /proc, in bytes.
     pub fn rss_bytes(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:") * 1024
