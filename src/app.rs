@@ -39,6 +39,19 @@ pub enum Control {
     WorkerExited,
 }
 
+/// What the ordered stop did, for its SHUTDOWN_FINISHED event.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    /// Faults the stop ended (and undid).
+    pub faults_stopped: usize,
+    /// Workers still busy when the drain's time ran out (0: all finished).
+    pub workers_busy: usize,
+    /// Answers not yet written when the drain's time ran out (0: all sent).
+    pub unwritten_answers: usize,
+    /// From the signal to the exit.
+    pub took: std::time::Duration,
+}
+
 pub struct App {
     pub config: Config,
     pub metrics: Metrics,
@@ -167,13 +180,29 @@ impl App {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// First step of a graceful stop: /ready fails from now on.
+    /// First step of the ordered stop: no fault starts from now on (the
+    /// registry is closed: 503 naming `signal`), and /ready fails.
     pub fn begin_shutdown(&self, signal: &str) {
+        self.registry.close(signal);
         self.shutting_down.store(true, Ordering::SeqCst);
         self.metrics.pod_ready_status.set(0);
         self.events.emit(
             Event::ShutdownStarted,
             json!({"signal": signal, "delay_seconds": self.config.shutdown_delay.as_secs()}),
+        );
+    }
+
+    /// Last step of the ordered stop, before the exit: what it did.
+    pub fn finish_shutdown(&self, signal: &str, report: &ShutdownReport) {
+        self.events.emit(
+            Event::ShutdownFinished,
+            json!({
+                "signal": signal,
+                "faults_stopped": report.faults_stopped,
+                "workers_busy": report.workers_busy,
+                "unwritten_answers": report.unwritten_answers,
+                "seconds": report.took.as_secs_f64(),
+            }),
         );
     }
 

@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use app::{App, Control};
+use app::{App, Control, ShutdownReport};
 use config::Config;
 use http::server::{Listening, Pool};
 use observe::events::Events;
@@ -67,8 +67,12 @@ usage: chaos-backend               serve (configured by the environment variable
        chaos-backend --version
        chaos-backend --help";
 
-/// How long stopped workers get to finish the requests they hold.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the drain of an ordered stop may take: the workers finishing
+/// the requests they hold and those queued, then the connection layer
+/// writing the answers it was given (held ones included, which the stop
+/// released). Within Kubernetes' grace period (20 s in `manifests/`) after
+/// `SHUTDOWN_DELAY_SECONDS` (5).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -158,13 +162,13 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     log::debug!("app ready after {:?}", started.elapsed());
     let server = Arc::new(server);
     app.metrics.connections.watch(Arc::clone(&server));
-    let pool =
-        Pool::start(server, Arc::clone(&app), workers, tx).map_err(|e| format!("cannot start worker threads: {e}"))?;
+    let pool = Pool::start(Arc::clone(&server), Arc::clone(&app), workers, tx)
+        .map_err(|e| format!("cannot start worker threads: {e}"))?;
     log::info!("listening on http://{listen} with {workers} workers");
     app.record_start(&listen);
 
     match wait_trimming_the_heap(&rx) {
-        Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &rx, name)),
+        Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &server, &rx, name)),
         Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
         Ok(Control::AcceptFailed(e)) => {
             log::error!(
@@ -198,44 +202,95 @@ fn wait_trimming_the_heap(rx: &mpsc::Receiver<Control>) -> Result<Control, mpsc:
     }
 }
 
-/// Graceful stop: fail readiness at once, wait `SHUTDOWN_DELAY_SECONDS` so
-/// the endpoints controller takes the pod out of its Services, then stop the
-/// workers. A second signal skips the rest of the wait.
-fn shut_down(app: &App, pool: &Pool, rx: &mpsc::Receiver<Control>, signal: &str) -> ExitCode {
+/// The ordered stop, one step after the other:
+///
+/// 1. refuse new faults (the registry is closed: every start is 503 naming
+///    the signal, even one queued before it) and fail readiness;
+/// 2. stop the registry: every fault is cancelled, its threads joined, its
+///    work undone, and the answers it held are released;
+/// 3. wait `SHUTDOWN_DELAY_SECONDS`, serving as before, so that the
+///    endpoints controller takes the pod out of its Services (a second
+///    signal skips the rest of the wait);
+/// 4. drain: the workers finish the requests they hold and those queued,
+///    then the answers handed to the connection layer (the released ones
+///    included) are written, within `DRAIN_TIMEOUT`;
+/// 5. exit 0, after SHUTDOWN_FINISHED says what was left, if anything.
+fn shut_down(
+    app: &App,
+    pool: &Pool,
+    server: &tiny_http::Server,
+    rx: &mpsc::Receiver<Control>,
+    signal: &str,
+) -> ExitCode {
+    let began = Instant::now();
     app.begin_shutdown(signal);
+    let faults_stopped = app.registry.stop(None, chaos::registry::Ended::Shutdown).len();
     log::info!(
-        "{signal}: /ready now fails; stopping in {} s",
+        "{signal}: /ready fails and no fault starts; {faults_stopped} fault(s) stopped; stopping in {} s",
         app.config.shutdown_delay.as_secs()
     );
-    let deadline = Instant::now() + app.config.shutdown_delay;
+    let delay_ends = Instant::now() + app.config.shutdown_delay;
     loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Control::Signal(again)) => {
-                log::info!("{again} again: stopping now");
+        match next_control(rx, delay_ends) {
+            Some(Control::Signal(again)) => {
+                log::info!("{again} during the delay: stopping now");
                 break;
             }
-            Ok(_) => {}
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            Some(_) => {}
+            None => break,
         }
     }
-    // Every fault ends, and its threads with it, before the workers stop.
-    app.registry.stop(None, chaos::registry::Ended::Shutdown);
     pool.stop();
-    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    let drained_by = Instant::now() + DRAIN_TIMEOUT;
     let mut exited = 0;
     while exited < pool.len() {
-        match rx.recv_timeout(drain_deadline.saturating_duration_since(Instant::now())) {
-            Ok(Control::WorkerExited) => exited += 1,
-            Ok(_) => {}
-            Err(_) => {
-                log::warn!(
-                    "{} worker(s) still busy after {DRAIN_TIMEOUT:?}; exiting anyway",
-                    pool.len() - exited
-                );
-                break;
-            }
+        match next_control(rx, drained_by) {
+            Some(Control::WorkerExited) => exited += 1,
+            Some(_) => {}
+            None => break,
         }
     }
+    let unwritten = wait_for_answers(server, drained_by);
+    let report = ShutdownReport {
+        faults_stopped,
+        workers_busy: pool.len() - exited,
+        unwritten_answers: unwritten,
+        took: began.elapsed(),
+    };
+    if report.workers_busy > 0 || report.unwritten_answers > 0 {
+        log::warn!(
+            "after {DRAIN_TIMEOUT:?} of drain, {} worker(s) still busy and {} answer(s) not yet written; exiting anyway",
+            report.workers_busy,
+            report.unwritten_answers
+        );
+    }
+    app.finish_shutdown(signal, &report);
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The next control message before `deadline`, None once it has passed.
+/// A deliberate panic asked for before the stop began still happens: the
+/// crash was answered 202.
+fn next_control(rx: &mpsc::Receiver<Control>, deadline: Instant) -> Option<Control> {
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
+        Ok(message) => Some(message),
+        Err(_) => None,
+    }
+}
+
+/// How often the drain looks whether every answer was written.
+const ANSWERS_POLL: Duration = Duration::from_millis(10);
+
+/// Waits until the connection layer has written every answer it was
+/// given, or until `deadline`; returns how many were still unwritten.
+fn wait_for_answers(server: &tiny_http::Server, deadline: Instant) -> usize {
+    loop {
+        let unwritten = server.unwritten_answers();
+        if unwritten == 0 || Instant::now() >= deadline {
+            return unwritten;
+        }
+        std::thread::sleep(ANSWERS_POLL.min(deadline.saturating_duration_since(Instant::now())));
+    }
 }

@@ -22,6 +22,7 @@ pub enum Event {
     ReadinessRecovered,
     CrashRequested,
     ShutdownStarted,
+    ShutdownFinished,
 }
 
 impl Event {
@@ -35,6 +36,7 @@ impl Event {
             Event::ReadinessRecovered => "READINESS_RECOVERED",
             Event::CrashRequested => "CRASH_REQUESTED",
             Event::ShutdownStarted => "SHUTDOWN_STARTED",
+            Event::ShutdownFinished => "SHUTDOWN_FINISHED",
         }
     }
 }

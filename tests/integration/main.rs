@@ -30,3 +30,4 @@ mod openapi;
 mod promtool;
 mod registry;
 mod scripts;
+mod shutdown;
