@@ -77,7 +77,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 fn main() -> ExitCode {
     let started = Instant::now();
     // Before any thread exists, so that every thread inherits the mask.
-    os::signals::block_termination_signals();
+    os::signals::take_signals();
     observe::events::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Arguments first: --help and --version answer whatever the environment
@@ -91,7 +91,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         ["--help" | "-h"] => {
-            println!("{USAGE}\n\n{}", config::variables::help().trim_end());
+            println!(
+                "{USAGE}\n\n{}\n\n{}",
+                config::variables::help().trim_end(),
+                os::signals::help()
+            );
             return ExitCode::SUCCESS;
         }
         _ => {

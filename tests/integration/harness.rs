@@ -123,6 +123,13 @@ pub fn unshare(namespaces: &[&str]) -> Command {
     cmd
 }
 
+/// `inner` as PID 1 of a PID namespace of its own, as a container's entry
+/// point runs (the kernel drops a signal PID 1 has no handler for). The
+/// service is then the child of `unshare`: see `Service::inner_pid`.
+pub fn as_pid_1(inner: &Command) -> Command {
+    wrapped(unshare(&["--pid", "--fork", "--kill-child", "--"]), inner)
+}
+
 pub struct Service {
     child: Option<Child>,
     pub addr: SocketAddr,
@@ -268,6 +275,30 @@ impl Service {
         // SAFETY: kill(2) on our own child's pid with a valid signal number.
         let rc = unsafe { libc::kill(self.pid() as i32, sig) };
         assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+    }
+
+    /// The pid, in our namespace, of the service started by `as_pid_1`
+    /// (the one child of `unshare`), after checking that it is PID 1 in
+    /// its own namespace.
+    pub fn inner_pid(&self) -> i32 {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid())).expect("children");
+        let pid: i32 = children
+            .split_whitespace()
+            .next()
+            .expect("unshare has a child")
+            .parse()
+            .expect("a pid");
+        let ns_pid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("status")
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .and_then(|l| l.split_whitespace().last().map(str::to_string));
+        assert_eq!(
+            ns_pid.as_deref(),
+            Some("1"),
+            "the service runs as PID 1 in its namespace"
+        );
+        pid
     }
 
     /// Threads and open fds of the child, from /proc.

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Service, command, describe, poll, temp_dir, try_request, unshare, wrapped};
+use crate::harness::{Service, as_pid_1, command, describe, poll, temp_dir, try_request, wrapped};
 
 #[test]
 fn bad_environment_values_exit_2_naming_variable_and_value() {
@@ -89,28 +89,10 @@ fn second_signal_skips_the_delay() {
 /// process without a handler would ignore SIGTERM.
 #[test]
 fn sigterm_works_as_pid_1() {
-    let state = temp_dir("pid1");
-    let inner = command(&state, &[]);
-    let pid_namespace = unshare(&["--pid", "--fork", "--kill-child", "--"]);
-    let mut svc = Service::spawn(wrapped(pid_namespace, &inner));
+    let mut svc = Service::spawn(as_pid_1(&command(&temp_dir("pid1"), &[])));
     assert_eq!(svc.get("/health").status, 200);
-    // The service's pid in our namespace is the child of `unshare`.
-    let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", svc.pid(), svc.pid())).unwrap();
-    let inner_pid: i32 = children
-        .split_whitespace()
-        .next()
-        .expect("unshare has a child")
-        .parse()
-        .unwrap();
-    let ns_pid = std::fs::read_to_string(format!("/proc/{inner_pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("NSpid:"))
-        .map(|l| l.split_whitespace().last().unwrap().to_string())
-        .unwrap();
-    assert_eq!(ns_pid, "1", "the service runs as PID 1 in its namespace");
     // SAFETY: kill(2) with a valid pid and signal.
-    assert_eq!(unsafe { libc::kill(inner_pid, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(svc.inner_pid(), libc::SIGTERM) }, 0);
     let status = svc.wait_exit(Duration::from_secs(3)).expect("PID 1 stops on SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", describe(status));
 }

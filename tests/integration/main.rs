@@ -31,3 +31,4 @@ mod promtool;
 mod registry;
 mod scripts;
 mod shutdown;
+mod signals;
