@@ -171,37 +171,54 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     log::info!("listening on http://{listen} with {workers} workers");
     app.record_start(&listen);
 
-    match wait_trimming_the_heap(&rx) {
-        Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &server, &rx, name)),
-        Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
-        Ok(Control::AcceptFailed(e)) => {
+    match next_control(&rx, &app, None) {
+        Some(Control::Signal(name)) => Ok(shut_down(&app, &pool, &server, &rx, name)),
+        Some(Control::AcceptFailed(e)) => {
             log::error!(
                 "the listener failed ({e}); tiny_http accepts nothing more (tiny-http#283), so exit for a restart"
             );
             Ok(ExitCode::FAILURE)
         }
-        Ok(Control::WorkerExited) => {
+        Some(Control::WorkerExited) => {
             log::error!("a worker exited unexpectedly; exit for a restart");
             Ok(ExitCode::FAILURE)
         }
-        Err(_) => Err("control channel closed".to_string()),
+        Some(Control::Panic(_)) => unreachable!("next_control panics itself"),
+        None => Err("control channel closed".to_string()),
     }
 }
 
-/// How often the main thread hands freed heap memory back to the kernel.
-const HEAP_TRIM_PERIOD: Duration = Duration::from_secs(2);
+/// How often the main thread does its housekeeping (`housekeeping`).
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
 
-/// Waits for the next control message, meanwhile handing freed heap memory
-/// back every `HEAP_TRIM_PERIOD`. After a burst of connections (each thread
-/// allocates from one of glibc's per-thread arenas), freed memory would
-/// otherwise stay resident: 1,200 connections left RSS 5 to 7 MiB above
-/// its baseline for good.
-fn wait_trimming_the_heap(rx: &mpsc::Receiver<Control>) -> Result<Control, mpsc::RecvError> {
+/// What the main thread does every `HOUSEKEEPING_PERIOD` while it waits:
+/// hands freed heap memory back to the kernel (after a burst of
+/// connections, each thread allocating from one of glibc's per-thread
+/// arenas, freed memory would otherwise stay resident: 1,200 connections
+/// left RSS 5 to 7 MiB above its baseline for good), and writes the
+/// summaries of the log lines and events a flood left out.
+fn housekeeping(app: &App) {
+    os::sys::trim_heap();
+    let now = Instant::now();
+    app.events.write_suppressed_summaries(now, false);
+    observe::events::write_log_summaries(now, false);
+}
+
+/// The next control message, before `deadline` if one is given (None once
+/// it has passed, or if the channel is closed), doing the housekeeping
+/// meanwhile. A deliberate panic happens here, on the main thread, even
+/// during a stop: the crash was answered 202 before the stop began.
+fn next_control(rx: &mpsc::Receiver<Control>, app: &App, deadline: Option<Instant>) -> Option<Control> {
     loop {
-        match rx.recv_timeout(HEAP_TRIM_PERIOD) {
-            Ok(message) => return Ok(message),
-            Err(RecvTimeoutError::Disconnected) => return Err(mpsc::RecvError),
-            Err(RecvTimeoutError::Timeout) => os::sys::trim_heap(),
+        let wait = deadline.map_or(HOUSEKEEPING_PERIOD, |d| {
+            d.saturating_duration_since(Instant::now()).min(HOUSEKEEPING_PERIOD)
+        });
+        match rx.recv_timeout(wait) {
+            Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
+            Ok(message) => return Some(message),
+            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(RecvTimeoutError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
+            Err(RecvTimeoutError::Timeout) => housekeeping(app),
         }
     }
 }
@@ -235,7 +252,7 @@ fn shut_down(
     );
     let delay_ends = Instant::now() + app.config.shutdown_delay;
     loop {
-        match next_control(rx, delay_ends) {
+        match next_control(rx, app, Some(delay_ends)) {
             Some(Control::Signal(again)) => {
                 log::info!("{again} during the delay: stopping now");
                 break;
@@ -248,7 +265,7 @@ fn shut_down(
     let drained_by = Instant::now() + DRAIN_TIMEOUT;
     let mut exited = 0;
     while exited < pool.len() {
-        match next_control(rx, drained_by) {
+        match next_control(rx, app, Some(drained_by)) {
             Some(Control::WorkerExited) => exited += 1,
             Some(_) => {}
             None => break,
@@ -268,20 +285,13 @@ fn shut_down(
             report.unwritten_answers
         );
     }
+    // What a flood left out is counted before the exit, not lost.
+    let now = Instant::now();
+    app.events.write_suppressed_summaries(now, true);
+    observe::events::write_log_summaries(now, true);
     app.finish_shutdown(signal, &report);
     log::info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// The next control message before `deadline`, None once it has passed.
-/// A deliberate panic asked for before the stop began still happens: the
-/// crash was answered 202.
-fn next_control(rx: &mpsc::Receiver<Control>, deadline: Instant) -> Option<Control> {
-    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
-        Ok(message) => Some(message),
-        Err(_) => None,
-    }
 }
 
 /// How often the drain looks whether every answer was written.

@@ -62,8 +62,10 @@ pub fn crash(app: &App, raw_query: &str) -> Reply {
     if let Err(first) = claimed {
         let message = format!("a crash ({}) is already in progress; only one is accepted", first.mode);
         app.metrics.chaos("crash", "rejected");
-        app.events
-            .emit(Event::ChaosRejected, json!({"action": "crash", "reason": message}));
+        app.events.emit(
+            Event::ChaosRejected,
+            json!({"action": "crash", "outcome": "rejected", "reason": message}),
+        );
         return Reply::json(409, &json!({"error": message, "crash": first.mode}));
     }
     app.metrics.chaos("crash", "accepted");

@@ -58,8 +58,10 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     // against the guardrails.
     if let Err(e) = memory::check_size(leak.bytes) {
         let (message, reply) = not_leaked(app, leak.mb(), &e);
-        app.events
-            .emit(Event::ChaosRejected, json!({"action": "memory", "reason": message}));
+        app.events.emit(
+            Event::ChaosRejected,
+            json!({"action": "memory", "outcome": "failed", "reason": message}),
+        );
         return reply;
     }
     let launched = match launch(app, &leak, now) {

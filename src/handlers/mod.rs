@@ -51,8 +51,10 @@ pub fn admit(app: &App, action: &str, authorization: Option<&str>, starts: bool)
             if starts {
                 app.metrics.chaos(action, outcome);
             }
-            app.events
-                .emit(Event::ChaosRejected, json!({"action": action, "reason": outcome}));
+            app.events.emit(
+                Event::ChaosRejected,
+                json!({"action": action, "outcome": outcome, "reason": outcome}),
+            );
             Err(reply)
         }
     }
@@ -75,7 +77,7 @@ fn refused_for_shutdown(app: &App, action: &str, why: &str) -> Reply {
     app.metrics.chaos(action, "shutting_down");
     app.events.emit(
         Event::ChaosRejected,
-        json!({"action": action, "reason": "shutting_down"}),
+        json!({"action": action, "outcome": "shutting_down", "reason": "shutting_down"}),
     );
     shutting_down(why)
 }
@@ -116,7 +118,7 @@ fn start_fault(
             app.metrics.chaos(action, "rejected");
             app.events.emit(
                 Event::ChaosRejected,
-                json!({"action": action, "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
+                json!({"action": action, "outcome": "rejected", "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
             );
             Err(Reply::too_many_requests(&message, rejected.retry_after_secs))
         }
@@ -134,8 +136,10 @@ fn start_fault(
                 ),
             };
             app.metrics.chaos(action, "rejected");
-            app.events
-                .emit(Event::ChaosRejected, json!({"action": action, "reason": what}));
+            app.events.emit(
+                Event::ChaosRejected,
+                json!({"action": action, "outcome": "rejected", "reason": what}),
+            );
             Err(Reply::json(409, &json!({"error": what})))
         }
         Err(StartError::Closed(why)) => Err(refused_for_shutdown(app, action, &why)),

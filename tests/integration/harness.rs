@@ -244,6 +244,20 @@ impl Service {
         .unwrap_or_else(count)
     }
 
+    /// How many `name` events there were: written in full, or counted in
+    /// the EVENTS_SUPPRESSED summaries of a flood (`observe::throttle`;
+    /// the last summaries come with the stop).
+    pub fn events_written_or_counted(&self, name: &str) -> u64 {
+        self.events()
+            .iter()
+            .map(|e| match e["event"].as_str() {
+                Some(n) if n == name => 1,
+                Some("EVENTS_SUPPRESSED") if e["suppressed_event"] == name => e["count"].as_u64().unwrap_or(0),
+                _ => 0,
+            })
+            .sum()
+    }
+
     pub fn get(&self, path: &str) -> Response {
         request(self.addr, "GET", path, &[], "")
     }
