@@ -77,10 +77,12 @@ pub struct App {
 }
 
 impl App {
+    /// `access` is the token's rule (read before the port was bound);
     /// `endpoints` are the HTTP series that exist from start-up (the route
     /// table's, which `main` hands over); `to_main` is `main`'s channel.
     pub fn new(
         config: Config,
+        access: Access,
         endpoints: &[Endpoint],
         events: Events,
         started: Instant,
@@ -113,7 +115,6 @@ impl App {
         metrics
             .readiness_max_latency_seconds
             .set(config.max_latency.as_secs_f64());
-        let access = Access::from_source(&config.chaos_token);
         match &access {
             Access::Closed(why) => log::warn!("chaos endpoints closed: {why}"),
             Access::Open if config.chaos_enabled => {
@@ -286,8 +287,10 @@ pub mod testing {
         let captured = Captured::default();
         // Nothing reads `main`'s channel in a unit test: a send is dropped.
         let (to_main, _) = std::sync::mpsc::channel();
+        let access = Access::from_source(&config.chaos_token).unwrap();
         let app = App::new(
             config,
+            access,
             &[],
             Events::to_writer(Box::new(captured.clone())),
             Instant::now(),

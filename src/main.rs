@@ -124,10 +124,19 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The token file too is configuration: a token no client could send
+    // is refused here, before the port is bound (exit 2).
+    let access = match http::access::Access::from_source(&config.chaos_token) {
+        Ok(access) => access,
+        Err(e) => {
+            eprintln!("chaos-backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if config.random_crash_enabled {
         log::warn!("RANDOM_CRASH_ENABLED=true is accepted but reserved: no random crash will happen");
     }
-    match run(config, started) {
+    match run(config, access, started) {
         Ok(code) => code,
         Err(e) => {
             log::error!("{e}");
@@ -136,7 +145,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
+fn run(config: Config, access: http::access::Access, started: Instant) -> Result<ExitCode, String> {
     let (tx, rx) = mpsc::channel::<Control>();
     let signals = tx.clone();
     os::signals::spawn_waiter(move |name| signals.send(Control::Signal(name)).is_ok())
@@ -154,6 +163,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let app = Arc::new(
         App::new(
             config,
+            access,
             &http::routes::endpoint_series(),
             Events::to_stderr(),
             started,

@@ -136,3 +136,59 @@ fn fd_exhaustion_is_not_fatal() {
     assert!(errors.is_some_and(|n| n >= 1.0), "accept errors counted: {errors:?}");
     assert!(svc.wait_exit(Duration::from_millis(10)).is_none(), "{}", svc.stderr());
 }
+
+/// A token no client can send (a line break, a space, a control character
+/// or a byte outside ASCII inside it) started fine, and then every chaos
+/// request was 401, stops included. Now it is a configuration error: exit
+/// 2 before the port is bound, naming the variable (and the file) but
+/// never the token. The line end a file ends with is trimmed.
+#[test]
+fn a_token_a_header_cannot_carry_refuses_to_start_without_showing_it() {
+    use std::os::unix::ffi::OsStrExt;
+    let secret = "zq9xSECRET";
+    let bad: Vec<Vec<u8>> = [
+        "\n2nd-line",
+        " inner",
+        "\u{e9}",
+        "\u{1}",
+        "\tx",
+        "\r\n2nd-line",
+        "\u{7f}",
+    ]
+    .iter()
+    .map(|tail| format!("{secret}{tail}").into_bytes())
+    .chain([[secret.as_bytes(), b"\xff"].concat()])
+    .collect();
+    let dir = temp_dir("bad-token");
+    let file = dir.join("token");
+    for value in &bad {
+        let shown = String::from_utf8_lossy(value).into_owned();
+        let mut by_variable = command(&temp_dir("bad-token"), &[]);
+        by_variable.env("CHAOS_TOKEN", std::ffi::OsStr::from_bytes(value));
+        std::fs::write(&file, [value.as_slice(), b"\n"].concat()).unwrap();
+        let by_file = command(&temp_dir("bad-token"), &[("CHAOS_TOKEN_FILE", file.to_str().unwrap())]);
+        for (variable, cmd) in [("CHAOS_TOKEN", by_variable), ("CHAOS_TOKEN_FILE", by_file)] {
+            let out = crate::harness::output_within(cmd, Duration::from_secs(10));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{variable}={shown:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("invalid {variable}")),
+                "{variable}={shown:?}: {stderr}"
+            );
+            assert!(
+                !stderr.contains("zq9x"),
+                "{variable}={shown:?} shows the token: {stderr}"
+            );
+            assert!(!stderr.contains("POD_STARTED"), "must fail before binding");
+            if variable == "CHAOS_TOKEN_FILE" {
+                assert!(stderr.contains(file.to_str().unwrap()), "names the file: {stderr}");
+            }
+        }
+    }
+    // A Secret written with a Windows line end still works.
+    std::fs::write(&file, format!("{secret}\r\n")).unwrap();
+    let svc = Service::start(&[("CHAOS_TOKEN_FILE", file.to_str().unwrap())]);
+    let auth = format!("Bearer {secret}");
+    let r = crate::harness::request(svc.addr, "POST", "/chaos/stop", &[("Authorization", &auth)], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
