@@ -63,7 +63,7 @@ pub const SIGNALS: &[Signal] = &[
         libc::SIGQUIT,
         "SIGQUIT",
         Meaning::Stop,
-        "some images stop with it (STOPSIGNAL SIGQUIT); a core dump would not survive a scratch container, and PID 1 could not dump anyway",
+        "its core dump is dropped for PID 1 and has nowhere to go in a scratch container; some images stop with it (STOPSIGNAL SIGQUIT)",
     ),
     signal(
         libc::SIGXCPU,
