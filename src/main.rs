@@ -76,8 +76,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    // Before any thread exists, so that every thread inherits the mask.
-    os::signals::take_signals();
     observe::events::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Arguments first: --help and --version answer whatever the environment
@@ -136,6 +134,10 @@ fn main() -> ExitCode {
     if config.random_crash_enabled {
         log::warn!("RANDOM_CRASH_ENABLED=true is accepted but reserved: no random crash will happen");
     }
+    // Before any thread exists, so that every thread inherits the mask;
+    // only when serving: the observer takes its own two, and the other
+    // modes are short-lived.
+    os::signals::take_signals();
     match run(config, access, started) {
         Ok(code) => code,
         Err(e) => {
