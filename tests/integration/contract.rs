@@ -343,6 +343,16 @@ fn answers_while_faults_run_match_the_document() {
     );
 }
 
+/// A start of each fault the guardrails count, short and small.
+const SHORT_STARTS: &[&str] = &[
+    "/load/cpu?millicores=100&duration=5",
+    "/load/memory?mb=1",
+    "/load/disk?mb=1",
+    "/fault/readiness?duration=5",
+    "/fault/liveness?duration=5",
+    "/load/latency?ms=5&duration=5",
+];
+
 /// A guardrail's refusal of each start (429 with `Retry-After`), while one
 /// leak holds the only slot, is the document's.
 #[test]
@@ -350,14 +360,7 @@ fn guardrail_refusals_match_the_document() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "1")]);
     let mut c = Checker::new(&svc);
     c.expect("POST", "/load/memory?mb=1", 200);
-    for target in [
-        "/load/cpu?millicores=100&duration=5",
-        "/load/memory?mb=1",
-        "/load/disk?mb=1",
-        "/fault/readiness?duration=5",
-        "/fault/liveness?duration=5",
-        "/load/latency?ms=5&duration=5",
-    ] {
+    for target in SHORT_STARTS {
         let r = c.expect("POST", target, 429);
         assert!(r.header("Retry-After").is_some(), "{target}: 429 without Retry-After");
     }
@@ -433,15 +436,7 @@ fn answers_during_the_stop_and_past_the_file_size_limit_match_the_document() {
         || (svc.get("/ready").status == 503).then_some(()),
     );
     assert!(stopping.is_some());
-    for target in [
-        "/load/cpu?millicores=100&duration=5",
-        "/load/memory?mb=1",
-        "/load/disk?mb=1",
-        "/fault/readiness?duration=5",
-        "/fault/liveness?duration=5",
-        "/load/latency?ms=5&duration=5",
-        "/crash?mode=exit&code=3",
-    ] {
+    for target in SHORT_STARTS.iter().chain(&["/crash?mode=exit&code=3"]) {
         let r = c.expect("POST", target, 503);
         assert_eq!(r.json()["reason"], "shutting_down", "{target}: {}", r.body);
     }
