@@ -477,4 +477,16 @@ fn floods_of_every_kind_of_refusal_add_a_few_lines_each() {
     }
     assert_eq!(stderr.matches("\"event\":\"EVENTS_SUPPRESSED\"").count(), 3, "{stderr}");
     assert_eq!(stderr.matches(" left out in the last ").count(), 2, "{stderr}");
+
+    // The kill switch's 403, on a service of its own.
+    let disabled = Service::start(&[("CHAOS_TOKEN", "t0ken"), ("CHAOS_ENABLED", "false")]);
+    let request = format!("POST /load/cpu HTTP/1.1\r\nHost: t\r\n{auth}\r\n");
+    assert_eq!(pipelined(&disabled, &request, N, "403"), N);
+    assert_eq!(
+        disabled.metric("chaos_actions_total{action=\"cpu\",outcome=\"disabled\"}"),
+        N as f64
+    );
+    let (_, stderr) = stderr_until_exit(disabled, N as u64);
+    let written = stderr.matches("\"outcome\":\"disabled\"").count();
+    assert!((1..=6).contains(&written), "{written} lines for 403:\n{stderr}");
 }
