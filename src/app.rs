@@ -39,6 +39,19 @@ pub enum Control {
     WorkerExited,
 }
 
+/// What the ordered stop did, for its SHUTDOWN_FINISHED event.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    /// Faults the stop ended (and undid).
+    pub faults_stopped: usize,
+    /// Workers still busy when the drain's time ran out (0: all finished).
+    pub workers_busy: usize,
+    /// Answers not yet written when the drain's time ran out (0: all sent).
+    pub unwritten_answers: usize,
+    /// From the signal to the exit.
+    pub took: std::time::Duration,
+}
+
 pub struct App {
     pub config: Config,
     pub metrics: Metrics,
@@ -64,10 +77,12 @@ pub struct App {
 }
 
 impl App {
+    /// `access` is the token's rule (read before the port was bound);
     /// `endpoints` are the HTTP series that exist from start-up (the route
     /// table's, which `main` hands over); `to_main` is `main`'s channel.
     pub fn new(
         config: Config,
+        access: Access,
         endpoints: &[Endpoint],
         events: Events,
         started: Instant,
@@ -100,7 +115,6 @@ impl App {
         metrics
             .readiness_max_latency_seconds
             .set(config.max_latency.as_secs_f64());
-        let access = Access::from_source(&config.chaos_token);
         match &access {
             Access::Closed(why) => log::warn!("chaos endpoints closed: {why}"),
             Access::Open if config.chaos_enabled => {
@@ -167,13 +181,29 @@ impl App {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// First step of a graceful stop: /ready fails from now on.
+    /// First step of the ordered stop: no fault starts from now on (the
+    /// registry is closed: 503 naming `signal`), and /ready fails.
     pub fn begin_shutdown(&self, signal: &str) {
+        self.registry.close(signal);
         self.shutting_down.store(true, Ordering::SeqCst);
         self.metrics.pod_ready_status.set(0);
         self.events.emit(
             Event::ShutdownStarted,
             json!({"signal": signal, "delay_seconds": self.config.shutdown_delay.as_secs()}),
+        );
+    }
+
+    /// Last step of the ordered stop, before the exit: what it did.
+    pub fn finish_shutdown(&self, signal: &str, report: &ShutdownReport) {
+        self.events.emit(
+            Event::ShutdownFinished,
+            json!({
+                "signal": signal,
+                "faults_stopped": report.faults_stopped,
+                "workers_busy": report.workers_busy,
+                "unwritten_answers": report.unwritten_answers,
+                "seconds": report.took.as_secs_f64(),
+            }),
         );
     }
 
@@ -257,8 +287,10 @@ pub mod testing {
         let captured = Captured::default();
         // Nothing reads `main`'s channel in a unit test: a send is dropped.
         let (to_main, _) = std::sync::mpsc::channel();
+        let access = Access::from_source(&config.chaos_token).unwrap();
         let app = App::new(
             config,
+            access,
             &[],
             Events::to_writer(Box::new(captured.clone())),
             Instant::now(),

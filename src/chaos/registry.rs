@@ -12,6 +12,11 @@
 //! fault, then runs the clean-up, then frees the slot: once `stop` returns,
 //! nothing of the fault runs and nothing it made is left.
 //!
+//! Once closed (the first step of an ordered stop), the registry starts
+//! nothing more, and claims no crash, under the same lock: a request that
+//! was queued when the stop began, and reaches the registry after it, is
+//! refused ([`StartError::Closed`]) rather than started after the stop.
+//!
 //! Adding a fault kind: a `FaultKind` variant (its label, and whether a new
 //! one replaces the running one), and a start function in its module that
 //! calls [`Registry::start`] with a launch closure returning a [`Running`]:
@@ -257,6 +262,8 @@ struct Ledger {
     /// Faults taken out of `entries` whose clean-up has not finished yet
     /// (id, kind): a one-at-a-time kind may not start again until it has.
     ending: Vec<(u64, FaultKind)>,
+    /// Why nothing starts any more (`Registry::close`), if it was closed.
+    closed: Option<String>,
 }
 
 /// Why a fault did not start.
@@ -269,6 +276,17 @@ pub enum StartError {
     /// A fault of this one-at-a-time kind exists, or is still being
     /// stopped (409); what `GET /chaos` shows of it, if listed.
     Busy(Option<Listed>),
+    /// The registry is closed: the process is stopping (503); why.
+    Closed(String),
+}
+
+/// Why a crash was not claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CrashRefused {
+    /// A crash was claimed before: the process is ending already.
+    InProgress(CrashInProgress),
+    /// The registry is closed: the process is stopping; why.
+    Closed(String),
 }
 
 /// What `GET /chaos` shows of one fault.
@@ -316,6 +334,9 @@ impl Registry {
     ) -> Result<u64, StartError> {
         let (id, replaced) = {
             let mut state = self.lock();
+            if let Some(why) = &state.closed {
+                return Err(StartError::Closed(why.clone()));
+            }
             if kind.one_at_a_time() {
                 let listed = state.entries.iter().find(|e| e.kind == kind).map(Entry::listed);
                 if listed.is_some() || state.ending.iter().any(|(_, k)| *k == kind) {
@@ -352,6 +373,18 @@ impl Registry {
         };
         end_all(replaced, Ended::Replaced);
         Ok(id)
+    }
+
+    /// Closes the registry for good: from now on no fault starts and no
+    /// crash is claimed (`why` says why, in the refusals). The faults that
+    /// run are left to `stop`.
+    pub fn close(&self, why: &str) {
+        self.lock().closed = Some(why.to_string());
+    }
+
+    /// Why the registry was closed, if it was.
+    pub fn closed(&self) -> Option<String> {
+        self.lock().closed.clone()
     }
 
     /// Stops every fault of `kind` (every fault when `None`) and returns
@@ -393,12 +426,16 @@ impl Registry {
     }
 
     /// Claims the one crash this process may have; a later claim gets the
-    /// crash already in progress. The guardrails do not apply to a crash
-    /// (nothing of it outlives the process), and it is never stopped.
-    pub fn claim_crash(&self, mode: &str) -> Result<(), CrashInProgress> {
+    /// crash already in progress, and none is claimed once the registry is
+    /// closed. The guardrails do not apply to a crash (nothing of it
+    /// outlives the process), and it is never stopped.
+    pub fn claim_crash(&self, mode: &str) -> Result<(), CrashRefused> {
         let mut state = self.lock();
+        if let Some(why) = &state.closed {
+            return Err(CrashRefused::Closed(why.clone()));
+        }
         match &state.crash {
-            Some(crash) => Err(crash.clone()),
+            Some(crash) => Err(CrashRefused::InProgress(crash.clone())),
             None => {
                 state.crash = Some(CrashInProgress {
                     mode: mode.to_string(),
@@ -528,8 +565,32 @@ mod tests {
     fn only_the_first_crash_is_claimed() {
         let r = registry(1);
         assert!(r.claim_crash("exit").is_ok());
-        assert_eq!(r.claim_crash("abort").unwrap_err().mode, "exit");
+        match r.claim_crash("abort") {
+            Err(CrashRefused::InProgress(first)) => assert_eq!(first.mode, "exit"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(r.active(), 0, "a crash holds no slot");
+    }
+
+    /// Once closed, nothing starts and no crash is claimed, whatever the
+    /// guardrails say; the faults that ran are still stopped by `stop`.
+    #[test]
+    fn a_closed_registry_starts_nothing_and_still_stops() {
+        let r = registry(4);
+        let (tx, rx) = mpsc::channel();
+        sleeper(&r, FaultKind::Cpu, Duration::from_secs(60), tx);
+        r.close("SIGTERM");
+        let launched = std::cell::Cell::new(false);
+        let refused = r.start(FaultKind::Cpu, Instant::now(), None, |_| {
+            launched.set(true);
+            Err("unused".into())
+        });
+        assert!(matches!(refused, Err(StartError::Closed(ref why)) if why == "SIGTERM"));
+        assert!(!launched.get(), "nothing was launched");
+        assert_eq!(r.claim_crash("abort"), Err(CrashRefused::Closed("SIGTERM".into())));
+        assert_eq!(r.stop(None, Ended::Shutdown), vec![FaultKind::Cpu]);
+        assert_eq!(rx.try_recv(), Ok(Ended::Shutdown));
+        assert_eq!((r.active(), r.guard().active()), (0, 0));
     }
 
     #[test]

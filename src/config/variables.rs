@@ -56,8 +56,9 @@ pub enum Accepts {
     Address,
     /// Any text but the empty one; the text says what is expected.
     NonEmpty(&'static str),
-    /// A secret: any text but the empty one or one of spaces only, never
-    /// shown in an error; the text says what is expected.
+    /// A bearer token (`config::bearer_token`): whitespace around it is
+    /// trimmed, the rest must be visible ASCII; never shown in an error
+    /// but when empty. The text says what is expected.
     Secret(&'static str),
     /// env_logger's filter: read by env_logger, never refused.
     LogFilter,
@@ -279,7 +280,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "CHAOS_TOKEN",
         unset: Unset::Off,
-        accepts: Accepts::Secret("a non-empty bearer token, or no CHAOS_TOKEN at all"),
+        accepts: Accepts::Secret("a bearer token of visible ASCII characters, or no CHAOS_TOKEN at all"),
         meaning: "the bearer token the chaos endpoints require (unset: open to anyone)",
     },
     Variable {

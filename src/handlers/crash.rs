@@ -11,6 +11,7 @@ use serde_json::json;
 use super::bad;
 use crate::app::{App, Control};
 use crate::chaos::crash::{self, CrashMode};
+use crate::chaos::registry::CrashRefused;
 use crate::http::query::Query;
 use crate::http::reply::{AfterReply, Reply};
 use crate::observe::events::Event;
@@ -53,11 +54,18 @@ pub fn crash(app: &App, raw_query: &str) -> Reply {
     };
     // Exactly one crash per process: the marker must record the mode that
     // was answered 202, and a second crash racing the first could win.
-    if let Err(first) = app.registry.claim_crash(&detail) {
+    let claimed = match app.registry.claim_crash(&detail) {
+        Ok(()) => Ok(()),
+        Err(CrashRefused::Closed(why)) => return super::refused_for_shutdown(app, "crash", &why),
+        Err(CrashRefused::InProgress(first)) => Err(first),
+    };
+    if let Err(first) = claimed {
         let message = format!("a crash ({}) is already in progress; only one is accepted", first.mode);
         app.metrics.chaos("crash", "rejected");
-        app.events
-            .emit(Event::ChaosRejected, json!({"action": "crash", "reason": message}));
+        app.events.emit(
+            Event::ChaosRejected,
+            json!({"action": "crash", "outcome": "rejected", "reason": message}),
+        );
         return Reply::json(409, &json!({"error": message, "crash": first.mode}));
     }
     app.metrics.chaos("crash", "accepted");

@@ -34,8 +34,16 @@ pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", 
 pub const DISK_FILL_STATES: &[&str] = &["written", "target"];
 /// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails
 /// (429), `failed` when accepted but impossible (507), `unauthorized` (401),
-/// `disabled` by `CHAOS_ENABLED=false` (403).
-pub const OUTCOMES: &[&str] = &["accepted", "rejected", "failed", "unauthorized", "disabled"];
+/// `disabled` by `CHAOS_ENABLED=false` (403), `shutting_down` once the
+/// ordered stop has begun (503).
+pub const OUTCOMES: &[&str] = &[
+    "accepted",
+    "rejected",
+    "failed",
+    "unauthorized",
+    "disabled",
+    "shutting_down",
+];
 
 /// The series of one endpoint that exist from start-up: its `endpoint`
 /// label and the (method, status code) answers it usually gives.

@@ -65,6 +65,8 @@ fn listed_variables() -> Vec<Listed> {
     text.lines()
         .skip_while(|l| *l != header)
         .skip(1)
+        // A blank line, then the signals.
+        .take_while(|l| !l.is_empty())
         .map(|line| {
             let (name, rest) = line.split_once(' ').unwrap_or_else(|| panic!("no default: {line:?}"));
             let (default, rest) = rest

@@ -30,3 +30,5 @@ mod openapi;
 mod promtool;
 mod registry;
 mod scripts;
+mod shutdown;
+mod signals;
