@@ -236,6 +236,7 @@ fn shut_down(app: &App, pool: &Pool, rx: &mpsc::Receiver<Control>, signal: &str)
             }
         }
     }
+    app.record_stop();
     log::info!("stopped");
     ExitCode::SUCCESS
 }

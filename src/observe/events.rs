@@ -20,6 +20,7 @@ pub enum Event {
     ChaosRejected,
     ReadinessDegraded,
     ReadinessRecovered,
+    FaultRecovered,
     CrashRequested,
     ShutdownStarted,
 }
@@ -33,6 +34,7 @@ impl Event {
             Event::ChaosRejected => "CHAOS_REJECTED",
             Event::ReadinessDegraded => "READINESS_DEGRADED",
             Event::ReadinessRecovered => "READINESS_RECOVERED",
+            Event::FaultRecovered => "FAULT_RECOVERED",
             Event::CrashRequested => "CRASH_REQUESTED",
             Event::ShutdownStarted => "SHUTDOWN_STARTED",
         }
