@@ -108,7 +108,9 @@ impl App {
         let tracker = Arc::new(Tracker::default());
         let events = Arc::new(events);
         let crash = if state_dir_ok {
-            let now = SystemTime::now();
+            // One moment on both clocks: a death is in wall-clock time, the
+            // readiness timers in monotonic time.
+            let (now, now_instant) = (SystemTime::now(), Instant::now());
             let previous = metrics.healing.keep_in(
                 StateFile::new(&config.state_dir, kept::FILE, kept::KIND, identity.clone()),
                 now,
@@ -136,7 +138,7 @@ impl App {
             };
             if let Some((fault, died_at)) = death {
                 let ago = now.duration_since(died_at).unwrap_or(Duration::ZERO);
-                let at = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+                let at = now_instant.checked_sub(ago).unwrap_or(now_instant);
                 tracker.fault_ended(fault, at);
             }
             crash

@@ -105,14 +105,7 @@ pub fn take_marker(state_dir: &Path, identity: Identity, now: SystemTime) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::state_file::testing::temp_dir;
-
-    fn me() -> Identity {
-        Identity {
-            boot_id: Some("boot-a".into()),
-            pod: "pod-a".into(),
-        }
-    }
+    use crate::observe::state_file::testing::{identity as me, temp_dir};
 
     #[test]
     fn marker_round_trip_is_taken_once() {

@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(c.by_fds, Some(192));
         assert_eq!(c.by_threads, Some(64 - 20 - 1 - 8));
         assert_eq!(c.by_memory, Some((192u64 << 20) / 2 / CONNECTION_COST_BYTES));
-        assert_eq!(c.chosen, 36);
+        assert_eq!(c.chosen, 35);
         assert!(!c.configured);
         let unbounded = cap(&s, &Bounds::default(), other);
         assert_eq!(unbounded.chosen, UNLIMITED_CAP as usize);

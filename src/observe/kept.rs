@@ -553,18 +553,10 @@ fn family(desc: &Desc, kind: proto::MetricType, metrics: Vec<proto::Metric>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::state_file::Identity;
-    use crate::observe::state_file::testing::temp_dir;
+    use crate::observe::state_file::testing::{identity as me, temp_dir};
     use prometheus::{Encoder, Registry, TextEncoder};
 
     const FAULTS: &[&str] = &["cpu", "memory", "liveness", "crash"];
-
-    fn me() -> Identity {
-        Identity {
-            boot_id: Some("boot-a".into()),
-            pod: "pod-a".into(),
-        }
-    }
 
     fn render(kept: &Arc<Kept>) -> String {
         let registry = Registry::new();

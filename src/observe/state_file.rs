@@ -248,9 +248,20 @@ fn preview(text: &str) -> String {
 
 #[cfg(test)]
 pub mod testing {
-    //! A private directory for the unit tests of state files.
+    //! A private directory and an identity for the unit tests of state
+    //! files.
 
     use std::path::PathBuf;
+
+    use super::Identity;
+
+    /// Boot "boot-a", pod "pod-a".
+    pub fn identity() -> Identity {
+        Identity {
+            boot_id: Some("boot-a".into()),
+            pod: "pod-a".into(),
+        }
+    }
 
     pub fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("chaos-backend-unit-{name}-{}", std::process::id()));
@@ -262,15 +273,8 @@ pub mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::temp_dir;
+    use super::testing::{identity as me, temp_dir};
     use super::*;
-
-    fn me() -> Identity {
-        Identity {
-            boot_id: Some("boot-a".into()),
-            pod: "pod-a".into(),
-        }
-    }
 
     fn fields() -> Map<String, Value> {
         let mut m = Map::new();

@@ -108,6 +108,19 @@ struct Run {
 }
 
 impl Run {
+    /// A container of `image` in `engine`, with a unique name, a free port
+    /// and a working directory of its own.
+    fn new(engine: &'static str, image: String) -> Run {
+        let dir = temp_dir(engine);
+        Run {
+            engine,
+            name: dir.file_name().unwrap().to_string_lossy().to_string(),
+            port: crate::harness::free_port(),
+            image,
+            dir,
+        }
+    }
+
     /// `cmd` as the test runs it: the documented text with the changes
     /// this file's top comment lists, each of which must apply.
     fn localise(&self, cmd: &str) -> String {
@@ -194,17 +207,7 @@ impl Drop for Run {
 /// The documented flow in `engine`: run, healthy, crash and restart, OOM
 /// kill and restart, stop with 0.
 fn readme_flow(engine: &'static str, image: String) {
-    let dir = temp_dir(engine);
-    let run = Run {
-        engine,
-        name: dir.file_name().unwrap().to_string_lossy().to_string(),
-        port: std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port(),
-        image,
-        dir,
-    };
+    let run = Run::new(engine, image);
     let docker = sh_block(0);
     let docker_run = docker
         .iter()
@@ -359,17 +362,7 @@ fn readme_commands_run_under_podman() {
 #[ignore = "needs docker: scripts/test.sh runs it"]
 fn readme_container_heals_every_memory_row_of_the_generator_under_docker_engine() {
     let _x = exclusive();
-    let dir = temp_dir("docker-memory");
-    let run = Run {
-        engine: "docker",
-        name: dir.file_name().unwrap().to_string_lossy().to_string(),
-        port: std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port(),
-        image: docker_image(),
-        dir,
-    };
+    let run = Run::new("docker", docker_image());
     let docker = sh_block(0);
     let docker_run = docker
         .iter()

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::{Service, exclusive, poll, repo, temp_dir};
+use crate::harness::{Service, exclusive, free_port, poll, repo, temp_dir};
 
 fn script(name: &str) -> PathBuf {
     repo().join("scripts").join(name)
@@ -669,14 +669,6 @@ fn disk_run_detects_the_pod_going_dark_and_sends_replacement_timing_elsewhere() 
     }
     let bad = run("chaos-generator.sh", &["--type", "cpu", "--mb", "2"]);
     assert_eq!(bad.status.code(), Some(2));
-}
-
-/// A free loopback port, for a service restarted on the same address.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// `--type liveness` with a supervisor, as the kubelet is: once /health
