@@ -429,10 +429,19 @@ fn crash_counts_survive_docker_restarts_in_a_real_prometheus() {
             "the Prometheus scraping {every} never saw the first life"
         );
     }
+    // The test's own timing of each recovery: from the crash's answer to the
+    // first 200 of the next life's /ready (which the service also serves
+    // as its first, and times from the marker).
+    let mut seen = Vec::new();
+    let mut crashed: Option<Instant> = None;
     for _ in 0..CRASHES {
         ready();
+        if let Some(c) = crashed {
+            seen.push(c.elapsed().as_secs_f64());
+        }
         std::thread::sleep(Duration::from_secs(2));
         let r = crate::harness::request(addr, "POST", "/crash", &[], "");
+        crashed = Some(Instant::now());
         assert_eq!(r.status, 202);
         let gone = poll(Duration::from_secs(5), Duration::from_millis(10), || {
             crate::harness::try_request(addr, "GET", "/health", &[], "", Duration::from_millis(200))
@@ -442,6 +451,7 @@ fn crash_counts_survive_docker_restarts_in_a_real_prometheus() {
         assert!(gone.is_some(), "the crash did not end the process");
     }
     ready();
+    seen.push(crashed.unwrap().elapsed().as_secs_f64());
     // Both Prometheus servers scrape the last life at least twice.
     std::thread::sleep(Duration::from_secs(12));
 
@@ -507,7 +517,8 @@ fn crash_counts_survive_docker_restarts_in_a_real_prometheus() {
     }
     assert_eq!(markers.len(), CRASHES, "{log}");
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (true_mean, engine_mean) = (mean(&markers), mean(&engine));
+    let (true_mean, engine_mean, seen_mean) = (mean(&markers), mean(&engine), mean(&seen));
+    eprintln!("crash to ready, as the test saw it: {seen:.3?} (mean {seen_mean:.3} s)");
     eprintln!(
         "crash to start-up: markers {markers:.3?} (mean {true_mean:.3} s); engine die to start {engine:.3?} (mean {engine_mean:.3} s)"
     );
@@ -539,8 +550,15 @@ fn crash_counts_survive_docker_restarts_in_a_real_prometheus() {
         let recovered_from_crashes = value(&format!(
             "increase(fault_end_to_recovery_seconds_count{{fault=\"crash\"}}[{range}])"
         ));
+        let mean_recovery = prom
+            .query_at(&sub(&dashboard_query("Mean recovery by fault", "{{fault}}")), at)
+            .unwrap_or_default()
+            .iter()
+            .find(|s| s["metric"]["fault"] == "crash")
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
         eprintln!(
-            "Prometheus scraping {every} ({} samples): {crashes} crashes, {recoveries} recoveries, {recovered_from_crashes} recoveries from a crash, mean crash to start-up {dashboard_mean:.3} s",
+            "Prometheus scraping {every} ({} samples): {crashes} crashes, {recoveries} recoveries, {recovered_from_crashes} recoveries from a crash, mean crash to start-up {dashboard_mean:.3} s, mean recovery from a crash {mean_recovery:.3} s",
             samples.len()
         );
         assert_eq!(
@@ -556,12 +574,16 @@ fn crash_counts_survive_docker_restarts_in_a_real_prometheus() {
             "{every}: the dashboard's mean {dashboard_mean:.3} s, the crash markers' {true_mean:.3} s"
         );
         assert_eq!(recovered_from_crashes, CRASHES as f64, "{every}");
-        // The engine's die-to-start leaves out the marker's last
-        // milliseconds and the new process's own start (exec to serving):
-        // the dashboard's mean is that much longer, never shorter.
-        let beyond = dashboard_mean - engine_mean;
         assert!(
-            (0.0..=0.15).contains(&beyond),
+            (mean_recovery - seen_mean).abs() <= 0.1 * seen_mean,
+            "{every}: the dashboard's mean recovery from a crash {mean_recovery:.3} s, the test saw {seen_mean:.3} s"
+        );
+        // The engine's die-to-start leaves out the marker's last
+        // milliseconds and the new process's own start (exec to serving,
+        // longer on a loaded machine): the dashboard's mean is longer,
+        // never shorter.
+        assert!(
+            dashboard_mean >= engine_mean,
             "{every}: the dashboard's mean {dashboard_mean:.3} s, the engine's die to start {engine_mean:.3} s"
         );
     }

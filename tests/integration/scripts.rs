@@ -176,6 +176,54 @@ fn memory_run_recovers_from_the_release_and_leaves_no_leak() {
     assert_eq!(svc.get("/chaos").json()["active"], 0);
 }
 
+/// TERM while a readiness fault keeps /ready failing: the generator stops
+/// the fault it started, prints the summary and exits 130; the pod is
+/// ready again at once. (Before issue 22 the fault ran on.)
+#[test]
+fn sigterm_during_a_row_stops_the_fault_it_started() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let csv = temp_dir("gen-term").join("results.csv");
+    let url = format!("http://{}", svc.addr);
+    let child = Command::new("bash")
+        .arg(script("chaos-generator.sh"))
+        .args([
+            "--url",
+            &url,
+            "--type",
+            "readiness",
+            "--duration",
+            "120",
+            "--iterations",
+            "3",
+        ])
+        .args(["--out", csv.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let failing = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        (svc.get("/ready").status == 503).then_some(())
+    });
+    assert!(failing.is_some(), "the readiness fault never showed");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child with a valid signal.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(stdout.contains("summary: 0 of 3 iterations finished"), "{stdout}");
+    assert!(
+        stderr.contains("stopped the readiness fault it started: DELETE /fault/readiness answered 200"),
+        "{stderr}"
+    );
+    assert_eq!(svc.get("/chaos").json()["active"], 0);
+    assert_eq!(svc.get("/ready").status, 200);
+}
+
 #[test]
 fn sigint_after_the_first_iteration_keeps_a_valid_file() {
     let _x = exclusive();
