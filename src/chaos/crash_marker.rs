@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::observe::events::unix_ms;
 use crate::observe::state_file::{Identity, Loaded, StateFile};
@@ -55,11 +55,13 @@ pub fn write_marker(
     now: SystemTime,
 ) -> std::io::Result<std::path::PathBuf> {
     let file = marker(state_dir, identity);
-    let mut fields = Map::new();
-    fields.insert("crashed_at_unix_ms".into(), json!(unix_ms(now)));
-    fields.insert("mode".into(), json!(mode));
-    fields.insert("cause".into(), json!(cause));
-    fields.insert("pid".into(), json!(std::process::id()));
+    let fields = format!(
+        "{{\"crashed_at_unix_ms\":{},\"mode\":{},\"cause\":{},\"pid\":{}}}",
+        unix_ms(now),
+        Value::from(mode),
+        Value::from(cause),
+        std::process::id()
+    );
     file.write(&fields, now, true)?;
     Ok(file.path())
 }
@@ -69,36 +71,29 @@ pub fn write_marker(
 /// reported once, not at every start).
 pub fn take_marker(state_dir: &Path, identity: Identity, now: SystemTime) -> Result<Option<Crash>, String> {
     let file = marker(state_dir, identity);
-    let path = file.path();
-    let loaded = file.load(now);
-    if loaded == Loaded::Missing {
-        return Ok(None);
-    }
-    let removed = file.remove();
-    let crash = match loaded {
+    let fields = match file.load(now) {
         Loaded::Missing => return Ok(None),
-        Loaded::Ignored { reason, .. } => {
-            return Err(format!("crash marker {} ignored: it {reason}", path.display()));
-        }
-        Loaded::Found(fields, _) => Crash {
-            crashed_at_unix_ms: fields
-                .get("crashed_at_unix_ms")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| format!("crash marker {} ignored: it has no crashed_at_unix_ms", path.display()))?,
-            mode: fields
-                .get("mode")
-                .and_then(Value::as_str)
-                .unwrap_or("abort")
-                .to_string(),
-            cause: fields.get("cause").and_then(Value::as_str).unwrap_or("").to_string(),
-        },
+        Loaded::Found(fields, _) => Ok(fields),
+        Loaded::Ignored { reason, .. } => Err(reason),
     };
-    if let Err(e) = removed {
-        return Err(format!(
+    let removed = file.remove();
+    let ignored = |why: &str| format!("crash marker {} ignored: it {why}", file.path().display());
+    let fields = fields.map_err(|reason| ignored(&reason))?;
+    let text = |key: &str| fields.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+    let crash = Crash {
+        crashed_at_unix_ms: fields
+            .get("crashed_at_unix_ms")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| ignored("has no crashed_at_unix_ms"))?,
+        mode: text("mode"),
+        cause: text("cause"),
+    };
+    removed.map_err(|e| {
+        format!(
             "crash marker {} read but not removed ({e}); it would be counted again",
-            path.display()
-        ));
-    }
+            file.path().display()
+        )
+    })?;
     Ok(Some(crash))
 }
 

@@ -133,10 +133,8 @@ impl Guard {
             // action frees its slot at its planned end, or, lasting until
             // released, at a time nobody knows) and the cooldown over.
             let retry_at = if full {
-                let mut ends: Vec<Option<Instant>> = state.active.iter().map(|(_, end)| *end).collect();
-                ends.sort_by_key(|end| (end.is_none(), *end));
                 let must_end = state.active.len() + 1 - self.max_concurrent;
-                ends[must_end - 1].map(|end| (end + SLOT_RELEASE).max(cooldown_over))
+                nth_end(&state.active, must_end).map(|end| (end + SLOT_RELEASE).max(cooldown_over))
             } else {
                 Some(cooldown_over)
             };
@@ -182,6 +180,24 @@ const UNKNOWN_END_RETRY: Duration = Duration::from_secs(60);
 /// threads see the deadline, stop, are joined and cleaned up first (well
 /// under a millisecond when idle; this much on a loaded machine).
 const SLOT_RELEASE: Duration = Duration::from_millis(100);
+
+/// When the `n`th of these actions (1 = the first) has ended, by their
+/// planned ends; `None` when fewer than `n` have a planned end. (A few
+/// entries at most: a loop, not a sort, which would weigh on the image.)
+fn nth_end(active: &[(u64, Option<Instant>)], n: usize) -> Option<Instant> {
+    let mut after: Option<Instant> = None;
+    let mut found = 0;
+    while found < n {
+        let next = active
+            .iter()
+            .filter_map(|(_, end)| *end)
+            .filter(|end| after.is_none_or(|a| *end > a))
+            .min()?;
+        found += active.iter().filter(|(_, end)| *end == Some(next)).count();
+        after = Some(next);
+    }
+    after
+}
 
 /// Rounds up to whole seconds, and never says 0 (a client told "retry in 0 s"
 /// would spin).
@@ -309,6 +325,18 @@ mod tests {
                 .try_acquire(t0 + Duration::from_secs(60), Some(Duration::ZERO))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_nth_end_counts_ties_and_skips_unknown_ends() {
+        let t0 = Instant::now();
+        let at = |s: u64| Some(t0 + Duration::from_secs(s));
+        let active = [(1, at(5)), (2, None), (3, at(2)), (4, at(2)), (5, at(9))];
+        assert_eq!(nth_end(&active, 1), at(2));
+        assert_eq!(nth_end(&active, 2), at(2), "two end at 2 s");
+        assert_eq!(nth_end(&active, 3), at(5));
+        assert_eq!(nth_end(&active, 4), at(9));
+        assert_eq!(nth_end(&active, 5), None, "one has no end");
     }
 
     #[test]

@@ -13,19 +13,19 @@
 //!
 //! The file also holds the current life: which faults run, rewritten every
 //! [`HEARTBEAT_WITH_FAULT`] while one does (every [`HEARTBEAT_IDLE`]
-//! otherwise, so the file's age says the process lives), and how the life
-//! ended. The next start learns from it when a fault ended with the
+//! otherwise, so the file's age says the process lives), and when a stop
+//! ended it (the faults running when the stop began end with it). The next start learns from it when a fault ended with the
 //! process: a liveness fault when the kubelet stopped it (the stop's time),
 //! a leak when the OOM killer ended it (no stop was written: the last
 //! heartbeat, plus half its period).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::observe::events::unix_ms;
 use crate::observe::healing::FaultEnd;
@@ -136,26 +136,13 @@ impl Counts {
         self.buckets.iter().sum()
     }
 
-    fn to_json(&self, bounds: &[f64]) -> Value {
-        json!({"bounds": bounds, "buckets": self.buckets, "sum": self.sum})
-    }
-
-    /// The counts in `v`, if they are counts of a histogram with `bounds`.
-    fn from_json(v: &Value, bounds: &[f64]) -> Result<Counts, String> {
-        let saved: Option<Vec<f64>> = v["bounds"]
-            .as_array()
-            .and_then(|a| a.iter().map(Value::as_f64).collect());
-        if saved.as_deref() != Some(bounds) {
-            return Err(format!("its buckets {} are not this binary's", v["bounds"]));
-        }
-        let buckets: Option<Vec<u64>> = v["buckets"]
-            .as_array()
-            .and_then(|a| a.iter().map(Value::as_u64).collect());
-        let sum = v["sum"].as_f64().filter(|s| s.is_finite() && *s >= 0.0);
-        match (buckets, sum) {
-            (Some(buckets), Some(sum)) if buckets.len() == bounds.len() + 1 => Ok(Counts { buckets, sum }),
-            _ => Err(format!("its counts are not valid: {v}")),
-        }
+    /// The counts saved as `[sum, count, count, ...]`, if there are `n`
+    /// counts and a sum that can be one.
+    fn from_json(v: &Value, n: usize) -> Option<Counts> {
+        let (sum, counts) = v.as_array()?.split_first()?;
+        let sum = sum.as_f64().filter(|s| s.is_finite() && *s >= 0.0)?;
+        let buckets: Vec<u64> = counts.iter().map(Value::as_u64).collect::<Option<_>>()?;
+        (buckets.len() == n).then_some(Counts { buckets, sum })
     }
 
     fn proto(&self, bounds: &[f64]) -> proto::Histogram {
@@ -184,8 +171,9 @@ impl Counts {
 struct Figures {
     recoveries: u64,
     /// Per family of [`HISTOGRAMS`]: each series, by label value ("" for
-    /// a family without a label).
-    histograms: Vec<BTreeMap<&'static str, Counts>>,
+    /// a family without a label). A few series each: a list, not a map
+    /// (every map type is code the image carries).
+    histograms: Vec<Vec<(&'static str, Counts)>>,
 }
 
 /// The current life, as the file records it.
@@ -193,15 +181,16 @@ struct Figures {
 struct Life {
     started_at: SystemTime,
     /// Running faults, by label, and how many of each.
-    faults: BTreeMap<&'static str, usize>,
-    /// The faults that ran when the stop began (SIGTERM): they end with it.
-    stopping_with: Option<Vec<&'static str>>,
+    faults: Vec<(&'static str, usize)>,
+    /// The stop began (SIGTERM): the faults running then end with the
+    /// process, so they stay listed as its faults.
+    stopping: bool,
     stopped_at: Option<SystemTime>,
 }
 
 impl Life {
     fn running(&self) -> Vec<&'static str> {
-        self.faults.iter().filter(|(_, n)| **n > 0).map(|(k, _)| *k).collect()
+        self.faults.iter().filter(|(_, n)| *n > 0).map(|(k, _)| *k).collect()
     }
 }
 
@@ -241,9 +230,9 @@ impl Kept {
                 label.iter().map(|l| l.to_string()).collect(),
                 HashMap::new(),
             )?);
-            let series: BTreeMap<&'static str, Counts> = match label {
+            let series: Vec<(&'static str, Counts)> = match label {
                 Some(_) => fault_labels.iter().map(|l| (*l, Counts::new(bounds))).collect(),
-                None => BTreeMap::from([("", Counts::new(bounds))]),
+                None => vec![("", Counts::new(bounds))],
             };
             histograms.push(series);
         }
@@ -255,8 +244,8 @@ impl Kept {
                 },
                 life: Life {
                     started_at: SystemTime::now(),
-                    faults: BTreeMap::new(),
-                    stopping_with: None,
+                    faults: Vec::new(),
+                    stopping: false,
                     stopped_at: None,
                 },
                 file: None,
@@ -303,7 +292,7 @@ impl Kept {
                         "healing figures restored from {}: {} recoveries, {} crashes to start-up",
                         path.display(),
                         state.figures.recoveries,
-                        state.figures.histograms[CRASH_TO_STARTUP][""].count()
+                        state.figures.histograms[CRASH_TO_STARTUP][0].1.count()
                     );
                 }
             }
@@ -323,14 +312,21 @@ impl Kept {
             None => log::warn!("{}: {RECOVERIES} missing or not a count: from zero", path.display()),
         }
         for (i, (name, _, bounds, _)) in HISTOGRAMS.iter().enumerate() {
+            let family = &saved["histograms"][name];
+            let saved_bounds: Option<Vec<f64>> = family["bounds"]
+                .as_array()
+                .and_then(|a| a.iter().map(Value::as_f64).collect());
+            if saved_bounds.as_deref() != Some(*bounds) {
+                log::warn!(
+                    "{}: {name} from zero: its buckets are not this binary's",
+                    path.display()
+                );
+                continue;
+            }
             for (label, counts) in figures.histograms[i].iter_mut() {
-                let v = &saved["histograms"][name][*label];
-                if v.is_null() {
-                    continue;
-                }
-                match Counts::from_json(v, bounds) {
-                    Ok(c) => *counts = c,
-                    Err(e) => log::warn!("{}: {name}{{{label}}} from zero: {e}", path.display()),
+                match Counts::from_json(&family[*label], bounds.len() + 1) {
+                    Some(c) => *counts = c,
+                    None => log::warn!("{}: {name}{{{label}}} from zero: no valid counts", path.display()),
                 }
             }
         }
@@ -348,13 +344,10 @@ impl Kept {
                 .filter_map(|s| self.fault_labels.iter().find(|l| **l == s).copied())
                 .collect()
         };
-        let (faults, died_at, how) = match life["stopped_at_unix_ms"].as_u64() {
-            Some(ms) => (
-                labels("stopping_with"),
-                SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
-                "stopped",
-            ),
-            None => (labels("faults"), written + HEARTBEAT_WITH_FAULT / 2, "killed"),
+        let faults = labels("faults");
+        let (died_at, how) = match life["stopped_at_unix_ms"].as_u64() {
+            Some(ms) => (SystemTime::UNIX_EPOCH + Duration::from_millis(ms), "stopped"),
+            None => (written + HEARTBEAT_WITH_FAULT / 2, "killed"),
         };
         let fault = faults
             .iter()
@@ -365,6 +358,7 @@ impl Kept {
     }
 
     /// Applies `changes` and keeps them, in one write.
+    #[inline(never)]
     pub fn record(&self, changes: &[Healed]) {
         let mut state = self.lock();
         let figures = &mut state.figures;
@@ -382,26 +376,36 @@ impl Kept {
                 Healed::CrashToStartup(d) => (CRASH_TO_STARTUP, "", d),
                 Healed::FaultEnd(end) => (FAULT_END, end.fault, end.after),
             };
-            match figures.histograms[family].get_mut(label) {
-                Some(counts) => counts.observe(HISTOGRAMS[family].2, secs.as_secs_f64()),
+            match figures.histograms[family].iter_mut().find(|(l, _)| *l == label) {
+                Some((_, counts)) => counts.observe(HISTOGRAMS[family].2, secs.as_secs_f64()),
                 None => log::error!("{} has no series {label:?}", HISTOGRAMS[family].0),
             }
         }
         self.write(&mut state);
     }
 
-    /// A fault of this label started.
+    /// A fault of this label started. (Not inlined, nor is `fault_ended`:
+    /// the registry's start is generic over each fault's launch, and LTO
+    /// would copy them into every one; the image has a size goal.)
+    #[inline(never)]
     pub fn fault_started(&self, fault: &'static str) {
         let mut state = self.lock();
-        *state.life.faults.entry(fault).or_default() += 1;
+        match state.life.faults.iter_mut().find(|(f, _)| *f == fault) {
+            Some((_, n)) => *n += 1,
+            None => state.life.faults.push((fault, 1)),
+        }
         self.write(&mut state);
         self.wake.notify_all();
     }
 
     /// A fault of this label ended.
+    #[inline(never)]
     pub fn fault_ended(&self, fault: &'static str) {
         let mut state = self.lock();
-        if let Some(n) = state.life.faults.get_mut(fault) {
+        if state.life.stopping {
+            return;
+        }
+        if let Some((_, n)) = state.life.faults.iter_mut().find(|(f, _)| *f == fault) {
             *n = n.saturating_sub(1);
         }
         self.write(&mut state);
@@ -409,17 +413,13 @@ impl Kept {
 
     /// The stop began (SIGTERM): the faults running now end with it.
     pub fn stopping(&self) {
-        let mut state = self.lock();
-        state.life.stopping_with = Some(state.life.running());
-        self.write(&mut state);
+        self.lock().life.stopping = true;
     }
 
     /// The process is about to exit: the stop's time, and no more heartbeats.
     pub fn stopped(&self) {
         let mut state = self.lock();
-        if state.life.stopping_with.is_none() {
-            state.life.stopping_with = Some(state.life.running());
-        }
+        state.life.stopping = true;
         state.life.stopped_at = Some(SystemTime::now());
         self.write(&mut state);
         self.wake.notify_all();
@@ -454,34 +454,12 @@ impl Kept {
     }
 
     /// Writes everything to the file, if there is one. A failure is logged
-    /// once; the figures go on in memory.
+    /// once; the figures go on in memory. Not inlined: every fault's start
+    /// and end, and /ready's flips, call it.
+    #[inline(never)]
     fn write(&self, state: &mut State) {
         let Some(file) = &state.file else { return };
-        let figures = &state.figures;
-        let mut histograms = Map::new();
-        for (i, (name, _, bounds, _)) in HISTOGRAMS.iter().enumerate() {
-            let series: Map<String, Value> = figures.histograms[i]
-                .iter()
-                .map(|(label, counts)| (label.to_string(), counts.to_json(bounds)))
-                .collect();
-            histograms.insert(name.to_string(), Value::Object(series));
-        }
-        let life = &state.life;
-        let mut fields = Map::new();
-        fields.insert(
-            "figures".into(),
-            json!({RECOVERIES: figures.recoveries, "histograms": histograms}),
-        );
-        fields.insert(
-            "life".into(),
-            json!({
-                "pid": std::process::id(),
-                "started_at_unix_ms": unix_ms(life.started_at),
-                "faults": life.running(),
-                "stopping_with": life.stopping_with,
-                "stopped_at_unix_ms": life.stopped_at.map(unix_ms),
-            }),
-        );
+        let fields = fields_text(&state.figures, &state.life);
         match file.write(&fields, SystemTime::now(), false) {
             Ok(()) => state.write_failed = false,
             Err(e) if !state.write_failed => {
@@ -498,9 +476,63 @@ impl Kept {
     pub fn sample(&self, family: &str, label: &str) -> (u64, f64) {
         let state = self.lock();
         let i = HISTOGRAMS.iter().position(|h| h.0 == family).expect("a kept histogram");
-        let counts = &state.figures.histograms[i][label];
+        let counts = &state.figures.histograms[i]
+            .iter()
+            .find(|(l, _)| *l == label)
+            .expect("a series")
+            .1;
         (counts.count(), counts.sum)
     }
+}
+
+/// The state file's fields: `figures` (the counter; per histogram its
+/// bounds, and per series `[sum, count per bucket ...]`, +Inf last) and
+/// `life`. Written as text: every name and label is one of this binary's
+/// (no escaping needed), and numbers print as JSON numbers.
+fn fields_text(figures: &Figures, life: &Life) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(4096);
+    let _ = write!(
+        out,
+        "{{\"figures\":{{\"{RECOVERIES}\":{},\"histograms\":{{",
+        figures.recoveries
+    );
+    for (i, (name, _, bounds, _)) in HISTOGRAMS.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}\"{name}\":{{\"bounds\":{bounds:?}",
+            if i > 0 { "," } else { "" }
+        );
+        for (label, counts) in &figures.histograms[i] {
+            let _ = write!(out, ",\"{label}\":[{:?}", counts.sum);
+            for n in &counts.buckets {
+                let _ = write!(out, ",{n}");
+            }
+            out.push(']');
+        }
+        out.push('}');
+    }
+    let _ = write!(
+        out,
+        "}}}},\"life\":{{\"pid\":{},\"started_at_unix_ms\":{},\"faults\":{},\"stopped_at_unix_ms\":{}}}}}",
+        std::process::id(),
+        unix_ms(life.started_at),
+        labels_text(&life.running()),
+        life.stopped_at.map_or("null".to_string(), |t| unix_ms(t).to_string()),
+    );
+    out
+}
+
+/// `["cpu","memory"]`.
+fn labels_text(labels: &[&str]) -> String {
+    let mut out = String::from("[");
+    for (i, l) in labels.iter().enumerate() {
+        out.push_str(if i > 0 { ",\"" } else { "\"" });
+        out.push_str(l);
+        out.push('"');
+    }
+    out.push(']');
+    out
 }
 
 /// The Prometheus side of [`Kept`]: its families, read under its lock.
