@@ -301,6 +301,7 @@ fn shut_down(
     let now = Instant::now();
     app.events.write_suppressed_summaries(now, true);
     observe::events::write_log_summaries(now, true);
+    app.record_stop();
     app.finish_shutdown(signal, &report);
     log::info!("stopped");
     ExitCode::SUCCESS

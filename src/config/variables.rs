@@ -175,7 +175,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "STATE_DIR",
         unset: Unset::Default("/tmp/chaos-backend"),
         accepts: Accepts::NonEmpty("a directory path"),
-        meaning: "where the crash marker lives (an emptyDir in Kubernetes); created if missing",
+        meaning: "where the crash marker and the healing figures live across restarts (an emptyDir in Kubernetes); created if missing",
     },
     Variable {
         name: "LATENCY_WINDOW_SECONDS",

@@ -76,13 +76,14 @@ pub fn crash(app: &App, raw_query: &str) -> Reply {
 /// The crash, to run once the 202 is written; a panic is raised on the main
 /// thread, through `main`'s channel.
 fn crash_after_reply(app: &App, mode: CrashMode) -> AfterReply {
-    let (state_dir, events, to_main) = (
+    let (state_dir, identity, events, to_main) = (
         app.config.state_dir.clone(),
+        app.identity.clone(),
         Arc::clone(&app.events),
         app.to_main.clone(),
     );
     AfterReply::new(move || {
-        crash::crash_now(&state_dir, mode, "POST /crash", &events, |cause| {
+        crash::crash_now(&state_dir, identity, mode, "POST /crash", &events, |cause| {
             let _ = to_main.send(Control::Panic(cause));
         })
     })

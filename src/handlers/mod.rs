@@ -104,7 +104,7 @@ fn start_fault(
         Err(StartError::Rejected(rejected)) => {
             let guard = app.registry.guard();
             let mut message = rejected.message(guard.max_concurrent(), guard.cooldown());
-            if rejected.reason == RejectReason::Concurrency {
+            if matches!(rejected.reason, RejectReason::Concurrency { .. }) {
                 let running: Vec<&str> = app.registry.list().iter().map(|l| l.kind.label()).collect();
                 message.push_str(&format!(" (running: {}", running.join(", ")));
                 if running.contains(&"memory") {

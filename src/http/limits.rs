@@ -76,11 +76,12 @@ pub struct Cap {
 }
 
 /// Threads the service may run besides connection threads: main, signals,
-/// accept, watchdog, accept-watch, the workers, and per concurrent chaos
+/// accept, watchdog, accept-watch, the healing heartbeat, the workers, and
+/// per concurrent chaos
 /// action a CPU load (a controller and a spin thread per CPU), a memory
 /// ramp and a hold thread; plus a timer per fault kind.
 pub fn other_threads(workers: usize, max_concurrent_chaos: usize, cpus: usize) -> u64 {
-    const FIXED: u64 = 5;
+    const FIXED: u64 = 6;
     const FAULT_TIMERS: u64 = 5;
     let per_action = 1 + cpus as u64 + 2;
     FIXED + workers as u64 + max_concurrent_chaos as u64 * per_action + FAULT_TIMERS
@@ -178,12 +179,12 @@ mod tests {
             other_tasks: 1,
         };
         let other = other_threads(4, 1, 2);
-        assert_eq!(other, 5 + 4 + 5 + 5);
+        assert_eq!(other, 6 + 4 + 5 + 5);
         let c = cap(&s, &b, other);
         assert_eq!(c.by_fds, Some(192));
-        assert_eq!(c.by_threads, Some(64 - 19 - 1 - 8));
+        assert_eq!(c.by_threads, Some(64 - 20 - 1 - 8));
         assert_eq!(c.by_memory, Some((192u64 << 20) / 2 / CONNECTION_COST_BYTES));
-        assert_eq!(c.chosen, 36);
+        assert_eq!(c.chosen, 35);
         assert!(!c.configured);
         let unbounded = cap(&s, &Bounds::default(), other);
         assert_eq!(unbounded.chosen, UNLIMITED_CAP as usize);

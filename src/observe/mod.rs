@@ -5,8 +5,10 @@
 pub mod connection_metrics;
 pub mod events;
 pub mod healing;
+pub mod kept;
 pub mod latency;
 pub mod metrics;
 pub mod readiness;
 pub mod registering;
+pub mod state_file;
 pub mod throttle;

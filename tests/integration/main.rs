@@ -20,6 +20,7 @@ mod guardrails;
 mod hardening;
 mod harness;
 mod heads;
+mod healing;
 mod image;
 mod lifecycle;
 mod manifests;
