@@ -62,6 +62,12 @@ struct Served {
     unclaimed_recovery: Option<Instant>,
 }
 
+/// How much earlier than a fault's recorded end the 200 it allowed may be
+/// served and still be charged to it (as 0 s): far more than the skew
+/// between a fault's own clock and its recorded end (milliseconds), far
+/// less than the time between two faults a client can start.
+const END_SKEW: Duration = Duration::from_millis(250);
+
 /// The served-state machine behind the detection and recovery timers.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -87,10 +93,17 @@ impl Tracker {
     /// recovery from its end. If a 200 was already served after `at` with
     /// nothing charged to it (the end was told late), that one closes it
     /// now, and the recovery is returned.
+    ///
+    /// A 200 up to [`END_SKEW`] *before* `at` closes it too, as a recovery
+    /// of 0 s: the cause was gone a moment before the end was recorded (a
+    /// CPU load's threads stop on their own clock, a leak's pages are
+    /// unmapped before its clean-up returns), and /ready was served in
+    /// between. Without it that recovery was dropped (the next 200 finds
+    /// nothing degraded), one time in a few.
     pub fn fault_ended(&self, fault: &'static str, at: Instant) -> Option<FaultEnd> {
         let mut s = self.lock();
         if s.last_served_ready == Some(true)
-            && let Some(recovered) = s.unclaimed_recovery.filter(|r| *r >= at)
+            && let Some(recovered) = s.unclaimed_recovery.filter(|r| *r + END_SKEW >= at)
         {
             s.unclaimed_recovery = None;
             return Some(FaultEnd {
@@ -276,6 +289,29 @@ mod tests {
             })
         );
         assert_eq!(t.fault_ended("cpu", t0 + Duration::from_secs(1)), None, "charged once");
+    }
+
+    #[test]
+    fn a_200_a_moment_before_the_end_is_recorded_is_a_recovery_of_0_s() {
+        let t = Tracker::default();
+        let t0 = Instant::now();
+        t.served(t0, &[Reason::CpuStress], true);
+        let flip = t.served(t0 + Duration::from_millis(995), &[], true);
+        assert!(
+            matches!(flip, Transition::Recovered { fault_end: None, .. }),
+            "{flip:?}"
+        );
+        assert_eq!(
+            t.fault_ended("cpu", t0 + Duration::from_secs(1)),
+            Some(FaultEnd {
+                fault: "cpu",
+                after: Duration::ZERO
+            })
+        );
+        // A recovery well before an end is not that end's.
+        t.served(t0 + Duration::from_secs(2), &[Reason::CpuStress], true);
+        t.served(t0 + Duration::from_secs(3), &[], true);
+        assert_eq!(t.fault_ended("cpu", t0 + Duration::from_secs(4)), None);
     }
 
     #[test]
