@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::lock;
 use super::timer::Timer;
-use super::writer::FIRST_RETRY;
+use super::writer::{Budget, Output, FIRST_RETRY};
 use crate::connection::Connection;
 
 /// What a connection is doing.
@@ -32,6 +32,9 @@ pub(crate) enum Phase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Expiry {
     Evicted,
+    /// Closed to bring the answers waiting to be written back within the
+    /// server's budget: its writes had made no progress for longest.
+    Shed,
     IdleTimeout,
     HeadTimeout,
     WriteTimeout,
@@ -55,8 +58,11 @@ pub(super) struct State {
     pub(super) since: Instant,
     /// Answer writers alive (0 or 1 but for tiny_http's own error answers).
     pub(super) writers: usize,
-    /// Bytes of answers not written yet, in order.
-    pub(super) out: Vec<u8>,
+    /// A worker has taken the request (`Server::recv`): until then it waits
+    /// in the queue, and the connection may be evicted at the cap.
+    pub(super) taken: bool,
+    /// Answers not written yet, in order.
+    pub(super) out: Output,
     /// A thread (a worker or the timer's) holds bytes taken from `out` and
     /// is writing them.
     pub(super) flushing: bool,
@@ -75,12 +81,13 @@ pub(super) struct State {
 }
 
 impl State {
-    fn new(now: Instant) -> State {
+    fn new(now: Instant, budget: &Arc<Budget>) -> State {
         State {
             phase: Phase::Idle,
             since: now,
             writers: 0,
-            out: Vec::new(),
+            taken: false,
+            out: Output::new(budget),
             flushing: false,
             progress: now,
             done_at: now,
@@ -122,23 +129,32 @@ pub(crate) struct Conn {
     pub(super) body_read: AtomicU64,
     drain_limit: u64,
     pub(super) timer: Arc<Timer>,
+    /// The server's budget of rendered answers not yet written.
+    pub(super) budget: Arc<Budget>,
     /// Ends the current hold early once set (`Request::respond_held`): the
     /// timer looks at it on every tick.
     release: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl Conn {
-    pub(super) fn new(id: u64, stream: Connection, drain_limit: u64, timer: Arc<Timer>) -> Conn {
+    pub(super) fn new(
+        id: u64,
+        stream: Connection,
+        drain_limit: u64,
+        timer: Arc<Timer>,
+        budget: Arc<Budget>,
+    ) -> Conn {
         Conn {
             id,
             stream,
-            state: Mutex::new(State::new(Instant::now())),
+            state: Mutex::new(State::new(Instant::now(), &budget)),
             cond: Condvar::new(),
             nonblocking: Mutex::new(()),
             windows_closed: AtomicU64::new(0),
             body_read: AtomicU64::new(0),
             drain_limit,
             timer,
+            budget,
             release: Mutex::new(None),
         }
     }
@@ -186,6 +202,7 @@ impl Conn {
     pub(crate) fn start_request(&self, body: BodyPlan) {
         let mut s = self.state();
         s.body = body;
+        s.taken = false;
         s.close_after = false;
         s.hold_until = None;
         *self.release() = None;
@@ -195,9 +212,19 @@ impl Conn {
         self.state().expired
     }
 
+    /// A worker takes the request waiting in the queue; false if the
+    /// connection was closed meanwhile (evicted at the cap), when its
+    /// request is not worth answering.
+    pub(crate) fn take(&self) -> bool {
+        let mut s = self.state();
+        s.taken = true;
+        s.writable()
+    }
+
     /// Closes the connection from another thread: wakes its blocked read
-    /// or write. A head that times out gets its read side shut only, so
-    /// that its thread can still answer 408.
+    /// or write, and drops the answers waiting to be written. A head that
+    /// times out gets its read side shut only, so that its thread can still
+    /// answer 408.
     pub(crate) fn expire(&self, why: Expiry) {
         {
             let mut s = self.state();
@@ -207,6 +234,10 @@ impl Conn {
                 return;
             }
             s.expired = Some(why);
+            if !s.writable() {
+                // Nothing more will be written: free what waits at once.
+                s.out.clear();
+            }
         }
         let how = if why == Expiry::HeadTimeout {
             Shutdown::Read

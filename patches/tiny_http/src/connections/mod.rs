@@ -56,6 +56,7 @@
 //! `Conn::window`, `Timer::queue`, `Conn::release`).
 
 mod conn;
+mod pool;
 mod stats;
 mod stream;
 mod table;
@@ -64,6 +65,7 @@ mod watchdog;
 mod writer;
 
 pub(crate) use self::conn::{BodyPlan, Conn, Phase};
+pub(crate) use self::pool::{Pool, PoolLimits};
 pub use self::stats::ConnectionStats;
 pub(crate) use self::stream::{CountingReader, SharedStream};
 pub(crate) use self::table::Table;
