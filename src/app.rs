@@ -41,7 +41,8 @@ pub enum Control {
 
 pub struct App {
     pub config: Config,
-    pub metrics: Metrics,
+    /// Shared with the threads that answer later (a leak made at once).
+    pub metrics: Arc<Metrics>,
     /// Every running fault: the guardrails, GET /chaos, stop and DELETE.
     pub registry: Arc<Registry>,
     pub tracker: Tracker,
@@ -110,7 +111,7 @@ impl App {
         }
         Ok(App {
             access,
-            metrics,
+            metrics: Arc::new(metrics),
             registry: Registry::new(Guard::new(config.max_concurrent_chaos, config.chaos_cooldown)),
             tracker: Tracker::default(),
             latency: LatencyWindow::new(started, config.latency_window, config.max_latency),
@@ -129,8 +130,9 @@ impl App {
     }
 
     /// Start-up bookkeeping: the crash marker of a previous run, the recovery
-    /// counter, and the POD_STARTED event. `listen` is the bound address.
-    pub fn record_start(&self, listen: &str) {
+    /// counter, and the POD_STARTED event. `listen` is the bound address,
+    /// `probe_listen` the probe listener's (None: `PROBE_PORT=off`).
+    pub fn record_start(&self, listen: &str, probe_listen: Option<&str>) {
         self.metrics.pod_recovery_count_total.inc();
         let crash = if self.state_dir_ok {
             match crash_marker::take_marker(&self.config.state_dir) {
@@ -153,6 +155,7 @@ impl App {
             Event::PodStarted,
             json!({
                 "listen": listen,
+                "probe_listen": probe_listen,
                 "pod": self.pod,
                 "version": env!("CARGO_PKG_VERSION"),
                 "workers": self.config.workers,

@@ -62,7 +62,7 @@ use observe::events::Events;
 
 const USAGE: &str = "\
 usage: chaos-backend               serve (configured by the environment variables below)
-       chaos-backend healthcheck   exit 0 if GET /health on the local PORT answers 200, else 1
+       chaos-backend healthcheck   exit 0 if GET /health on the local PROBE_PORT (else PORT) answers 200, else 1
        chaos-backend observe --url URL [options]   what users of URL see: GET at a fixed rate, JSON Lines (observe --help)
        chaos-backend --version
        chaos-backend --help";
@@ -74,6 +74,11 @@ fn main() -> ExitCode {
     let started = Instant::now();
     // Before any thread exists, so that every thread inherits the mask.
     os::signals::block_termination_signals();
+    // Before any thread exists too: under RLIMIT_AS, glibc's arenas would
+    // take the address space that connection threads' stacks need.
+    if let Some(arenas) = http::limits::arenas_under(os::sys::address_space_limit()) {
+        os::sys::limit_malloc_arenas(arenas);
+    }
     observe::events::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Arguments first: --help and --version answer whatever the environment
@@ -133,13 +138,23 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let signals = tx.clone();
     os::signals::spawn_waiter(move |name| signals.send(Control::Signal(name)).is_ok())
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    // The probe listener first, so that the main port's cap knows its fds.
+    let probes = config
+        .probe_port
+        .map(|port| http::probe_listener::bind(SocketAddr::new(config.bind_address, port)))
+        .transpose()?;
+    let probe_listen = probes.as_ref().and_then(|l| l.local_addr().ok());
     let Listening {
         server,
         accept_thread,
         listen,
     } = http::server::listen(
         SocketAddr::new(config.bind_address, config.port),
-        http::limits::server_options(&config, chaos::cpu::CpuBudget::detect().saturating_threads()),
+        http::limits::server_options(
+            &config,
+            chaos::cpu::CpuBudget::detect().saturating_threads(),
+            probes.as_ref().map_or(0, |_| http::probe_listener::fds()),
+        ),
     )?;
     let workers = config.workers;
     log::debug!("bound after {:?}", started.elapsed());
@@ -156,12 +171,22 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     http::server::watch_accept_thread(accept_thread, tx.clone())
         .map_err(|e| format!("cannot start the accept watch: {e}"))?;
     log::debug!("app ready after {:?}", started.elapsed());
+    if let Some(listener) = probes {
+        http::probe_listener::spawn(listener, Arc::clone(&app))
+            .map_err(|e| format!("cannot start the probe listener: {e}"))?;
+    }
     let server = Arc::new(server);
     app.metrics.connections.watch(Arc::clone(&server));
     let pool =
         Pool::start(server, Arc::clone(&app), workers, tx).map_err(|e| format!("cannot start worker threads: {e}"))?;
-    log::info!("listening on http://{listen} with {workers} workers");
-    app.record_start(&listen);
+    let probe_listen = probe_listen.map(|a| a.to_string());
+    match &probe_listen {
+        Some(probes) => log::info!(
+            "listening on http://{listen} with {workers} workers; probes (GET /health, /ready) on http://{probes}, served first"
+        ),
+        None => log::info!("listening on http://{listen} with {workers} workers; no probe port (PROBE_PORT=off)"),
+    }
+    app.record_start(&listen, probe_listen.as_deref());
 
     match wait_trimming_the_heap(&rx) {
         Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &rx, name)),

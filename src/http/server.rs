@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::app::{App, Control};
 use crate::http::reply::Reply;
@@ -136,7 +136,7 @@ pub fn watch_accept_thread(accept: tiny_http::AcceptThread, control: Sender<Cont
 }
 
 /// Serves one request from start to finish.
-fn handle(rq: tiny_http::Request, app: &App) {
+fn handle(rq: tiny_http::Request, app: &Arc<App>) {
     let started = Instant::now();
     let method = Method::from_tiny(rq.method());
     let target = rq.url().to_string();
@@ -155,6 +155,41 @@ fn handle(rq: tiny_http::Request, app: &App) {
         return;
     }
     let mut reply = run_guarded(|| routes::dispatch(&line, app, started));
+    let Some(later) = reply.later.take() else {
+        answer(rq, reply, app, started, method, route);
+        return;
+    };
+    // The answer comes later (a leak being made): a thread of its own waits
+    // for it, so that this worker serves the next request now. Should no
+    // thread be had, the worker waits, as it did before.
+    let waiting = Arc::new(std::sync::Mutex::new(Some((rq, later))));
+    let handed = Arc::clone(&waiting);
+    let owner = Arc::clone(app);
+    let spawned = thread::Builder::new().name("answer-later".into()).spawn(move || {
+        let taken = handed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some((rq, later)) = taken {
+            let reply = run_guarded(|| later.wait());
+            answer(rq, reply, &owner, started, method, route);
+        }
+    });
+    if spawned.is_err() {
+        let taken = waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some((rq, later)) = taken {
+            answer(rq, run_guarded(|| later.wait()), app, started, method, route);
+        }
+    }
+}
+
+/// Counts `reply` and sends it, then runs the work it carries. `started`:
+/// when a worker took the request.
+fn answer(
+    rq: tiny_http::Request,
+    mut reply: Reply,
+    app: &App,
+    started: Instant,
+    method: Method,
+    route: Option<&'static Route>,
+) {
     let after = reply.after.take();
     let hold = reply.hold.take().unwrap_or_default();
     let released_by = reply.released_by.take();
@@ -165,32 +200,44 @@ fn handle(rq: tiny_http::Request, app: &App) {
     let ended = Instant::now();
     // A held answer is as slow as the client will see it.
     let elapsed = ended - started + hold;
-    let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
-    let m = &app.metrics;
-    m.http_requests_total
-        .with_label_values(&[method.label(), endpoint, &reply.status.to_string()])
-        .inc();
-    m.http_request_duration_seconds
-        .with_label_values(&[endpoint])
-        .observe(elapsed.as_secs_f64());
+    record(app, method, route, reply.status, elapsed);
     if route.is_some_and(Route::feeds_readiness) {
         app.latency.record(ended, elapsed);
     }
     // The patched tiny_http never blocks a worker on the client: the answer
     // is written without blocking, the rest (and a held answer, after its
     // hold) by the connection's own thread, which also drains an unread
-    // body, bounded, or closes the connection.
-    let response = reply.into_response();
-    if let Err(e) = rq.respond_held(response, hold, released_by) {
+    // body, bounded, or closes the connection. A shared body is queued as
+    // it is, not copied.
+    let path = rq.url().to_string();
+    let (response, shared) = reply.into_response();
+    let sent = match shared {
+        Some(body) => rq.respond_shared(response, body, hold, released_by),
+        None => rq.respond_held(response, hold, released_by),
+    };
+    if let Err(e) = sent {
         log::debug!(
             "response to {} {} not delivered: {e}",
             method.label(),
-            crate::http::reply::shown(line.path)
+            crate::http::reply::shown(&path)
         );
     }
     if let Some(after) = after {
         after.run();
     }
+}
+
+/// Counts one answer (`http_requests_total`, and its time in
+/// `http_request_duration_seconds`), on either port.
+pub fn record(app: &App, method: Method, route: Option<&'static Route>, status: u16, elapsed: Duration) {
+    let endpoint = route.map_or(Route::UNMATCHED_LABEL, Route::label);
+    let m = &app.metrics;
+    m.http_requests_total
+        .with_label_values(&[method.label(), endpoint, &status.to_string()])
+        .inc();
+    m.http_request_duration_seconds
+        .with_label_values(&[endpoint])
+        .observe(elapsed.as_secs_f64());
 }
 
 /// Answers 413 to a request that announces a body larger than any the
@@ -215,7 +262,7 @@ fn refuse_huge_body(rq: tiny_http::Request, app: &App, method: Method, route: Op
             "error": format!("request body of {length} bytes is larger than {MAX_DRAINABLE_BODY}; no endpoint reads a body"),
         }),
     );
-    let _ = rq.respond(reply.into_response());
+    let _ = rq.respond(reply.into_response().0);
 }
 
 /// The largest request body a handler is run for. Larger ones are refused

@@ -27,6 +27,7 @@ mod matrix;
 mod observability;
 mod observer;
 mod openapi;
+mod probes;
 mod promtool;
 mod registry;
 mod scripts;

@@ -324,6 +324,22 @@ fn run_like_the_deployment_in(
     extra: &[(&str, &str)],
     state: &Path,
 ) -> (Container, Vec<(String, String)>) {
+    run_like_the_deployment_with(docs, extra, state, &[])
+}
+
+/// The image as the kubelet runs the Deployment's container (limits,
+/// security settings, env with `extra` overriding), with `podman_args`
+/// added (a `--pids-limit`).
+pub fn deployed_container(extra: &[(&str, &str)], podman_args: &[&str]) -> Container {
+    run_like_the_deployment_with(&documents(), extra, &temp_dir("emptydir"), podman_args).0
+}
+
+fn run_like_the_deployment_with(
+    docs: &[Value],
+    extra: &[(&str, &str)],
+    state: &Path,
+    podman_args: &[&str],
+) -> (Container, Vec<(String, String)>) {
     let (c, env) = container(docs);
     let limits = &c["resources"]["limits"];
     let cpus = format!("{:.3}", millicores(limits["cpu"].as_str().unwrap()) as f64 / 1000.0);
@@ -366,6 +382,11 @@ fn run_like_the_deployment_in(
         args.push("-e".into());
         args.push(format!("{name}={value}"));
     }
+    for (name, value) in extra.iter().filter(|(n, _)| !env.iter().any(|(e, _)| e == n)) {
+        args.push("-e".into());
+        args.push(format!("{name}={value}"));
+    }
+    args.extend(podman_args.iter().map(|a| a.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     (Container::run(&refs), env)
 }
