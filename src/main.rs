@@ -74,11 +74,15 @@ fn main() -> ExitCode {
     let started = Instant::now();
     // Before any thread exists, so that every thread inherits the mask.
     os::signals::block_termination_signals();
-    // Before any thread exists too: under RLIMIT_AS, glibc's arenas would
-    // take the address space that connection threads' stacks need.
-    if let Some(arenas) = http::limits::arenas_under(os::sys::address_space_limit()) {
-        os::sys::limit_malloc_arenas(arenas);
-    }
+    // Before any thread exists too: bounded malloc arenas (under RLIMIT_AS
+    // they would take the address space that connection threads' stacks
+    // need) and fixed thresholds, so that freed memory goes back after a
+    // burst of clients.
+    os::sys::limit_malloc_arenas(http::limits::malloc_arenas(
+        os::sys::affinity_cpu_count(),
+        os::sys::address_space_limit(),
+    ));
+    os::sys::fix_malloc_thresholds();
     observe::events::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Arguments first: --help and --version answer whatever the environment

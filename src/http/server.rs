@@ -22,12 +22,76 @@ use crate::http::reply::Reply;
 use crate::http::routes::{self, Method, RequestLine, Route};
 use crate::os::sys;
 
-/// Sends `Control::WorkerExited` when dropped.
-struct ExitNotice(Sender<Control>);
+/// Sends `Control::WorkerExited` when dropped, unless a fresh worker took
+/// over (`renewed`).
+struct ExitNotice {
+    control: Sender<Control>,
+    renewed: bool,
+}
 
 impl Drop for ExitNotice {
     fn drop(&mut self) {
-        let _ = self.0.send(Control::WorkerExited);
+        if !self.renewed {
+            let _ = self.control.send(Control::WorkerExited);
+        }
+    }
+}
+
+/// A worker that has served and then idled this long hands over to a fresh
+/// thread and ends: the blocks its allocator's per-thread cache holds
+/// (glibc's tcache, freed there by this worker but allocated by connection
+/// threads, scattered over every arena) pin pages that only the thread's
+/// end gives back. Measured: 0.6 MiB a worker after a burst of 1,585
+/// connections.
+const WORKER_RENEW_AFTER: Duration = Duration::from_secs(2);
+
+/// What every worker shares.
+#[derive(Clone)]
+struct Worker {
+    server: Arc<tiny_http::Server>,
+    app: Arc<App>,
+    stopping: Arc<AtomicBool>,
+    control: Sender<Control>,
+}
+
+impl Worker {
+    /// Starts worker `i`, which serves until stopped (or renewed).
+    fn spawn(self, i: usize) -> std::io::Result<JoinHandle<()>> {
+        thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || self.serve(i))
+    }
+
+    fn serve(self, i: usize) {
+        // Reports the exit however the thread ends, a panic included.
+        let mut exit = ExitNotice {
+            control: self.control.clone(),
+            renewed: false,
+        };
+        let mut served = false;
+        loop {
+            match self.server.recv_timeout(WORKER_RENEW_AFTER) {
+                Ok(Some(rq)) => {
+                    handle(rq, &self.app);
+                    served = true;
+                }
+                // An unblock (`Pool::stop`) or the timeout.
+                Ok(None) if self.stopping.load(Ordering::SeqCst) => break,
+                Ok(None) if served => {
+                    if self.clone().spawn(i).is_ok() {
+                        exit.renewed = true;
+                        break;
+                    }
+                    served = false;
+                }
+                Ok(None) => {}
+                Err(_) if self.stopping.load(Ordering::SeqCst) => break,
+                Err(e) => {
+                    let _ = self.control.send(Control::AcceptFailed(e.to_string()));
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -35,7 +99,7 @@ impl Drop for ExitNotice {
 pub struct Pool {
     server: Arc<tiny_http::Server>,
     stopping: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    count: usize,
 }
 
 impl Pool {
@@ -47,34 +111,19 @@ impl Pool {
         control: Sender<Control>,
     ) -> std::io::Result<Pool> {
         let stopping = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::with_capacity(count);
+        let worker = Worker {
+            server: Arc::clone(&server),
+            app,
+            stopping: Arc::clone(&stopping),
+            control,
+        };
         for i in 0..count {
-            let (server, app, stopping, control) = (
-                Arc::clone(&server),
-                Arc::clone(&app),
-                Arc::clone(&stopping),
-                control.clone(),
-            );
-            let handle = thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
-                // Reports the exit however the thread ends, a panic included.
-                let _exit = ExitNotice(control.clone());
-                loop {
-                    match server.recv() {
-                        Ok(rq) => handle(rq, &app),
-                        Err(_) if stopping.load(Ordering::SeqCst) => break,
-                        Err(e) => {
-                            let _ = control.send(Control::AcceptFailed(e.to_string()));
-                            break;
-                        }
-                    }
-                }
-            })?;
-            workers.push(handle);
+            worker.clone().spawn(i)?;
         }
         Ok(Pool {
             server,
             stopping,
-            workers,
+            count,
         })
     }
 
@@ -82,13 +131,13 @@ impl Pool {
     /// (tiny-http#146: `unblock` wakes a single waiting thread).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for _ in &self.workers {
+        for _ in 0..self.count {
             self.server.unblock();
         }
     }
 
     pub fn len(&self) -> usize {
-        self.workers.len()
+        self.count
     }
 }
 

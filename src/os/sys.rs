@@ -116,6 +116,29 @@ pub fn limit_malloc_arenas(arenas: usize) {
 #[cfg(not(target_env = "gnu"))]
 pub fn limit_malloc_arenas(_arenas: usize) {}
 
+/// Fixes glibc's mmap and trim thresholds at their defaults (128 KiB).
+/// glibc raises both whenever a block above the mmap threshold is freed
+/// (up to 32 and 64 MiB): after a burst of connections (a queue of 1,585
+/// requests is one such block when it grows) every arena then kept up to
+/// twice that block's size of free memory at its top, resident, and
+/// `malloc_trim` does not trim the top of the per-thread arenas. Measured
+/// after 1,585 connections: +5.2 MiB of RSS that never came back, about
+/// 0.5 to 0.75 MiB in each of 7 arenas. Call it before any thread exists.
+#[cfg(target_env = "gnu")]
+pub fn fix_malloc_thresholds() {
+    const THRESHOLD: libc::c_int = 128 << 10;
+    // SAFETY: mallopt only sets parameters of glibc's allocator; both are
+    // valid parameters and 128 KiB (their default) is a valid value.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
+    }
+}
+
+/// See the glibc version: musl returns freed memory by itself.
+#[cfg(not(target_env = "gnu"))]
+pub fn fix_malloc_thresholds() {}
+
 /// Gives back to the kernel the pages of the calling thread's stack that
 /// lie below what it uses now (they stay mapped and read as zero if
 /// touched again), so that an idle connection thread, or one about to end

@@ -29,9 +29,14 @@ pub fn bin() -> PathBuf {
 /// The release binary, static as the image ships it, built with
 /// scripts/build-image.sh's cargo command and flags so that either reuses
 /// the other's build (scripts/test.sh runs both). Once per test run.
+/// `CHAOS_RELEASE_BIN` runs the tests that use it against another build
+/// (an earlier commit's, to see a test fail on it).
 pub fn release_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(other) = std::env::var_os("CHAOS_RELEASE_BIN") {
+            return PathBuf::from(other);
+        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let x86 = cfg!(all(target_os = "linux", target_arch = "x86_64"));
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

@@ -329,10 +329,17 @@ fn rss_mib(svc: &Service) -> f64 {
     proc_status_kib(svc.pid(), "VmRSS:") as f64 / 1024.0
 }
 
+/// Where the kubelet's probes go: the probe listener; for a build without
+/// one (an earlier commit's, run with `CHAOS_RELEASE_BIN`), the main port,
+/// where its Deployment's probes went.
+fn probe_port(svc: &Service) -> SocketAddr {
+    svc.probe_addr.unwrap_or(svc.addr)
+}
+
 /// Probes the probe port (and the main port, for the record) while
 /// `clients` run for `seconds`; the probe port's report.
 fn probe_during(svc: &mut Service, seconds: u64, what: &str) -> Report {
-    let probe_addr = svc.probe_addr.expect("the probe listener runs");
+    let probe_addr = probe_port(svc);
     let probes = Prober::start(probe_addr, Duration::from_millis(100));
     let main = Prober::start(svc.addr, Duration::from_millis(300));
     for i in 0..seconds {
@@ -387,15 +394,21 @@ fn pipelining_under_nofile_64_never_locks_probes_out() {
 
 /// Attack 2: as many connections as the issue's cap pipeline
 /// `GET /openapi.json` with a 2 KiB receive window, reading 4 KiB every
-/// 4 s (which beats the write timeout). Before, each held a rendered copy
-/// of the 44.5 KB document and RSS went from 3 to 120-128 MiB: past
-/// `MAX_MEMORY_MB_READY=120`, /ready answered 503 with no fault running.
-/// Now the document is one shared buffer and answers waiting to be written
-/// have a budget (slowest readers closed beyond it): /ready stays 200.
+/// 4 s (which beats the write timeout). Before, each held what the kernel
+/// had not taken of a rendered copy of the 44.5 KB document (the issue saw
+/// RSS go from 3 to 120-128 MiB, past the Deployment's
+/// `MAX_MEMORY_MB_READY=120`; here, 42 MiB in 12 s): /ready answered 503
+/// with no fault running. Now the document is one shared buffer, answers
+/// waiting to be written have a budget (slowest readers closed beyond
+/// it), and the cap counts what connections cost against
+/// `MAX_MEMORY_MB_READY`: /ready stays 200 whatever its value (40 MiB
+/// here, below what the attack took before; the Deployment's 120 in the
+/// image test).
 #[test]
 fn slow_readers_of_the_openapi_document_never_fail_readiness() {
     let _x = exclusive();
-    let mut svc = start(&[("MAX_MEMORY_MB_READY", "120")], None);
+    let max_ready = 40.0;
+    let mut svc = start(&[("MAX_MEMORY_MB_READY", "40")], None);
     let before = rss_mib(&svc);
     let attack = Attack {
         requests: &[OPENAPI],
@@ -416,7 +429,7 @@ fn slow_readers_of_the_openapi_document_never_fail_readiness() {
                 thread::sleep(Duration::from_millis(50));
             }
         });
-        let report = probe_during(&mut svc, 10, "slow readers of /openapi.json");
+        let report = probe_during(&mut svc, 12, "slow readers of /openapi.json");
         stop.store(true, Ordering::SeqCst);
         let _ = sampler.join();
         report
@@ -424,11 +437,14 @@ fn slow_readers_of_the_openapi_document_never_fail_readiness() {
     let (answers, opened) = clients.stop();
     let peak = peak.load(Ordering::SeqCst) as f64 / 1024.0;
     eprintln!(
-        "RSS {before:.1} MiB before, peak {peak:.1} MiB; {answers} answers read, {opened} connections; shed {}",
-        svc.metric("http_connections_closed_total{reason=\"memory_budget\"}")
+        "RSS {before:.1} MiB before, peak {peak:.1} MiB; {answers} answers read, {opened} connections; closed past the budget: {:?}",
+        metric_value(
+            &svc.get("/metrics").body,
+            "http_connections_closed_total{reason=\"memory_budget\"}"
+        )
     );
     report.assert_all_ok("probe port, slow readers", 80);
-    assert!(peak < 120.0, "RSS peaked at {peak:.1} MiB");
+    assert!(peak < max_ready, "RSS peaked at {peak:.1} MiB");
 }
 
 /// Attack 3: `RLIMIT_AS`. Each connection thread reserves its stack, and
@@ -587,7 +603,7 @@ fn leaks_made_at_once_do_not_hold_the_workers() {
     ];
     let mut svc = start(&env, Some(taskset));
     let main = Prober::start(svc.addr, Duration::from_millis(50));
-    let probes = Prober::start(svc.probe_addr.expect("probe listener"), Duration::from_millis(50));
+    let probes = Prober::start(probe_port(&svc), Duration::from_millis(50));
     thread::sleep(Duration::from_millis(200));
     let addr = svc.addr;
     let leaks: Vec<JoinHandle<_>> = (0..4)

@@ -20,10 +20,10 @@ pub struct ServerOptions {
     /// 417, 431, 505 ...): given the status code and a short reason, the
     /// content type and the body. `None`: empty bodies, as upstream.
     pub error_body: Option<ErrorBody>,
-    /// Called by a connection thread that has had nothing to do for a
-    /// while, and by one about to end, on that thread: the owner may give
-    /// back the pages of its stack that it no longer uses (the fork has
-    /// no `unsafe` code to do it itself). `None`: nothing is called.
+    /// Called by a connection thread about to end, on that thread: the
+    /// owner may give back the pages of its stack that it no longer uses
+    /// (the fork has no `unsafe` code to do it itself) before the C library
+    /// keeps the stack for reuse. `None`: nothing is called.
     pub thread_idle: Option<ThreadHook>,
 }
 
@@ -81,7 +81,10 @@ pub struct ConnectionLimits {
     /// The most connection threads that wait idle for a connection; one
     /// that ends its connection when this many already wait ends too.
     pub max_idle_threads: usize,
-    /// An idle connection thread beyond `min_threads` ends after this long.
+    /// A connection thread that has idled this long since its last
+    /// connection ends; one of the `min_threads` is replaced by a fresh
+    /// thread (which gives back what the allocator's per-thread caches of
+    /// the old one held).
     pub thread_idle_timeout: Duration,
     /// Bytes of rendered answers not yet written (not read by their
     /// clients, held, or waiting for the socket), all connections

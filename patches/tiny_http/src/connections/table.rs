@@ -83,6 +83,12 @@ impl Table {
         let mut conns = self.conns();
         conns.remove(&conn.id);
         self.open.store(conns.len(), Ordering::Relaxed);
+        // A burst of connections grew the table; give its room back once
+        // most have gone, so that it does not stay resident for good.
+        let left = conns.len();
+        if conns.capacity() > 1024 && left < conns.capacity() / 8 {
+            conns.shrink_to(left * 2);
+        }
     }
 
     /// Evicts one connection to free an fd after EMFILE/ENFILE; true if
