@@ -311,6 +311,16 @@ impl Service {
         assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
     }
 
+    /// The connection cap the start-up log states (`connection cap N`).
+    pub fn connection_cap(&self) -> usize {
+        let log = self.stderr();
+        log.lines()
+            .find_map(|l| l.split("connection cap ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no connection cap in the start-up log:\n{log}"))
+    }
+
     /// Resident set size of the child from /proc, in bytes.
     pub fn rss_bytes(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:") * 1024
