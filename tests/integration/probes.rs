@@ -706,43 +706,62 @@ fn the_documented_rss_bound_is_the_tested_one() {
     assert!(doc.contains(&phrase), "docs/connections.md does not say {phrase:?}");
 }
 
+/// What a client of the image does: connections of an attack, or
+/// connect-reset churn from some threads.
+enum Load {
+    Clients(Attack, usize),
+    Churn(usize),
+}
+
 /// The image under the Deployment's limits (200 MiB, 1 CPU, its env with
-/// `MAX_MEMORY_MB_READY=120`), and `--pids-limit 64` where threads matter:
-/// attacks 1, 2 and 4 from the host, the Deployment's probes on the probe
-/// port.
+/// `MAX_MEMORY_MB_READY=120`), plus `--pids-limit 64` or `--ulimit
+/// nofile=64` where those matter: attacks 1, 2 and 4 from the host, the
+/// Deployment's probes on the probe port.
 #[test]
 #[ignore = "needs podman, kubectl, pyyaml: scripts/test.sh runs it"]
 fn the_deployed_image_answers_every_probe_under_each_attack() {
     let _x = exclusive();
-    let attacks: [(&str, &[&str], Attack, usize); 3] = [
+    let slow_readers = Attack {
+        requests: &[OPENAPI],
+        depth: 8,
+        receive_buffer: Some(2048),
+        slow_read: Some((4096, Duration::from_secs(4))),
+    };
+    let attacks: [(&str, &[&str], Load); 5] = [
         (
             "pipelining at the cap",
             &[],
-            pipelined(&[HEALTH, HEAD_OPENAPI]),
-            ISSUE_CAP,
+            Load::Clients(pipelined(&[HEALTH, HEAD_OPENAPI]), ISSUE_CAP),
         ),
         (
             "slow readers of /openapi.json",
             &[],
-            Attack {
-                requests: &[OPENAPI],
-                depth: 8,
-                receive_buffer: Some(2048),
-                slow_read: Some((4096, Duration::from_secs(4))),
-            },
-            ISSUE_CAP,
+            Load::Clients(slow_readers, ISSUE_CAP),
         ),
         (
             "pipelining under pids.max 64",
             &["--pids-limit", "64"],
-            pipelined(&[HEALTH]),
-            200,
+            Load::Clients(pipelined(&[HEALTH]), 200),
+        ),
+        (
+            "connect-reset churn under pids.max 64",
+            &["--pids-limit", "64"],
+            Load::Churn(6),
+        ),
+        (
+            "pipelining under nofile 64",
+            &["--ulimit", "nofile=64:64", "--ulimit", "nproc=32768:32768"],
+            Load::Clients(pipelined(&[HEALTH, HEAD_OPENAPI]), 64),
         ),
     ];
-    for (what, podman_args, attack, connections) in attacks {
+    for (what, podman_args, load) in attacks {
         let c = crate::manifests::deployed_container(&[], podman_args);
         let (addr, probe_addr) = (c.addr().expect("main port"), c.probe_addr().expect("probe port"));
-        let clients = Clients::start(addr, connections, attack);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (clients, churners) = match load {
+            Load::Clients(attack, n) => (Some(Clients::start(addr, n, attack)), Vec::new()),
+            Load::Churn(threads) => (None, churn(addr, threads, &stop)),
+        };
         thread::sleep(Duration::from_secs(2));
         let probes = Prober::start(probe_addr, Duration::from_millis(100));
         for i in 0..8 {
@@ -751,8 +770,11 @@ fn the_deployed_image_answers_every_probe_under_each_attack() {
             }
         }
         let report = probes.finish();
-        let (answers, _) = clients.stop();
-        eprintln!("{what}: {answers} answers read by the clients");
+        stop.store(true, Ordering::SeqCst);
+        let churned: u64 = churners.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+        let answers = clients.map_or(0, |c| c.stop().0);
+        eprintln!("{what}: {answers} answers read by the clients, {churned} connections reset");
+        assert!(answers + churned > 1_000, "the attack ran");
         report.assert_all_ok(&format!("image, {what}"), 60);
         let body = try_request(addr, "GET", "/metrics", &[], "", Duration::from_secs(5))
             .expect("metrics")
