@@ -192,7 +192,7 @@ impl Container {
         lines
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         let out = podman(&self.dir, &["logs", &self.name]);
         format!(
             "{}{}",
