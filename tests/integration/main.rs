@@ -3,6 +3,7 @@
 //! time, exit signals).
 
 mod api;
+mod attacks;
 mod balancer;
 mod bench;
 mod chaos;

@@ -61,6 +61,8 @@ pub(super) struct State {
     /// A worker has taken the request (`Server::recv`): until then it waits
     /// in the queue, and the connection may be evicted at the cap.
     pub(super) taken: bool,
+    /// Requests started on this connection so far.
+    pub(super) requests: u64,
     /// Answers not written yet, in order.
     pub(super) out: Output,
     /// A thread (a worker or the timer's) holds bytes taken from `out` and
@@ -87,6 +89,7 @@ impl State {
             since: now,
             writers: 0,
             taken: false,
+            requests: 0,
             out: Output::new(budget),
             flushing: false,
             progress: now,
@@ -203,6 +206,7 @@ impl Conn {
         let mut s = self.state();
         s.body = body;
         s.taken = false;
+        s.requests += 1;
         s.close_after = false;
         s.hold_until = None;
         *self.release() = None;

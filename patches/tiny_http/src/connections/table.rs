@@ -187,7 +187,9 @@ impl Table {
 /// The oldest idle connection, else the oldest one whose input has not all
 /// come (a head, or a body nobody reads), else the one whose rendered
 /// answer has waited longest to be written, else the one whose request has
-/// waited longest for a worker. Never one a worker is answering.
+/// waited longest for a worker (first among connections answered before,
+/// then among those on their first request). Never one a worker is
+/// answering.
 fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
     let mut idle: Option<(Instant, u64)> = None;
     let mut incomplete: Option<(Instant, u64)> = None;
@@ -195,7 +197,12 @@ fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
     // been spent on them. Without this tier, clients that pipeline (each
     // connection always has a request queued or being answered) filled
     // the cap and every new connection, probes included, was refused.
+    // A connection on its first request (a probe's, a new client's) goes
+    // after those that have had answers: else, at the cap, each new
+    // connection of a pipelining client evicted the one before it, a
+    // probe's among them.
     let mut queued: Option<(Instant, u64)> = None;
+    let mut queued_first: Option<(Instant, u64)> = None;
     // Answers rendered but not written: the client does not read them, or a
     // hold keeps them back. Without this tier, connections that never read
     // (or enough held answers) filled the cap and every new connection,
@@ -212,9 +219,15 @@ fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
                 if stalled.is_none_or(|(t, _)| s.progress < t) {
                     stalled = Some((s.progress, *id));
                 }
-            } else if !s.taken && s.phase == Phase::Busy && queued.is_none_or(|(t, _)| s.since < t)
-            {
-                queued = Some((s.since, *id));
+            } else if !s.taken && s.phase == Phase::Busy {
+                let slot = if s.requests > 1 {
+                    &mut queued
+                } else {
+                    &mut queued_first
+                };
+                if slot.is_none_or(|(t, _)| s.since < t) {
+                    *slot = Some((s.since, *id));
+                }
             }
             continue;
         }
@@ -227,7 +240,11 @@ fn pick_victim(conns: &HashMap<u64, Arc<Conn>>) -> Option<u64> {
             *slot = Some((s.since, *id));
         }
     }
-    idle.or(incomplete).or(stalled).or(queued).map(|(_, id)| id)
+    idle.or(incomplete)
+        .or(stalled)
+        .or(queued)
+        .or(queued_first)
+        .map(|(_, id)| id)
 }
 
 #[cfg(test)]
@@ -352,6 +369,37 @@ mod tests {
         assert_eq!(newer.expired(), None);
         // A worker that reaches the evicted one's request drops it.
         assert!(!older.take());
+    }
+
+    /// Among requests queued, one on a connection that has had answers
+    /// goes before one on its first request (a probe's), though that one
+    /// has waited longer.
+    #[test]
+    fn at_the_cap_a_first_request_goes_after_one_of_a_connection_answered_before() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            max_connections: 2,
+            ..ConnectionLimits::default()
+        };
+        let table = Table::new(limits);
+        let mut held = Vec::new();
+        let mut queued = |requests: usize| {
+            let (conn, client) = socket(&listener);
+            let c = table.admit(conn).expect("admitted");
+            for _ in 0..requests {
+                c.start_request(crate::connections::BodyPlan::default());
+            }
+            c.enter(Phase::Busy);
+            held.push((client, AnswerWriter::new(&c)));
+            std::thread::sleep(Duration::from_millis(2));
+            c
+        };
+        let first = queued(1);
+        let again = queued(5);
+        let (conn, _c3) = socket(&listener);
+        assert!(table.admit(conn).is_some());
+        assert_eq!(again.expired(), Some(Expiry::Evicted));
+        assert_eq!(first.expired(), None);
     }
 
     /// Past the budget, the connections whose answers have waited longest
