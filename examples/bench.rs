@@ -337,8 +337,8 @@ impl Drop for Spinners {
 
 /// A probe on a new connection against the floor, A/B: the floor, the
 /// service's main port and its probe port all up, `rounds` rounds of `n`
-/// probes each, the order rotated each round; medians of each round's p50
-/// and p99. `saturated`: the service runs its own CPU load and idle-class
+/// probes of each, one target after the other (rotated each round);
+/// medians of each round's p50 and p99. `saturated`: the service runs its own CPU load and idle-class
 /// spinners take every CPU beside both servers.
 fn new_connection_rows(binary: &Path, floor: &Path, rounds: usize, n: usize, saturated: bool) -> [Row; 2] {
     let (svc, _) = Service::start(binary, &[]);
@@ -353,11 +353,16 @@ fn new_connection_rows(binary: &Path, floor: &Path, rounds: usize, n: usize, sat
     let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for round in 0..rounds {
-        for k in 0..targets.len() {
-            let i = (round + k) % targets.len();
-            let samples = probe_samples(targets[i], "/health", n);
-            p50s[i].push(percentile(samples.clone(), 50.0));
-            p99s[i].push(percentile(samples, 99.0));
+        // Probe after probe, the targets in turn (rotated each round), so
+        // that a change in the machine's load falls on all three alike.
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        for j in 0..n * targets.len() {
+            let i = (round + j) % targets.len();
+            samples[i].extend(probe_samples(targets[i], "/health", 1));
+        }
+        for (i, s) in samples.into_iter().enumerate() {
+            p50s[i].push(percentile(s.clone(), 50.0));
+            p99s[i].push(percentile(s, 99.0));
         }
     }
     let _ = http(svc.addr, "POST", "/chaos/stop");

@@ -292,7 +292,8 @@ impl Iterator for ClientConnection {
         };
 
         // Patch (chaos-backend): the request is in flight until answered.
-        self.conn.start_request(Self::body_plan(&rq));
+        self.conn
+            .start_request(Self::body_plan(&rq), self.no_more_requests);
         self.conn.enter(Phase::Busy);
 
         // returning the request

@@ -78,6 +78,11 @@ pub(super) struct State {
     pub(super) backoff: Duration,
     pub(super) hold_until: Option<Instant>,
     pub(super) close_after: bool,
+    /// The request being answered is the connection's last (`Connection:
+    /// close`, HTTP/1.0): once its answer is all written, the writer sends
+    /// the end of the stream itself, without waiting for the connection's
+    /// thread to wake up and close.
+    pub(super) last: bool,
     pub(super) body: BodyPlan,
     pub(super) expired: Option<Expiry>,
 }
@@ -98,6 +103,7 @@ impl State {
             backoff: FIRST_RETRY,
             hold_until: None,
             close_after: false,
+            last: false,
             body: BodyPlan::default(),
             expired: None,
         }
@@ -198,13 +204,15 @@ impl Conn {
     /// A new head starts: nothing of its body read yet.
     pub(crate) fn new_head(&self) {
         self.body_read.store(0, Ordering::Relaxed);
-        self.start_request(BodyPlan::default());
+        self.start_request(BodyPlan::default(), false);
     }
 
-    /// Starts a request whose body is framed as `body`.
-    pub(crate) fn start_request(&self, body: BodyPlan) {
+    /// Starts a request whose body is framed as `body`; `last` when no
+    /// request follows it on this connection.
+    pub(crate) fn start_request(&self, body: BodyPlan, last: bool) {
         let mut s = self.state();
         s.body = body;
+        s.last = last;
         s.taken = false;
         s.requests += 1;
         s.close_after = false;

@@ -349,7 +349,7 @@ mod tests {
         let mut queued = |take: bool| {
             let (conn, client) = socket(&listener);
             let c = table.admit(conn).expect("admitted");
-            c.start_request(crate::connections::BodyPlan::default());
+            c.start_request(crate::connections::BodyPlan::default(), false);
             c.enter(Phase::Busy);
             let w = AnswerWriter::new(&c);
             if take {
@@ -387,7 +387,7 @@ mod tests {
             let (conn, client) = socket(&listener);
             let c = table.admit(conn).expect("admitted");
             for _ in 0..requests {
-                c.start_request(crate::connections::BodyPlan::default());
+                c.start_request(crate::connections::BodyPlan::default(), false);
             }
             c.enter(Phase::Busy);
             held.push((client, AnswerWriter::new(&c)));

@@ -348,6 +348,12 @@ impl Conn {
         let done = s.complete();
         if done {
             s.done_at = now;
+            if s.last || s.close_after {
+                // The connection's last answer is out: end the stream now
+                // (the client waits for it), not once the connection's
+                // thread has woken up to close.
+                let _ = self.stream.shutdown(std::net::Shutdown::Write);
+            }
         }
         drop(s);
         if done {
