@@ -536,6 +536,16 @@ impl Request {
         self.response_writer = None;
     }
 
+    /// Patch (chaos-backend): holds the answer about to be written for
+    /// `hold` (`respond_held`), on the connection if there is one.
+    fn hold(&self, hold: std::time::Duration, release: Option<Arc<std::sync::atomic::AtomicBool>>) {
+        if let Some(conn) = &self.connection {
+            if !hold.is_zero() {
+                conn.hold_until(std::time::Instant::now() + hold, release);
+            }
+        }
+    }
+
     /// Patch (chaos-backend): like `respond_held`, for an answer whose body
     /// is shared between answers (a large static document): only the head
     /// is rendered, and the connection queues `body` itself, not a copy, so
@@ -553,11 +563,7 @@ impl Request {
     where
         R: Read,
     {
-        if let Some(conn) = &self.connection {
-            if !hold.is_zero() {
-                conn.hold_until(std::time::Instant::now() + hold, release);
-            }
-        }
+        self.hold(hold, release);
         let response = response
             .with_data(io::empty(), Some(body.len()))
             .with_chunked_threshold(usize::MAX);
@@ -604,11 +610,7 @@ impl Request {
     where
         R: Read,
     {
-        if let Some(conn) = &self.connection {
-            if !hold.is_zero() {
-                conn.hold_until(std::time::Instant::now() + hold, release);
-            }
-        }
+        self.hold(hold, release);
         self.respond(response)
     }
 }
