@@ -148,18 +148,18 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
         .map(|port| http::probe_listener::bind(SocketAddr::new(config.bind_address, port)))
         .transpose()?;
     let probe_listen = probes.as_ref().and_then(|l| l.local_addr().ok());
+    let (options, cap) = http::limits::server_options(
+        &config,
+        chaos::cpu::CpuBudget::detect().saturating_threads(),
+        probes.as_ref().map_or(0, |_| http::probe_listener::fds()),
+    );
+    // A leak must leave the connections the address space the cap promises.
+    chaos::memory::keep_address_space(cap.address_space_kept());
     let Listening {
         server,
         accept_thread,
         listen,
-    } = http::server::listen(
-        SocketAddr::new(config.bind_address, config.port),
-        http::limits::server_options(
-            &config,
-            chaos::cpu::CpuBudget::detect().saturating_threads(),
-            probes.as_ref().map_or(0, |_| http::probe_listener::fds()),
-        ),
-    )?;
+    } = http::server::listen(SocketAddr::new(config.bind_address, config.port), options)?;
     let workers = config.workers;
     log::debug!("bound after {:?}", started.elapsed());
     let app = Arc::new(

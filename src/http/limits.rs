@@ -324,11 +324,21 @@ impl fmt::Display for Cap {
     }
 }
 
+impl Cap {
+    /// The address space the connections may take (their threads' stacks
+    /// and the answers' budget), which a leak must leave free.
+    pub fn address_space_kept(&self) -> u64 {
+        (self.chosen as u64)
+            .saturating_mul(CONNECTION_STACK_BYTES + GUARD_BYTES)
+            .saturating_add(self.answers)
+    }
+}
+
 /// What tiny_http is told: the head limits, the JSON error body, and the
 /// connection limits, with the cap computed from what bounds the process
-/// (logged with the probe port). `cpus`: the CPUs a saturating CPU load
-/// spins on; `probe_fds`: the fds the probe listener may hold.
-pub fn server_options(config: &Config, cpus: usize, probe_fds: u64) -> tiny_http::ServerOptions {
+/// (logged); and the cap. `cpus`: the CPUs a saturating CPU load spins on;
+/// `probe_fds`: the fds the probe listener may hold.
+pub fn server_options(config: &Config, cpus: usize, probe_fds: u64) -> (tiny_http::ServerOptions, Cap) {
     let settings = &config.connections;
     let needs = Needs {
         threads: other_threads(config.workers, config.max_concurrent_chaos, cpus),
@@ -351,7 +361,7 @@ pub fn server_options(config: &Config, cpus: usize, probe_fds: u64) -> tiny_http
         MAX_IDLE_THREADS,
         CONNECTION_STACK_BYTES / KIB,
     );
-    tiny_http::ServerOptions {
+    let options = tiny_http::ServerOptions {
         head: tiny_http::HeadLimits {
             max_bytes: config.max_request_head_bytes,
             max_headers: config.max_request_headers,
@@ -371,7 +381,8 @@ pub fn server_options(config: &Config, cpus: usize, probe_fds: u64) -> tiny_http
             thread_idle_timeout: THREAD_IDLE_TIMEOUT,
             answer_budget: usize::try_from(cap.answers).unwrap_or(usize::MAX),
         },
-    }
+    };
+    (options, cap)
 }
 
 #[cfg(test)]
