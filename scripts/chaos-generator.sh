@@ -1,41 +1,54 @@
 #!/usr/bin/env bash
 # chaos-generator.sh: triggers one kind of fault again and again against a
 # chaos-backend and measures, from outside, how long readiness takes to fail
-# (detection) and to come back (recovery). Needs only bash >= 5, curl, awk
-# and coreutils.
+# (detection), how long it stays failed while the fault lasts (degraded), and
+# how long it takes to be ready again once the fault has ended (recovery).
+# Needs only bash >= 5, curl, awk and coreutils.
 set -euo pipefail
 
-readonly HEADER="iteration,type,triggered_at_ms,detected_s,recovered_s,outcome,detail"
+readonly HEADER="iteration,type,triggered_at_ms,detected_s,degraded_s,recovered_s,outcome,detail"
+# The header of files written before degraded_s existed (their recovered_s
+# was first failure to ready, today's degraded_s + recovered_s).
+readonly OLD_HEADER="iteration,type,triggered_at_ms,detected_s,recovered_s,outcome,detail"
 
 usage() {
   cat <<'USAGE'
 Usage: scripts/chaos-generator.sh [options]
 
-Triggers a fault, then polls GET /ready until it is not 200 (detection) and
-then until it is 200 again (recovery), ITERATIONS times, COOLDOWN seconds
-apart. One CSV row is appended to the results file as soon as each iteration
-ends, so an interrupted run loses nothing that finished.
+Triggers a fault, then polls GET /ready until it is not 200 (detection),
+works out when the fault ended, and polls until /ready is 200 again
+(recovery), ITERATIONS times. One CSV row is appended to the results file as
+soon as each iteration ends, so an interrupted run loses nothing that
+finished. On exit, Ctrl-C or TERM it stops every fault it started that may
+still run (DELETE), then exits.
 
 Options:
   --url URL          service base URL (default http://localhost:8080)
   --type TYPE        cpu | memory | crash | disk | readiness | latency |
                      liveness (default cpu)
   --iterations N     iterations to run (default 20)
-  --cooldown S       seconds to wait between iterations (default 10)
+  --cooldown S       extra seconds to wait between iterations (default 0:
+                     the service's own cooldown is waited out anyway, see
+                     Guardrails below)
   --timeout S        limit of each phase, in seconds (default 60): waiting to
-                     be ready before the trigger, waiting for detection, and
-                     waiting for recovery
+                     be ready before the trigger, waiting out 429s, waiting
+                     for detection, and waiting for recovery after the
+                     fault's end
   --duration S       cpu, readiness, latency, liveness: the fault's duration
                      in seconds (default: the service's; 60 for readiness
-                     and liveness, so raise --timeout or pass a shorter one)
+                     and liveness, 10 for cpu and latency)
   --millicores M     cpu: millicores instead of saturating every CPU
-  --mb N             memory: MiB to leak per iteration (default: the service's);
-                     disk: MiB to write (default: the service's, 96)
+  --mb N             memory: MiB to leak (default: 150% of the container's
+                     memory limit, or the service's MEMORY_MB where it has
+                     none); disk: MiB to write (default: the service's, 96)
+  --ramp S           memory: grow the leak over S seconds (default 20)
+  --hold S           memory: the service releases the leak S seconds after
+                     its ramp, if nothing killed it first (default 10)
   --ms MS            latency: extra milliseconds per GET / (default: the
                      service's, 1000)
   --mode M           liveness: fail (500) or hang (no answer) (default fail)
   --poll-ms MS       how often /ready is polled (default 200)
-  --probe-timeout S  timeout of each /ready poll (default 1, the kubelet's)
+  --probe-timeout S  timeout of each poll (default 1, the kubelet's)
   --out FILE         results file (default recovery-results.csv)
   --token T          bearer token for the chaos endpoints (default: the
                      CHAOS_TOKEN environment variable, if set)
@@ -43,32 +56,42 @@ Options:
 
 Types:
   cpu      POST /load/cpu: readiness fails while the load runs (unless the
-           service has READY_FAIL_ON_CPU_STRESS=false) and recovers after it.
-  memory   POST /load/memory: readiness fails once RSS passes the service's
-           MAX_MEMORY_MB_READY. The leak is never released, so the pod only
-           recovers if something restarts it (an OOM kill under a memory
-           limit, in Kubernetes or `docker run --memory ... --restart`);
-           otherwise the row is `timeout`, and the next iterations are
-           `trigger-failed` because /ready is not 200 before their trigger.
-           A leak also holds its guardrail slot until it is released, so
-           below the threshold the next iteration is refused (429) until
-           --timeout and fails.
-  crash    POST /crash: the process aborts. Recovery needs a supervisor
-           that restarts it: Kubernetes, `docker run --restart on-failure`,
-           or podman. After recovery, crash_to_startup_seconds is read from
-           /metrics into the row's detail.
+           service has READY_FAIL_ON_CPU_STRESS=false); the fault ends with
+           its duration.
+  memory   POST /load/memory?percent_of_limit=150&ramp=20&hold=10: the leak
+           grows over the ramp. In a container with a memory limit and a
+           restart policy (Kubernetes, `docker run --memory 128m --restart
+           on-failure`) /ready fails once RSS passes MAX_MEMORY_MB_READY,
+           the kernel OOM-kills the process before the ramp ends, and the
+           engine restarts it: the fault ends with the death (the first poll
+           with no answer), and the row is recovered with restart=yes. With
+           no memory limit the service's MEMORY_MB is leaked instead, and
+           the service releases it after --hold: below MAX_MEMORY_MB_READY
+           the row is no-degradation. A leak holds its guardrail slot until
+           it is released, so the next trigger waits (Retry-After).
+           Under Docker a container that ran less than 10 s is restarted
+           after twice the last delay (100 ms, 200 ms, ... up to a minute):
+           the default ramp keeps each life longer than that.
+  crash    POST /crash: the process aborts; the fault ends at the trigger's
+           answer. Recovery needs a supervisor that restarts it:
+           Kubernetes, `docker run --restart on-failure`, or podman. The
+           row's detail carries the new instance's crash_to_startup_s.
   readiness
            POST /fault/readiness: /ready answers 503 for the fault's
            duration, then 200 again, with no restart.
   latency  POST /load/latency, then 10 GET / in the background: their held
            time pushes the p95 of GET / above the service's MAX_LATENCY_MS,
-           so /ready fails at once; it recovers when they have aged out of
-           LATENCY_WINDOW_SECONDS.
+           so /ready fails at once; the fault ends with its duration, and
+           /ready recovers once the slow answers have aged out of
+           LATENCY_WINDOW_SECONDS: that wait is the row's recovered_s.
   liveness POST /fault/liveness: /health fails or hangs while /ready stays
-           200, so only a supervisor that probes liveness (the kubelet)
-           restarts the process; the row measures that restart as /ready
-           sees it (detection within --timeout). Without one the row is
-           `no-degradation`.
+           200. Detection is the first /health that is not 200. A
+           supervisor that probes liveness (the kubelet) restarts the
+           process: the fault ends with its death (the first /ready with no
+           answer), and recovery is the new process's /health and /ready
+           200, with restart=yes (the start time in /metrics changed).
+           Without one the fault ends with its duration and the row says
+           restart=no.
   disk     POST /load/disk: fills the pod's emptyDir past its sizeLimit; the
            kubelet evicts the pod within about 1 to 2 minutes (use
            --timeout 150). Give --url the URL of ONE pod (its IP:8080 from
@@ -87,16 +110,32 @@ Measurement:
   (monotonic, 10 ms) so that a wall-clock step cannot bend a measurement.
   A poll's instant is when its request was sent. A refused connection or a
   poll timeout counts as "not ready": that is how a crash looks from outside.
-  detected_s is from the trigger's response to the first /ready that is not
-  200; recovered_s from that moment to the next 200.
-  A 429 from the guardrails is waited out (Retry-After) and retried; the
-  wait is counted in the row's detail, and gives up after --timeout.
+  The fault's end: its planned end (the trigger's answer plus its duration,
+  or a leak's ramp plus hold), or the process's death when it died first
+  (the first poll with no answer), or the trigger's answer for a crash.
+
+Guardrails:
+  A 429 is waited out for its Retry-After, with a line saying so; a wait of
+  more than --timeout is a trigger-failed row. A 429 of the service's
+  cooldown (CHAOS_COOLDOWN_SECONDS, 60 s by default) also tells how long the
+  cooldown is: later iterations wait for it before their trigger instead of
+  being refused again. Every wait prints a progress line to stderr at least
+  every 5 s.
 
 CSV columns:
-  iteration,type,triggered_at_ms,detected_s,recovered_s,outcome,detail
-  triggered_at_ms is wall-clock Unix milliseconds of the trigger's response;
-  outcome is recovered, no-degradation, timeout or trigger-failed; detail is
-  key=value pairs separated by ';' (never a comma).
+  iteration,type,triggered_at_ms,detected_s,degraded_s,recovered_s,outcome,detail
+  triggered_at_ms  wall-clock Unix milliseconds of the trigger's answer
+  detected_s       trigger's answer to the first failing poll
+  degraded_s       that first failure to the fault's end
+  recovered_s      the fault's end to the next 200 (before degraded_s
+                   existed, recovered_s was first failure to 200: files
+                   with that older header are not appended to)
+  outcome          recovered, no-degradation, timeout or trigger-failed
+  detail           key=value pairs separated by ';' (never a comma):
+                   first_down_code (000 = no answer), restart (yes/no),
+                   guardrail_wait_s, crash_to_startup_s, stopped (the
+                   generator stopped a fault that outlived its row), or
+                   the error
 
 Exit status: 0 after all iterations, 130 when interrupted (the summary of
 what finished is printed, the file stays valid), 2 for bad options.
@@ -112,11 +151,13 @@ die_usage() {
 url="http://localhost:8080"
 type="cpu"
 iterations=20
-cooldown=10
+cooldown=0
 timeout=60
 duration=""
 millicores=""
 mb=""
+ramp=""
+hold=""
 ms=""
 mode=""
 poll_ms=200
@@ -139,6 +180,8 @@ while [[ $# -gt 0 ]]; do
     --duration) need_value "$@"; duration="$2"; shift 2 ;;
     --millicores) need_value "$@"; millicores="$2"; shift 2 ;;
     --mb) need_value "$@"; mb="$2"; shift 2 ;;
+    --ramp) need_value "$@"; ramp="$2"; shift 2 ;;
+    --hold) need_value "$@"; hold="$2"; shift 2 ;;
     --ms) need_value "$@"; ms="$2"; shift 2 ;;
     --mode) need_value "$@"; mode="$2"; shift 2 ;;
     --poll-ms) need_value "$@"; poll_ms="$2"; shift 2 ;;
@@ -166,26 +209,32 @@ whole --probe-timeout "$probe_timeout" 1
 [[ -z $duration ]] || whole --duration "$duration" 1
 [[ -z $millicores ]] || whole --millicores "$millicores" 1
 [[ -z $mb ]] || whole --mb "$mb" 1
+[[ -z $ramp ]] || whole --ramp "$ramp" 1
+[[ -z $hold ]] || whole --hold "$hold" 1
 [[ -z $ms ]] || whole --ms "$ms" 1
 case "$mode" in "" | fail | hang) ;; *) die_usage "--mode \"$mode\": expected fail or hang" ;; esac
 [[ $type == cpu || -z $millicores ]] || die_usage "--millicores is for --type cpu"
 [[ $type != memory && $type != crash && $type != disk || -z $duration ]] || die_usage "--duration is not for --type $type"
 [[ $type == memory || $type == disk || -z $mb ]] || die_usage "--mb is for --type memory or disk"
+[[ $type == memory || (-z $ramp && -z $hold) ]] || die_usage "--ramp and --hold are for --type memory"
 [[ $type == latency || -z $ms ]] || die_usage "--ms is for --type latency"
 [[ $type == liveness || -z $mode ]] || die_usage "--mode is for --type liveness"
 [[ -n ${EPOCHREALTIME:-} ]] || { echo "chaos-generator.sh: needs bash >= 5 (EPOCHREALTIME)" >&2; exit 2; }
 command -v curl >/dev/null || { echo "chaos-generator.sh: needs curl" >&2; exit 2; }
+ramp=${ramp:-20}
+hold=${hold:-10}
 
 if [[ -s $out ]]; then
   IFS= read -r first_line <"$out" || true
+  if [[ $first_line == "$OLD_HEADER" ]]; then
+    die_usage "--out \"$out\" was written by an older chaos-generator.sh (its recovered_s is first failure to ready, without degraded_s); use another file"
+  fi
   [[ $first_line == "$HEADER" ]] || die_usage "--out \"$out\" exists with another header; expected: $HEADER"
 else
   printf '%s\n' "$HEADER" >>"$out"
 fi
 
 work=$(mktemp -d)
-cleanup() { rm -rf "$work"; }
-trap cleanup EXIT
 
 # --- clock ------------------------------------------------------------------
 # NOW_MS: monotonic milliseconds. Steps come from EPOCHREALTIME (microsecond
@@ -245,32 +294,115 @@ nap_ms() {
   wait $! || true
 }
 
+# How often any wait says that it is still waiting.
+readonly PROGRESS_MS=5000
+
+# wait_ms MS WHAT: sleeps MS, printing to stderr at least every 5 s how
+# long it has waited for WHAT.
+wait_ms() {
+  local total=$1 what=$2 waited=0 step
+  while ((waited < total)); do
+    step=$((total - waited))
+    ((step <= PROGRESS_MS)) || step=$PROGRESS_MS
+    nap_ms "$step"
+    waited=$((waited + step))
+    if ((waited < total)); then
+      seconds "$waited"
+      local w=$REPLY
+      seconds "$total"
+      echo "  ... waiting for $what: $w of $REPLY s" >&2
+    fi
+  done
+}
+
 # --- HTTP -------------------------------------------------------------------
-# probe: sets PROBE_CODE (000 when refused or timed out) and PROBE_AT (NOW_MS
-# when the request was sent).
+# The token goes through a header file, so it never shows in `ps`.
+auth=()
+if [[ -n $token ]]; then
+  printf 'Authorization: Bearer %s\n' "$token" >"$work/auth"
+  auth=(-H "@$work/auth")
+fi
+
+# get PATH: sets CODE (000 when refused or timed out) of GET PATH.
+get_code() {
+  CODE=$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout "$probe_timeout" \
+    --max-time "$probe_timeout" "$url$1" 2>/dev/null) || true
+  [[ $CODE =~ ^[0-9]{3}$ ]] || CODE=000
+}
+
+# probe: sets PROBE_CODE (the watched answer: /ready, or for liveness
+# /health until detection and then the worse of both), READY_CODE, and
+# PROBE_AT (NOW_MS when the poll was sent).
+watch_health=0
 probe() {
   tick
   PROBE_AT=$NOW_MS
-  PROBE_CODE=$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout "$probe_timeout" \
-    --max-time "$probe_timeout" "$url/ready" 2>/dev/null) || true
-  [[ $PROBE_CODE =~ ^[0-9]{3}$ ]] || PROBE_CODE=000
+  get_code /ready
+  READY_CODE=$CODE
+  PROBE_CODE=$CODE
+  if ((watch_health)); then
+    get_code /health
+    HEALTH_CODE=$CODE
+    if [[ $HEALTH_CODE != 200 ]]; then PROBE_CODE=$HEALTH_CODE; fi
+  fi
 }
 
-# Polls until /ready's code is (want=200) or is not (want=down) 200, or until
-# DEADLINE (NOW_MS). Returns 0 when seen, 1 on deadline; PROBE_AT is the
-# instant of the deciding poll.
+# Deaths seen while polling for recovery: the first poll with no answer
+# from /ready, and the first /ready that was not 200.
+DIED_AT=""
+READY_DOWN_AT=""
+note_death() {
+  [[ -n $READY_DOWN_AT || $READY_CODE == 200 ]] || READY_DOWN_AT=$PROBE_AT
+  [[ -n $DIED_AT || $READY_CODE != 000 ]] || DIED_AT=$PROBE_AT
+}
+
+# Polls until the watched code is (want=up) or is not (want=down) 200, or
+# until DEADLINE (NOW_MS). Returns 0 when seen, 1 on deadline; PROBE_AT is
+# the instant of the deciding poll, PREVIOUS_AT the one before it. WHAT
+# names the wait in progress lines.
+PREVIOUS_AT=""
 poll_until() {
-  local want=$1 deadline=$2
+  local want=$1 deadline=$2 what=$3 since=$NOW_MS said=$NOW_MS
+  PREVIOUS_AT=""
   while :; do
+    [[ -z ${PROBE_AT:-} ]] || PREVIOUS_AT=$PROBE_AT
     probe
+    [[ $want != up ]] || note_death
     if [[ $want == up && $PROBE_CODE == 200 ]] || [[ $want == down && $PROBE_CODE != 200 ]]; then
       return 0
     fi
     tick
     ((NOW_MS < deadline)) || return 1
+    if ((NOW_MS - said >= PROGRESS_MS)); then
+      said=$NOW_MS
+      seconds $((NOW_MS - since))
+      local so_far=$REPLY
+      seconds $((deadline - since))
+      echo "  ... waiting for $what: $so_far s so far (up to $REPLY s; last answer $PROBE_CODE)" >&2
+    fi
     local left=$((PROBE_AT + poll_ms - NOW_MS))
     nap_ms "$left"
   done
+}
+
+# The instance's start time, and its crash_to_startup_seconds count and sum,
+# from /metrics ("" when it does not answer).
+instance() {
+  REPLY=$(curl -s --max-time 5 "$url/metrics" 2>/dev/null |
+    awk '$1 == "process_start_time_seconds" { t = $2 }
+         $1 == "crash_to_startup_seconds_count" { n = $2 }
+         $1 == "crash_to_startup_seconds_sum" { s = $2 }
+         END { if (t != "") printf "%s %s %s", t, n + 0, s + 0 }') || REPLY=""
+}
+
+# The crash_to_startup_seconds observed between two instance() readings.
+crash_to_startup() { # before after
+  local b a
+  read -r -a b <<<"$1"
+  read -r -a a <<<"$2"
+  ((${#b[@]} == 3 && ${#a[@]} == 3)) || { REPLY=""; return; }
+  REPLY=$(awk -v n0="${b[1]}" -v s0="${b[2]}" -v n1="${a[1]}" -v s1="${a[2]}" \
+    'BEGIN { if (n1 > n0) printf "%.3f", (s1 - s0) / (n1 - n0) }')
 }
 
 trigger_target() {
@@ -283,7 +415,12 @@ trigger_target() {
       ;;
     memory)
       path=/load/memory
-      [[ -z $mb ]] || q+=("mb=$mb")
+      if [[ -n $mb ]]; then
+        q+=("mb=$mb")
+      elif [[ $memory_size == limit ]]; then
+        q+=("percent_of_limit=150")
+      fi
+      q+=("ramp=$ramp" "hold=$hold")
       ;;
     crash) path=/crash ;;
     readiness) path=/fault/readiness ;;
@@ -304,6 +441,41 @@ trigger_target() {
   if ((${#q[@]})); then REPLY="$path?${q[*]}"; else REPLY="$path"; fi
 }
 
+# The endpoint that stops a fault of this type (DELETE), if any.
+stop_path() {
+  case "$type" in
+    cpu) REPLY=/load/cpu ;;
+    memory) REPLY=/load/memory ;;
+    readiness) REPLY=/fault/readiness ;;
+    latency) REPLY=/load/latency ;;
+    liveness) REPLY=/fault/liveness ;;
+    disk) REPLY=/load/disk ;;
+    *) REPLY="" ;;
+  esac
+}
+
+# The fault this run started that may still run: until FAULT_UNTIL (NOW_MS),
+# or, when that is empty, until it is stopped.
+fault_running=0
+FAULT_UNTIL=""
+
+# Stops the fault this run started, if it may still run; says so.
+stop_fault() {
+  ((fault_running)) || return 0
+  fault_running=0
+  tick
+  if [[ -n $FAULT_UNTIL ]] && ((NOW_MS > FAULT_UNTIL + 1000)); then
+    return 0
+  fi
+  stop_path
+  [[ -n $REPLY ]] || return 0
+  local path=$REPLY code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "${auth[@]}" --connect-timeout 5 \
+    --max-time 30 "$url$path" 2>/dev/null) || true
+  echo "  stopped the $type fault it started: DELETE $path answered ${code:-000}" >&2
+  STOPPED=1
+}
+
 # The latency fault slows GET / only: user traffic is what the readiness p95
 # sees. Ten requests in the background, each bounded by curl's --max-time.
 slow_traffic=()
@@ -319,6 +491,12 @@ wait_slow_traffic() {
   slow_traffic=()
 }
 
+# The service's cooldown, as a cooldown 429's Retry-After told it (ms), and
+# when this run's last trigger was accepted (NOW_MS).
+learned_cooldown_ms=""
+accepted_at=""
+memory_size=limit
+
 # trigger: POSTs the fault, waiting out 429s. Sets TRIGGER_CODE, TRIGGER_WAITED
 # (seconds spent on 429s) and TRIGGER_ERROR (text for a failed trigger).
 trigger() {
@@ -328,19 +506,19 @@ trigger() {
   TRIGGER_ERROR=""
   tick
   local give_up=$((NOW_MS + timeout * 1000))
-  # The token goes through a header file, so it never shows in `ps`.
-  local auth=()
-  if [[ -n $token ]]; then
-    printf 'Authorization: Bearer %s\n' "$token" >"$work/auth"
-    auth=(-H "@$work/auth")
-  fi
   while :; do
     TRIGGER_CODE=$(curl -s -X POST "${auth[@]}" -D "$work/headers" -o "$work/body" -w '%{http_code}' \
       --connect-timeout 5 --max-time 30 "$url$target" 2>/dev/null) || true
     [[ $TRIGGER_CODE =~ ^[0-9]{3}$ ]] || TRIGGER_CODE=000
-    if [[ $TRIGGER_CODE != 429 ]]; then
-      break
+    if [[ $TRIGGER_CODE == 400 && $type == memory && $memory_size == limit ]] &&
+      grep -q 'needs a cgroup memory limit' "$work/body"; then
+      echo "  the service has no memory limit: leaking its MEMORY_MB instead of 150% of a limit" >&2
+      memory_size=service
+      trigger_target
+      target=$REPLY
+      continue
     fi
+    [[ $TRIGGER_CODE == 429 ]] || break
     local retry
     retry=$(awk -F': *' 'tolower($1) == "retry-after" { gsub(/\r/, "", $2); print $2 }' "$work/headers")
     [[ $retry =~ ^[0-9]+$ ]] || retry=1
@@ -349,12 +527,22 @@ trigger() {
       TRIGGER_ERROR="guardrail still refusing after ${TRIGGER_WAITED} s (Retry-After ${retry} s exceeds --timeout)"
       return
     fi
-    echo "  429 from the guardrails: waiting ${retry} s" >&2
-    nap_ms $((retry * 1000))
+    local why="a running fault holds the slot (MAX_CONCURRENT_CHAOS)"
+    if grep -q 'CHAOS_COOLDOWN_SECONDS' "$work/body"; then
+      why="the service's cooldown (CHAOS_COOLDOWN_SECONDS)"
+      if [[ -n $accepted_at ]] && ! grep -q 'MAX_CONCURRENT_CHAOS' "$work/body"; then
+        learned_cooldown_ms=$((NOW_MS + retry * 1000 - accepted_at))
+      fi
+    fi
+    echo "  429 from the guardrails: $why; waiting Retry-After ${retry} s" >&2
+    wait_ms $((retry * 1000)) "Retry-After"
     TRIGGER_WAITED=$((TRIGGER_WAITED + retry))
   done
   case "$TRIGGER_CODE" in
-    2??) ;;
+    2??)
+      tick
+      accepted_at=$NOW_MS
+      ;;
     000) TRIGGER_ERROR="no answer from $url$target" ;;
     *)
       local msg
@@ -364,17 +552,30 @@ trigger() {
   esac
 }
 
-# The crash_to_startup_seconds of the running instance (its one observation).
-crash_to_startup() {
-  curl -s --max-time 5 "$url/metrics" 2>/dev/null |
-    awk '$1 == "crash_to_startup_seconds_count" { n = $2 } $1 == "crash_to_startup_seconds_sum" { s = $2 }
-         END { if (n == 1) printf "%.3f", s; else if (n > 1) printf "%.3f/%d", s, n }'
+# Before a trigger: the rest of the service's cooldown, once a 429 told it.
+wait_for_cooldown() {
+  [[ -n $learned_cooldown_ms && -n $accepted_at ]] || return 0
+  tick
+  local left=$((accepted_at + learned_cooldown_ms - NOW_MS))
+  ((left > 0)) || return 0
+  seconds "$left"
+  local l=$REPLY
+  seconds "$learned_cooldown_ms"
+  echo "  waiting $l s for the service's cooldown (about $REPLY s, told by a 429's Retry-After)" >&2
+  wait_ms "$left" "the service's cooldown"
+}
+
+# A number in the trigger's JSON answer ("" when absent).
+answer_number() {
+  REPLY=$(awk -F"\"$1\":" 'NF > 1 { split($2, a, /[,}]/); print a[1] }' "$work/body")
+  [[ $REPLY =~ ^[0-9]+$ ]] || REPLY=""
 }
 
 # --- results ----------------------------------------------------------------
 done_count=0
 recovered_count=0
 recovered_sum_ms=0
+restarts=0
 declare -A outcome_count=()
 
 clean_detail() { # no commas, quotes or line breaks in the detail column
@@ -384,39 +585,47 @@ clean_detail() { # no commas, quotes or line breaks in the detail column
   REPLY=${d//$'\r'/}
 }
 
-record() { # iteration triggered_at_ms detected_ms recovered_ms outcome detail
-  local det="" rec=""
+record() { # iteration triggered_at_ms detected_ms degraded_ms recovered_ms outcome detail
+  local det="" deg="" rec=""
   [[ -z $3 ]] || { seconds "$3"; det=$REPLY; }
-  [[ -z $4 ]] || { seconds "$4"; rec=$REPLY; }
-  clean_detail "$6"
-  printf '%s,%s,%s,%s,%s,%s,%s\n' "$1" "$type" "$2" "$det" "$rec" "$5" "$REPLY" >>"$out"
+  [[ -z $4 ]] || { seconds "$4"; deg=$REPLY; }
+  [[ -z $5 ]] || { seconds "$5"; rec=$REPLY; }
+  clean_detail "$7"
+  printf '%s,%s,%s,%s,%s,%s,%s,%s\n' "$1" "$type" "$2" "$det" "$deg" "$rec" "$6" "$REPLY" >>"$out"
   done_count=$((done_count + 1))
-  outcome_count[$5]=$((${outcome_count[$5]:-0} + 1))
-  if [[ $5 == recovered ]]; then
+  outcome_count[$6]=$((${outcome_count[$6]:-0} + 1))
+  if [[ $6 == recovered ]]; then
     recovered_count=$((recovered_count + 1))
-    recovered_sum_ms=$((recovered_sum_ms + $4))
+    recovered_sum_ms=$((recovered_sum_ms + $5))
   fi
-  local line="[$1/$iterations] $type: $5"
+  local line="[$1/$iterations] $type: $6"
   [[ -z $det ]] || line+=", detected in $det s"
-  [[ -z $rec ]] || line+=", recovered in $rec s"
+  [[ -z $deg ]] || line+=", degraded $deg s"
+  [[ -z $rec ]] || line+=", recovered $rec s after the fault's end"
   [[ -z $REPLY ]] || line+=" ($REPLY)"
   echo "$line"
 }
 
 summary() {
-  local mean="n/a"
+  local mean="none recovered"
   if ((recovered_count > 0)); then
     seconds $((recovered_sum_ms / recovered_count))
-    mean="$REPLY s"
+    mean="mean recovery $REPLY s after the fault's end"
   fi
   local counts="" k
   for k in recovered no-degradation timeout trigger-failed; do
     counts+=" $k=${outcome_count[$k]:-0}"
   done
-  echo "summary: $done_count of $iterations iterations finished, $recovered_count recovered, mean recovery $mean;$counts"
+  echo "summary: $done_count of $iterations iterations finished, $recovered_count recovered, $mean; restarts $restarts;$counts"
   echo "results: $out"
   ((CLOCK_STEPS == 0)) || echo "note: the wall clock stepped $CLOCK_STEPS time(s); /proc/uptime was used across the steps"
 }
+
+finish() {
+  stop_fault
+  rm -rf "$work"
+}
+trap finish EXIT
 
 interrupted() {
   # A background sleep would hold our stdout open after we exit.
@@ -425,6 +634,7 @@ interrupted() {
   ((${#pids[@]} == 0)) || kill "${pids[@]}" 2>/dev/null || true
   echo
   echo "interrupted: the iteration in progress is not recorded"
+  stop_fault
   summary
   exit 130
 }
@@ -432,60 +642,120 @@ trap interrupted INT TERM
 
 # --- main loop --------------------------------------------------------------
 timeout_ms=$((timeout * 1000))
+[[ $type != liveness ]] || echo "  liveness: detection watches /health; recovery needs /health and /ready 200" >&2
 tick
 for ((i = 1; i <= iterations; i++)); do
   wait_slow_traffic
-  if ((i > 1)); then
-    nap_ms $((cooldown * 1000))
+  if ((i > 1 && cooldown > 0)); then
+    wait_ms $((cooldown * 1000)) "--cooldown"
   fi
   detail=""
+  STOPPED=0
+  watch_health=0
   tick
-  if ! poll_until up $((NOW_MS + timeout_ms)); then
+  if ! poll_until up $((NOW_MS + timeout_ms)) "/ready to be 200 before the trigger"; then
     wall_ms
-    record "$i" "$REPLY" "" "" trigger-failed "/ready was $PROBE_CODE (not 200) for --timeout before the trigger"
+    record "$i" "$REPLY" "" "" "" trigger-failed "/ready was $PROBE_CODE (not 200) for --timeout before the trigger"
     continue
   fi
+  instance
+  before=$REPLY
+  wait_for_cooldown
   trigger
   tick
   triggered=$NOW_MS
   wall_ms
   triggered_wall=$REPLY
   ((TRIGGER_WAITED == 0)) || detail="guardrail_wait_s=$TRIGGER_WAITED"
+  [[ $type != memory || -n $mb || $memory_size == limit ]] || detail="${detail:+$detail;}size=MEMORY_MB (no memory limit)"
   if [[ -n $TRIGGER_ERROR ]]; then
-    record "$i" "$triggered_wall" "" "" trigger-failed "${detail:+$detail;}$TRIGGER_ERROR"
+    record "$i" "$triggered_wall" "" "" "" trigger-failed "${detail:+$detail;}$TRIGGER_ERROR"
     continue
   fi
+  # When the fault is planned to end (NOW_MS), if it has a planned end.
+  planned_end=""
+  case "$type" in
+    cpu | readiness | latency | liveness)
+      answer_number duration_seconds
+      [[ -z $REPLY ]] || planned_end=$((triggered + REPLY * 1000))
+      ;;
+    memory) planned_end=$((triggered + (ramp + hold) * 1000)) ;;
+    crash) planned_end=$triggered ;;
+  esac
+  fault_running=1
+  FAULT_UNTIL=$planned_end
+  [[ $type != crash ]] || fault_running=0
   [[ $type != latency ]] || send_slow_traffic
   # How long a fault can take to show: a CPU load, a readiness or latency
-  # fault fails readiness while it runs, a leak at once, a crash within the
-  # abort; a liveness fault only through a restart: --timeout.
+  # fault fails readiness while it runs, a leak before its ramp ends (or
+  # never), a crash within the abort, a liveness fault at once on /health.
   detect_deadline=$((triggered + timeout_ms))
-  if [[ $type == cpu || $type == readiness || $type == latency ]]; then
-    load_ms=$(awk -F'"duration_seconds":' 'NF > 1 { split($2, a, /[,}]/); print a[1] * 1000 }' "$work/body")
-    if [[ $load_ms =~ ^[0-9]+$ ]] && ((triggered + load_ms + 2000 < detect_deadline)); then
-      detect_deadline=$((triggered + load_ms + 2000))
-    fi
-  elif [[ $type == memory ]] && ((triggered + 2000 < detect_deadline)); then
-    detect_deadline=$((triggered + 2000))
+  if [[ -n $planned_end && $type != crash ]]; then
+    limit=$((planned_end + 2000))
+    [[ $type != memory ]] || limit=$((triggered + ramp * 1000 + 2000))
+    ((limit >= detect_deadline)) || detect_deadline=$limit
   fi
-  if ! poll_until down "$detect_deadline"; then
-    record "$i" "$triggered_wall" "" "" no-degradation "${detail:+$detail;}/ready stayed 200"
+  [[ $type != liveness ]] || watch_health=1
+  DIED_AT=""
+  READY_DOWN_AT=""
+  if ! poll_until down "$detect_deadline" "the fault to show"; then
+    record "$i" "$triggered_wall" "" "" "" no-degradation "${detail:+$detail;}/ready stayed 200"
     continue
   fi
   detected_at=$PROBE_AT
   detected_ms=$((detected_at - triggered))
   ((detected_ms >= 0)) || detected_ms=0
   detail="${detail:+$detail;}first_down_code=$PROBE_CODE"
-  if ! poll_until up $((detected_at + timeout_ms)); then
-    record "$i" "$triggered_wall" "$detected_ms" "" timeout "$detail;still_code=$PROBE_CODE"
+  [[ $READY_CODE != 000 ]] || DIED_AT=$PROBE_AT
+  # Recovery: up to --timeout after the fault's planned end (or detection).
+  recover_deadline=$((detected_at + timeout_ms))
+  if [[ -n $planned_end ]] && ((planned_end > detected_at)); then
+    recover_deadline=$((planned_end + timeout_ms))
+  fi
+  if ! poll_until up "$recover_deadline" "/ready to be 200 again"; then
+    stop_fault
+    ((STOPPED == 0)) || detail+=";stopped=yes"
+    record "$i" "$triggered_wall" "$detected_ms" "" "" timeout "$detail;still_code=$PROBE_CODE"
     continue
   fi
-  recovered_ms=$((PROBE_AT - detected_at))
-  if [[ $type == crash ]]; then
-    c2s=$(crash_to_startup)
-    detail+=";crash_to_startup_s=${c2s:-unknown}"
+  recovered_at=$PROBE_AT
+  instance
+  after=$REPLY
+  restarted=no
+  if [[ -n $before && -n $after && ${before%% *} != "${after%% *}" ]]; then
+    restarted=yes
+    restarts=$((restarts + 1))
+    fault_running=0
   fi
-  record "$i" "$triggered_wall" "$detected_ms" "$recovered_ms" recovered "$detail"
+  # The fault's end: the death when the process died with it, else its
+  # planned end. A restart between two polls hides the death: it came after
+  # the poll before the first one the new process answered (or, for a
+  # liveness fault, at the first /ready the stop failed).
+  if [[ $restarted == yes && -z $DIED_AT ]]; then
+    if [[ $type == liveness && -n $READY_DOWN_AT ]]; then
+      DIED_AT=$READY_DOWN_AT
+    else
+      DIED_AT=${PREVIOUS_AT:-$recovered_at}
+    fi
+  fi
+  fault_end=$planned_end
+  if [[ -n $DIED_AT ]] && [[ $type != crash ]] && { [[ -z $fault_end ]] || ((DIED_AT < fault_end)); }; then
+    fault_end=$DIED_AT
+  fi
+  [[ -n $fault_end ]] || fault_end=$detected_at
+  degraded_ms=$((fault_end - detected_at))
+  ((degraded_ms >= 0)) || degraded_ms=0
+  from=$fault_end
+  ((from <= recovered_at)) || from=$recovered_at
+  recovered_ms=$((recovered_at - from))
+  detail+=";restart=$restarted"
+  if [[ $type == crash ]]; then
+    crash_to_startup "$before" "$after"
+    detail+=";crash_to_startup_s=${REPLY:-unknown}"
+  fi
+  tick
+  if [[ -n $FAULT_UNTIL ]] && ((NOW_MS >= FAULT_UNTIL)); then fault_running=0; fi
+  record "$i" "$triggered_wall" "$detected_ms" "$degraded_ms" "$recovered_ms" recovered "$detail"
 done
 wait_slow_traffic
 summary

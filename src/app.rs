@@ -8,24 +8,26 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
 use crate::chaos::cpu::CpuLoads;
-use crate::chaos::crash_marker;
+use crate::chaos::crash_marker::{self, Crash};
 use crate::chaos::disk::{DiskFill, EndReason};
 use crate::chaos::faults::Faults;
 use crate::chaos::guard::Guard;
 use crate::chaos::memory::Leak;
-use crate::chaos::registry::{FaultKind, Registry};
+use crate::chaos::registry::{Ended, FaultKind, Registry, Watcher};
 use crate::config::Config;
 use crate::http::access::Access;
 use crate::observe::events::{Event, Events};
-use crate::observe::healing::{Tracker, Transition};
+use crate::observe::healing::{FaultEnd, Tracker, Transition};
+use crate::observe::kept::{self, Healed, Kept};
 use crate::observe::latency::LatencyWindow;
 use crate::observe::metrics::{Endpoint, KnownLabels, Metrics};
 use crate::observe::readiness::{self, Inputs, Limits, Reason};
+use crate::observe::state_file::{self, Identity, StateFile};
 use crate::os::sys;
 
 /// One message to `main`, over the channel it owns: from the signal thread,
@@ -39,13 +41,26 @@ pub enum Control {
     WorkerExited,
 }
 
+/// What the ordered stop did, for its SHUTDOWN_FINISHED event.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    /// Faults the stop ended (and undid).
+    pub faults_stopped: usize,
+    /// Workers still busy when the drain's time ran out (0: all finished).
+    pub workers_busy: usize,
+    /// Answers not yet written when the drain's time ran out (0: all sent).
+    pub unwritten_answers: usize,
+    /// From the signal to the exit.
+    pub took: std::time::Duration,
+}
+
 pub struct App {
     pub config: Config,
     /// Shared with the threads that answer later (a leak made at once).
     pub metrics: Arc<Metrics>,
     /// Every running fault: the guardrails, GET /chaos, stop and DELETE.
     pub registry: Arc<Registry>,
-    pub tracker: Tracker,
+    pub tracker: Arc<Tracker>,
     pub latency: LatencyWindow,
     pub cpu: Arc<CpuLoads>,
     pub leak: Arc<Leak>,
@@ -56,28 +71,34 @@ pub struct App {
     pub events: Arc<Events>,
     pub started: Instant,
     pub pod: String,
+    /// This process's boot and pod, written into every state file.
+    pub identity: Identity,
+    /// The crash marker of the previous life, taken at start-up.
+    crash: Option<Crash>,
     pub access: Access,
     shutting_down: AtomicBool,
-    /// Whether STATE_DIR was writable at start-up (warned about once if not).
-    pub state_dir_ok: bool,
     /// `main`'s channel: a deliberate panic must happen on the main thread.
     pub to_main: Sender<Control>,
 }
 
 impl App {
+    /// `access` is the token's rule (read before the port was bound);
     /// `endpoints` are the HTTP series that exist from start-up (the route
     /// table's, which `main` hands over); `to_main` is `main`'s channel.
     pub fn new(
         config: Config,
+        access: Access,
         endpoints: &[Endpoint],
         events: Events,
         started: Instant,
         to_main: Sender<Control>,
     ) -> Result<App, prometheus::Error> {
-        let state_dir_ok = match crash_marker::prepare_state_dir(&config.state_dir) {
+        let state_dir_ok = match state_file::prepare_dir(&config.state_dir) {
             Ok(()) => true,
             Err(e) => {
-                log::warn!("{e}; the crash marker will not be written, crash_to_startup_seconds cannot be measured");
+                log::warn!(
+                    "{e}; the crash marker will not be written, crash_to_startup_seconds cannot be measured, and the healing figures will not survive a restart"
+                );
                 false
             }
         };
@@ -89,19 +110,71 @@ impl App {
             log::warn!("{why}; POST /load/disk will answer 503");
         }
         let faults: Vec<&str> = FaultKind::ALL.iter().map(|k| k.label()).collect();
+        let mut fault_ends = faults.clone();
+        fault_ends.push(crash_marker::FAULT_LABEL);
         let disk_fill_ends: Vec<&str> = EndReason::ALL.iter().map(|r| r.label()).collect();
         let metrics = Metrics::new(&KnownLabels {
             endpoints,
             faults: &faults,
+            fault_ends: &fault_ends,
             disk_fill_ends: &disk_fill_ends,
         })?;
+        let pod = pod_name();
+        let identity = Identity::current(&pod);
+        let tracker = Arc::new(Tracker::default());
+        let events = Arc::new(events);
+        let crash = if state_dir_ok {
+            // One moment on both clocks: a death is in wall-clock time, the
+            // readiness timers in monotonic time.
+            let (now, now_instant) = (SystemTime::now(), Instant::now());
+            let previous = metrics.healing.keep_in(
+                StateFile::new(&config.state_dir, kept::FILE, kept::KIND, identity.clone()),
+                now,
+            );
+            let crash = match crash_marker::take_marker(&config.state_dir, identity.clone(), now) {
+                Ok(found) => found,
+                Err(e) => {
+                    log::warn!("{e}");
+                    None
+                }
+            };
+            // The death that ended the previous life ended its fault too:
+            // recovery from it is timed to this life's first 200.
+            let death = match (&crash, previous) {
+                (Some(c), _) => Some((crash_marker::FAULT_LABEL, c.crashed_at())),
+                (None, Some(life)) => {
+                    log::info!(
+                        "the previous life ended ({}) with a {} fault running",
+                        life.how,
+                        life.fault
+                    );
+                    Some((life.fault, life.died_at))
+                }
+                (None, None) => None,
+            };
+            if let Some((fault, died_at)) = death {
+                let ago = now.duration_since(died_at).unwrap_or(Duration::ZERO);
+                let at = now_instant.checked_sub(ago).unwrap_or(now_instant);
+                tracker.fault_ended(fault, at);
+            }
+            crash
+        } else {
+            None
+        };
+        if let Err(e) = metrics.healing.spawn_heartbeat() {
+            log::warn!("cannot start the healing heartbeat: {e}; an OOM kill's time will not be known");
+        }
+        let watch = Arc::new(FaultWatch {
+            tracker: Arc::clone(&tracker),
+            healing: Arc::clone(&metrics.healing),
+            events: Arc::clone(&events),
+        });
         metrics
             .readiness_max_memory_bytes
             .set(i64::try_from(config.max_rss_bytes()).unwrap_or(i64::MAX));
         metrics
             .readiness_max_latency_seconds
             .set(config.max_latency.as_secs_f64());
-        let access = Access::from_source(&config.chaos_token);
         match &access {
             Access::Closed(why) => log::warn!("chaos endpoints closed: {why}"),
             Access::Open if config.chaos_enabled => {
@@ -112,45 +185,41 @@ impl App {
         Ok(App {
             access,
             metrics: Arc::new(metrics),
-            registry: Registry::new(Guard::new(config.max_concurrent_chaos, config.chaos_cooldown)),
-            tracker: Tracker::default(),
+            registry: Registry::watched(Guard::new(config.max_concurrent_chaos, config.chaos_cooldown), watch),
+            tracker,
             latency: LatencyWindow::new(started, config.latency_window, config.max_latency),
             cpu: Arc::new(CpuLoads::default()),
             leak: Arc::new(Leak::default()),
             faults: Arc::new(Faults::default()),
             disk: Arc::new(disk),
-            events: Arc::new(events),
+            events,
             started,
-            pod: pod_name(),
+            pod,
+            identity,
+            crash,
             shutting_down: AtomicBool::new(false),
-            state_dir_ok,
             to_main,
             config,
         })
     }
 
-    /// Start-up bookkeeping: the crash marker of a previous run, the recovery
-    /// counter, and the POD_STARTED event. `listen` is the bound address,
+    /// Start-up bookkeeping: crash to start-up (from the marker taken at
+    /// start), the recovery counter, and the POD_STARTED event. `listen` is
+    /// the bound address,
     /// `probe_listen` the probe listener's (None: `PROBE_PORT=off`).
     pub fn record_start(&self, listen: &str, probe_listen: Option<&str>) {
-        self.metrics.pod_recovery_count_total.inc();
-        let crash = if self.state_dir_ok {
-            match crash_marker::take_marker(&self.config.state_dir) {
-                Ok(found) => found,
-                Err(e) => {
-                    log::warn!("{e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let crash_to_startup = crash.as_ref().map(|c| {
-            let secs = c.elapsed_until(SystemTime::now()).as_secs_f64();
-            self.metrics.crash_to_startup_seconds.observe(secs);
-            log::info!("started {secs:.3} s after a deliberate crash ({})", c.mode);
-            secs
+        let crash_to_startup = self.crash.as_ref().map(|c| {
+            let elapsed = c.elapsed_until(SystemTime::now());
+            log::info!(
+                "started {:.3} s after a deliberate crash ({})",
+                elapsed.as_secs_f64(),
+                c.mode
+            );
+            elapsed
         });
+        let mut changes = vec![Healed::Started];
+        changes.extend(crash_to_startup.map(Healed::CrashToStartup));
+        self.metrics.healing.record(&changes);
         self.events.emit(
             Event::PodStarted,
             json!({
@@ -159,24 +228,47 @@ impl App {
                 "pod": self.pod,
                 "version": env!("CARGO_PKG_VERSION"),
                 "workers": self.config.workers,
-                "crash_to_startup_seconds": crash_to_startup,
-                "crash_mode": crash.map(|c| c.mode),
+                "crash_to_startup_seconds": crash_to_startup.map(|d| d.as_secs_f64()),
+                "crash_mode": self.crash.as_ref().map(|c| c.mode.clone()),
                 "startup_ms": self.started.elapsed().as_secs_f64() * 1000.0,
             }),
         );
+    }
+
+    /// The last step of a stop: the healing figures record that this life
+    /// ended now, with the faults that ran when the stop began.
+    pub fn record_stop(&self) {
+        self.metrics.healing.stopped();
     }
 
     pub fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// First step of a graceful stop: /ready fails from now on.
+    /// First step of the ordered stop: no fault starts from now on (the
+    /// registry is closed: 503 naming `signal`), and /ready fails.
     pub fn begin_shutdown(&self, signal: &str) {
+        self.registry.close(signal);
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.metrics.healing.stopping();
         self.metrics.pod_ready_status.set(0);
         self.events.emit(
             Event::ShutdownStarted,
             json!({"signal": signal, "delay_seconds": self.config.shutdown_delay.as_secs()}),
+        );
+    }
+
+    /// Last step of the ordered stop, before the exit: what it did.
+    pub fn finish_shutdown(&self, signal: &str, report: &ShutdownReport) {
+        self.events.emit(
+            Event::ShutdownFinished,
+            json!({
+                "signal": signal,
+                "faults_stopped": report.faults_stopped,
+                "workers_busy": report.workers_busy,
+                "unwritten_answers": report.unwritten_answers,
+                "seconds": report.took.as_secs_f64(),
+            }),
         );
     }
 
@@ -208,8 +300,8 @@ impl App {
             Transition::Unchanged => {}
             Transition::Degraded { detection } => {
                 let secs = detection.map(|d| d.as_secs_f64());
-                if let Some(s) = secs {
-                    self.metrics.failure_to_readiness_failure_seconds.observe(s);
+                if let Some(d) = detection {
+                    self.metrics.healing.record(&[Healed::Detected(d)]);
                 }
                 let texts: Vec<String> = reasons.iter().map(Reason::text).collect();
                 self.events.emit(
@@ -217,14 +309,55 @@ impl App {
                     json!({"reasons": texts, "detection_seconds": secs}),
                 );
             }
-            Transition::Recovered { after } => {
-                let secs = after.as_secs_f64();
-                self.metrics.readiness_failure_to_recovery_seconds.observe(secs);
-                self.metrics.pod_recovery_count_total.inc();
-                self.events.emit(Event::ReadinessRecovered, json!({"seconds": secs}));
+            Transition::Recovered { after, fault_end } => {
+                let mut changes = vec![Healed::Recovered(after)];
+                changes.extend(fault_end.map(Healed::FaultEnd));
+                self.metrics.healing.record(&changes);
+                self.events
+                    .emit(Event::ReadinessRecovered, json!({"seconds": after.as_secs_f64()}));
+                if let Some(end) = fault_end {
+                    emit_fault_recovered(&self.events, end);
+                }
+            }
+            Transition::ReadyAfterDeath { fault_end } => {
+                self.metrics.healing.record(&[Healed::FaultEnd(fault_end)]);
+                emit_fault_recovered(&self.events, fault_end);
             }
         }
     }
+}
+
+/// What the registry tells of each fault's start and end, for the healing
+/// figures: recovery is timed from a fault's end, and the running faults
+/// are kept across a death.
+struct FaultWatch {
+    tracker: Arc<Tracker>,
+    healing: Arc<Kept>,
+    events: Arc<Events>,
+}
+
+impl Watcher for FaultWatch {
+    fn started(&self, kind: FaultKind) {
+        self.healing.fault_started(kind.label());
+    }
+
+    fn ended(&self, kind: FaultKind, ended: Ended, at: Instant) {
+        // A replaced fault's cause goes on in its successor.
+        if ended != Ended::Replaced
+            && let Some(end) = self.tracker.fault_ended(kind.label(), at)
+        {
+            self.healing.record(&[Healed::FaultEnd(end)]);
+            emit_fault_recovered(&self.events, end);
+        }
+        self.healing.fault_ended(kind.label());
+    }
+}
+
+fn emit_fault_recovered(events: &Events, end: FaultEnd) {
+    events.emit(
+        Event::FaultRecovered,
+        json!({"fault": end.fault, "seconds": end.after.as_secs_f64()}),
+    );
 }
 
 /// The pod name: `HOSTNAME` (Kubernetes and docker set it), else the kernel's
@@ -260,8 +393,10 @@ pub mod testing {
         let captured = Captured::default();
         // Nothing reads `main`'s channel in a unit test: a send is dropped.
         let (to_main, _) = std::sync::mpsc::channel();
+        let access = Access::from_source(&config.chaos_token).unwrap();
         let app = App::new(
             config,
+            access,
             &[],
             Events::to_writer(Box::new(captured.clone())),
             Instant::now(),

@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use app::{App, Control};
+use app::{App, Control, ShutdownReport};
 use config::Config;
 use http::server::{Listening, Pool};
 use observe::events::Events;
@@ -67,22 +67,15 @@ usage: chaos-backend               serve (configured by the environment variable
        chaos-backend --version
        chaos-backend --help";
 
-/// How long stopped workers get to finish the requests they hold.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the drain of an ordered stop may take: the workers finishing
+/// the requests they hold and those queued, then the connection layer
+/// writing the answers it was given (held ones included, which the stop
+/// released). Within Kubernetes' grace period (20 s in `manifests/`) after
+/// `SHUTDOWN_DELAY_SECONDS` (5).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    // Before any thread exists, so that every thread inherits the mask.
-    os::signals::block_termination_signals();
-    // Before any thread exists too: bounded malloc arenas (under RLIMIT_AS
-    // they would take the address space that connection threads' stacks
-    // need) and fixed thresholds, so that freed memory goes back after a
-    // burst of clients.
-    os::sys::limit_malloc_arenas(http::limits::malloc_arenas(
-        os::sys::affinity_cpu_count(),
-        os::sys::address_space_limit(),
-    ));
-    os::sys::fix_malloc_thresholds();
     observe::events::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Arguments first: --help and --version answer whatever the environment
@@ -96,7 +89,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         ["--help" | "-h"] => {
-            println!("{USAGE}\n\n{}", config::variables::help().trim_end());
+            println!(
+                "{USAGE}\n\n{}\n\n{}",
+                config::variables::help().trim_end(),
+                os::signals::help()
+            );
             return ExitCode::SUCCESS;
         }
         _ => {
@@ -125,10 +122,32 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The token file too is configuration: a token no client could send
+    // is refused here, before the port is bound (exit 2).
+    let access = match http::access::Access::from_source(&config.chaos_token) {
+        Ok(access) => access,
+        Err(e) => {
+            eprintln!("chaos-backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if config.random_crash_enabled {
         log::warn!("RANDOM_CRASH_ENABLED=true is accepted but reserved: no random crash will happen");
     }
-    match run(config, started) {
+    // Before any thread exists, so that every thread inherits the mask;
+    // only when serving: the observer takes its own two, and the other
+    // modes are short-lived.
+    os::signals::take_signals();
+    // Before any thread exists too: bounded malloc arenas (under RLIMIT_AS
+    // they would take the address space that connection threads' stacks
+    // need) and fixed thresholds, so that freed memory goes back after a
+    // burst of clients.
+    os::sys::limit_malloc_arenas(http::limits::malloc_arenas(
+        os::sys::affinity_cpu_count(),
+        os::sys::address_space_limit(),
+    ));
+    os::sys::fix_malloc_thresholds();
+    match run(config, access, started) {
         Ok(code) => code,
         Err(e) => {
             log::error!("{e}");
@@ -137,7 +156,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
+fn run(config: Config, access: http::access::Access, started: Instant) -> Result<ExitCode, String> {
     let (tx, rx) = mpsc::channel::<Control>();
     let signals = tx.clone();
     os::signals::spawn_waiter(move |name| signals.send(Control::Signal(name)).is_ok())
@@ -165,6 +184,7 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     let app = Arc::new(
         App::new(
             config,
+            access,
             &http::routes::endpoint_series(),
             Events::to_stderr(),
             started,
@@ -181,8 +201,8 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     }
     let server = Arc::new(server);
     app.metrics.connections.watch(Arc::clone(&server));
-    let pool =
-        Pool::start(server, Arc::clone(&app), workers, tx).map_err(|e| format!("cannot start worker threads: {e}"))?;
+    let pool = Pool::start(Arc::clone(&server), Arc::clone(&app), workers, tx)
+        .map_err(|e| format!("cannot start worker threads: {e}"))?;
     let probe_listen = probe_listen.map(|a| a.to_string());
     match &probe_listen {
         Some(probes) => log::info!(
@@ -192,79 +212,141 @@ fn run(config: Config, started: Instant) -> Result<ExitCode, String> {
     }
     app.record_start(&listen, probe_listen.as_deref());
 
-    match wait_trimming_the_heap(&rx) {
-        Ok(Control::Signal(name)) => Ok(shut_down(&app, &pool, &rx, name)),
-        Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
-        Ok(Control::AcceptFailed(e)) => {
+    match next_control(&rx, &app, None) {
+        Some(Control::Signal(name)) => Ok(shut_down(&app, &pool, &server, &rx, name)),
+        Some(Control::AcceptFailed(e)) => {
             log::error!(
                 "the listener failed ({e}); tiny_http accepts nothing more (tiny-http#283), so exit for a restart"
             );
             Ok(ExitCode::FAILURE)
         }
-        Ok(Control::WorkerExited) => {
+        Some(Control::WorkerExited) => {
             log::error!("a worker exited unexpectedly; exit for a restart");
             Ok(ExitCode::FAILURE)
         }
-        Err(_) => Err("control channel closed".to_string()),
+        Some(Control::Panic(_)) => unreachable!("next_control panics itself"),
+        None => Err("control channel closed".to_string()),
     }
 }
 
-/// How often the main thread hands freed heap memory back to the kernel.
-const HEAP_TRIM_PERIOD: Duration = Duration::from_secs(2);
+/// How often the main thread does its housekeeping (`housekeeping`).
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
 
-/// Waits for the next control message, meanwhile handing freed heap memory
-/// back every `HEAP_TRIM_PERIOD`. After a burst of connections (each thread
-/// allocates from one of glibc's per-thread arenas), freed memory would
-/// otherwise stay resident: 1,200 connections left RSS 5 to 7 MiB above
-/// its baseline for good.
-fn wait_trimming_the_heap(rx: &mpsc::Receiver<Control>) -> Result<Control, mpsc::RecvError> {
+/// What the main thread does every `HOUSEKEEPING_PERIOD` while it waits:
+/// hands freed heap memory back to the kernel (after a burst of
+/// connections, each thread allocating from one of glibc's per-thread
+/// arenas, freed memory would otherwise stay resident: 1,200 connections
+/// left RSS 5 to 7 MiB above its baseline for good), and writes the
+/// summaries of the log lines and events a flood left out.
+fn housekeeping(app: &App) {
+    os::sys::trim_heap();
+    let now = Instant::now();
+    app.events.write_suppressed_summaries(now, false);
+    observe::events::write_log_summaries(now, false);
+}
+
+/// The next control message, before `deadline` if one is given (None once
+/// it has passed, or if the channel is closed), doing the housekeeping
+/// meanwhile. A deliberate panic happens here, on the main thread, even
+/// during a stop: the crash was answered 202 before the stop began.
+fn next_control(rx: &mpsc::Receiver<Control>, app: &App, deadline: Option<Instant>) -> Option<Control> {
     loop {
-        match rx.recv_timeout(HEAP_TRIM_PERIOD) {
-            Ok(message) => return Ok(message),
-            Err(RecvTimeoutError::Disconnected) => return Err(mpsc::RecvError),
-            Err(RecvTimeoutError::Timeout) => os::sys::trim_heap(),
+        let wait = deadline.map_or(HOUSEKEEPING_PERIOD, |d| {
+            d.saturating_duration_since(Instant::now()).min(HOUSEKEEPING_PERIOD)
+        });
+        match rx.recv_timeout(wait) {
+            Ok(Control::Panic(cause)) => panic!("deliberate panic, requested by {cause}"),
+            Ok(message) => return Some(message),
+            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(RecvTimeoutError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
+            Err(RecvTimeoutError::Timeout) => housekeeping(app),
         }
     }
 }
 
-/// Graceful stop: fail readiness at once, wait `SHUTDOWN_DELAY_SECONDS` so
-/// the endpoints controller takes the pod out of its Services, then stop the
-/// workers. A second signal skips the rest of the wait.
-fn shut_down(app: &App, pool: &Pool, rx: &mpsc::Receiver<Control>, signal: &str) -> ExitCode {
+/// The ordered stop, one step after the other:
+///
+/// 1. refuse new faults (the registry is closed: every start is 503 naming
+///    the signal, even one queued before it) and fail readiness;
+/// 2. stop the registry: every fault is cancelled, its threads joined, its
+///    work undone, and the answers it held are released;
+/// 3. wait `SHUTDOWN_DELAY_SECONDS`, serving as before, so that the
+///    endpoints controller takes the pod out of its Services (a second
+///    signal skips the rest of the wait);
+/// 4. drain: the workers finish the requests they hold and those queued,
+///    then the answers handed to the connection layer (the released ones
+///    included) are written, within `DRAIN_TIMEOUT`;
+/// 5. exit 0, after SHUTDOWN_FINISHED says what was left, if anything.
+fn shut_down(
+    app: &App,
+    pool: &Pool,
+    server: &tiny_http::Server,
+    rx: &mpsc::Receiver<Control>,
+    signal: &str,
+) -> ExitCode {
+    let began = Instant::now();
     app.begin_shutdown(signal);
+    let faults_stopped = app.registry.stop(None, chaos::registry::Ended::Shutdown).len();
     log::info!(
-        "{signal}: /ready now fails; stopping in {} s",
+        "{signal}: /ready fails and no fault starts; {faults_stopped} fault(s) stopped; stopping in {} s",
         app.config.shutdown_delay.as_secs()
     );
-    let deadline = Instant::now() + app.config.shutdown_delay;
+    let delay_ends = Instant::now() + app.config.shutdown_delay;
     loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Control::Signal(again)) => {
-                log::info!("{again} again: stopping now");
+        match next_control(rx, app, Some(delay_ends)) {
+            Some(Control::Signal(again)) => {
+                log::info!("{again} during the delay: stopping now");
                 break;
             }
-            Ok(_) => {}
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            Some(_) => {}
+            None => break,
         }
     }
-    // Every fault ends, and its threads with it, before the workers stop.
-    app.registry.stop(None, chaos::registry::Ended::Shutdown);
     pool.stop();
-    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    let drained_by = Instant::now() + DRAIN_TIMEOUT;
     let mut exited = 0;
     while exited < pool.len() {
-        match rx.recv_timeout(drain_deadline.saturating_duration_since(Instant::now())) {
-            Ok(Control::WorkerExited) => exited += 1,
-            Ok(_) => {}
-            Err(_) => {
-                log::warn!(
-                    "{} worker(s) still busy after {DRAIN_TIMEOUT:?}; exiting anyway",
-                    pool.len() - exited
-                );
-                break;
-            }
+        match next_control(rx, app, Some(drained_by)) {
+            Some(Control::WorkerExited) => exited += 1,
+            Some(_) => {}
+            None => break,
         }
     }
+    let unwritten = wait_for_answers(server, drained_by);
+    let report = ShutdownReport {
+        faults_stopped,
+        workers_busy: pool.len() - exited,
+        unwritten_answers: unwritten,
+        took: began.elapsed(),
+    };
+    if report.workers_busy > 0 || report.unwritten_answers > 0 {
+        log::warn!(
+            "after {DRAIN_TIMEOUT:?} of drain, {} worker(s) still busy and {} answer(s) not yet written; exiting anyway",
+            report.workers_busy,
+            report.unwritten_answers
+        );
+    }
+    // What a flood left out is counted before the exit, not lost.
+    let now = Instant::now();
+    app.events.write_suppressed_summaries(now, true);
+    observe::events::write_log_summaries(now, true);
+    app.record_stop();
+    app.finish_shutdown(signal, &report);
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// How often the drain looks whether every answer was written.
+const ANSWERS_POLL: Duration = Duration::from_millis(10);
+
+/// Waits until the connection layer has written every answer it was
+/// given, or until `deadline`; returns how many were still unwritten.
+fn wait_for_answers(server: &tiny_http::Server, deadline: Instant) -> usize {
+    loop {
+        let unwritten = server.unwritten_answers();
+        if unwritten == 0 || Instant::now() >= deadline {
+            return unwritten;
+        }
+        std::thread::sleep(ANSWERS_POLL.min(deadline.saturating_duration_since(Instant::now())));
+    }
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::chaos::crash_marker;
 use crate::observe::events::{Event, Events};
+use crate::observe::state_file::Identity;
 use crate::os::sys;
 
 /// How `POST /crash` ends the process.
@@ -45,12 +46,13 @@ impl CrashMode {
 /// waits for the end.
 pub fn crash_now(
     state_dir: &Path,
+    identity: Identity,
     mode: CrashMode,
     cause: &str,
     events: &Events,
     panic_on_main: impl FnOnce(String),
 ) -> ! {
-    let marker = match crash_marker::write_marker(state_dir, mode.label(), cause, SystemTime::now()) {
+    let marker = match crash_marker::write_marker(state_dir, identity, mode.label(), cause, SystemTime::now()) {
         Ok(path) => path.display().to_string(),
         Err(e) => {
             log::warn!("crash marker not written in STATE_DIR {}: {e}", state_dir.display());

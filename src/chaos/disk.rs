@@ -8,9 +8,10 @@
 //! `DiskFill` carries it out and reports on it (the file, the bytes written,
 //! how the last fill ended). Every fill is written by a thread of its own,
 //! with or without a ramp; a stop cancels it, joins it, then removes the
-//! file (`DiskFill::remove`), all before the stop answers. When the disk runs out (ENOSPC, EDQUOT) the writer removes
-//! the partial file (unless `keep`), so the crash marker and the probes keep
-//! working, and reports why it ended.
+//! file (`DiskFill::remove`), all before the stop answers. When the disk runs out (ENOSPC, EDQUOT), or the process's
+//! file-size limit is reached (EFBIG), the writer removes the partial file
+//! (unless `keep`), so the crash marker and the probes keep working, and
+//! reports why it ended.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -47,15 +48,20 @@ pub enum EndReason {
     NoSpace,
     /// EDQUOT: a disk quota (an XFS project quota on an emptyDir) is used up.
     Quota,
+    /// EFBIG: the process's file-size limit (`RLIMIT_FSIZE`, `ulimit -f`)
+    /// was reached. SIGXFSZ, which would end the process there, is
+    /// ignored (`os::signals`), so the write fails with EFBIG instead.
+    FileSizeLimit,
     /// Any other I/O error.
     IoError,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 4] = [
+    pub const ALL: [EndReason; 5] = [
         EndReason::Removed,
         EndReason::NoSpace,
         EndReason::Quota,
+        EndReason::FileSizeLimit,
         EndReason::IoError,
     ];
 
@@ -64,6 +70,7 @@ impl EndReason {
             EndReason::Removed => "removed",
             EndReason::NoSpace => "no_space",
             EndReason::Quota => "quota",
+            EndReason::FileSizeLimit => "file_size_limit",
             EndReason::IoError => "io_error",
         }
     }
@@ -72,6 +79,7 @@ impl EndReason {
         match e.raw_os_error() {
             Some(libc::ENOSPC) => EndReason::NoSpace,
             Some(libc::EDQUOT) => EndReason::Quota,
+            Some(libc::EFBIG) => EndReason::FileSizeLimit,
             _ => EndReason::IoError,
         }
     }
@@ -655,6 +663,10 @@ mod tests {
             EndReason::NoSpace
         );
         assert_eq!(EndReason::of(&Error::from_raw_os_error(libc::EDQUOT)), EndReason::Quota);
+        assert_eq!(
+            EndReason::of(&Error::from_raw_os_error(libc::EFBIG)),
+            EndReason::FileSizeLimit
+        );
         assert_eq!(EndReason::of(&Error::from_raw_os_error(libc::EIO)), EndReason::IoError);
     }
 

@@ -120,7 +120,8 @@ pub fn spawn_timer(ticket: Ticket, kind: FaultKind, deadline: Instant) -> std::i
         .spawn(move || {
             if !ticket.cancel.sleep_until(deadline) {
                 let cancel = ticket.cancel.clone();
-                ticket.finish(Ended::OnTime);
+                // Out of force at its deadline, however late this thread ran.
+                ticket.finish_at(Ended::OnTime, Some(deadline));
                 // The answers this fault holds go out now too: a hold
                 // longer than the fault (`ms` above its `duration`) ends
                 // with the fault, as with a stop.

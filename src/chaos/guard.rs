@@ -4,6 +4,11 @@
 //! Check and claim happen under one lock, so of many simultaneous requests
 //! exactly the allowed number gets a [`Permit`]. A permit frees its slot when
 //! dropped, wherever the action ends (a spin thread, a handler, a panic).
+//!
+//! A refusal's `Retry-After` is the earliest whole second at which the same
+//! start would be accepted if nothing else changed: a slot free (the
+//! planned end of the fault whose slot frees first, plus the moment its
+//! threads take to stop) *and* the cooldown over, whichever comes later.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -18,21 +23,32 @@ pub struct Rejected {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RejectReason {
-    Concurrency,
+    /// Every slot is taken; `cooling` when the cooldown has not passed
+    /// either.
+    Concurrency {
+        cooling: bool,
+    },
     Cooldown,
 }
 
 impl Rejected {
     pub fn message(&self, max_concurrent: usize, cooldown: Duration) -> String {
+        let retry = self.retry_after_secs;
         match self.reason {
-            RejectReason::Concurrency => format!(
-                "{max_concurrent} chaos action(s) already active (MAX_CONCURRENT_CHAOS={max_concurrent}); retry in {} s",
-                self.retry_after_secs
+            RejectReason::Concurrency { cooling } => format!(
+                "{max_concurrent} chaos action(s) already active (MAX_CONCURRENT_CHAOS={max_concurrent}){}; retry in {retry} s",
+                if cooling {
+                    format!(
+                        " and the chaos cooldown of {} s (CHAOS_COOLDOWN_SECONDS) has not passed",
+                        cooldown.as_secs()
+                    )
+                } else {
+                    String::new()
+                }
             ),
             RejectReason::Cooldown => format!(
-                "chaos cooldown of {} s (CHAOS_COOLDOWN_SECONDS) has not passed; retry in {} s",
-                cooldown.as_secs(),
-                self.retry_after_secs
+                "chaos cooldown of {} s (CHAOS_COOLDOWN_SECONDS) has not passed; retry in {retry} s",
+                cooldown.as_secs()
             ),
         }
     }
@@ -60,6 +76,16 @@ pub struct Guard {
 pub struct Permit {
     id: u64,
     state: Arc<Mutex<Slots>>,
+}
+
+impl Permit {
+    /// The action now expects to end at `end` (`None`: when released).
+    pub fn expect_end(&self, end: Option<Instant>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = state.active.iter_mut().find(|(id, _)| *id == self.id) {
+            slot.1 = end;
+        }
+    }
 }
 
 impl Drop for Permit {
@@ -91,27 +117,41 @@ impl Guard {
     }
 
     /// Claims a slot for an action expected to last `expected` (`None`:
-    /// until it is released), or says why not.
+    /// until it is released), or says why not and when to retry.
     pub fn try_acquire(&self, now: Instant, expected: Option<Duration>) -> Result<Permit, Rejected> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.active.len() >= self.max_concurrent {
-            // Only actions that end by themselves say when a slot frees; a
-            // leak that stays frees it when released, at a time nobody knows.
-            let soonest = state.active.iter().filter_map(|(_, end)| *end).min();
-            let wait = soonest.map_or(UNKNOWN_END_RETRY, |end| end.saturating_duration_since(now));
+        // Measured from the last accepted start; a request whose `now` was
+        // read just before that start's (a race) is as late as it.
+        let cooldown_left = state.last_accepted.map_or(Duration::ZERO, |last| {
+            self.cooldown.saturating_sub(now.saturating_duration_since(last))
+        });
+        let cooling = !cooldown_left.is_zero();
+        let cooldown_over = now + cooldown_left;
+        let full = state.active.len() >= self.max_concurrent;
+        if full || cooling {
+            // The earliest instant both hold: enough slots free (each
+            // action frees its slot at its planned end, or, lasting until
+            // released, at a time nobody knows) and the cooldown over.
+            let retry_at = if full {
+                let must_end = state.active.len() + 1 - self.max_concurrent;
+                nth_end(&state.active, must_end).map(|end| (end + SLOT_RELEASE).max(cooldown_over))
+            } else {
+                Some(cooldown_over)
+            };
+            let retry_after_secs = match retry_at {
+                Some(at) => whole_seconds_at_least_one(at.saturating_duration_since(now)),
+                None => whole_seconds_at_least_one(cooldown_over.saturating_duration_since(now))
+                    .max(UNKNOWN_END_RETRY.as_secs()),
+            };
+            let reason = if full {
+                RejectReason::Concurrency { cooling }
+            } else {
+                RejectReason::Cooldown
+            };
             return Err(Rejected {
-                reason: RejectReason::Concurrency,
-                retry_after_secs: whole_seconds_at_least_one(wait),
+                reason,
+                retry_after_secs,
             });
-        }
-        if let Some(last) = state.last_accepted {
-            let since = now.saturating_duration_since(last);
-            if since < self.cooldown {
-                return Err(Rejected {
-                    reason: RejectReason::Cooldown,
-                    retry_after_secs: whole_seconds_at_least_one(self.cooldown - since),
-                });
-            }
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -130,9 +170,34 @@ impl Guard {
     }
 }
 
-/// The `Retry-After` while every slot is held by something that lasts until
-/// it is released.
+/// The `Retry-After` while a slot is held by something that lasts until it
+/// is released (a leak without `hold`, a disk fill): nobody knows when that
+/// is, so this is a polling interval, not a promise (or the cooldown's
+/// remainder, if longer).
 const UNKNOWN_END_RETRY: Duration = Duration::from_secs(60);
+
+/// How long after its planned end an action's slot is counted free: its
+/// threads see the deadline, stop, are joined and cleaned up first (well
+/// under a millisecond when idle; this much on a loaded machine).
+const SLOT_RELEASE: Duration = Duration::from_millis(100);
+
+/// When the `n`th of these actions (1 = the first) has ended, by their
+/// planned ends; `None` when fewer than `n` have a planned end. (A few
+/// entries at most: a loop, not a sort, which would weigh on the image.)
+fn nth_end(active: &[(u64, Option<Instant>)], n: usize) -> Option<Instant> {
+    let mut after: Option<Instant> = None;
+    let mut found = 0;
+    while found < n {
+        let next = active
+            .iter()
+            .filter_map(|(_, end)| *end)
+            .filter(|end| after.is_none_or(|a| *end > a))
+            .min()?;
+        found += active.iter().filter(|(_, end)| *end == Some(next)).count();
+        after = Some(next);
+    }
+    after
+}
 
 /// Rounds up to whole seconds, and never says 0 (a client told "retry in 0 s"
 /// would spin).
@@ -152,8 +217,11 @@ mod tests {
         let a = guard.try_acquire(t0, Some(Duration::from_secs(10))).unwrap();
         let _b = guard.try_acquire(t0, Some(Duration::from_secs(3))).unwrap();
         let rejected = guard.try_acquire(t0, Some(Duration::from_secs(1))).unwrap_err();
-        assert_eq!(rejected.reason, RejectReason::Concurrency);
-        assert_eq!(rejected.retry_after_secs, 3, "soonest active action ends in 3 s");
+        assert_eq!(rejected.reason, RejectReason::Concurrency { cooling: false });
+        assert_eq!(
+            rejected.retry_after_secs, 4,
+            "the soonest action ends in 3 s and frees its slot just after"
+        );
         drop(a);
         assert_eq!(guard.active(), 1);
         assert!(guard.try_acquire(t0, Some(Duration::from_secs(1))).is_ok());
@@ -166,8 +234,76 @@ mod tests {
         let _leak = guard.try_acquire(t0, None).unwrap();
         let _other = guard.try_acquire(t0, None).unwrap();
         let rejected = guard.try_acquire(t0, Some(Duration::from_secs(1))).unwrap_err();
-        assert_eq!(rejected.reason, RejectReason::Concurrency);
+        assert_eq!(rejected.reason, RejectReason::Concurrency { cooling: false });
         assert_eq!(rejected.retry_after_secs, 60);
+        // A longer cooldown is still waited out first.
+        let guard = Guard::new(1, Duration::from_secs(100));
+        let _leak = guard.try_acquire(t0, None).unwrap();
+        let rejected = guard.try_acquire(t0 + Duration::from_secs(1), None).unwrap_err();
+        assert_eq!(rejected.retry_after_secs, 99);
+    }
+
+    /// The case: a 60 s cooldown and a 5 s fault. One second in,
+    /// the slot frees in 4 s but the cooldown holds for 59; once the fault
+    /// has ended, the cooldown alone: 53 at 7 s.
+    #[test]
+    fn retry_after_waits_for_both_the_slot_and_the_cooldown() {
+        let guard = Guard::new(1, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let fault = guard.try_acquire(t0, Some(Duration::from_secs(5))).unwrap();
+        let r = guard.try_acquire(t0 + Duration::from_secs(1), None).unwrap_err();
+        assert_eq!(r.reason, RejectReason::Concurrency { cooling: true });
+        assert_eq!(r.retry_after_secs, 59);
+        assert!(r.message(1, Duration::from_secs(60)).contains("cooldown of 60 s"));
+        drop(fault);
+        let r = guard.try_acquire(t0 + Duration::from_secs(7), None).unwrap_err();
+        assert_eq!((r.reason, r.retry_after_secs), (RejectReason::Cooldown, 53));
+    }
+
+    /// Waiting exactly Retry-After is accepted; a second less is not.
+    #[test]
+    fn retry_after_is_the_earliest_whole_second_accepted() {
+        let t0 = Instant::now();
+        for (cooldown, fault) in [(10, 3), (0, 3), (2, 5)] {
+            let (cooldown, fault) = (Duration::from_secs(cooldown), Duration::from_secs(fault));
+            // A guard whose one fault started at t0 and, as a real one does,
+            // freed its slot 5 ms after its planned end; asked at `when`.
+            let accepted_at = |when: Instant| {
+                let guard = Guard::new(1, cooldown);
+                let permit = guard.try_acquire(t0, Some(fault)).unwrap();
+                if when >= t0 + fault + Duration::from_millis(5) {
+                    drop(permit);
+                    guard.try_acquire(when, None).is_ok()
+                } else {
+                    guard.try_acquire(when, None).is_ok()
+                }
+            };
+            let guard = Guard::new(1, cooldown);
+            let _held = guard.try_acquire(t0, Some(fault)).unwrap();
+            let asked = t0 + Duration::from_millis(1_500);
+            let retry = guard.try_acquire(asked, None).unwrap_err().retry_after_secs;
+            let after = |secs: u64| asked + Duration::from_secs(secs);
+            assert!(
+                accepted_at(after(retry)),
+                "{cooldown:?}, {fault:?}: Retry-After {retry} refused"
+            );
+            assert!(
+                !accepted_at(after(retry - 1)),
+                "{cooldown:?}, {fault:?}: {} s would do",
+                retry - 1
+            );
+        }
+    }
+
+    #[test]
+    fn a_fault_that_learns_its_end_says_so() {
+        let guard = Guard::new(1, Duration::ZERO);
+        let t0 = Instant::now();
+        let leak = guard.try_acquire(t0, None).unwrap();
+        assert_eq!(guard.try_acquire(t0, None).unwrap_err().retry_after_secs, 60);
+        leak.expect_end(Some(t0 + Duration::from_secs(5)));
+        let r = guard.try_acquire(t0 + Duration::from_secs(1), None).unwrap_err();
+        assert_eq!(r.retry_after_secs, 5);
     }
 
     #[test]
@@ -189,6 +325,18 @@ mod tests {
                 .try_acquire(t0 + Duration::from_secs(60), Some(Duration::ZERO))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_nth_end_counts_ties_and_skips_unknown_ends() {
+        let t0 = Instant::now();
+        let at = |s: u64| Some(t0 + Duration::from_secs(s));
+        let active = [(1, at(5)), (2, None), (3, at(2)), (4, at(2)), (5, at(9))];
+        assert_eq!(nth_end(&active, 1), at(2));
+        assert_eq!(nth_end(&active, 2), at(2), "two end at 2 s");
+        assert_eq!(nth_end(&active, 3), at(5));
+        assert_eq!(nth_end(&active, 4), at(9));
+        assert_eq!(nth_end(&active, 5), None, "one has no end");
     }
 
     #[test]

@@ -212,10 +212,13 @@ pub fn spawn(
         if !grown {
             return;
         }
-        if let Some(hold) = plan.hold
-            && !cancel.sleep_until(Instant::now() + hold)
-        {
-            ticket.finish(Ended::OnTime);
+        if let Some(hold) = plan.hold {
+            // The hold starts now, not when the leak was asked for: the
+            // guardrail's Retry-After and GET /chaos count on its real end.
+            ticket.expect_end(hold);
+            if !cancel.sleep_until(Instant::now() + hold) {
+                ticket.finish(Ended::OnTime);
+            }
         }
     })
 }

@@ -12,6 +12,15 @@
 //! fault, then runs the clean-up, then frees the slot: once `stop` returns,
 //! nothing of the fault runs and nothing it made is left.
 //!
+//! Once closed (the first step of an ordered stop), the registry starts
+//! nothing more, and claims no crash, under the same lock: a request that
+//! was queued when the stop began, and reaches the registry after it, is
+//! refused ([`StartError::Closed`]) rather than started after the stop.
+//!
+//! A [`Watcher`] is told of every start and every end (the healing figures
+//! time recovery from a fault's end, and keep, across a restart, which
+//! faults ran when the process died).
+//!
 //! Adding a fault kind: a `FaultKind` variant (its label, and whether a new
 //! one replaces the running one), and a start function in its module that
 //! calls [`Registry::start`] with a launch closure returning a [`Running`]:
@@ -175,6 +184,25 @@ pub struct Running {
     pub extra: Value,
 }
 
+/// Told of each fault's start (once its slot is claimed, before it is
+/// launched) and of its end (once its clean-up has run; `at` is when its
+/// cause was gone). Called on the thread that starts or ends the fault, the
+/// start under the registry's lock: it must not call the registry.
+pub trait Watcher: Send + Sync {
+    fn started(&self, kind: FaultKind);
+    fn ended(&self, kind: FaultKind, ended: Ended, at: Instant);
+}
+
+/// The watcher of a registry that nobody watches (the unit tests').
+#[cfg(test)]
+struct Unwatched;
+
+#[cfg(test)]
+impl Watcher for Unwatched {
+    fn started(&self, _: FaultKind) {}
+    fn ended(&self, _: FaultKind, _: Ended, _: Instant) {}
+}
+
 /// Handed to a launch closure: the fault's id, its cancel handle, and the
 /// way for its own thread to end it.
 #[derive(Clone)]
@@ -189,6 +217,13 @@ impl Ticket {
     /// clean-up and free its slot. Does nothing if it was stopped meanwhile
     /// (the stopper runs the clean-up). Call from the fault's own thread.
     pub fn finish(&self, ended: Ended) {
+        self.finish_at(ended, None);
+    }
+
+    /// [`Ticket::finish`] for a fault whose cause was gone at `at` (a
+    /// timed setting, out of force at its deadline however late its timer
+    /// thread runs); `None`: when its clean-up has run.
+    pub fn finish_at(&self, ended: Ended, at: Option<Instant>) {
         let taken = {
             let mut state = self.registry.lock();
             let taken = state
@@ -207,11 +242,26 @@ impl Ticket {
                 cleanup,
                 threads,
                 _permit,
+                kind,
                 ..
             } = entry;
             drop(threads);
             cleanup(ended);
+            self.registry
+                .watcher
+                .ended(kind, ended, at.unwrap_or_else(Instant::now));
             self.registry.done_ending(&[self.id]);
+        }
+    }
+
+    /// The fault now expects to end `from_now` from now (a leak's hold,
+    /// which starts once the leak is made): what `GET /chaos` shows and
+    /// what the guardrail's `Retry-After` counts on.
+    pub fn expect_end(&self, from_now: Duration) {
+        let mut state = self.registry.lock();
+        if let Some(e) = state.entries.iter_mut().find(|e| e.id == self.id) {
+            e.ends_at = Some(SystemTime::now() + from_now);
+            e._permit.expect_end(Instant::now().checked_add(from_now));
         }
     }
 }
@@ -257,6 +307,8 @@ struct Ledger {
     /// Faults taken out of `entries` whose clean-up has not finished yet
     /// (id, kind): a one-at-a-time kind may not start again until it has.
     ending: Vec<(u64, FaultKind)>,
+    /// Why nothing starts any more (`Registry::close`), if it was closed.
+    closed: Option<String>,
 }
 
 /// Why a fault did not start.
@@ -269,6 +321,17 @@ pub enum StartError {
     /// A fault of this one-at-a-time kind exists, or is still being
     /// stopped (409); what `GET /chaos` shows of it, if listed.
     Busy(Option<Listed>),
+    /// The registry is closed: the process is stopping (503); why.
+    Closed(String),
+}
+
+/// Why a crash was not claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CrashRefused {
+    /// A crash was claimed before: the process is ending already.
+    InProgress(CrashInProgress),
+    /// The registry is closed: the process is stopping; why.
+    Closed(String),
 }
 
 /// What `GET /chaos` shows of one fault.
@@ -284,13 +347,21 @@ pub struct Listed {
 pub struct Registry {
     guard: Guard,
     state: Mutex<Ledger>,
+    watcher: Arc<dyn Watcher>,
 }
 
 impl Registry {
+    #[cfg(test)]
     pub fn new(guard: Guard) -> Arc<Registry> {
+        Registry::watched(guard, Arc::new(Unwatched))
+    }
+
+    /// A registry that tells `watcher` of every start and end.
+    pub fn watched(guard: Guard, watcher: Arc<dyn Watcher>) -> Arc<Registry> {
         Arc::new(Registry {
             guard,
             state: Mutex::new(Ledger::default()),
+            watcher,
         })
     }
 
@@ -316,6 +387,9 @@ impl Registry {
     ) -> Result<u64, StartError> {
         let (id, replaced) = {
             let mut state = self.lock();
+            if let Some(why) = &state.closed {
+                return Err(StartError::Closed(why.clone()));
+            }
             if kind.one_at_a_time() {
                 let listed = state.entries.iter().find(|e| e.kind == kind).map(Entry::listed);
                 if listed.is_some() || state.ending.iter().any(|(_, k)| *k == kind) {
@@ -331,7 +405,14 @@ impl Registry {
                 cancel: cancel.clone(),
                 registry: Arc::clone(self),
             };
-            let running = launch(ticket).map_err(StartError::Failed)?;
+            self.watcher.started(kind);
+            let running = match launch(ticket) {
+                Ok(running) => running,
+                Err(e) => {
+                    self.watcher.ended(kind, Ended::Failed, Instant::now());
+                    return Err(StartError::Failed(e));
+                }
+            };
             let replaced = if kind.replaces() {
                 take(&mut state.entries, |e| e.kind == kind)
             } else {
@@ -350,8 +431,20 @@ impl Registry {
             });
             (id, replaced)
         };
-        end_all(replaced, Ended::Replaced);
+        self.end_all(replaced, Ended::Replaced);
         Ok(id)
+    }
+
+    /// Closes the registry for good: from now on no fault starts and no
+    /// crash is claimed (`why` says why, in the refusals). The faults that
+    /// run are left to `stop`.
+    pub fn close(&self, why: &str) {
+        self.lock().closed = Some(why.to_string());
+    }
+
+    /// Why the registry was closed, if it was.
+    pub fn closed(&self) -> Option<String> {
+        self.lock().closed.clone()
     }
 
     /// Stops every fault of `kind` (every fault when `None`) and returns
@@ -366,7 +459,7 @@ impl Registry {
         };
         let kinds = taken.iter().map(|e| e.kind).collect();
         let ids: Vec<u64> = taken.iter().map(|e| e.id).collect();
-        end_all(taken, ended);
+        self.end_all(taken, ended);
         self.done_ending(&ids);
         kinds
     }
@@ -393,12 +486,16 @@ impl Registry {
     }
 
     /// Claims the one crash this process may have; a later claim gets the
-    /// crash already in progress. The guardrails do not apply to a crash
-    /// (nothing of it outlives the process), and it is never stopped.
-    pub fn claim_crash(&self, mode: &str) -> Result<(), CrashInProgress> {
+    /// crash already in progress, and none is claimed once the registry is
+    /// closed. The guardrails do not apply to a crash (nothing of it
+    /// outlives the process), and it is never stopped.
+    pub fn claim_crash(&self, mode: &str) -> Result<(), CrashRefused> {
         let mut state = self.lock();
+        if let Some(why) = &state.closed {
+            return Err(CrashRefused::Closed(why.clone()));
+        }
         match &state.crash {
-            Some(crash) => Err(crash.clone()),
+            Some(crash) => Err(CrashRefused::InProgress(crash.clone())),
             None => {
                 state.crash = Some(CrashInProgress {
                     mode: mode.to_string(),
@@ -412,6 +509,31 @@ impl Registry {
     pub fn crash_in_progress(&self) -> Option<CrashInProgress> {
         self.lock().crash.clone()
     }
+
+    /// Cancels every entry first (so they wind down together), then joins
+    /// each one's threads, runs its clean-up, tells the watcher and frees
+    /// its slot.
+    fn end_all(&self, entries: Vec<Entry>, ended: Ended) {
+        for e in &entries {
+            e.cancel.cancel();
+        }
+        for e in entries {
+            let Entry {
+                threads,
+                cleanup,
+                _permit,
+                kind,
+                ..
+            } = e;
+            for t in threads {
+                if t.join().is_err() {
+                    log::error!("a thread of the {} fault panicked", kind.label());
+                }
+            }
+            cleanup(ended);
+            self.watcher.ended(kind, ended, Instant::now());
+        }
+    }
 }
 
 /// Removes the entries that match from `entries`, keeping their order.
@@ -419,29 +541,6 @@ fn take(entries: &mut Vec<Entry>, pick: impl Fn(&Entry) -> bool) -> Vec<Entry> {
     let (out, keep): (Vec<Entry>, Vec<Entry>) = std::mem::take(entries).into_iter().partition(|e| pick(e));
     *entries = keep;
     out
-}
-
-/// Cancels every entry first (so they wind down together), then joins each
-/// one's threads, runs its clean-up and frees its slot.
-fn end_all(entries: Vec<Entry>, ended: Ended) {
-    for e in &entries {
-        e.cancel.cancel();
-    }
-    for e in entries {
-        let Entry {
-            threads,
-            cleanup,
-            _permit,
-            kind,
-            ..
-        } = e;
-        for t in threads {
-            if t.join().is_err() {
-                log::error!("a thread of the {} fault panicked", kind.label());
-            }
-        }
-        cleanup(ended);
-    }
 }
 
 #[cfg(test)]
@@ -528,8 +627,32 @@ mod tests {
     fn only_the_first_crash_is_claimed() {
         let r = registry(1);
         assert!(r.claim_crash("exit").is_ok());
-        assert_eq!(r.claim_crash("abort").unwrap_err().mode, "exit");
+        match r.claim_crash("abort") {
+            Err(CrashRefused::InProgress(first)) => assert_eq!(first.mode, "exit"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(r.active(), 0, "a crash holds no slot");
+    }
+
+    /// Once closed, nothing starts and no crash is claimed, whatever the
+    /// guardrails say; the faults that ran are still stopped by `stop`.
+    #[test]
+    fn a_closed_registry_starts_nothing_and_still_stops() {
+        let r = registry(4);
+        let (tx, rx) = mpsc::channel();
+        sleeper(&r, FaultKind::Cpu, Duration::from_secs(60), tx);
+        r.close("SIGTERM");
+        let launched = std::cell::Cell::new(false);
+        let refused = r.start(FaultKind::Cpu, Instant::now(), None, |_| {
+            launched.set(true);
+            Err("unused".into())
+        });
+        assert!(matches!(refused, Err(StartError::Closed(ref why)) if why == "SIGTERM"));
+        assert!(!launched.get(), "nothing was launched");
+        assert_eq!(r.claim_crash("abort"), Err(CrashRefused::Closed("SIGTERM".into())));
+        assert_eq!(r.stop(None, Ended::Shutdown), vec![FaultKind::Cpu]);
+        assert_eq!(rx.try_recv(), Ok(Ended::Shutdown));
+        assert_eq!((r.active(), r.guard().active()), (0, 0));
     }
 
     #[test]

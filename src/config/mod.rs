@@ -81,17 +81,21 @@ pub enum TokenSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
     pub variable: &'static str,
-    pub value: String,
+    /// The value, quoted in the message; None for a secret, never shown.
+    pub value: Option<String>,
     pub expected: String,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {} {:?}: expected {}",
-            self.variable, self.value, self.expected
-        )
+        match &self.value {
+            Some(value) => write!(f, "invalid {} {value:?}: expected {}", self.variable, self.expected),
+            None => write!(
+                f,
+                "invalid {} (the value is not shown): expected {}",
+                self.variable, self.expected
+            ),
+        }
     }
 }
 
@@ -179,7 +183,7 @@ impl<L: Fn(&str) -> Option<String>> Reader<L> {
     fn refuse(v: &Variable, value: String) -> ConfigError {
         ConfigError {
             variable: v.name,
-            value,
+            value: Some(value),
             expected: v.accepts.expected(),
         }
     }
@@ -229,17 +233,33 @@ impl<L: Fn(&str) -> Option<String>> Reader<L> {
         value.parse().map_err(|_| Self::refuse(v, value))
     }
 
-    /// Text that must not be empty when set (nor, for a secret, spaces
-    /// only, and then it is not shown); `None` when unset means off or a
-    /// value made from others.
+    /// Text that must not be empty when set; `None` when unset means off
+    /// or a value made from others.
     fn text(&self, name: &str) -> Result<Option<String>, ConfigError> {
         let v = variable(name);
         let value = self.value(v);
         match (v.accepts, value) {
             (Accepts::NonEmpty(_), Some(value)) if value.is_empty() => Err(Self::refuse(v, value)),
-            (Accepts::Secret(_), Some(value)) if value.trim().is_empty() => Err(Self::refuse(v, String::new())),
-            (Accepts::NonEmpty(_) | Accepts::Secret(_), value) => Ok(value),
+            (Accepts::NonEmpty(_), value) => Ok(value),
             (other, _) => panic!("{name} accepts {other:?}, not text"),
+        }
+    }
+
+    /// A bearer token (`bearer_token`), trimmed; an error never shows it
+    /// (but for an empty one, which holds nothing to hide).
+    fn secret(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let v = variable(name);
+        assert!(matches!(v.accepts, Accepts::Secret(_)), "{name} is not a secret");
+        let Some(value) = self.value(v) else {
+            return Ok(None);
+        };
+        match bearer_token(value.as_bytes()) {
+            Ok(token) => Ok(Some(String::from_utf8_lossy(token).into_owned())),
+            Err(why) => Err(ConfigError {
+                variable: v.name,
+                value: value.is_empty().then(String::new),
+                expected: format!("{}; {why}", v.accepts.expected()),
+            }),
         }
     }
 
@@ -263,7 +283,7 @@ fn probe_port<L: Fn(&str) -> Option<String>>(vars: &Reader<L>) -> Result<Option<
     if port != 0 && port == main {
         return Err(ConfigError {
             variable: v.name,
-            value,
+            value: Some(value),
             expected: format!("a port other than PORT ({main}), or off"),
         });
     }
@@ -275,15 +295,46 @@ fn token_source<L: Fn(&str) -> Option<String>>(vars: &Reader<L>) -> Result<Token
     if vars.is_set("CHAOS_TOKEN") && vars.is_set("CHAOS_TOKEN_FILE") {
         return Err(ConfigError {
             variable: "CHAOS_TOKEN_FILE",
-            value: (vars.lookup)("CHAOS_TOKEN_FILE").unwrap_or_default(),
+            value: Some((vars.lookup)("CHAOS_TOKEN_FILE").unwrap_or_default()),
             expected: "to be unset when CHAOS_TOKEN is set (give one or the other)".to_string(),
         });
     }
-    Ok(match (vars.text("CHAOS_TOKEN")?, vars.text("CHAOS_TOKEN_FILE")?) {
+    Ok(match (vars.secret("CHAOS_TOKEN")?, vars.text("CHAOS_TOKEN_FILE")?) {
         (Some(token), _) => TokenSource::Value(token),
         (None, Some(file)) => TokenSource::File(PathBuf::from(file)),
         (None, None) => TokenSource::Open,
     })
+}
+
+/// The bearer token in `raw` (`CHAOS_TOKEN`, or the file
+/// `CHAOS_TOKEN_FILE` names), or what is wrong with it, never quoting it.
+/// ASCII whitespace around it (spaces, tabs, line ends: the newline at the
+/// end of a file) is trimmed; what is left must be visible ASCII
+/// characters, `!` to `~`: a client must be able to send it in an
+/// `Authorization: Bearer` header (the head reader refuses control
+/// characters and bytes outside ASCII, and the header's value ends at a
+/// line break), and one with a space inside could never be matched. Such a
+/// token would make every chaos request a 401, stops included.
+pub fn bearer_token(raw: &[u8]) -> Result<&[u8], String> {
+    let token = raw.trim_ascii();
+    if token.is_empty() {
+        return Err("it is empty or blank".to_string());
+    }
+    let Some(at) = token.iter().position(|b| !(b'!'..=b'~').contains(b)) else {
+        return Ok(token);
+    };
+    let what = match token[at] {
+        b' ' => "a space",
+        b'\t' => "a tab",
+        b'\n' | b'\r' => "a line break",
+        0x80.. => "a byte outside ASCII",
+        _ => "a control character",
+    };
+    Err(format!(
+        "byte {} of its {} (once trimmed) is {what}, which an Authorization header cannot carry",
+        at + 1,
+        token.len()
+    ))
 }
 
 /// Parses a whole decimal number within `min..=max`: no sign, no fraction, no
@@ -364,6 +415,44 @@ mod tests {
         assert_eq!(with(&[("CHAOS_ENABLED", "no")]).unwrap_err().variable, "CHAOS_ENABLED");
     }
 
+    /// A token a header cannot carry is refused, naming the variable and
+    /// what is wrong, never the token; whitespace around it is trimmed.
+    #[test]
+    fn a_token_an_authorization_header_cannot_carry_is_refused_unseen() {
+        for bad in [
+            "s3cr3t\nzq9x",
+            "t4b\tzq9x",
+            "sp4c3 zq9x",
+            "t\u{f6}k\u{e9}nzq9x",
+            "nul\0zq9x",
+            "d3l\u{7f}zq9x",
+            "b3ll\u{7}zq9x",
+            "\u{a0}zq9x",
+        ] {
+            let e = with(&[("CHAOS_TOKEN", bad)]).unwrap_err();
+            assert_eq!((e.variable, &e.value), ("CHAOS_TOKEN", &None), "{bad:?}");
+            let text = e.to_string();
+            let shown = bad.split(|c: char| !c.is_ascii_graphic()).filter(|p| p.len() >= 3);
+            for part in shown {
+                assert!(!text.contains(part), "{bad:?} shows in {text}");
+            }
+            assert!(text.contains("cannot carry"), "{text}");
+        }
+        for (raw, token) in [
+            ("abc", "abc"),
+            ("abc\n", "abc"),
+            ("abc\r\n", "abc"),
+            ("  abc\t", "abc"),
+            ("A-z0.9_~+/=!#$%&'*^`|", "A-z0.9_~+/=!#$%&'*^`|"),
+        ] {
+            assert_eq!(
+                with(&[("CHAOS_TOKEN", raw)]).unwrap().chaos_token,
+                TokenSource::Value(token.into()),
+                "{raw:?}"
+            );
+        }
+    }
+
     #[test]
     fn bad_values_name_variable_and_value() {
         let cases: &[(&str, &str)] = &[
@@ -397,18 +486,6 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(name), "{text}");
             assert!(text.contains(&format!("{value:?}")), "{text}");
-        }
-    }
-
-    #[test]
-    fn docs_table_gives_every_variable_with_its_default() {
-        let doc = include_str!("../../docs/configuration.md");
-        for v in variables::VARIABLES {
-            let row = match v.unset {
-                Unset::Default(value) | Unset::Derived(value) => format!("| `{}` | `{value}` |", v.name),
-                Unset::Off => format!("| `{}` | unset |", v.name),
-            };
-            assert!(doc.contains(&row), "docs/configuration.md lacks the row {row}");
         }
     }
 
@@ -495,8 +572,16 @@ mod tests {
                 "invalid DISK_FILL_DIR \"\": expected a directory path, or no DISK_FILL_DIR at all (STATE_DIR/fill)",
             ),
             (
+                &[("CHAOS_TOKEN", "")],
+                "invalid CHAOS_TOKEN \"\": expected a bearer token of visible ASCII characters, or no CHAOS_TOKEN at all; it is empty or blank",
+            ),
+            (
                 &[("CHAOS_TOKEN", "  ")],
-                "invalid CHAOS_TOKEN \"\": expected a non-empty bearer token, or no CHAOS_TOKEN at all",
+                "invalid CHAOS_TOKEN (the value is not shown): expected a bearer token of visible ASCII characters, or no CHAOS_TOKEN at all; it is empty or blank",
+            ),
+            (
+                &[("CHAOS_TOKEN", "s3cret\nline")],
+                "invalid CHAOS_TOKEN (the value is not shown): expected a bearer token of visible ASCII characters, or no CHAOS_TOKEN at all; byte 7 of its 11 (once trimmed) is a line break, which an Authorization header cannot carry",
             ),
             (
                 &[("CHAOS_TOKEN_FILE", "")],
@@ -534,7 +619,7 @@ mod tests {
                 "\nCPU_LOAD_DURATION          10                  a whole number of seconds from 1 to 3600; "
             )
         );
-        assert!(help.contains("\nCHAOS_TOKEN                unset               a non-empty bearer token"));
+        assert!(help.contains("\nCHAOS_TOKEN                unset               a bearer token of visible ASCII"));
     }
 
     #[test]

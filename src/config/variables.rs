@@ -58,8 +58,9 @@ pub enum Accepts {
     Address,
     /// Any text but the empty one; the text says what is expected.
     NonEmpty(&'static str),
-    /// A secret: any text but the empty one or one of spaces only, never
-    /// shown in an error; the text says what is expected.
+    /// A bearer token (`config::bearer_token`): whitespace around it is
+    /// trimmed, the rest must be visible ASCII; never shown in an error
+    /// but when empty. The text says what is expected.
     Secret(&'static str),
     /// env_logger's filter: read by env_logger, never refused.
     LogFilter,
@@ -183,7 +184,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "STATE_DIR",
         unset: Unset::Default("/tmp/chaos-backend"),
         accepts: Accepts::NonEmpty("a directory path"),
-        meaning: "where the crash marker lives (an emptyDir in Kubernetes); created if missing",
+        meaning: "where the crash marker and the healing figures live across restarts (an emptyDir in Kubernetes); created if missing",
     },
     Variable {
         name: "LATENCY_WINDOW_SECONDS",
@@ -288,7 +289,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "CHAOS_TOKEN",
         unset: Unset::Off,
-        accepts: Accepts::Secret("a non-empty bearer token, or no CHAOS_TOKEN at all"),
+        accepts: Accepts::Secret("a bearer token of visible ASCII characters, or no CHAOS_TOKEN at all"),
         meaning: "the bearer token the chaos endpoints require (unset: open to anyone)",
     },
     Variable {

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::bad;
 use crate::app::{App, Control};
 use crate::chaos::crash::{self, CrashMode};
+use crate::chaos::registry::CrashRefused;
 use crate::http::query::Query;
 use crate::http::reply::{AfterReply, Reply};
 use crate::observe::events::Event;
@@ -53,11 +54,18 @@ pub fn crash(app: &App, raw_query: &str) -> Reply {
     };
     // Exactly one crash per process: the marker must record the mode that
     // was answered 202, and a second crash racing the first could win.
-    if let Err(first) = app.registry.claim_crash(&detail) {
+    let claimed = match app.registry.claim_crash(&detail) {
+        Ok(()) => Ok(()),
+        Err(CrashRefused::Closed(why)) => return super::refused_for_shutdown(app, "crash", &why),
+        Err(CrashRefused::InProgress(first)) => Err(first),
+    };
+    if let Err(first) = claimed {
         let message = format!("a crash ({}) is already in progress; only one is accepted", first.mode);
         app.metrics.chaos("crash", "rejected");
-        app.events
-            .emit(Event::ChaosRejected, json!({"action": "crash", "reason": message}));
+        app.events.emit(
+            Event::ChaosRejected,
+            json!({"action": "crash", "outcome": "rejected", "reason": message}),
+        );
         return Reply::json(409, &json!({"error": message, "crash": first.mode}));
     }
     app.metrics.chaos("crash", "accepted");
@@ -68,13 +76,14 @@ pub fn crash(app: &App, raw_query: &str) -> Reply {
 /// The crash, to run once the 202 is written; a panic is raised on the main
 /// thread, through `main`'s channel.
 fn crash_after_reply(app: &App, mode: CrashMode) -> AfterReply {
-    let (state_dir, events, to_main) = (
+    let (state_dir, identity, events, to_main) = (
         app.config.state_dir.clone(),
+        app.identity.clone(),
         Arc::clone(&app.events),
         app.to_main.clone(),
     );
     AfterReply::new(move || {
-        crash::crash_now(&state_dir, mode, "POST /crash", &events, |cause| {
+        crash::crash_now(&state_dir, identity, mode, "POST /crash", &events, |cause| {
             let _ = to_main.send(Control::Panic(cause));
         })
     })

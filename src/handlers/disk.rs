@@ -156,7 +156,7 @@ fn written(app: &App, fill: &FillRequest, dir: &str, outcome: Outcome) -> Reply 
         Outcome::Ended(ended) => {
             let (reason, written, kept) = (ended.reason, ended.written, ended.kept);
             let status = match reason {
-                EndReason::NoSpace | EndReason::Quota => 507,
+                EndReason::NoSpace | EndReason::Quota | EndReason::FileSizeLimit => 507,
                 EndReason::Removed => 409,
                 EndReason::IoError => 500,
             };
@@ -194,6 +194,7 @@ fn ended_message(reason: EndReason, written: u64, mb: u64, kept: bool, error: &s
     let what = match reason {
         EndReason::NoSpace => "the disk is full (ENOSPC)",
         EndReason::Quota => "the disk quota is used up (EDQUOT)",
+        EndReason::FileSizeLimit => "the process's file-size limit is reached (RLIMIT_FSIZE: EFBIG)",
         EndReason::IoError => "the disk fill failed",
         EndReason::Removed => "the disk fill was stopped (DELETE /load/disk or POST /chaos/stop)",
     };

@@ -81,8 +81,10 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     // against the guardrails.
     if let Err(e) = memory::check_size(leak.bytes) {
         let (message, reply) = not_leaked(&Parts::of(app), leak.mb(), &e);
-        app.events
-            .emit(Event::ChaosRejected, json!({"action": "memory", "reason": message}));
+        app.events.emit(
+            Event::ChaosRejected,
+            json!({"action": "memory", "outcome": "failed", "reason": message}),
+        );
         return reply;
     }
     let launched = match launch(app, &leak, now) {
@@ -160,8 +162,11 @@ fn launch(app: &App, leak: &LeakRequest, now: Instant) -> Result<Launched, Reply
         Ok(Running {
             threads: vec![thread],
             cleanup: Box::new(move |ended| {
-                let (count, released) = chunks.release_id(id);
-                if ended != Ended::Failed && count > 0 {
+                let (_, released) = chunks.release_id(id);
+                // Also when nothing was made yet (stopped while being made,
+                // or before a ramp's first step): its CHAOS_STARTED gets its
+                // end.
+                if ended != Ended::Failed {
                     events.emit(
                         Event::ChaosFinished,
                         json!({"action": "memory", "released_mb": released >> 20, "ended": ended.label()}),

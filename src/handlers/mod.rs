@@ -27,9 +27,13 @@ use crate::http::reply::Reply;
 use crate::observe::events::Event;
 
 /// Whether a chaos request may go on: the token first (401), then, for a
-/// request that `starts` chaos, the kill switch (403). A refusal is counted
-/// and logged as CHAOS_REJECTED.
+/// request that `starts` chaos, the kill switch (403) and the ordered stop
+/// (503, `shutting_down`). A refusal is counted and logged as
+/// CHAOS_REJECTED. The registry refuses a start after the stop began too,
+/// under its lock (a request that passed here just before); this answers
+/// every start route, `/crash` included, the same way.
 pub fn admit(app: &App, action: &str, authorization: Option<&str>, starts: bool) -> Result<(), Reply> {
+    let closed = if starts { app.registry.closed() } else { None };
     let refusal = match app.access.check(authorization) {
         Err(denied) => Some(("unauthorized", Reply::unauthorized(&denied.0))),
         Ok(()) if starts && !app.config.chaos_enabled => Some((
@@ -39,7 +43,7 @@ pub fn admit(app: &App, action: &str, authorization: Option<&str>, starts: bool)
                 &json!({"error": "chaos is disabled on this instance (CHAOS_ENABLED=false)"}),
             ),
         )),
-        Ok(()) => None,
+        Ok(()) => closed.map(|why| ("shutting_down", shutting_down(&why))),
     };
     match refusal {
         None => Ok(()),
@@ -47,11 +51,35 @@ pub fn admit(app: &App, action: &str, authorization: Option<&str>, starts: bool)
             if starts {
                 app.metrics.chaos(action, outcome);
             }
-            app.events
-                .emit(Event::ChaosRejected, json!({"action": action, "reason": outcome}));
+            app.events.emit(
+                Event::ChaosRejected,
+                json!({"action": action, "outcome": outcome, "reason": outcome}),
+            );
             Err(reply)
         }
     }
+}
+
+/// The 503 of a start once the ordered stop has begun; `why` names what
+/// began it (the signal).
+fn shutting_down(why: &str) -> Reply {
+    Reply::json(
+        503,
+        &json!({
+            "error": format!("the service is shutting down ({why} received): no fault starts any more; stops and reads still answer"),
+            "reason": "shutting_down",
+        }),
+    )
+}
+
+/// Counts and logs a start refused by the ordered stop, and answers 503.
+fn refused_for_shutdown(app: &App, action: &str, why: &str) -> Reply {
+    app.metrics.chaos(action, "shutting_down");
+    app.events.emit(
+        Event::ChaosRejected,
+        json!({"action": action, "outcome": "shutting_down", "reason": "shutting_down"}),
+    );
+    shutting_down(why)
 }
 
 /// Starts a fault of `kind` through the registry: claims its guardrail
@@ -76,7 +104,7 @@ fn start_fault(
         Err(StartError::Rejected(rejected)) => {
             let guard = app.registry.guard();
             let mut message = rejected.message(guard.max_concurrent(), guard.cooldown());
-            if rejected.reason == RejectReason::Concurrency {
+            if matches!(rejected.reason, RejectReason::Concurrency { .. }) {
                 let running: Vec<&str> = app.registry.list().iter().map(|l| l.kind.label()).collect();
                 message.push_str(&format!(" (running: {}", running.join(", ")));
                 if running.contains(&"memory") {
@@ -90,7 +118,7 @@ fn start_fault(
             app.metrics.chaos(action, "rejected");
             app.events.emit(
                 Event::ChaosRejected,
-                json!({"action": action, "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
+                json!({"action": action, "outcome": "rejected", "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
             );
             Err(Reply::too_many_requests(&message, rejected.retry_after_secs))
         }
@@ -108,10 +136,13 @@ fn start_fault(
                 ),
             };
             app.metrics.chaos(action, "rejected");
-            app.events
-                .emit(Event::ChaosRejected, json!({"action": action, "reason": what}));
+            app.events.emit(
+                Event::ChaosRejected,
+                json!({"action": action, "outcome": "rejected", "reason": what}),
+            );
             Err(Reply::json(409, &json!({"error": what})))
         }
+        Err(StartError::Closed(why)) => Err(refused_for_shutdown(app, action, &why)),
         Err(StartError::Failed(e)) => {
             app.metrics.chaos(action, "failed");
             log::error!("cannot start the {action} fault: {e}");

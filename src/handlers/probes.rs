@@ -100,7 +100,8 @@ mod tests {
         );
         let r = ready(&app, t0 + Duration::from_secs(5));
         assert_eq!(r.status, 200);
-        assert_eq!(app.metrics.readiness_failure_to_recovery_seconds.get_sample_count(), 1);
-        assert!((app.metrics.readiness_failure_to_recovery_seconds.get_sample_sum() - 5.0).abs() < 1e-9);
+        let (count, sum) = app.metrics.healing.sample("readiness_failure_to_recovery_seconds", "");
+        assert_eq!(count, 1);
+        assert!((sum - 5.0).abs() < 1e-9);
     }
 }

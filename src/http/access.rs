@@ -2,11 +2,15 @@
 //! `CHAOS_TOKEN_FILE`, typically a mounted Secret). Probes, `/metrics` and
 //! `GET /` are never guarded.
 //!
-//! A token file that cannot be read at start-up closes the chaos endpoints
-//! instead of stopping the service: a missing Secret then shows as 401s with
-//! a reason, not as a crash loop, and never as open endpoints.
+//! A token file that cannot be read at start-up (or is empty) closes the
+//! chaos endpoints instead of stopping the service: a missing Secret then
+//! shows as 401s with a reason, not as a crash loop, and never as open
+//! endpoints. A token no client could send (`config::bearer_token`: a line
+//! break, a space or a byte outside ASCII inside it) is a configuration
+//! error instead, exit 2 before the port is bound: it would close them for
+//! good, saying nothing but 401.
 
-use crate::config::TokenSource;
+use crate::config::{ConfigError, TokenSource, bearer_token};
 
 /// The access rule in force, decided once at start-up.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,18 +26,36 @@ pub enum Access {
 pub struct Denied(pub String);
 
 impl Access {
-    pub fn from_source(source: &TokenSource) -> Access {
-        match source {
-            TokenSource::Open => Access::Open,
-            TokenSource::Value(token) => Access::Token(token.trim().as_bytes().to_vec()),
-            TokenSource::File(path) => match std::fs::read_to_string(path) {
-                Ok(text) if !text.trim().is_empty() => Access::Token(text.trim().as_bytes().to_vec()),
-                Ok(_) => Access::Closed(format!("CHAOS_TOKEN_FILE {} is empty", path.display())),
-                Err(e) => Access::Closed(format!(
-                    "CHAOS_TOKEN_FILE {} could not be read at start-up: {e}",
-                    path.display()
-                )),
-            },
+    /// The rule `source` gives, read once at start-up: `CHAOS_TOKEN` was
+    /// checked (and trimmed) with the rest of the configuration, the file
+    /// is read and checked here, the same way.
+    pub fn from_source(source: &TokenSource) -> Result<Access, ConfigError> {
+        let path = match source {
+            TokenSource::Open => return Ok(Access::Open),
+            TokenSource::Value(token) => return Ok(Access::Token(token.as_bytes().to_vec())),
+            TokenSource::File(path) => path,
+        };
+        let shown = path.display();
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return Ok(Access::Closed(format!(
+                    "CHAOS_TOKEN_FILE {shown} could not be read at start-up: {e}"
+                )));
+            }
+        };
+        if bytes.trim_ascii().is_empty() {
+            return Ok(Access::Closed(format!("CHAOS_TOKEN_FILE {shown} is empty")));
+        }
+        match bearer_token(&bytes) {
+            Ok(token) => Ok(Access::Token(token.to_vec())),
+            Err(why) => Err(ConfigError {
+                variable: "CHAOS_TOKEN_FILE",
+                value: Some(shown.to_string()),
+                expected: format!(
+                    "a file holding a bearer token of visible ASCII characters; in this one, {why} (the token is not shown)"
+                ),
+            }),
         }
     }
 
@@ -85,7 +107,7 @@ mod tests {
 
     #[test]
     fn token_must_match_exactly() {
-        let a = Access::from_source(&TokenSource::Value("s3cret".into()));
+        let a = Access::from_source(&TokenSource::Value("s3cret".into())).unwrap();
         assert_eq!(a.check(Some("Bearer s3cret")), Ok(()));
         assert_eq!(a.check(Some("bearer s3cret")), Ok(()));
         for bad in ["Bearer s3cre", "Bearer s3crett", "Bearer ", "Basic s3cret", "s3cret"] {
@@ -97,17 +119,33 @@ mod tests {
 
     #[test]
     fn unreadable_token_file_closes_the_door() {
-        let a = Access::from_source(&TokenSource::File("/nonexistent/token".into()));
+        let a = Access::from_source(&TokenSource::File("/nonexistent/token".into())).unwrap();
         let denied = a.check(Some("Bearer anything")).unwrap_err();
         assert!(denied.0.contains("/nonexistent/token"), "{denied:?}");
     }
 
+    /// The line end a file ends with (and any whitespace around the
+    /// token) is trimmed; a token a header cannot carry is an error that
+    /// names the file, not the token; an empty file closes the door.
     #[test]
-    fn token_file_is_trimmed() {
+    fn token_file_is_trimmed_and_checked() {
         let path = std::env::temp_dir().join(format!("chaos-token-{}", std::process::id()));
-        std::fs::write(&path, "abc\n").unwrap();
-        let a = Access::from_source(&TokenSource::File(path.clone()));
-        assert_eq!(a.check(Some("Bearer abc")), Ok(()));
+        let source = TokenSource::File(path.clone());
+        for text in [&b"abc\n"[..], b"abc\r\n", b"  abc \n\n"] {
+            std::fs::write(&path, text).unwrap();
+            let a = Access::from_source(&source).unwrap();
+            assert_eq!(a.check(Some("Bearer abc")), Ok(()), "{text:?}");
+        }
+        for text in [&b"ab\nzq9x\n"[..], b"ab zq9x", b"ab\xffzq9x", b"t\xc3\xb6zq9x"] {
+            std::fs::write(&path, text).unwrap();
+            let e = Access::from_source(&source).unwrap_err();
+            assert_eq!(e.variable, "CHAOS_TOKEN_FILE");
+            let message = e.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(!message.contains("zq9x"), "{message}");
+        }
+        std::fs::write(&path, " \n").unwrap();
+        assert!(matches!(Access::from_source(&source), Ok(Access::Closed(why)) if why.contains("is empty")));
         std::fs::remove_file(path).unwrap();
     }
 

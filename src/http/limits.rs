@@ -146,12 +146,13 @@ pub struct Cap {
 }
 
 /// Threads the service may run besides connection threads: main, signals,
-/// accept, watchdog, accept-watch, the probe listener, the workers, and
-/// per concurrent chaos action a CPU load (a controller and a spin thread
-/// per CPU), a memory leak or ramp, its hold, and the thread that answers
-/// a leak made at once; plus a timer per fault kind.
+/// accept, watchdog, accept-watch, the healing heartbeat, the probe
+/// listener, the workers, and per concurrent chaos action a CPU load (a
+/// controller and a spin thread per CPU), a memory leak or ramp, its hold,
+/// and the thread that answers a leak made at once; plus a timer per fault
+/// kind.
 pub fn other_threads(workers: usize, max_concurrent_chaos: usize, cpus: usize) -> u64 {
-    const FIXED: u64 = 6;
+    const FIXED: u64 = 7;
     const FAULT_TIMERS: u64 = 5;
     let per_action = 1 + cpus as u64 + 3;
     FIXED + workers as u64 + max_concurrent_chaos as u64 * per_action + FAULT_TIMERS
@@ -421,7 +422,7 @@ mod tests {
             mapped: 0,
         };
         let n = needs();
-        assert_eq!(n.threads, 6 + 4 + 6 + 5);
+        assert_eq!(n.threads, 7 + 4 + 6 + 5);
         let c = cap(&s, &b, &n);
         // Half of the smaller headroom (readiness: 112 MiB), a quarter of
         // it for answers.
@@ -433,8 +434,8 @@ mod tests {
         );
         assert_eq!(c.by_readiness.allows, ((56u64 - 14) << 20) / (40 << 10));
         assert_eq!(c.by_fds.as_ref().unwrap().allows, 256 - 5 - 20 - 19);
-        assert_eq!(c.by_threads.as_ref().unwrap().allows, 64 - 21 - 1 - 8);
-        assert_eq!(c.chosen, 34);
+        assert_eq!(c.by_threads.as_ref().unwrap().allows, 64 - 22 - 1 - 8);
+        assert_eq!(c.chosen, 33);
         assert!(!c.configured);
         let line = c.to_string();
         assert!(line.starts_with("connection cap 34 (the smallest of: memory (200.0 MiB limit - 8.0 MiB RSS at start) / 2 - 14.0 MiB for answers, / 64 KiB a connection = 1312; readiness (120.0 MiB MAX_MEMORY_MB_READY"), "{line}");

@@ -484,6 +484,38 @@ mod tests {
         }
     }
 
+    /// Once the ordered stop has begun, every method that starts chaos, on
+    /// every route, is 503 naming the signal (after the token), and every
+    /// stop and read still answers.
+    #[test]
+    fn after_the_signal_every_start_is_503_and_stops_and_reads_answer() {
+        let (app, _) = crate::app::testing::app("gate-stop", &[("CHAOS_TOKEN", "s3cret")]);
+        app.begin_shutdown("SIGTERM");
+        let now = Instant::now();
+        for route in ROUTES {
+            for (method, effect, _) in route.methods {
+                let anonymous = RequestLine::new(*method, route.path);
+                let with_token = anonymous.clone().with_authorization(Some("Bearer s3cret"));
+                let what = format!("{} {}", method.label(), route.path);
+                let reply = dispatch(&with_token, &app, now);
+                match effect {
+                    Start(_) => {
+                        assert_eq!(dispatch(&anonymous, &app, now).status, 401, "{what}");
+                        assert_eq!(reply.status, 503, "{what}");
+                        let error = reply.body_json()["error"].as_str().unwrap_or_default().to_string();
+                        assert!(error.contains("SIGTERM"), "{what}: {error}");
+                    }
+                    // `/ready` is 503 too, for its own reason.
+                    Stop(_) | Read => assert!(
+                        reply.status != 503 || reply.body_json()["reason"] != "shutting_down",
+                        "{what}"
+                    ),
+                }
+            }
+        }
+        assert_eq!(app.registry.active(), 0);
+    }
+
     /// The document lists exactly the (method, path) pairs the route table
     /// answers: a route added to the server and not to the document (or the
     /// reverse) fails here.

@@ -4,15 +4,27 @@
 //! degraded, recovered, crashed, started), meant for `kubectl logs | jq`. They
 //! are written whatever `RUST_LOG` says, because losing them would lose the
 //! measurement. Ordinary logs go through `log`, with the same timestamps.
+//!
+//! What a client can make the service write is bounded (`throttle`): the
+//! one event a request can cause over and over, CHAOS_REJECTED, is written
+//! in full for the first `throttle::BURST` of each kind (action and
+//! outcome) in a `throttle::WINDOW`, then summed up in one
+//! EVENTS_SUPPRESSED; the events of the healing record are never left
+//! out. Ordinary logs at `info` and above get the same bound per call site
+//! (tiny_http's included); `debug` and `trace`, asked for, are not bounded.
 
 use std::io::Write;
-use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use log::Log;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::throttle::{self, Suppressed, Throttle};
 
 use serde_json::{Map, Value, json};
 
 /// The events the service emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Event {
     PodStarted,
     ChaosStarted,
@@ -20,8 +32,12 @@ pub enum Event {
     ChaosRejected,
     ReadinessDegraded,
     ReadinessRecovered,
+    FaultRecovered,
     CrashRequested,
     ShutdownStarted,
+    ShutdownFinished,
+    /// How many CHAOS_REJECTED of one kind a window left out.
+    EventsSuppressed,
 }
 
 impl Event {
@@ -33,31 +49,88 @@ impl Event {
             Event::ChaosRejected => "CHAOS_REJECTED",
             Event::ReadinessDegraded => "READINESS_DEGRADED",
             Event::ReadinessRecovered => "READINESS_RECOVERED",
+            Event::FaultRecovered => "FAULT_RECOVERED",
             Event::CrashRequested => "CRASH_REQUESTED",
             Event::ShutdownStarted => "SHUTDOWN_STARTED",
+            Event::ShutdownFinished => "SHUTDOWN_FINISHED",
+            Event::EventsSuppressed => "EVENTS_SUPPRESSED",
         }
     }
+
+    /// Whether a request can cause it over and over, so that it is bounded
+    /// (`throttle`). The healing record (chaos started and finished,
+    /// readiness, start-up, crash, shutdown) never is.
+    fn bounded(self) -> bool {
+        self == Event::ChaosRejected
+    }
 }
+
+/// The kind of a bounded event: its name, and its `action` and `outcome`
+/// fields (from the route table and the code, never from a request).
+type Kind = (Event, String, String);
 
 /// Where events go: stderr in the service, a buffer in tests.
 pub struct Events {
     sink: Mutex<Box<dyn Write + Send>>,
+    throttle: Throttle<Kind>,
 }
 
 impl Events {
     pub fn to_stderr() -> Events {
+        Events::to_writer(Box::new(std::io::stderr()))
+    }
+
+    pub fn to_writer(w: Box<dyn Write + Send>) -> Events {
         Events {
-            sink: Mutex::new(Box::new(std::io::stderr())),
+            sink: Mutex::new(w),
+            throttle: Throttle::new(throttle::BURST, throttle::WINDOW),
         }
     }
 
-    #[cfg(test)]
-    pub fn to_writer(w: Box<dyn Write + Send>) -> Events {
-        Events { sink: Mutex::new(w) }
+    /// Writes one event line; `fields` must be a JSON object. A bounded
+    /// event (CHAOS_REJECTED) may be left out and counted instead.
+    pub fn emit(&self, event: Event, fields: Value) {
+        self.emit_at(event, fields, Instant::now());
     }
 
-    /// Writes one event line; `fields` must be a JSON object.
-    pub fn emit(&self, event: Event, fields: Value) {
+    fn emit_at(&self, event: Event, fields: Value, now: Instant) {
+        if event.bounded() {
+            let field = |name: &str| fields.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+            let kind = (event, field("action"), field("outcome"));
+            let (write, summary) = self.throttle.admit(&kind, now);
+            if let Some(s) = summary {
+                self.write_suppressed(&s);
+            }
+            if !write {
+                return;
+            }
+        }
+        self.write(event, fields);
+    }
+
+    /// Writes the EVENTS_SUPPRESSED of every window over by `now` (`main`'s
+    /// housekeeping), or of every window with `all` (before the exit).
+    pub fn write_suppressed_summaries(&self, now: Instant, all: bool) {
+        for s in self.throttle.take_summaries(now, all) {
+            self.write_suppressed(&s);
+        }
+    }
+
+    fn write_suppressed(&self, s: &Suppressed<Kind>) {
+        let (event, action, outcome) = &s.key;
+        self.write(
+            Event::EventsSuppressed,
+            json!({
+                "suppressed_event": event.name(),
+                "action": action,
+                "outcome": outcome,
+                "count": s.count,
+                "seconds": s.over.as_secs_f64(),
+            }),
+        );
+    }
+
+    fn write(&self, event: Event, fields: Value) {
         let mut line = Map::new();
         line.insert("event".into(), json!(event.name()));
         let now = SystemTime::now();
@@ -104,9 +177,10 @@ pub fn rfc3339_utc(t: SystemTime) -> String {
     )
 }
 
-/// Sets up `log` to stderr with UTC timestamps, `info` unless `RUST_LOG` says.
+/// Sets up `log` to stderr with UTC timestamps, `info` unless `RUST_LOG`
+/// says, with lines at `info` and above bounded per call site.
 pub fn init_logging() {
-    env_logger::Builder::new()
+    let inner = env_logger::Builder::new()
         .filter_level(log::LevelFilter::Info)
         .parse_env("RUST_LOG")
         .format(|buf, record| {
@@ -119,7 +193,84 @@ pub fn init_logging() {
                 record.args()
             )
         })
-        .init();
+        .build();
+    let max = inner.filter();
+    let logger = LOGGER.get_or_init(|| Bounded {
+        inner,
+        throttle: Throttle::new(throttle::BURST, throttle::WINDOW),
+    });
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// The logger `init_logging` installed.
+static LOGGER: OnceLock<Bounded> = OnceLock::new();
+
+/// Writes the summary of every log call site whose window is over by
+/// `now` (`main`'s housekeeping), or of every one with `all` (before the
+/// exit).
+pub fn write_log_summaries(now: Instant, all: bool) {
+    if let Some(logger) = LOGGER.get() {
+        for s in logger.throttle.take_summaries(now, all) {
+            logger.summary(&s);
+        }
+    }
+}
+
+/// env_logger, with the lines of each call site at `info` and above
+/// bounded (`throttle`).
+struct Bounded {
+    inner: env_logger::Logger,
+    /// Keyed by call site: target and line.
+    throttle: Throttle<(String, u32)>,
+}
+
+impl Bounded {
+    fn summary(&self, s: &Suppressed<(String, u32)>) {
+        let (target, line) = &s.key;
+        self.inner.log(
+            &log::Record::builder()
+                .level(log::Level::Warn)
+                .target(target)
+                .args(format_args!(
+                    "{} more lines from {target} (line {line}) left out in the last {:.1} s: at most {} in {} s are written",
+                    s.count,
+                    s.over.as_secs_f64(),
+                    throttle::BURST,
+                    throttle::WINDOW.as_secs()
+                ))
+                .build(),
+        );
+    }
+}
+
+impl log::Log for Bounded {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.inner.enabled(record.metadata()) {
+            return;
+        }
+        if record.level() > log::Level::Info {
+            self.inner.log(record);
+            return;
+        }
+        let key = (record.target().to_string(), record.line().unwrap_or(0));
+        let (write, summary) = self.throttle.admit(&key, Instant::now());
+        if let Some(s) = summary {
+            self.summary(&s);
+        }
+        if write {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
 }
 
 #[cfg(test)]
@@ -187,5 +338,50 @@ mod tests {
         assert_eq!(v["event"], "READINESS_RECOVERED");
         assert_eq!(v["seconds"], 1.5);
         assert!(v["ts_unix_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+
+    /// A flood of one kind of refusal writes the first few in full and one
+    /// summary with the count; other kinds have their own; the healing
+    /// record is never left out.
+    #[test]
+    fn refusals_are_bounded_per_kind_and_the_healing_record_is_not() {
+        let buf = Captured::default();
+        let events = Events::to_writer(Box::new(buf.clone()));
+        let t0 = Instant::now();
+        for i in 0..1000 {
+            let at = t0 + Duration::from_millis(i);
+            let fields = json!({"action": "stop", "outcome": "unauthorized", "reason": "unauthorized"});
+            events.emit_at(Event::ChaosRejected, fields, at);
+            events.emit_at(Event::ChaosStarted, json!({"action": "cpu"}), at);
+        }
+        let other = json!({"action": "cpu", "outcome": "rejected", "reason": "MAX_CONCURRENT_CHAOS"});
+        events.emit_at(Event::ChaosRejected, other, t0);
+        events.write_suppressed_summaries(t0 + Duration::from_secs(5), false);
+        let names = buf.event_names();
+        assert_eq!(names.iter().filter(|n| *n == "CHAOS_STARTED").count(), 1000);
+        let burst = throttle::BURST as usize;
+        assert_eq!(names.iter().filter(|n| *n == "CHAOS_REJECTED").count(), burst + 1);
+        assert!(
+            !names.contains(&"EVENTS_SUPPRESSED".to_string()),
+            "the window is not over"
+        );
+        events.write_suppressed_summaries(t0 + throttle::WINDOW, false);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let summaries: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["event"] == "EVENTS_SUPPRESSED")
+            .collect();
+        assert_eq!(summaries.len(), 1, "{summaries:?}");
+        let s = &summaries[0];
+        assert_eq!(
+            (&s["suppressed_event"], &s["action"], &s["outcome"], &s["count"]),
+            (
+                &json!("CHAOS_REJECTED"),
+                &json!("stop"),
+                &json!("unauthorized"),
+                &json!(1000 - burst)
+            )
+        );
     }
 }

@@ -5,27 +5,21 @@
 //! suffix reserved for histograms. Every label value is bounded: routes by
 //! name, every unknown path as `unmatched`, methods from a fixed list. All
 //! known label sets are created at start-up so that every series exists before
-//! its first event.
+//! its first event. The healing figures, which outlive the process, are
+//! `observe::kept`'s, registered here as one collector.
+
+use std::sync::Arc;
 
 use prometheus::process_collector::ProcessCollector;
-use prometheus::{
-    Encoder, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Gauge, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder};
 
 use crate::observe::connection_metrics::ConnectionMetrics;
+use crate::observe::kept::{Kept, KeptCollector};
 use crate::observe::registering::Registering;
 
 /// Request-latency buckets in seconds: fine below 10 ms, where probes live.
 const REQUEST_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-/// Healing-time buckets in seconds: from a fast probe to a slow CrashLoopBackOff.
-const HEALING_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0,
-];
-/// Crash-to-start-up buckets: a local restart takes milliseconds, a pod seconds.
-const STARTUP_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
 /// Chaos actions, as the `action` label.
@@ -34,8 +28,16 @@ pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", 
 pub const DISK_FILL_STATES: &[&str] = &["written", "target"];
 /// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails
 /// (429), `failed` when accepted but impossible (507), `unauthorized` (401),
-/// `disabled` by `CHAOS_ENABLED=false` (403).
-pub const OUTCOMES: &[&str] = &["accepted", "rejected", "failed", "unauthorized", "disabled"];
+/// `disabled` by `CHAOS_ENABLED=false` (403), `shutting_down` once the
+/// ordered stop has begun (503).
+pub const OUTCOMES: &[&str] = &[
+    "accepted",
+    "rejected",
+    "failed",
+    "unauthorized",
+    "disabled",
+    "shutting_down",
+];
 
 /// The series of one endpoint that exist from start-up: its `endpoint`
 /// label and the (method, status code) answers it usually gives.
@@ -52,13 +54,12 @@ pub struct Metrics {
     pub cpu_stress_active: IntGauge,
     pub memory_usage_bytes: IntGauge,
     pub memory_chunks: IntGauge,
-    pub pod_recovery_count_total: IntCounter,
     pub pod_ready_status: IntGauge,
     pub readiness_max_memory_bytes: IntGauge,
     pub readiness_max_latency_seconds: Gauge,
-    pub failure_to_readiness_failure_seconds: Histogram,
-    pub readiness_failure_to_recovery_seconds: Histogram,
-    pub crash_to_startup_seconds: Histogram,
+    /// `pod_recovery_count_total` and the healing histograms, kept across
+    /// restarts.
+    pub healing: Arc<Kept>,
     pub chaos_actions_total: IntCounterVec,
     pub chaos_fault_active: IntGaugeVec,
     pub chaos_leaked_bytes: IntGauge,
@@ -71,10 +72,12 @@ pub struct Metrics {
 
 /// The label values known at start-up, whose series exist before their
 /// first event. Each comes from the table that owns it: the route table,
-/// the registry's fault kinds, the disk fill's end reasons.
+/// the registry's fault kinds (and, for a fault's end, the crash), the disk
+/// fill's end reasons.
 pub struct KnownLabels<'a> {
     pub endpoints: &'a [Endpoint],
     pub faults: &'a [&'static str],
+    pub fault_ends: &'a [&'static str],
     pub disk_fill_ends: &'a [&'static str],
 }
 
@@ -85,6 +88,8 @@ impl Metrics {
         let r = Registering::new(&registry);
         // The process's own collector: a collector, not a metric we keep.
         registry.register(Box::new(ProcessCollector::for_self()))?;
+        let healing = Arc::new(Kept::new(known.fault_ends)?);
+        r.collector(KeptCollector(Arc::clone(&healing)))?;
         let metrics = Metrics {
             http_requests_total: r.int_counter_vec(
                 "http_requests_total",
@@ -106,10 +111,6 @@ impl Metrics {
                 "memory_chunks",
                 "Chunks held by the memory leak (the seed's memory_chunks_count).",
             )?,
-            pod_recovery_count_total: r.int_counter(
-                "pod_recovery_count_total",
-                "Start-ups plus flips of /ready from 503 back to 200.",
-            )?,
             pod_ready_status: r.int_gauge(
                 "pod_ready_status",
                 "1 if /ready would answer 200 now, else 0 (evaluated at each scrape and each /ready).",
@@ -122,21 +123,7 @@ impl Metrics {
                 "readiness_max_latency_seconds",
                 "MAX_LATENCY_MS in seconds: the p95 of GET / above which /ready fails.",
             )?,
-            failure_to_readiness_failure_seconds: r.histogram(
-                "failure_to_readiness_failure_seconds",
-                "Detection: from a chaos action being accepted to the first 503 served by /ready.",
-                HEALING_BUCKETS,
-            )?,
-            readiness_failure_to_recovery_seconds: r.histogram(
-                "readiness_failure_to_recovery_seconds",
-                "Recovery: from the first 503 served by /ready to the next 200.",
-                HEALING_BUCKETS,
-            )?,
-            crash_to_startup_seconds: r.histogram(
-                "crash_to_startup_seconds",
-                "From the crash marker written before a deliberate crash to the next start-up.",
-                STARTUP_BUCKETS,
-            )?,
+            healing,
             chaos_actions_total: r.int_counter_vec(
                 "chaos_actions_total",
                 "Chaos actions requested, by action and outcome.",
@@ -234,6 +221,7 @@ mod tests {
                 },
             ],
             faults: &["disk"],
+            fault_ends: &["disk", "crash"],
             disk_fill_ends: &["no_space", "quota"],
         })
         .unwrap();
@@ -248,6 +236,7 @@ mod tests {
             "failure_to_readiness_failure_seconds_count 0",
             "readiness_failure_to_recovery_seconds_count 0",
             "crash_to_startup_seconds_count 0",
+            "fault_end_to_recovery_seconds_count{fault=\"crash\"} 0",
             "chaos_actions_total{action=\"crash\",outcome=\"accepted\"} 0",
             "chaos_actions_total{action=\"memory\",outcome=\"failed\"} 0",
             "process_resident_memory_bytes",

@@ -2,9 +2,7 @@
 //! none can be made without being registered.
 
 use prometheus::core::Collector;
-use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Makes metrics already registered in one registry: the only way this
 /// crate makes a metric, so none can exist without being registered.
@@ -24,22 +22,17 @@ impl Registering<'_> {
         Ok(metric)
     }
 
+    /// A collector of families of its own (the kept healing figures).
+    pub fn collector<C: Collector + 'static>(&self, collector: C) -> Result<(), prometheus::Error> {
+        self.0.register(Box::new(collector))
+    }
+
     pub fn int_gauge(&self, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
         self.add(IntGauge::new(name, help))
     }
 
     pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, prometheus::Error> {
         self.add(Gauge::new(name, help))
-    }
-
-    pub fn int_counter(&self, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
-        self.add(IntCounter::new(name, help))
-    }
-
-    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, prometheus::Error> {
-        self.add(Histogram::with_opts(
-            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        ))
     }
 
     pub fn int_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, prometheus::Error> {

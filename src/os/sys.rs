@@ -215,6 +215,14 @@ pub fn machine_memory_bytes() -> Option<u64> {
     Some(field("MemTotal:")? + field("SwapTotal:").unwrap_or(0))
 }
 
+/// The kernel's id of this boot (`/proc/sys/kernel/random/boot_id`), the
+/// same in every container of the machine; `None` when it cannot be read.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
 /// CPU time (user + system) consumed so far by all threads of this process.
 ///
 /// Uses `CLOCK_PROCESS_CPUTIME_ID`, which has nanosecond resolution, unlike

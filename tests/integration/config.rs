@@ -65,6 +65,8 @@ fn listed_variables() -> Vec<Listed> {
     text.lines()
         .skip_while(|l| *l != header)
         .skip(1)
+        // A blank line, then the signals.
+        .take_while(|l| !l.is_empty())
         .map(|line| {
             let (name, rest) = line.split_once(' ').unwrap_or_else(|| panic!("no default: {line:?}"));
             let (default, rest) = rest
@@ -360,4 +362,63 @@ fn log_shapes_blank_the_figures_only() {
         ),
         "chaos_backend::http::limits: connection cap N (memory (N MiB limit - N MiB"
     );
+}
+
+/// The rows of the variables table of docs/configuration.md: name, default
+/// and bounds cells, as written.
+fn documented_variables() -> Vec<(String, String, String)> {
+    let doc = std::fs::read_to_string(crate::harness::repo().join("docs/configuration.md")).expect("the page");
+    doc.lines()
+        .skip_while(|l| !l.starts_with("| variable | default | bounds |"))
+        .skip(2)
+        .take_while(|l| l.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let cell = |i: usize| {
+                cells
+                    .get(i)
+                    .map_or("", |c| c.trim_matches(|c| c == '|' || c == ' ' || c == '`'))
+            };
+            (cell(0).to_string(), cell(1).to_string(), cell(2).to_string())
+        })
+        .collect()
+}
+
+/// The configuration doc and `--help` (the parser's own table) list the same
+/// variables, each with the same default and the same bounds: a variable
+/// the binary learns, loses or re-bounds fails here until the doc says so.
+#[test]
+fn the_configuration_doc_lists_what_help_lists() {
+    let listed = listed_variables();
+    let documented = documented_variables();
+    let names = |v: Vec<&str>| {
+        v.into_iter()
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let in_help = names(listed.iter().map(|v| v.name.as_str()).collect());
+    let in_doc = names(documented.iter().map(|(n, _, _)| n.as_str()).collect());
+    assert_eq!(
+        in_help.difference(&in_doc).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "variables --help lists that docs/configuration.md lacks"
+    );
+    assert_eq!(
+        in_doc.difference(&in_help).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "variables docs/configuration.md lists that the binary does not know"
+    );
+    for v in &listed {
+        let (_, default, bounds_cell) = documented.iter().find(|(n, _, _)| *n == v.name).expect("listed");
+        assert_eq!(default, &v.default, "{}: the doc's default", v.name);
+        if let Some((min, max)) = bounds(&v.accepts) {
+            let want = format!("{min} to {max}");
+            assert!(
+                bounds_cell.contains(&want),
+                "{}: --help accepts {:?}, the doc's bounds say {bounds_cell:?}",
+                v.name,
+                v.accepts
+            );
+        }
+    }
 }

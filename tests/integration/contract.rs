@@ -343,6 +343,16 @@ fn answers_while_faults_run_match_the_document() {
     );
 }
 
+/// A start of each fault the guardrails count, short and small.
+const SHORT_STARTS: &[&str] = &[
+    "/load/cpu?millicores=100&duration=5",
+    "/load/memory?mb=1",
+    "/load/disk?mb=1",
+    "/fault/readiness?duration=5",
+    "/fault/liveness?duration=5",
+    "/load/latency?ms=5&duration=5",
+];
+
 /// A guardrail's refusal of each start (429 with `Retry-After`), while one
 /// leak holds the only slot, is the document's.
 #[test]
@@ -350,14 +360,7 @@ fn guardrail_refusals_match_the_document() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "1")]);
     let mut c = Checker::new(&svc);
     c.expect("POST", "/load/memory?mb=1", 200);
-    for target in [
-        "/load/cpu?millicores=100&duration=5",
-        "/load/memory?mb=1",
-        "/load/disk?mb=1",
-        "/fault/readiness?duration=5",
-        "/fault/liveness?duration=5",
-        "/load/latency?ms=5&duration=5",
-    ] {
+    for target in SHORT_STARTS {
         let r = c.expect("POST", target, 429);
         assert!(r.header("Retry-After").is_some(), "{target}: 429 without Retry-After");
     }
@@ -409,4 +412,41 @@ fn a_leak_stopped_while_it_is_made_answers_the_documented_409() {
         "no stop landed while a leak was made: {statuses:?}"
     );
     assert_eq!(svc.get("/chaos").json()["active"], 0);
+}
+
+/// Once the ordered stop has begun, each start's 503 (`/crash` included)
+/// and each stop's and read's answer are the document's; so is the 507 of
+/// a disk fill past the process's file-size limit.
+#[test]
+fn answers_during_the_stop_and_past_the_file_size_limit_match_the_document() {
+    let mut prlimit = std::process::Command::new("prlimit");
+    prlimit.args(["--fsize=1048576", "--"]);
+    let inner = crate::harness::command(
+        &crate::harness::temp_dir("contract-stop"),
+        &[("SHUTDOWN_DELAY_SECONDS", "30"), ("CHAOS_COOLDOWN_SECONDS", "0")],
+    );
+    let svc = Service::spawn(crate::harness::wrapped(prlimit, &inner));
+    let mut c = Checker::new(&svc);
+    let full = c.expect("POST", "/load/disk?mb=2", 507);
+    assert_eq!(full.json()["reason"], "file_size_limit", "{}", full.body);
+    svc.signal(libc::SIGTERM);
+    let stopping = crate::harness::poll(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(10),
+        || (svc.get("/ready").status == 503).then_some(()),
+    );
+    assert!(stopping.is_some());
+    for target in SHORT_STARTS.iter().chain(&["/crash?mode=exit&code=3"]) {
+        let r = c.expect("POST", target, 503);
+        assert_eq!(r.json()["reason"], "shutting_down", "{target}: {}", r.body);
+    }
+    c.expect("POST", "/chaos/stop", 200);
+    c.expect("DELETE", "/load/disk", 200);
+    c.expect("GET", "/ready", 503);
+    c.expect("GET", "/health", 200);
+    assert!(
+        c.failures.is_empty(),
+        "answers off api/openapi.json:\n{}",
+        c.failures.join("\n")
+    );
 }

@@ -260,3 +260,233 @@ fn soak_short_mode_passes() {
     assert!(stdout.contains("soak: pass"));
     assert!(stdout.contains("unexpected answers: 0"));
 }
+
+/// Sets `SO_LINGER` to zero seconds: `close` then sends a reset (RST)
+/// instead of a FIN, and drops whatever was not yet sent.
+fn linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a `linger` of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+}
+
+/// A client that sends a whole request and resets the connection (often
+/// before the server has accepted it, so that `getpeername` fails with
+/// ENOTCONN) made the connection's thread panic in tiny_http
+/// (`remote_addr.unwrap()`): 200 of 200 such connections panicked. 1,000
+/// of them must leave no panic, no extra thread or fd, and the service
+/// serving.
+#[test]
+fn a_thousand_requests_reset_by_their_clients_panic_nothing_and_leave_nothing() {
+    let _x = exclusive();
+    let svc = Service::start(&[]);
+    assert_eq!(svc.get("/health").status, 200);
+    let base = svc.threads_and_fds();
+    for i in 0..1000 {
+        let mut s = TcpStream::connect(svc.addr).unwrap();
+        let target = ["/health", "/", "/metrics", "/ready"][i % 4];
+        s.write_all(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        linger_zero(&s);
+        drop(s);
+    }
+    let back = crate::harness::poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        let (threads, fds) = svc.threads_and_fds();
+        (threads <= base.0 && fds <= base.1).then_some(())
+    });
+    assert_eq!(request(svc.addr, "GET", "/health", &[], "").status, 200);
+    let stderr = svc.stderr();
+    assert!(!stderr.contains("panicked"), "a thread panicked:\n{stderr}");
+    assert!(
+        back.is_some(),
+        "threads and fds {:?}, {base:?} before the resets",
+        svc.threads_and_fds()
+    );
+}
+
+/// Sends `count` copies of `request` pipelined on one connection (the last
+/// one closing it) and counts the answers whose status line starts with
+/// `status`; a writer thread sends while this one reads.
+fn pipelined(svc: &Service, request: &str, count: usize, status: &str) -> usize {
+    let mut stream = TcpStream::connect(svc.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let closing = request.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+    let mut all = request.repeat(count - 1);
+    all.push_str(&closing);
+    let sender = std::thread::spawn(move || writer.write_all(all.as_bytes()));
+    let mut answers = Vec::new();
+    stream.read_to_end(&mut answers).unwrap();
+    sender.join().unwrap().unwrap();
+    String::from_utf8_lossy(&answers)
+        .matches(&format!("HTTP/1.1 {status}"))
+        .count()
+}
+
+/// The bytes of stderr from `svc`'s start to its exit (SIGTERM), and the
+/// stderr itself, after checking that each of the `rejected` refusals was
+/// written or counted.
+fn stderr_until_exit(mut svc: Service, rejected: u64) -> (usize, String) {
+    svc.signal(libc::SIGTERM);
+    let status = svc.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    // The pipe is read to its end by the harness's thread.
+    let all = crate::harness::poll(Duration::from_secs(5), Duration::from_millis(10), || {
+        let text = svc.stderr();
+        text.contains("INFO  chaos_backend: stopped").then_some(text)
+    })
+    .expect("the last line");
+    assert_eq!(svc.events_written_or_counted("CHAOS_REJECTED"), rejected);
+    (all.len(), all)
+}
+
+/// A pipelined flood of `POST /chaos/stop` without the token wrote a
+/// CHAOS_REJECTED line per request (126 B each, 7.1 MB/s): enough for an
+/// unauthenticated client to fill the pod's ephemeral storage and get it
+/// evicted. 10,000 now add a few KB (the first few lines in full, one
+/// summary with the count), and the metrics count every one.
+#[test]
+fn ten_thousand_unauthenticated_stops_add_a_few_kb_to_the_log() {
+    let _x = exclusive();
+    let quiet = Service::start(&[("CHAOS_TOKEN", "t0ken")]);
+    let (baseline, _) = stderr_until_exit(quiet, 0);
+    let svc = Service::start(&[("CHAOS_TOKEN", "t0ken")]);
+    let answered = pipelined(&svc, "POST /chaos/stop HTTP/1.1\r\nHost: t\r\n\r\n", 10_000, "401");
+    assert_eq!(answered, 10_000);
+    assert_eq!(
+        svc.metric("http_requests_total{code=\"401\",endpoint=\"/chaos/stop\",method=\"POST\"}"),
+        10_000.0
+    );
+    let (bytes, stderr) = stderr_until_exit(svc, 10_000);
+    let grown = bytes - baseline;
+    eprintln!("10,000 unauthenticated stops: stderr {bytes} bytes, {grown} more than a life without them");
+    assert!(grown <= 3 * 1024, "stderr grew by {grown} bytes:\n{stderr}");
+    let rejected = stderr.matches("\"event\":\"CHAOS_REJECTED\"").count();
+    assert!((1..=5).contains(&rejected), "{rejected} CHAOS_REJECTED lines");
+}
+
+/// Every kind of request a client can repeat to be refused (a scanner's
+/// 404s and 405s, broken heads, bodies too large to read, 401, 429, 507)
+/// adds at most a few lines per kind, however many come; each is counted.
+#[test]
+fn floods_of_every_kind_of_refusal_add_a_few_lines_each() {
+    let _x = exclusive();
+    let env = [
+        ("CHAOS_TOKEN", "t0ken"),
+        ("CHAOS_COOLDOWN_SECONDS", "0"),
+        ("MAX_CONCURRENT_CHAOS", "1"),
+    ];
+    let quiet = Service::start(&env);
+    let (baseline, _) = stderr_until_exit(quiet, 0);
+    let svc = Service::start(&env);
+    const N: usize = 2_000;
+    let auth = "Authorization: Bearer t0ken\r\n";
+    // A leak holds the one slot: every CPU load after it is a 429.
+    assert_eq!(
+        request(
+            svc.addr,
+            "POST",
+            "/load/memory?mb=1",
+            &[("Authorization", "Bearer t0ken")],
+            ""
+        )
+        .status,
+        200
+    );
+    let floods = [
+        ("GET /wp-login.php HTTP/1.1\r\nHost: t\r\n\r\n".to_string(), "404"),
+        ("PUT /health HTTP/1.1\r\nHost: t\r\n\r\n".to_string(), "405"),
+        ("POST /load/cpu HTTP/1.1\r\nHost: t\r\n\r\n".to_string(), "401"),
+        (
+            format!("POST /load/cpu?duration=1 HTTP/1.1\r\nHost: t\r\n{auth}\r\n"),
+            "429",
+        ),
+        (
+            format!("POST /load/memory?mb=1048576 HTTP/1.1\r\nHost: t\r\n{auth}\r\n"),
+            "507",
+        ),
+    ];
+    for (request, status) in &floods {
+        assert_eq!(pipelined(&svc, request, N, status), N, "{request:?}");
+    }
+    // Each of these closes its connection.
+    for (bytes, status) in [
+        (&b"\x00\x01garbage\r\n\r\n"[..], "400"),
+        (
+            &b"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999\r\n\r\n"[..],
+            "413",
+        ),
+    ] {
+        for _ in 0..200 {
+            assert!(raw(&svc, bytes).starts_with(&format!("HTTP/1.1 {status}")), "{status}");
+        }
+    }
+    assert_eq!(
+        svc.metric("chaos_actions_total{action=\"cpu\",outcome=\"rejected\"}"),
+        N as f64
+    );
+    assert_eq!(
+        svc.metric("chaos_actions_total{action=\"memory\",outcome=\"failed\"}"),
+        N as f64
+    );
+    assert_eq!(
+        svc.metric("http_requests_total{code=\"413\",endpoint=\"/health\",method=\"POST\"}"),
+        200.0
+    );
+    let (bytes, stderr) = stderr_until_exit(svc, 3 * N as u64);
+    let grown = bytes - baseline;
+    eprintln!(
+        "{} refused requests of 7 kinds: stderr {grown} bytes more than a quiet life",
+        5 * N + 400
+    );
+    assert!(grown <= 12 * 1024, "stderr grew by {grown} bytes:\n{stderr}");
+    // At most the burst per kind of event and per log line, and one
+    // summary each.
+    let events = |outcome: &str| {
+        stderr
+            .lines()
+            .filter(|l| l.contains("\"event\":\"CHAOS_REJECTED\"") && l.contains(&format!("\"outcome\":\"{outcome}\"")))
+            .count()
+    };
+    let logs = |text: &str| {
+        stderr
+            .lines()
+            .filter(|l| !l.starts_with('{') && l.contains(text))
+            .count()
+    };
+    for (what, lines) in [
+        ("401", events("unauthorized")),
+        ("429", events("rejected")),
+        ("507", events("failed")),
+        ("507 log", logs("cannot leak")),
+        ("413 log", logs("refusing a 99999999999999-byte body")),
+    ] {
+        assert!((1..=5).contains(&lines), "{lines} lines for {what}:\n{stderr}");
+    }
+    assert_eq!(stderr.matches("\"event\":\"EVENTS_SUPPRESSED\"").count(), 3, "{stderr}");
+    assert_eq!(stderr.matches(" left out in the last ").count(), 2, "{stderr}");
+
+    // The kill switch's 403, on a service of its own.
+    let disabled = Service::start(&[("CHAOS_TOKEN", "t0ken"), ("CHAOS_ENABLED", "false")]);
+    let request = format!("POST /load/cpu HTTP/1.1\r\nHost: t\r\n{auth}\r\n");
+    assert_eq!(pipelined(&disabled, &request, N, "403"), N);
+    assert_eq!(
+        disabled.metric("chaos_actions_total{action=\"cpu\",outcome=\"disabled\"}"),
+        N as f64
+    );
+    let (_, stderr) = stderr_until_exit(disabled, N as u64);
+    let written = stderr.matches("\"outcome\":\"disabled\"").count();
+    assert!((1..=6).contains(&written), "{written} lines for 403:\n{stderr}");
+}

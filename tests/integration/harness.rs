@@ -87,6 +87,15 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     EXCLUSIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A free loopback port, for a service that must keep its address across
+/// a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A fresh, empty directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -158,6 +167,13 @@ pub fn unshare(namespaces: &[&str]) -> Command {
     }
     cmd.args(namespaces);
     cmd
+}
+
+/// `inner` as PID 1 of a PID namespace of its own, as a container's entry
+/// point runs (the kernel drops a signal PID 1 has no handler for). The
+/// service is then the child of `unshare`: see `Service::inner_pid`.
+pub fn as_pid_1(inner: &Command) -> Command {
+    wrapped(unshare(&["--pid", "--fork", "--kill-child", "--"]), inner)
 }
 
 pub struct Service {
@@ -278,6 +294,20 @@ impl Service {
         .unwrap_or_else(count)
     }
 
+    /// How many `name` events there were: written in full, or counted in
+    /// the EVENTS_SUPPRESSED summaries of a flood (`observe::throttle`;
+    /// the last summaries come with the stop).
+    pub fn events_written_or_counted(&self, name: &str) -> u64 {
+        self.events()
+            .iter()
+            .map(|e| match e["event"].as_str() {
+                Some(n) if n == name => 1,
+                Some("EVENTS_SUPPRESSED") if e["suppressed_event"] == name => e["count"].as_u64().unwrap_or(0),
+                _ => 0,
+            })
+            .sum()
+    }
+
     pub fn get(&self, path: &str) -> Response {
         request(self.addr, "GET", path, &[], "")
     }
@@ -319,6 +349,36 @@ impl Service {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no connection cap in the start-up log:\n{log}"))
+    }
+
+    /// The pid, in our namespace, of the service started by `as_pid_1`
+    /// (the one child of `unshare`), after checking that it is PID 1 in
+    /// its own namespace.
+    pub fn inner_pid(&self) -> i32 {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid())).expect("children");
+        let pid: i32 = children
+            .split_whitespace()
+            .next()
+            .expect("unshare has a child")
+            .parse()
+            .expect("a pid");
+        let ns_pid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("status")
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .and_then(|l| l.split_whitespace().last().map(str::to_string));
+        assert_eq!(
+            ns_pid.as_deref(),
+            Some("1"),
+            "the service runs as PID 1 in its namespace"
+        );
+        pid
+    }
+
+    /// Threads and open fds of the child, from /proc.
+    pub fn threads_and_fds(&self) -> (usize, usize) {
+        let count = |dir: &str| std::fs::read_dir(format!("/proc/{}/{dir}", self.pid())).map_or(0, |d| d.count());
+        (count("task"), count("fd"))
     }
 
     /// Resident set size of the child from /proc, in bytes.

@@ -22,13 +22,13 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn dashboard() -> Value {
+pub(crate) fn dashboard() -> Value {
     let raw = std::fs::read_to_string(repo().join("grafana/chaos-backend-dashboard.json")).unwrap();
     serde_json::from_str(&raw).expect("dashboard is JSON")
 }
 
 /// Every panel, rows' nested panels included.
-fn panels(d: &Value) -> Vec<&Value> {
+pub(crate) fn panels(d: &Value) -> Vec<&Value> {
     let mut all = Vec::new();
     for p in d["panels"].as_array().unwrap() {
         all.push(p);
@@ -124,7 +124,7 @@ fn free_port() -> u16 {
 }
 
 /// A Prometheus server from Debian's package, on loopback, killed on drop.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     addr: SocketAddr,
     _dir: PathBuf,
@@ -132,9 +132,15 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: SocketAddr) -> Prometheus {
+        Prometheus::scraping_every(target, "1s")
+    }
+
+    /// Scrapes `target` every `interval` (`1s`, `5s`), with the labels the
+    /// dashboard's variables select (`namespace="local"`, `pod="chaos-backend"`).
+    pub(crate) fn scraping_every(target: SocketAddr, interval: &str) -> Prometheus {
         let dir = temp_dir("prometheus");
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: chaos-backend-local\n    static_configs:\n      - targets: [\"{target}\"]\n        labels:\n          namespace: local\n          pod: chaos-backend\n",
+            "global:\n  scrape_interval: {interval}\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: chaos-backend-local\n    static_configs:\n      - targets: [\"{target}\"]\n        labels:\n          namespace: local\n          pod: chaos-backend\n",
             rules = repo().join("prometheus/rules.yml").display()
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
@@ -157,10 +163,16 @@ impl Prometheus {
     }
 
     fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        self.query_at(expr, None)
+    }
+
+    /// `expr` evaluated at `at` (Unix seconds; `None`: now).
+    pub(crate) fn query_at(&self, expr: &str, at: Option<f64>) -> Result<Vec<Value>, String> {
+        let time = at.map(|t| format!("&time={t:.3}")).unwrap_or_default();
         let r = request(
             self.addr,
             "GET",
-            &format!("/api/v1/query?query={}", url_encode(expr)),
+            &format!("/api/v1/query?query={}{time}", url_encode(expr)),
             &[],
             "",
         );
@@ -174,8 +186,13 @@ impl Prometheus {
         })
     }
 
-    fn value(&self, expr: &str) -> Option<f64> {
-        let result = self.query(expr).ok()?;
+    pub(crate) fn value(&self, expr: &str) -> Option<f64> {
+        self.value_at(expr, None)
+    }
+
+    /// The first series' value of `expr` at `at`.
+    pub(crate) fn value_at(&self, expr: &str, at: Option<f64>) -> Option<f64> {
+        let result = self.query_at(expr, at).ok()?;
         result.first()?["value"][1].as_str()?.parse().ok()
     }
 }

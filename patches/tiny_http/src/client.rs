@@ -1,5 +1,4 @@
 use std::io::Error as IoError;
-use std::io::Result as IoResult;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 
 use std::net::SocketAddr;
@@ -18,7 +17,11 @@ use crate::ServerOptions;
 /// and return Request objects.
 pub struct ClientConnection {
     // address of the client
-    remote_addr: IoResult<Option<SocketAddr>>,
+    // Patch (chaos-backend): None when it cannot be had. Upstream kept the
+    // `getpeername` result and unwrapped it for every request: a client
+    // that sent a request and reset the connection before it was accepted
+    // (ENOTCONN) made the connection's thread panic.
+    remote_addr: Option<SocketAddr>,
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
@@ -79,7 +82,7 @@ impl ClientConnection {
         table: Arc<Table>,
         options: Arc<ServerOptions>,
     ) -> ClientConnection {
-        let remote_addr = conn.peer_addr();
+        let remote_addr = conn.peer_addr().ok().flatten();
         let secure = false;
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(
@@ -199,7 +202,7 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            self.remote_addr,
             data_source,
             std::io::sink(),
         )

@@ -319,6 +319,14 @@ impl Server {
         self.table.stats()
     }
 
+    /// Patch (chaos-backend): connections with an answer that was handed
+    /// over (`respond`, `respond_held`) and is not all written yet: held
+    /// back, or waiting for its client to read. An owner that stops polls
+    /// it to know that the answers it gave were sent before it exits.
+    pub fn unwritten_answers(&self) -> usize {
+        self.table.unwritten()
+    }
+
     /// Patch (chaos-backend): whether the accept loop still runs, as a
     /// handle that outlives the server. Once the loop has ended the server
     /// accepts nothing more, though `recv` may still block.

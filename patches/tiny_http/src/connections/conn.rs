@@ -114,6 +114,12 @@ impl State {
         self.writers == 0 && self.out.is_empty() && !self.flushing && self.hold_until.is_none()
     }
 
+    /// An answer is rendered and not all written yet (held, or partly
+    /// written), and the connection can still take it.
+    pub(super) fn unwritten(&self) -> bool {
+        self.writable() && (!self.out.is_empty() || self.flushing || self.hold_until.is_some())
+    }
+
     /// Answers can still be written: not closed, or only its read side
     /// (a head that timed out still gets its 408).
     pub(super) fn writable(&self) -> bool {

@@ -108,6 +108,13 @@ impl Table {
         }
     }
 
+    /// Connections with an answer rendered and not all written yet (see
+    /// `Server::unwritten_answers`).
+    pub(crate) fn unwritten(&self) -> usize {
+        let conns: Vec<Arc<Conn>> = self.conns().values().cloned().collect();
+        conns.iter().filter(|c| c.state().unwritten()).count()
+    }
+
     pub(crate) fn stats(&self) -> ConnectionStats {
         self.counters
             .snapshot(self.open.load(Ordering::Relaxed), self.budget.queued())
@@ -437,5 +444,36 @@ mod tests {
         assert_eq!(conns[0].expired(), Some(Expiry::Shed));
         assert_eq!(conns[3].expired(), None);
         assert!(table.stats().shed >= 1);
+    }
+
+    #[test]
+    fn a_held_answer_is_unwritten_until_its_release_and_its_write() {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let table = Table::new(ConnectionLimits::default());
+        let (conn, mut client) = socket(&listener);
+        let held = table.admit(conn).expect("admitted");
+        held.enter(Phase::Busy);
+        let release = Arc::new(AtomicBool::new(false));
+        held.hold_until(
+            Instant::now() + Duration::from_secs(60),
+            Some(Arc::clone(&release)),
+        );
+        let mut w = AnswerWriter::new(&held);
+        assert_eq!(table.unwritten(), 1, "being rendered, with a hold");
+        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        drop(w);
+        assert_eq!(table.unwritten(), 1, "rendered, held");
+        // What the watchdog does on its next tick once the flag is set.
+        release.store(true, Ordering::SeqCst);
+        let due = table.timer.take_due(Instant::now());
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].flush_deferred(Instant::now()), None);
+        assert_eq!(table.unwritten(), 0, "written");
+        let mut answer = [0u8; 40];
+        client.read_exact(&mut answer).unwrap();
+        assert!(answer.ends_with(b"ok"));
     }
 }
