@@ -4,7 +4,12 @@
 //! measured in the same run. It reports, it never fails on a time.
 //!
 //! usage: bench --binary PATH --floor PATH [--image TAG] [--short]
-//!              [--health-ab [--rounds N] [--also PATH]]
+//!              [--health-ab [--rounds N] [--also PATH]] [--probes]
+
+// The attack clients the tests use; the bench uses some of them.
+#[allow(dead_code)]
+#[path = "../tests/integration/attacks.rs"]
+mod attacks;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,6 +25,9 @@ struct Options {
     short: bool,
     /// Only the /health A/B against the floor.
     health_ab: bool,
+    /// Only the probe rows: a probe on a new connection against the floor,
+    /// and /health during the attacks at the cap.
+    probes: bool,
     /// A/B rounds (default: 7, or 2 in short mode).
     rounds: Option<usize>,
     /// Another build of the service, in the same A/B rotation (`--health-ab`).
@@ -29,6 +37,7 @@ struct Options {
 fn options() -> Options {
     let mut args = std::env::args().skip(1);
     let (mut binary, mut floor, mut image, mut short, mut health_ab) = (None, None, None, false, false);
+    let mut probes = false;
     let (mut rounds, mut also) = (None, None);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -37,6 +46,7 @@ fn options() -> Options {
             "--image" => image = args.next(),
             "--short" => short = true,
             "--health-ab" => health_ab = true,
+            "--probes" => probes = true,
             "--rounds" => {
                 rounds = Some(
                     args.next()
@@ -55,6 +65,7 @@ fn options() -> Options {
         image,
         short,
         health_ab,
+        probes,
         rounds,
         also,
     }
@@ -63,7 +74,7 @@ fn options() -> Options {
 fn die(message: &str) -> ! {
     eprintln!(
         "bench: {message}\nusage: bench --binary PATH --floor PATH [--image TAG] [--short] \
-         [--health-ab [--rounds N] [--also PATH]]"
+         [--health-ab [--rounds N] [--also PATH]] [--probes]"
     );
     std::process::exit(2)
 }
@@ -111,6 +122,8 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
 struct Service {
     child: Child,
     addr: SocketAddr,
+    /// The probe listener (`PROBE_PORT`).
+    probe_addr: SocketAddr,
     _state: PathBuf,
 }
 
@@ -119,10 +132,12 @@ impl Service {
     /// from just before the spawn to that first 200.
     fn start(binary: &Path, env: &[(&str, &str)]) -> (Service, Duration) {
         let port = free_port();
+        let probe_port = free_port();
         let state = std::env::temp_dir().join(format!("chaos-bench-{}-{port}", std::process::id()));
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PORT", port.to_string())
+            .env("PROBE_PORT", probe_port.to_string())
             .env("BIND_ADDRESS", "127.0.0.1")
             .env("STATE_DIR", &state)
             .env("CHAOS_COOLDOWN_SECONDS", "0")
@@ -149,6 +164,7 @@ impl Service {
             Service {
                 child,
                 addr,
+                probe_addr: format!("127.0.0.1:{probe_port}").parse().expect("addr"),
                 _state: state,
             },
             ready,
@@ -254,6 +270,173 @@ fn probe_p99(addr: SocketAddr, path: &str, n: usize) -> f64 {
         .collect();
     samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     samples[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1]
+}
+
+/// `n` sequential GETs of `path`, each on a new connection, 2 ms apart:
+/// each one's latency in ms (infinite when it got no 200).
+fn probe_samples(addr: SocketAddr, path: &str, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let ok = http(addr, "GET", path).map(|r| r.0) == Some(200);
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            thread::sleep(Duration::from_millis(2));
+            if ok { ms } else { f64::INFINITY }
+        })
+        .collect()
+}
+
+/// The p-th percentile (nearest rank) of `v`.
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[((v.len() as f64 * p / 100.0).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// Threads that spin in the idle scheduling class until dropped, one a
+/// CPU: every CPU saturated, yet a thread that wants one gets it.
+struct Spinners {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Spinners {
+    fn start() -> Spinners {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (0..cpus)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                thread::spawn(move || {
+                    // SAFETY: sched_param is plain integers; pid 0 is this
+                    // thread, and priority 0 is the only one SCHED_IDLE takes.
+                    unsafe {
+                        let param: libc::sched_param = std::mem::zeroed();
+                        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+                    }
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Spinners { stop, threads }
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A probe on a new connection against the floor, A/B: the floor, the
+/// service's main port and its probe port all up, `rounds` rounds of `n`
+/// probes of each, one target after the other (rotated each round);
+/// medians of each round's p50 and p99. `saturated`: the service runs its own CPU load and idle-class
+/// spinners take every CPU beside both servers.
+fn new_connection_rows(binary: &Path, floor: &Path, rounds: usize, n: usize, saturated: bool) -> [Row; 2] {
+    let (svc, _) = Service::start(binary, &[]);
+    let floor = Floor::start(floor);
+    let _spin = saturated.then(|| {
+        let r = http(svc.addr, "POST", "/load/cpu?duration=3600");
+        assert_eq!(r.map(|r| r.0), Some(202), "the service's own CPU load");
+        thread::sleep(Duration::from_millis(300));
+        Spinners::start()
+    });
+    let targets = [floor.addr, svc.addr, svc.probe_addr];
+    let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for round in 0..rounds {
+        // Probe after probe, the targets in turn (rotated each round), so
+        // that a change in the machine's load falls on all three alike.
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        for j in 0..n * targets.len() {
+            let i = (round + j) % targets.len();
+            samples[i].extend(probe_samples(targets[i], "/health", 1));
+        }
+        for (i, s) in samples.into_iter().enumerate() {
+            p50s[i].push(percentile(s.clone(), 50.0));
+            p99s[i].push(percentile(s, 99.0));
+        }
+    }
+    let _ = http(svc.addr, "POST", "/chaos/stop");
+    let p50: Vec<f64> = p50s.into_iter().map(median).collect();
+    let p99: Vec<f64> = p99s.into_iter().map(median).collect();
+    let state = if saturated { "every CPU saturated" } else { "idle" };
+    let row_for = |i: usize, port: &str| {
+        let (r50, r99) = (p50[i] / p50[0], p99[i] / p99[0]);
+        row(
+            &format!("a probe on a new connection, {port}, {state} (A/B against the floor)"),
+            "p50 and p99 <= 1.1x the floor's",
+            format!(
+                "p50 / p99 {:.3} / {:.3} ms; floor {:.3} / {:.3} ms; ratios {r50:.2} / {r99:.2} (medians of {rounds} alternating rounds of {n} probes)",
+                p50[i], p99[i], p50[0], p99[0]
+            ),
+            Some(r50 <= 1.1 && r99 <= 1.1),
+        )
+    };
+    [row_for(2, "probe port"), row_for(1, "main port")]
+}
+
+/// `/health` on a new connection while `attack` runs on `connections`
+/// connections at the cap the issue measured (1,585): the probe port's
+/// and the main port's p99 and how many were answered.
+fn attack_row(binary: &Path, what: &str, attack: attacks::Attack, connections: usize, n: usize) -> Row {
+    let cap = connections.to_string();
+    let (svc, _) = Service::start(binary, &[("HTTP_MAX_CONNECTIONS", &cap)]);
+    let clients = attacks::Clients::start(svc.addr, connections, attack);
+    thread::sleep(Duration::from_secs(2));
+    let probe = probe_samples(svc.probe_addr, "/health", n);
+    let main = probe_samples(svc.addr, "/health", n / 3);
+    let (answers, _) = clients.stop();
+    let answered = |v: &[f64]| v.iter().filter(|ms| ms.is_finite()).count();
+    let p99 = percentile(probe.clone(), 99.0);
+    row(
+        &format!("/health p99 during {what}, {connections} connections at the cap"),
+        "every probe answered, p99 < 1 s (probe port)",
+        format!(
+            "probe port: p99 {p99:.3} ms, {} of {} answered; main port: p99 {:.3} ms, {} of {} answered; the clients read {answers} answers",
+            answered(&probe),
+            probe.len(),
+            percentile(main.clone(), 99.0),
+            answered(&main),
+            main.len()
+        ),
+        Some(answered(&probe) == probe.len() && p99 < 1000.0),
+    )
+}
+
+/// The rows of issue 28: a probe on a new connection against the floor,
+/// idle and with every CPU saturated, and `/health` during attacks 1 and 2
+/// at the cap.
+fn probe_rows(o: &Options) -> Vec<Row> {
+    let rounds = o.rounds.unwrap_or(if o.short { 2 } else { 7 });
+    let n = if o.short { 100 } else { 600 };
+    let mut rows = Vec::new();
+    rows.extend(new_connection_rows(&o.binary, &o.floor, rounds, n, false));
+    rows.extend(new_connection_rows(&o.binary, &o.floor, rounds, n, true));
+    let at_cap = if o.short { 200 } else { 1585 };
+    rows.push(attack_row(
+        &o.binary,
+        "attack 1 (8 pipelined GET /health and HEAD /openapi.json a connection)",
+        attacks::pipelined(&[attacks::HEALTH, attacks::HEAD_OPENAPI]),
+        at_cap,
+        n / 2,
+    ));
+    rows.push(attack_row(
+        &o.binary,
+        "attack 2 (slow readers of /openapi.json, 2 KiB window)",
+        attacks::slow_readers(),
+        at_cap,
+        n / 2,
+    ));
+    rows
 }
 
 fn wrk_median(addr: SocketAddr, path: &str, secs: u64, runs: usize) -> Wrk {
@@ -733,6 +916,11 @@ fn main() {
     let ab_rounds = o.rounds.unwrap_or(if o.short { 2 } else { 7 });
     let mut rows = Vec::new();
 
+    if o.probes {
+        print_table(&probe_rows(&o));
+        return;
+    }
+
     if o.health_ab {
         let (svc, _) = Service::start(&o.binary, &[]);
         let other = o.also.as_ref().map(|b| Service::start(b, &[]).0);
@@ -854,6 +1042,10 @@ fn main() {
         format!("{:.3} ms ({:.0} req/s)", saturated.p99_ms, saturated.rps),
         None,
     ));
+
+    // A probe on a new connection against the floor, idle and with every
+    // CPU saturated (issue 28), and /health during the attacks at the cap.
+    rows.extend(probe_rows(&o));
 
     // Leak rate against a raw page touch, and RSS accuracy.
     let mb = if o.short { 64 } else { 256 };

@@ -4,7 +4,7 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/bench.sh [--short] [--no-image] [--health-ab] [--write-doc FILE]
+Usage: scripts/bench.sh [--short] [--no-image] [--health-ab] [--probes] [--write-doc FILE]
 
 Builds the release binary, the tiny_http floor (bench/floor: unpatched
 crates.io tiny_http, built outside the workspace) and the
@@ -13,7 +13,12 @@ and prints a markdown table: start to ready, idle RSS, throughput and
 latency against the floor (wrk, 16 connections; /health as an A/B run:
 both servers up, wrk alternating between them, medians of 7 rounds of 5 s
 each and their ratio), /health under a saturated
-CPU and in podman at 500m, leak rate against a raw page touch, CPU accuracy
+CPU and in podman at 500m, a probe on a new connection against the floor
+(A/B: the floor, the main port and the probe port all up, alternating
+rounds, medians of each round's p50 and p99; idle, and with every CPU
+saturated by the service's own load and idle-class spinners), /health p99
+during the attacks of issue 28 at the cap (1,585 connections pipelining,
+or reading /openapi.json slowly), leak rate against a raw page touch, CPU accuracy
 at 250m, 500m and 1500m (process CPU time, and cgroup usage in podman),
 the traffic observer at 500 requests a second (due-time lateness, RSS;
 against the service and against a target that never answers), crash to
@@ -24,6 +29,8 @@ missed goal.
   --short     a quick pass that checks the benchmark works (CI runs this);
               its figures are too short to quote
   --no-image  skip the podman figures
+  --probes    only the probe rows: a probe on a new connection against the
+              floor, and /health during the attacks (no image)
   --health-ab only the /health A/B against the floor (no image); to put
               another build of the service in the same rotation, run the
               harness itself: target/x86_64-unknown-linux-gnu/release/examples/bench
@@ -51,6 +58,7 @@ while (($# > 0)); do
     --short) short=(--short); shift ;;
     --no-image) image=0; shift ;;
     --health-ab) only=(--health-ab); image=0; shift ;;
+    --probes) only=(--probes); image=0; shift ;;
     --write-doc)
       [[ $# -ge 2 && -n $2 ]] || { echo "bench.sh: --write-doc needs a file" >&2; exit 2; }
       doc="$2"; shift 2 ;;

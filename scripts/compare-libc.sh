@@ -71,7 +71,7 @@ start() {
   if [[ $1 == floor ]]; then
     "${binary[floor]}" "$port" >/dev/null 2>&1 &
   else
-    PORT="$port" BIND_ADDRESS=127.0.0.1 STATE_DIR="$state" MAX_MEMORY_MB_READY=1048576 \
+    PORT="$port" PROBE_PORT=0 BIND_ADDRESS=127.0.0.1 STATE_DIR="$state" MAX_MEMORY_MB_READY=1048576 \
       SHUTDOWN_DELAY_SECONDS=0 RUST_LOG=warn \
       "${binary[$1]}" 2>/dev/null &
   fi

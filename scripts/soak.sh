@@ -42,7 +42,7 @@ fi
 
 work=$(mktemp -d)
 # Two slots: a leak holds one until it is released, the CPU cycle takes the other.
-STATE_DIR="$work/state" PORT=0 BIND_ADDRESS=127.0.0.1 CHAOS_COOLDOWN_SECONDS=5 MAX_CONCURRENT_CHAOS=2 \
+STATE_DIR="$work/state" PORT=0 PROBE_PORT=0 BIND_ADDRESS=127.0.0.1 CHAOS_COOLDOWN_SECONDS=5 MAX_CONCURRENT_CHAOS=2 \
   MAX_MEMORY_MB_READY=1048576 SHUTDOWN_DELAY_SECONDS=0 RUST_LOG=warn "$binary" 2>"$work/stderr" &
 pid=$!
 cleanup() {

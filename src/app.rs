@@ -56,7 +56,8 @@ pub struct ShutdownReport {
 
 pub struct App {
     pub config: Config,
-    pub metrics: Metrics,
+    /// Shared with the threads that answer later (a leak made at once).
+    pub metrics: Arc<Metrics>,
     /// Every running fault: the guardrails, GET /chaos, stop and DELETE.
     pub registry: Arc<Registry>,
     pub tracker: Arc<Tracker>,
@@ -183,7 +184,7 @@ impl App {
         }
         Ok(App {
             access,
-            metrics,
+            metrics: Arc::new(metrics),
             registry: Registry::watched(Guard::new(config.max_concurrent_chaos, config.chaos_cooldown), watch),
             tracker,
             latency: LatencyWindow::new(started, config.latency_window, config.max_latency),
@@ -204,8 +205,9 @@ impl App {
 
     /// Start-up bookkeeping: crash to start-up (from the marker taken at
     /// start), the recovery counter, and the POD_STARTED event. `listen` is
-    /// the bound address.
-    pub fn record_start(&self, listen: &str) {
+    /// the bound address,
+    /// `probe_listen` the probe listener's (None: `PROBE_PORT=off`).
+    pub fn record_start(&self, listen: &str, probe_listen: Option<&str>) {
         let crash_to_startup = self.crash.as_ref().map(|c| {
             let elapsed = c.elapsed_until(SystemTime::now());
             log::info!(
@@ -222,6 +224,7 @@ impl App {
             Event::PodStarted,
             json!({
                 "listen": listen,
+                "probe_listen": probe_listen,
                 "pod": self.pod,
                 "version": env!("CARGO_PKG_VERSION"),
                 "workers": self.config.workers,

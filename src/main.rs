@@ -62,7 +62,7 @@ use observe::events::Events;
 
 const USAGE: &str = "\
 usage: chaos-backend               serve (configured by the environment variables below)
-       chaos-backend healthcheck   exit 0 if GET /health on the local PORT answers 200, else 1
+       chaos-backend healthcheck   exit 0 if GET /health on the local PROBE_PORT (else PORT) answers 200, else 1
        chaos-backend observe --url URL [options]   what users of URL see: GET at a fixed rate, JSON Lines (observe --help)
        chaos-backend --version
        chaos-backend --help";
@@ -138,6 +138,15 @@ fn main() -> ExitCode {
     // only when serving: the observer takes its own two, and the other
     // modes are short-lived.
     os::signals::take_signals();
+    // Before any thread exists too: bounded malloc arenas (under RLIMIT_AS
+    // they would take the address space that connection threads' stacks
+    // need) and fixed thresholds, so that freed memory goes back after a
+    // burst of clients.
+    os::sys::limit_malloc_arenas(http::limits::malloc_arenas(
+        os::sys::affinity_cpu_count(),
+        os::sys::address_space_limit(),
+    ));
+    os::sys::fix_malloc_thresholds();
     match run(config, access, started) {
         Ok(code) => code,
         Err(e) => {
@@ -152,14 +161,24 @@ fn run(config: Config, access: http::access::Access, started: Instant) -> Result
     let signals = tx.clone();
     os::signals::spawn_waiter(move |name| signals.send(Control::Signal(name)).is_ok())
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    // The probe listener first, so that the main port's cap knows its fds.
+    let probes = config
+        .probe_port
+        .map(|port| http::probe_listener::bind(SocketAddr::new(config.bind_address, port)))
+        .transpose()?;
+    let probe_listen = probes.as_ref().and_then(|l| l.local_addr().ok());
+    let (options, cap) = http::limits::server_options(
+        &config,
+        chaos::cpu::CpuBudget::detect().saturating_threads(),
+        probes.as_ref().map_or(0, |_| http::probe_listener::fds()),
+    );
+    // A leak must leave the connections the address space the cap promises.
+    chaos::memory::keep_address_space(cap.address_space_kept());
     let Listening {
         server,
         accept_thread,
         listen,
-    } = http::server::listen(
-        SocketAddr::new(config.bind_address, config.port),
-        http::limits::server_options(&config, chaos::cpu::CpuBudget::detect().saturating_threads()),
-    )?;
+    } = http::server::listen(SocketAddr::new(config.bind_address, config.port), options)?;
     let workers = config.workers;
     log::debug!("bound after {:?}", started.elapsed());
     let app = Arc::new(
@@ -176,12 +195,22 @@ fn run(config: Config, access: http::access::Access, started: Instant) -> Result
     http::server::watch_accept_thread(accept_thread, tx.clone())
         .map_err(|e| format!("cannot start the accept watch: {e}"))?;
     log::debug!("app ready after {:?}", started.elapsed());
+    if let Some(listener) = probes {
+        http::probe_listener::spawn(listener, Arc::clone(&app))
+            .map_err(|e| format!("cannot start the probe listener: {e}"))?;
+    }
     let server = Arc::new(server);
     app.metrics.connections.watch(Arc::clone(&server));
     let pool = Pool::start(Arc::clone(&server), Arc::clone(&app), workers, tx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
-    log::info!("listening on http://{listen} with {workers} workers");
-    app.record_start(&listen);
+    let probe_listen = probe_listen.map(|a| a.to_string());
+    match &probe_listen {
+        Some(probes) => log::info!(
+            "listening on http://{listen} with {workers} workers; probes (GET /health, /ready) on http://{probes}, served first"
+        ),
+        None => log::info!("listening on http://{listen} with {workers} workers; no probe port (PROBE_PORT=off)"),
+    }
+    app.record_start(&listen, probe_listen.as_deref());
 
     match next_control(&rx, &app, None) {
         Some(Control::Signal(name)) => Ok(shut_down(&app, &pool, &server, &rx, name)),

@@ -9,7 +9,8 @@
 //! process. A released chunk leaves RSS at once, whatever came before.
 //!
 //! A size beyond the machine's memory plus swap is refused before anything
-//! starts. A mapping the kernel refuses is an error the handler answers
+//! starts, and under `RLIMIT_AS` one that would take the address space the
+//! connections are promised. A mapping the kernel refuses is an error the handler answers
 //! (507), not an abort. Under a cgroup memory limit the kernel's OOM killer
 //! ends the process while pages are being touched: the intended OOMKill path.
 
@@ -38,6 +39,12 @@ pub enum LeakError {
     LargerThanMachine {
         machine: u64,
     },
+    /// It would take address space (`RLIMIT_AS`) that the connections are
+    /// promised: `kept` bytes of `limit`.
+    AddressSpace {
+        limit: u64,
+        kept: u64,
+    },
     Refused(String),
     /// Stopped (DELETE or /chaos/stop) while it was being made.
     Cancelled,
@@ -49,6 +56,12 @@ impl fmt::Display for LeakError {
             LeakError::LargerThanMachine { machine } => {
                 write!(f, "more than this machine's memory plus swap ({} MiB)", machine >> 20)
             }
+            LeakError::AddressSpace { limit, kept } => write!(
+                f,
+                "more than the address space allows (RLIMIT_AS {} MiB, of which {} MiB are kept for connections)",
+                limit >> 20,
+                kept >> 20
+            ),
             LeakError::Refused(e) => write!(f, "allocation refused: {e}"),
             LeakError::Cancelled => write!(f, "stopped while it was being made"),
         }
@@ -60,10 +73,29 @@ impl fmt::Display for LeakError {
 /// (the kubelet's setting) the kernel would accept the mapping, and outside
 /// a memory limit the node would pay.
 pub fn check_size(bytes: u64) -> Result<(), LeakError> {
-    match sys::machine_memory_bytes() {
-        Some(machine) if bytes > machine => Err(LeakError::LargerThanMachine { machine }),
-        _ => Ok(()),
+    if let Some(machine) = sys::machine_memory_bytes()
+        && bytes > machine
+    {
+        return Err(LeakError::LargerThanMachine { machine });
     }
+    if let Some(limit) = sys::address_space_limit() {
+        let kept = ADDRESS_SPACE_KEPT.load(Ordering::Relaxed);
+        if sys::address_space_bytes().saturating_add(bytes).saturating_add(kept) > limit {
+            return Err(LeakError::AddressSpace { limit, kept });
+        }
+    }
+    Ok(())
+}
+
+/// Address space (`RLIMIT_AS`) a leak must leave free: what the
+/// connection cap promises connections (their threads' stacks, the answers'
+/// budget). A leak that took it would make a connection's thread, or an
+/// allocation, fail later (Rust aborts on a failed allocation).
+static ADDRESS_SPACE_KEPT: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the address space a leak must leave free (`main`, from the cap).
+pub fn keep_address_space(bytes: u64) {
+    ADDRESS_SPACE_KEPT.store(bytes, Ordering::Relaxed);
 }
 
 /// The leaked chunks. Their bytes are never read; holding them is the point.

@@ -10,7 +10,8 @@
 //!   fine, and a known name in another case (`port`) is refused;
 //! - Kubernetes service links (`*_SERVICE_HOST`, `*_SERVICE_PORT*`, `*_PORT`,
 //!   `*_PORT_<n>_<TCP|UDP|SCTP>*`) are never refused: a Service in the
-//!   namespace injects them into every pod;
+//!   namespace injects them into every pod (always in upper case, so
+//!   `probe_port` is still a known name in another case);
 //! - a few real variables of other programs near a known name ([`OTHERS`],
 //!   such as rustc's `RUSTC_LOG`) are never refused;
 //! - otherwise a name is refused when its Damerau–Levenshtein distance to a
@@ -83,10 +84,18 @@ pub fn check<'a>(names: impl IntoIterator<Item = &'a str>, known: &[&'static str
 
 /// The known name `name` is probably a misspelling of, if any.
 pub fn meant(name: &str, known: &[&'static str]) -> Option<&'static str> {
-    if known.contains(&name) || OTHERS.contains(&name) || is_service_link(name) {
+    if known.contains(&name) || OTHERS.contains(&name) {
         return None;
     }
     let upper = name.to_uppercase();
+    // A known name in another case (`probe_port`): only the known one is
+    // read. Never a service link, which Kubernetes writes in upper case.
+    if let Some(k) = known.iter().find(|k| k.to_uppercase() == upper) {
+        return Some(k);
+    }
+    if is_service_link(name) {
+        return None;
+    }
     known
         .iter()
         .filter(|k| upper.chars().count().abs_diff(k.chars().count()) <= 2)
@@ -174,6 +183,16 @@ mod tests {
 
     fn meant_here(name: &str) -> Option<&'static str> {
         meant(name, &known_names())
+    }
+
+    #[test]
+    fn a_known_name_that_looks_like_a_service_link_is_still_checked_for_case() {
+        let known = ["PORT", "PROBE_PORT"];
+        assert_eq!(meant("probe_port", &known), Some("PROBE_PORT"));
+        assert_eq!(meant("Probe_Port", &known), Some("PROBE_PORT"));
+        assert_eq!(meant("PROBE_PORT", &known), None);
+        // A Service named `probes` injects this one: never refused.
+        assert_eq!(meant("PROBES_PORT", &known), None);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Config {
     pub chaos_cooldown: Duration,
     pub max_latency: Duration,
     pub port: u16,
+    /// `PROBE_PORT`: the probe listener's port; None when `off`.
+    pub probe_port: Option<u16>,
     pub bind_address: IpAddr,
     pub workers: usize,
     pub state_dir: PathBuf,
@@ -132,6 +134,7 @@ impl Config {
             chaos_cooldown: vars.seconds("CHAOS_COOLDOWN_SECONDS")?,
             max_latency: Duration::from_millis(vars.whole("MAX_LATENCY_MS")?),
             port: vars.whole("PORT")? as u16,
+            probe_port: probe_port(&vars)?,
             bind_address,
             workers: vars.whole("WORKERS")? as usize,
             disk_fill_dir,
@@ -266,6 +269,27 @@ impl<L: Fn(&str) -> Option<String>> Reader<L> {
     }
 }
 
+/// `PROBE_PORT`: `off`, or a port that is not `PORT` (0, a free one, is
+/// never the same).
+fn probe_port<L: Fn(&str) -> Option<String>>(vars: &Reader<L>) -> Result<Option<u16>, ConfigError> {
+    let v = variable("PROBE_PORT");
+    let value = vars.value(v).unwrap_or_default();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let port =
+        parse_bounded(&value, 0, u64::from(u16::MAX)).ok_or_else(|| Reader::<L>::refuse(v, value.clone()))? as u16;
+    let main = vars.whole("PORT")? as u16;
+    if port != 0 && port == main {
+        return Err(ConfigError {
+            variable: v.name,
+            value: Some(value),
+            expected: format!("a port other than PORT ({main}), or off"),
+        });
+    }
+    Ok(Some(port))
+}
+
 /// `CHAOS_TOKEN` or `CHAOS_TOKEN_FILE`, not both.
 fn token_source<L: Fn(&str) -> Option<String>>(vars: &Reader<L>) -> Result<TokenSource, ConfigError> {
     if vars.is_set("CHAOS_TOKEN") && vars.is_set("CHAOS_TOKEN_FILE") {
@@ -352,6 +376,7 @@ mod tests {
         assert_eq!(c.chaos_cooldown, Duration::from_secs(60));
         assert_eq!(c.max_latency, Duration::from_millis(500));
         assert_eq!(c.port, 8080);
+        assert_eq!(c.probe_port, Some(8081));
         assert_eq!(c.bind_address.to_string(), "0.0.0.0");
         assert_eq!(c.workers, 4);
         assert_eq!(c.latency_window, Duration::from_secs(30));
@@ -438,6 +463,10 @@ mod tests {
             ("MEMORY_MB", "99999999999999999999"),
             ("PORT", "70000"),
             ("PORT", ""),
+            ("PROBE_PORT", "70000"),
+            ("PROBE_PORT", "no"),
+            ("PROBE_PORT", ""),
+            ("PROBE_PORT", "8080"),
             ("WORKERS", "0"),
             ("BIND_ADDRESS", "localhost"),
             ("READY_FAIL_ON_CPU_STRESS", "yes please"),
@@ -519,6 +548,14 @@ mod tests {
                 "invalid HTTP_MAX_CONNECTIONS \"0\": expected auto, or a whole number of connections from 1 to 1000000",
             ),
             (
+                &[("PROBE_PORT", "http")],
+                "invalid PROBE_PORT \"http\": expected off, or a TCP port from 0 to 65535 (0 picks a free one)",
+            ),
+            (
+                &[("PROBE_PORT", "8080")],
+                "invalid PROBE_PORT \"8080\": expected a port other than PORT (8080), or off",
+            ),
+            (
                 &[("CHAOS_ENABLED", "no")],
                 "invalid CHAOS_ENABLED \"no\": expected true or false",
             ),
@@ -597,6 +634,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.port, 0);
         assert_eq!(c.chaos_cooldown, Duration::ZERO);
+        for (value, port) in [("OFF", None), ("off", None), ("0", Some(0)), ("65535", Some(65535))] {
+            assert_eq!(with(&[("PROBE_PORT", value)]).unwrap().probe_port, port, "{value}");
+        }
+        // Two free ports are never the same one.
+        assert_eq!(with(&[("PORT", "0"), ("PROBE_PORT", "0")]).unwrap().probe_port, Some(0));
         assert!(!c.ready_fail_on_cpu_stress);
         assert_eq!(c.memory_mb, MAX_MB);
     }

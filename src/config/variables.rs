@@ -48,6 +48,8 @@ pub enum Accepts {
     Whole { min: u64, max: u64, unit: &'static str },
     /// A TCP port, 0 to 65535 (0 picks a free one).
     Port,
+    /// `off` in any case, or a TCP port, 0 to 65535 (0 picks a free one).
+    PortOrOff,
     /// `auto` in any case, or a whole number of `unit` from `min` to `max`.
     AutoOrWhole { min: u64, max: u64, unit: &'static str },
     /// `true`/`false` in any case, or `1`/`0`.
@@ -70,6 +72,7 @@ impl Accepts {
         match *self {
             Accepts::Whole { min, max, unit } => format!("a whole number of {unit} from {min} to {max}"),
             Accepts::Port => "a TCP port from 0 to 65535 (0 picks a free one)".to_string(),
+            Accepts::PortOrOff => "off, or a TCP port from 0 to 65535 (0 picks a free one)".to_string(),
             Accepts::AutoOrWhole { min, max, unit } => {
                 format!("auto, or a whole number of {unit} from {min} to {max}")
             }
@@ -154,6 +157,12 @@ pub const VARIABLES: &[Variable] = &[
         unset: Unset::Default("8080"),
         accepts: Accepts::Port,
         meaning: "TCP port to listen on (the one bound is logged in POD_STARTED)",
+    },
+    Variable {
+        name: "PROBE_PORT",
+        unset: Unset::Default("8081"),
+        accepts: Accepts::PortOrOff,
+        meaning: "TCP port of the probe listener: GET/HEAD /health and /ready only, served ahead of all other traffic",
     },
     Variable {
         name: "BIND_ADDRESS",

@@ -2,11 +2,14 @@
 //! `DELETE /load/memory` frees it.
 //!
 //! Every leak is a fault in the registry, made by a thread of its own in
-//! `chaos::memory`. Without `ramp` the worker waits for that thread before
-//! answering, because the answer reports the RSS reached (touching 100 MiB
-//! takes about 25 ms). With `ramp` it grows over S seconds and the answer is
-//! 202. With `hold` the leak frees itself S seconds after it is complete.
-//! A leak holds its guardrail slot until it is released.
+//! `chaos::memory`. Without `ramp` the answer reports the RSS reached, so it
+//! is given once that thread is done (touching 100 MiB takes about 25 ms,
+//! 2 GiB seconds): a thread of its own waits for it (`Reply::later`), not
+//! the worker, so that leaks made at once never take the workers that
+//! probes and `/chaos/stop` need (issue 28). With `ramp` it grows over S
+//! seconds and the answer is 202. With `hold` the leak frees itself S
+//! seconds after it is complete. A leak holds its guardrail slot until it
+//! is released.
 
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,12 +18,13 @@ use serde_json::{Value, json};
 
 use super::{bad, merge, size_detail, start_fault};
 use crate::app::App;
-use crate::chaos::memory::{self, LeakError};
+use crate::chaos::memory::{self, Leak, LeakError};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
 use crate::http::query::Query;
 use crate::http::reply::Reply;
-use crate::observe::events::{Event, unix_ms};
+use crate::observe::events::{Event, Events, unix_ms};
+use crate::observe::metrics::Metrics;
 use crate::os::{cgroup, sys};
 
 pub const PARAMETERS: &[&str] = &["mb", "percent_of_limit", "ramp", "hold"];
@@ -41,6 +45,25 @@ impl LeakRequest {
     }
 }
 
+/// What the answers about a leak read and count: the leak's chunks, the
+/// events and the metrics (shared with the thread that answers a leak made
+/// at once).
+struct Parts {
+    leak: Arc<Leak>,
+    events: Arc<Events>,
+    metrics: Arc<Metrics>,
+}
+
+impl Parts {
+    fn of(app: &App) -> Parts {
+        Parts {
+            leak: Arc::clone(&app.leak),
+            events: Arc::clone(&app.events),
+            metrics: Arc::clone(&app.metrics),
+        }
+    }
+}
+
 /// A leak the registry holds: when it started, when its hold releases it,
 /// and the channel on which a leak made at once reports how it went.
 struct Launched {
@@ -57,7 +80,7 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     // The whole size, ramp or not, before anything starts or is counted
     // against the guardrails.
     if let Err(e) = memory::check_size(leak.bytes) {
-        let (message, reply) = not_leaked(app, leak.mb(), &e);
+        let (message, reply) = not_leaked(&Parts::of(app), leak.mb(), &e);
         app.events.emit(
             Event::ChaosRejected,
             json!({"action": "memory", "outcome": "failed", "reason": message}),
@@ -70,7 +93,10 @@ pub fn leak(app: &App, raw_query: &str, now: Instant) -> Reply {
     };
     match leak.ramp {
         Some(ramp) => ramping(&leak, ramp, &launched),
-        None => made(app, &leak, &launched),
+        None => {
+            let parts = Parts::of(app);
+            Reply::later(move || made(&parts, &leak, &launched))
+        }
     }
 }
 
@@ -169,10 +195,11 @@ fn ramping(leak: &LeakRequest, ramp: Duration, launched: &Launched) -> Reply {
     Reply::accepted(&body)
 }
 
-/// The answer to a leak made at once, which the worker waits for (made on
-/// the leak's own thread) because it reports the RSS reached (100 MiB take
-/// about 25 ms): 200, 409 when stopped while being made, 507 when refused.
-fn made(app: &App, leak: &LeakRequest, launched: &Launched) -> Reply {
+/// The answer to a leak made at once, once the leak's own thread has made
+/// it (waited for off the workers, see `Reply::later`), because it reports
+/// the RSS reached: 200, 409 when stopped while being made, 507 when
+/// refused.
+fn made(app: &Parts, leak: &LeakRequest, launched: &Launched) -> Reply {
     let mb = leak.mb();
     let result = launched
         .made
@@ -209,7 +236,7 @@ fn made(app: &App, leak: &LeakRequest, launched: &Launched) -> Reply {
 /// The 507 for a leak that cannot be made (before it starts, or while it
 /// is made), counted as failed, with what the leak holds now; and its
 /// message.
-fn not_leaked(app: &App, mb: u64, e: &LeakError) -> (String, Reply) {
+fn not_leaked(app: &Parts, mb: u64, e: &LeakError) -> (String, Reply) {
     app.metrics.chaos("memory", "failed");
     let message = format!("cannot leak {mb} MiB: {e}");
     log::warn!("{message}");
@@ -219,7 +246,7 @@ fn not_leaked(app: &App, mb: u64, e: &LeakError) -> (String, Reply) {
 }
 
 /// What the leak holds now, reported with every answer about a leak.
-fn totals(app: &App) -> serde_json::Value {
+fn totals(app: &Parts) -> serde_json::Value {
     json!({
         "total_leaked_mb": app.leak.total_bytes() >> 20,
         "chunks": app.leak.chunks(),
@@ -257,16 +284,20 @@ mod tests {
             "memory",
             &[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "2")],
         );
-        let r = leak(&app, "mb=8", Instant::now());
+        let r = leak(&app, "mb=8", Instant::now()).settled();
         assert_eq!(r.status, 200);
         let body = r.body_json();
         assert_eq!(body["leaked_mb"], 8);
         assert_eq!(body["total_leaked_mb"], 8);
         assert_eq!(body["chunks"], 1);
         assert!(body["rss_bytes"].as_u64().unwrap() > 8 << 20);
-        let r = leak(&app, "mb=2", Instant::now());
+        let r = leak(&app, "mb=2", Instant::now()).settled();
         assert_eq!(r.body_json()["total_leaked_mb"], 10);
-        assert_eq!(leak(&app, "mb=1", Instant::now()).status, 429, "each leak holds a slot");
+        assert_eq!(
+            leak(&app, "mb=1", Instant::now()).settled().status,
+            429,
+            "each leak holds a slot"
+        );
         let r = release(&app).body_json();
         assert_eq!((r["released_mb"].clone(), r["chunks"].clone()), (json!(10), json!(2)));
         assert_eq!((app.leak.total_bytes(), app.registry.active()), (0, 0));
@@ -307,7 +338,7 @@ mod tests {
             "ramp=0",
             "hold=x",
         ] {
-            assert_eq!(leak(&app, q, Instant::now()).status, 400, "{q}");
+            assert_eq!(leak(&app, q, Instant::now()).settled().status, 400, "{q}");
         }
         assert_eq!(app.leak.chunks(), 0);
     }

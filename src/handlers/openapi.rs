@@ -5,6 +5,13 @@
 //! One bound depends on where the process runs: the most `millicores` it may
 //! burn. The served document carries it as that parameter's `maximum`, from
 //! the same `CpuBudget` that `POST /load/cpu` checks against.
+//!
+//! The document (about 45 KB) is rendered once, at the first request, and
+//! every answer shares that one buffer: a thousand clients that do not read
+//! their answers hold a thousand heads, not a thousand copies (issue 28:
+//! they held 120 MiB and failed readiness).
+
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
@@ -15,8 +22,16 @@ use crate::http::reply::Reply;
 pub const DOCUMENT: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
 
 pub fn get() -> Reply {
-    match served(CpuBudget::detect().millicores()) {
-        Ok(doc) => Reply::ok(&doc),
+    static RENDERED: OnceLock<Result<Arc<[u8]>, String>> = OnceLock::new();
+    let rendered = RENDERED.get_or_init(|| {
+        served(CpuBudget::detect().millicores()).map(|doc| {
+            let mut body = doc.to_string().into_bytes();
+            body.push(b'\n');
+            Arc::from(body)
+        })
+    });
+    match rendered {
+        Ok(body) => Reply::shared(200, "application/json", Arc::clone(body)),
         Err(e) => {
             log::error!("cannot serve the OpenAPI document: {e}");
             Reply::internal_error(&format!("cannot serve the OpenAPI document: {e}"))
@@ -55,6 +70,19 @@ mod tests {
             "api/openapi.json info.version"
         );
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
+    }
+
+    #[test]
+    fn every_answer_shares_one_rendered_document() {
+        let shared = |r: Reply| match r.body {
+            crate::http::reply::Body::Shared(bytes) => bytes,
+            other => panic!("not shared: {other:?}"),
+        };
+        let (a, b) = (shared(get()), shared(get()));
+        assert!(Arc::ptr_eq(&a, &b), "one buffer for every answer");
+        let doc: Value = serde_json::from_slice(&a).unwrap();
+        assert_eq!(doc["openapi"], document()["openapi"]);
+        assert!(a.ends_with(b"}\n"));
     }
 
     #[test]

@@ -56,7 +56,7 @@ mod tests {
         let r = metrics(&app, Instant::now());
         assert_eq!(r.status, 200);
         assert!(r.content_type.starts_with("text/plain"));
-        let text = String::from_utf8(r.body).unwrap();
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
         let rss: f64 = text
             .lines()
             .find_map(|l| l.strip_prefix("memory_usage_bytes "))

@@ -1,6 +1,7 @@
 //! `chaos-backend healthcheck`: the probe for Docker's `HEALTHCHECK`, since a
 //! scratch image has no curl. It asks `GET /health` of the service in the
-//! same container (same `PORT` and `BIND_ADDRESS`) and exits 0 on a 200.
+//! same container (same `BIND_ADDRESS`, on `PROBE_PORT`, or on `PORT` when
+//! the probe listener is off or on a free port) and exits 0 on a 200.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -11,14 +12,16 @@ use crate::config::Config;
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a local probe should connect: the bound address, or loopback when
-/// the service listens on every address.
+/// the service listens on every address; the probe port, as the kubelet's
+/// probes do, unless it is off or picked at start (0), then the main port.
 pub fn probe_address(config: &Config) -> SocketAddr {
     let ip = match config.bind_address {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         other => other,
     };
-    SocketAddr::new(ip, config.port)
+    let port = config.probe_port.filter(|p| *p != 0).unwrap_or(config.port);
+    SocketAddr::new(ip, port)
 }
 
 /// Probes /health once; `Err` says why it is not healthy.
@@ -52,11 +55,17 @@ mod tests {
     #[test]
     fn unspecified_bind_probes_loopback() {
         let mut config = Config::from_lookup(|_| None).unwrap();
-        assert_eq!(probe_address(&config).to_string(), "127.0.0.1:8080");
+        assert_eq!(probe_address(&config).to_string(), "127.0.0.1:8081");
         config.bind_address = "::".parse().unwrap();
-        assert_eq!(probe_address(&config).to_string(), "[::1]:8080");
+        assert_eq!(probe_address(&config).to_string(), "[::1]:8081");
         config.bind_address = "10.1.2.3".parse().unwrap();
-        assert_eq!(probe_address(&config).to_string(), "10.1.2.3:8080");
+        assert_eq!(probe_address(&config).to_string(), "10.1.2.3:8081");
+        // Off, or a port picked at start that a second process cannot
+        // know: the main port.
+        for off in [None, Some(0)] {
+            config.probe_port = off;
+            assert_eq!(probe_address(&config).to_string(), "10.1.2.3:8080");
+        }
     }
 
     #[test]

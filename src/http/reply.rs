@@ -15,14 +15,40 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+/// An answer that is not ready when the handler returns: the work that
+/// makes it (a leak being touched, say) runs on a thread of its own, which
+/// answers when it is done, so that the worker goes on at once.
+// A box in a box: one thin pointer in every `Reply`, which stays small.
+#[allow(clippy::redundant_allocation)]
+pub struct Later(Box<Box<dyn FnOnce() -> Reply + Send>>);
+
+impl Later {
+    pub fn new(make: impl FnOnce() -> Reply + Send + 'static) -> Later {
+        Later(Box::new(Box::new(make)))
+    }
+
+    /// Waits for the answer (on the calling thread).
+    pub fn wait(self) -> Reply {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Later {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Later(..)")
+    }
+}
+
 /// Work the worker runs once the answer has been written and flushed: the
 /// client learns that its request was accepted before the work begins (a
 /// crash ends the process).
-pub struct AfterReply(Box<dyn FnOnce() + Send>);
+// A box in a box: one thin pointer in every `Reply`, which stays small.
+#[allow(clippy::redundant_allocation)]
+pub struct AfterReply(Box<Box<dyn FnOnce() + Send>>);
 
 impl AfterReply {
     pub fn new(work: impl FnOnce() + Send + 'static) -> AfterReply {
-        AfterReply(Box::new(work))
+        AfterReply(Box::new(Box::new(work)))
     }
 
     pub fn run(self) {
@@ -36,11 +62,34 @@ impl fmt::Debug for AfterReply {
     }
 }
 
+/// The tiny_http response a `Reply` becomes.
+pub type Response = tiny_http::Response<Cursor<Vec<u8>>>;
+
+/// A reply's body: bytes of its own, or bytes shared between answers (a
+/// large static document), which the connection layer queues as they are,
+/// never copied per answer.
+#[derive(Debug)]
+pub enum Body {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Owned(bytes) => bytes,
+            Body::Shared(bytes) => bytes,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    pub body: Body,
     pub headers: Vec<(&'static str, String)>,
     pub after: Option<AfterReply>,
     /// Send the answer only after this long (a latency or hang fault); the
@@ -49,6 +98,9 @@ pub struct Reply {
     /// Ends the hold early once set (the fault that asked for it was
     /// stopped); the connection layer polls it while it holds the answer.
     pub released_by: Option<Arc<AtomicBool>>,
+    /// The real answer comes later (`Reply::later`); this one is a stand-in
+    /// sent only when no thread can wait for it.
+    pub later: Option<Later>,
 }
 
 impl Reply {
@@ -57,12 +109,29 @@ impl Reply {
         Reply {
             status,
             content_type,
-            body,
+            body: Body::Owned(body),
             headers: Vec::new(),
             after: None,
             hold: None,
             released_by: None,
+            later: None,
         }
+    }
+
+    /// `body` shared between answers: the connection layer queues it
+    /// rather than a copy per answer.
+    pub fn shared(status: u16, content_type: &'static str, body: Arc<[u8]>) -> Reply {
+        let mut reply = Reply::bytes(status, content_type, Vec::new());
+        reply.body = Body::Shared(body);
+        reply
+    }
+
+    /// An answer that `make` gives later, on a thread of its own (see
+    /// `Later`); the worker goes on at once.
+    pub fn later(make: impl FnOnce() -> Reply + Send + 'static) -> Reply {
+        let mut reply = Reply::internal_error("the answer could not be waited for");
+        reply.later = Some(Later::new(make));
+        reply
     }
 
     pub fn json(status: u16, value: &Value) -> Reply {
@@ -144,21 +213,37 @@ impl Reply {
         self
     }
 
+    /// This answer, or the one it stands for once it has come (tests call
+    /// handlers without a server).
+    #[cfg(test)]
+    pub fn settled(mut self) -> Reply {
+        match self.later.take() {
+            Some(later) => later.wait(),
+            None => self,
+        }
+    }
+
     /// The body as JSON, for tests.
     #[cfg(test)]
     pub fn body_json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("reply body is JSON")
     }
 
-    /// The tiny_http response; the body length is known, so no chunking.
-    pub fn into_response(self) -> tiny_http::Response<Cursor<Vec<u8>>> {
-        let mut response = tiny_http::Response::from_data(self.body).with_status_code(self.status);
+    /// The tiny_http response, and a shared body to send with it
+    /// (`Request::respond_shared`), which is not in the response. The body
+    /// length is known, so no chunking.
+    pub fn into_response(self) -> (Response, Option<Arc<[u8]>>) {
+        let (owned, shared) = match self.body {
+            Body::Owned(bytes) => (bytes, None),
+            Body::Shared(bytes) => (Vec::new(), Some(bytes)),
+        };
+        let mut response = tiny_http::Response::from_data(owned).with_status_code(self.status);
         response.add_header(header("Content-Type", self.content_type));
         response.add_header(header("Cache-Control", "no-store"));
         for (name, value) in &self.headers {
             response.add_header(header(name, value));
         }
-        response
+        (response, shared)
     }
 }
 
@@ -180,7 +265,7 @@ pub fn shown(value: &str) -> String {
 /// reasons it gives already quote client bytes escaped and short.
 pub fn error_body(_status: u16, reason: &str) -> (String, Vec<u8>) {
     let reply = Reply::json(0, &json!({"error": reason}));
-    (reply.content_type.to_string(), reply.body)
+    (reply.content_type.to_string(), reply.body.to_vec())
 }
 
 fn header(name: &str, value: &str) -> tiny_http::Header {

@@ -2,7 +2,9 @@
 //! counters at scrape time: `http_connections_open` and
 //! `http_connections_rejected_total{reason}`, plus
 //! `http_connections_closed_total{reason}` for connections the server closed
-//! itself. Every label set exists from start-up.
+//! itself, and `http_answers_waiting_bytes`, the rendered answers not yet
+//! written (held against their budget). Every label set exists from
+//! start-up.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -22,6 +24,7 @@ pub const CLOSED: &[&str] = &[
     "head_timeout",
     "write_timeout",
     "drain_timeout",
+    "memory_budget",
 ];
 
 /// See the module doc.
@@ -29,6 +32,7 @@ pub struct ConnectionMetrics {
     pub open: IntGauge,
     pub rejected: IntCounterVec,
     pub closed: IntCounterVec,
+    pub answers_waiting: IntGauge,
     server: OnceLock<Arc<tiny_http::Server>>,
     /// Counters are brought up to the server's totals by adding the
     /// difference: one scrape at a time.
@@ -45,8 +49,12 @@ impl ConnectionMetrics {
         )?;
         let closed = r.int_counter_vec(
             "http_connections_closed_total",
-            "HTTP connections the server closed: evicted at the cap, or past a timeout.",
+            "HTTP connections the server closed: evicted at the cap, past a timeout, or past the budget of answers waiting.",
             &["reason"],
+        )?;
+        let answers_waiting = r.int_gauge(
+            "http_answers_waiting_bytes",
+            "Bytes of rendered HTTP answers not yet written (shared bodies not counted).",
         )?;
         for r in REJECTED {
             rejected.with_label_values(&[r]);
@@ -58,6 +66,7 @@ impl ConnectionMetrics {
             open,
             rejected,
             closed,
+            answers_waiting,
             server: OnceLock::new(),
             sync: Mutex::new(()),
         })
@@ -74,6 +83,8 @@ impl ConnectionMetrics {
         let s = server.connection_stats();
         let _one_at_a_time = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
         self.open.set(i64::try_from(s.open).unwrap_or(i64::MAX));
+        self.answers_waiting
+            .set(i64::try_from(s.answers_waiting).unwrap_or(i64::MAX));
         let catch_up = |vec: &IntCounterVec, reason: &str, total: u64| {
             let c = vec.with_label_values(&[reason]);
             c.inc_by(total.saturating_sub(c.get()));
@@ -86,5 +97,6 @@ impl ConnectionMetrics {
         catch_up(&self.closed, "head_timeout", s.head_timeouts);
         catch_up(&self.closed, "write_timeout", s.write_timeouts);
         catch_up(&self.closed, "drain_timeout", s.drain_timeouts);
+        catch_up(&self.closed, "memory_budget", s.shed);
     }
 }

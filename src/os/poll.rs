@@ -1,6 +1,7 @@
 //! The Linux calls an event loop needs and std does not offer: epoll, a
 //! timerfd for due times, a signalfd for SIGTERM and SIGINT, a non-blocking
-//! connect, and two process limits. Used by the observer mode.
+//! connect, and two process limits. Used by the observer mode and by the
+//! probe listener (`http::probe_listener`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -64,14 +65,24 @@ impl Epoll {
 
     /// Waits for readiness (no timeout: the timerfd bounds every wait).
     pub fn wait(&mut self, into: &mut Vec<Ready>) -> io::Result<()> {
+        self.wait_for(into, None)
+    }
+
+    /// Waits for readiness, at most `timeout` (rounded up to a whole
+    /// millisecond) when given.
+    pub fn wait_for(&mut self, into: &mut Vec<Ready>, timeout: Option<Duration>) -> io::Result<()> {
         into.clear();
+        let ms = timeout.map_or(-1, |t| {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+        });
         // SAFETY: the buffer holds `len` epoll_event slots the kernel may fill.
         let n = unsafe {
             libc::epoll_wait(
                 self.fd.as_raw_fd(),
                 self.events.as_mut_ptr(),
                 self.events.len() as libc::c_int,
-                -1,
+                ms,
             )
         };
         if n < 0 {

@@ -12,47 +12,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Service, describe, exclusive, poll, temp_dir, try_request, with_service_env};
+use crate::harness::{Service, describe, exclusive, poll, release_bin, temp_dir, try_request, with_service_env};
 use crate::observer::Run;
-
-/// The release binary, static as the image ships it, built with
-/// scripts/build-image.sh's cargo command and flags so that either reuses
-/// the other's build (scripts/test.sh runs both). Once per test run.
-fn release_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let x86 = cfg!(all(target_os = "linux", target_arch = "x86_64"));
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--release", "--locked", "--bin", "chaos-backend"])
-            .current_dir(root);
-        if x86 {
-            cmd.args(["--target", "x86_64-unknown-linux-gnu"])
-                .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static");
-        }
-        let out = cmd.output().expect("run cargo build --release");
-        assert!(
-            out.status.success(),
-            "cargo build --release failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        let dir = if x86 {
-            "x86_64-unknown-linux-gnu/release"
-        } else {
-            "release"
-        };
-        target.join(dir).join("chaos-backend")
-    })
-}
 
 /// The Deployment's readiness probe: period, timeout, failure and success
 /// thresholds, in seconds and counts.

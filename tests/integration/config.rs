@@ -302,6 +302,68 @@ fn a_real_pod_or_container_environment_is_never_refused() {
     assert_eq!(svc.get("/health").status, 200);
 }
 
+/// A start-up log line with its figures blanked: the timestamp dropped,
+/// each number (whole or decimal) written `N`.
+fn shape(line: &str) -> String {
+    let text = line.split_once("  ").map_or(line, |(_, rest)| rest);
+    let mut out = String::new();
+    let mut in_number = false;
+    let chars: Vec<char> = text.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        let decimal_point = *c == '.' && in_number && chars.get(i + 1).is_some_and(char::is_ascii_digit);
+        if c.is_ascii_digit() || decimal_point {
+            if !in_number {
+                out.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            out.push(*c);
+        }
+    }
+    out
+}
+
+/// The start-up log of docs/configuration.md is the binary's own: its
+/// example (the image under the Deployment's limits) has the lines the
+/// image prints under them, figure for figure but for the numbers, which
+/// depend on the machine (RSS and fds at start).
+#[test]
+#[ignore = "needs podman, kubectl, pyyaml: scripts/test.sh runs it"]
+fn the_documented_start_up_log_is_the_images_under_the_deployments_limits() {
+    let _x = crate::harness::exclusive();
+    let doc = std::fs::read_to_string(crate::harness::repo().join("docs/configuration.md")).unwrap();
+    let section = doc.split("## The start-up log").nth(1).expect("the section");
+    let block = section
+        .split("```text")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its example");
+    let documented: Vec<&str> = block.lines().filter(|l| l.contains(" INFO ")).collect();
+    assert!(documented.len() >= 3, "{block}");
+    let c = crate::manifests::deployed_container(&[], &[]);
+    let logs = c.logs();
+    for line in documented {
+        let wanted = shape(line);
+        let prefix: String = wanted.chars().take(40).collect();
+        let real = logs
+            .lines()
+            .find(|l| shape(l).starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line like {line:?} in:\n{logs}"));
+        assert_eq!(shape(real), wanted, "the image printed:\n{real}\nthe doc says:\n{line}");
+    }
+}
+
+#[test]
+fn log_shapes_blank_the_figures_only() {
+    assert_eq!(
+        shape(
+            "2026-12-07T01:33:16.920Z INFO  chaos_backend::http::limits: connection cap 1113 (memory (200.0 MiB limit - 2.7 MiB"
+        ),
+        "chaos_backend::http::limits: connection cap N (memory (N MiB limit - N MiB"
+    );
+}
+
 /// The rows of the variables table of docs/configuration.md: name, default
 /// and bounds cells, as written.
 fn documented_variables() -> Vec<(String, String, String)> {

@@ -132,7 +132,16 @@ impl Container {
         let image = image();
         let dir = temp_dir("podman");
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let mut args = vec!["run", "-d", "--name", &name, "-p", "127.0.0.1::8080"];
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-p",
+            "127.0.0.1::8080",
+            "-p",
+            "127.0.0.1::8081",
+        ];
         args.extend_from_slice(extra);
         args.push(image);
         podman_ok(&dir, &args);
@@ -150,6 +159,13 @@ impl Container {
 
     pub fn addr(&self) -> Option<std::net::SocketAddr> {
         let out = podman(&self.dir, &["port", &self.name, "8080/tcp"]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    /// The probe listener's published address (the image's `PROBE_PORT`,
+    /// 8081).
+    pub fn probe_addr(&self) -> Option<std::net::SocketAddr> {
+        let out = podman(&self.dir, &["port", &self.name, "8081/tcp"]);
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     }
 
@@ -176,7 +192,7 @@ impl Container {
         lines
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         let out = podman(&self.dir, &["logs", &self.name]);
         format!(
             "{}{}",

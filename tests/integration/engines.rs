@@ -3,9 +3,11 @@
 //! against podman: the `docker run` line (and podman's), the health check,
 //! and the crash, memory and stop rows of the matrix. The commands are read
 //! from the two files, so an edit there is tested here. Only these changes
-//! are made to them, each checked to apply: `--network host -e PORT=N` in
-//! place of `-p 127.0.0.1:8080:8080` (the dockerd that scripts/test.sh
-//! starts has no bridge, and a free port keeps parallel runs apart),
+//! are made to them, each checked to apply: `--network host -e PORT=N -e
+//! PROBE_PORT=M` in place of `-p 127.0.0.1:8080:8080` (the dockerd that
+//! scripts/test.sh starts has no bridge, and free ports keep parallel runs
+//! apart: on the host's network the probe port's default, 8081, would be
+//! shared),
 //! `localhost:N` for `localhost:8080`, and a unique container name and the
 //! test image's tag. Under podman, the matrix's `docker` is a shell function
 //! that calls podman, as the README says to do.
@@ -103,6 +105,7 @@ struct Run {
     engine: &'static str,
     name: String,
     port: u16,
+    probe_port: u16,
     image: String,
     dir: PathBuf,
 }
@@ -116,6 +119,7 @@ impl Run {
             engine,
             name: dir.file_name().unwrap().to_string_lossy().to_string(),
             port: crate::harness::free_port(),
+            probe_port: crate::harness::free_port(),
             image,
             dir,
         }
@@ -130,7 +134,10 @@ impl Run {
             match t {
                 "-p" if tokens.peek() == Some(&"127.0.0.1:8080:8080") => {
                     tokens.next();
-                    out.push(format!("--network host -e PORT={}", self.port));
+                    out.push(format!(
+                        "--network host -e PORT={} -e PROBE_PORT={}",
+                        self.port, self.probe_port
+                    ));
                 }
                 "chaos" => out.push(self.name.clone()),
                 "chaos-backend:latest" => out.push(self.image.clone()),

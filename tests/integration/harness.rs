@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,42 @@ pub fn repo() -> &'static Path {
 /// at the arm64 build for the smoke subset), else the one cargo built.
 pub fn bin() -> PathBuf {
     std::env::var_os("CHAOS_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+}
+
+/// The release binary, static as the image ships it, built with
+/// scripts/build-image.sh's cargo command and flags so that either reuses
+/// the other's build (scripts/test.sh runs both). Once per test run.
+/// `CHAOS_RELEASE_BIN` runs the tests that use it against another build
+/// (an earlier commit's, to see a test fail on it).
+pub fn release_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(other) = std::env::var_os("CHAOS_RELEASE_BIN") {
+            return PathBuf::from(other);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let x86 = cfg!(all(target_os = "linux", target_arch = "x86_64"));
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--release", "--locked", "--bin", "chaos-backend"])
+            .current_dir(root);
+        if x86 {
+            cmd.args(["--target", "x86_64-unknown-linux-gnu"])
+                .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static");
+        }
+        let out = cmd.output().expect("run cargo build --release");
+        assert!(
+            out.status.success(),
+            "cargo build --release failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let dir = if x86 {
+            "x86_64-unknown-linux-gnu/release"
+        } else {
+            "release"
+        };
+        target.join(dir).join("chaos-backend")
+    })
 }
 
 /// A command prefix that runs the binary, split on whitespace: for example
@@ -95,6 +131,7 @@ pub fn with_service_env(mut cmd: Command, state_dir: &Path, env: &[(&str, &str)]
     cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("PORT", "0")
+        .env("PROBE_PORT", "0")
         .env("BIND_ADDRESS", "127.0.0.1")
         .env("SHUTDOWN_DELAY_SECONDS", "0")
         .env("STATE_DIR", state_dir)
@@ -142,6 +179,8 @@ pub fn as_pid_1(inner: &Command) -> Command {
 pub struct Service {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The probe listener's address (`PROBE_PORT`), if it runs.
+    pub probe_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
     /// The command line and environment it was started with.
     started_as: String,
@@ -192,7 +231,8 @@ impl Service {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 if !sent && line.contains("\"POD_STARTED\"") {
                     let v: serde_json::Value = serde_json::from_str(&line).expect("POD_STARTED is JSON");
-                    let _ = tx.send(v["listen"].as_str().expect("listen field").to_string());
+                    let listen = v["listen"].as_str().expect("listen field").to_string();
+                    let _ = tx.send((listen, v["probe_listen"].as_str().map(str::to_string)));
                     sent = true;
                 }
                 let mut s = sink.lock().unwrap_or_else(PoisonError::into_inner);
@@ -200,7 +240,7 @@ impl Service {
                 s.push('\n');
             }
         });
-        let listen = match rx.recv_timeout(Duration::from_secs(10)) {
+        let (listen, probe_listen) = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(l) => l,
             Err(_) => {
                 let status = match child.try_wait() {
@@ -220,6 +260,7 @@ impl Service {
         Service {
             child: Some(child),
             addr: listen.parse().expect("listen address"),
+            probe_addr: probe_listen.map(|a| a.parse().expect("probe listen address")),
             stderr,
             started_as,
         }
@@ -298,6 +339,16 @@ impl Service {
         // SAFETY: kill(2) on our own child's pid with a valid signal number.
         let rc = unsafe { libc::kill(self.pid() as i32, sig) };
         assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+    }
+
+    /// The connection cap the start-up log states (`connection cap N`).
+    pub fn connection_cap(&self) -> usize {
+        let log = self.stderr();
+        log.lines()
+            .find_map(|l| l.split("connection cap ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no connection cap in the start-up log:\n{log}"))
     }
 
     /// The pid, in our namespace, of the service started by `as_pid_1`

@@ -3,6 +3,7 @@
 //! time, exit signals).
 
 mod api;
+mod attacks;
 mod balancer;
 mod bench;
 mod chaos;
@@ -28,6 +29,7 @@ mod matrix;
 mod observability;
 mod observer;
 mod openapi;
+mod probes;
 mod promtool;
 mod registry;
 mod scripts;

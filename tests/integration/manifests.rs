@@ -220,27 +220,49 @@ fn deployment_agrees_with_the_app() {
     // And the Deployment's values start the service (on a free port here).
     let mut vars: Vec<(&str, &str)> = env
         .iter()
-        .filter(|(n, _)| n != "PORT" && n != "STATE_DIR")
+        .filter(|(n, _)| n != "PORT" && n != "PROBE_PORT" && n != "STATE_DIR")
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
     vars.push(("SHUTDOWN_DELAY_SECONDS", "0"));
     let svc = Service::start(&vars);
 
-    // Ports: the named port is the app's PORT, and every reference resolves.
-    let port = &c["ports"][0];
-    assert_eq!(port["name"], "http");
-    assert_eq!(
-        port["containerPort"].as_u64().unwrap().to_string(),
-        env_value(&env, "PORT")
-    );
+    // Ports: the named ports are the app's PORT and PROBE_PORT, and every
+    // reference resolves.
+    for (i, (name, variable)) in [("http", "PORT"), ("probes", "PROBE_PORT")].into_iter().enumerate() {
+        let port = &c["ports"][i];
+        assert_eq!(port["name"], name);
+        assert_eq!(
+            port["containerPort"].as_u64().unwrap().to_string(),
+            env_value(&env, variable)
+        );
+    }
     assert_eq!(find(&docs, "Service")["spec"]["ports"][0]["targetPort"], "http");
-    // Probes: named port, and the paths answer 200 on the running app.
+    assert_eq!(
+        find(&docs, "Service")["spec"]["ports"].as_array().unwrap().len(),
+        1,
+        "the Service leaves the probe port out"
+    );
+    // Probes: the probe port, and the paths answer 200 there on the
+    // running app (and on the main port, kept for compatibility).
+    let probes = svc.probe_addr.expect("the probe listener runs");
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         let get = &c[probe]["httpGet"];
-        assert_eq!(get["port"], "http", "{probe}");
+        assert_eq!(get["port"], "probes", "{probe}");
         let path = get["path"].as_str().unwrap();
-        assert_eq!(svc.get(path).status, 200, "{probe} {path}");
+        assert_eq!(request(probes, "GET", path, &[], "").status, 200, "{probe} {path}");
+        assert_eq!(svc.get(path).status, 200, "{probe} {path} on the main port");
     }
+    // The NetworkPolicy admits the main port only: the probes come from
+    // the node, which NetworkPolicy never blocks.
+    let ingress = &find(&docs, "NetworkPolicy")["spec"]["ingress"];
+    let admitted: Vec<&Value> = ingress
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().unwrap())
+        .map(|p| &p["port"])
+        .collect();
+    assert_eq!(admitted, [&Value::from("http")], "NetworkPolicy ingress ports");
     assert_eq!(
         c["livenessProbe"]["httpGet"]["path"], "/health",
         "liveness must not fail under chaos"
@@ -325,6 +347,22 @@ fn run_like_the_deployment_in(
     extra: &[(&str, &str)],
     state: &Path,
 ) -> (Container, Vec<(String, String)>) {
+    run_like_the_deployment_with(docs, extra, state, &[])
+}
+
+/// The image as the kubelet runs the Deployment's container (limits,
+/// security settings, env with `extra` overriding), with `podman_args`
+/// added (a `--pids-limit`).
+pub fn deployed_container(extra: &[(&str, &str)], podman_args: &[&str]) -> Container {
+    run_like_the_deployment_with(&documents(), extra, &temp_dir("emptydir"), podman_args).0
+}
+
+fn run_like_the_deployment_with(
+    docs: &[Value],
+    extra: &[(&str, &str)],
+    state: &Path,
+    podman_args: &[&str],
+) -> (Container, Vec<(String, String)>) {
     let (c, env) = container(docs);
     let limits = &c["resources"]["limits"];
     let cpus = format!("{:.3}", millicores(limits["cpu"].as_str().unwrap()) as f64 / 1000.0);
@@ -367,6 +405,11 @@ fn run_like_the_deployment_in(
         args.push("-e".into());
         args.push(format!("{name}={value}"));
     }
+    for (name, value) in extra.iter().filter(|(n, _)| !env.iter().any(|(e, _)| e == n)) {
+        args.push("-e".into());
+        args.push(format!("{name}={value}"));
+    }
+    args.extend(podman_args.iter().map(|a| a.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     (Container::run(&refs), env)
 }

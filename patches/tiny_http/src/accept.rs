@@ -7,9 +7,10 @@
 //! eviction, timeouts; see `connections`), an accept error is counted and
 //! followed by a short back-off (and, for EMFILE/ENFILE, an eviction to
 //! free an fd), and a connection whose thread cannot be started is closed
-//! and counted. Should the loop still end (the server is dropped, or a
-//! panic), `AcceptThread` says so, so that the owner need not guess which
-//! of the process's threads it was.
+//! and counted. Connections are served by a pool of reused threads
+//! (`connections::Pool`), never more than the cap. Should the loop still
+//! end (the server is dropped, or a panic), `AcceptThread` says so, so
+//! that the owner need not guess which of the process's threads it was.
 
 use std::io;
 use std::sync::atomic::AtomicBool;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::ClientConnection;
 use crate::connection::Listener;
-use crate::connections::Table;
+use crate::connections::{Pool, PoolLimits, Table};
 use crate::util::MessagesQueue;
 use crate::{Message, ServerOptions};
 
@@ -107,10 +108,23 @@ pub(crate) fn spawn(
 ) -> io::Result<AcceptThread> {
     let alive = AcceptThread::new();
     let ends = EndsOnDrop(alive.clone());
+    let limits = &table.limits;
+    let pool = Pool::new(
+        PoolLimits {
+            max_threads: limits.max_connections,
+            min: limits.min_threads,
+            max_idle: limits.max_idle_threads,
+            idle_timeout: limits.thread_idle_timeout,
+            stack_size: limits.thread_stack_size,
+        },
+        options.thread_idle.clone(),
+    );
     thread::Builder::new()
         .name("http-accept".into())
         .spawn(move || {
             let _ends = ends;
+            // Dropped with the loop: its idle threads end.
+            let pool = pool;
             let mut backoff = BACKOFF_MIN;
             log::debug!("Running accept thread");
             while !close.load(Relaxed) {
@@ -138,27 +152,28 @@ pub(crate) fn spawn(
                     continue;
                 };
                 let client = ClientConnection::new(conn, Arc::clone(&table), Arc::clone(&options));
-                serve(client, &table, &messages);
+                serve(&pool, client, &table, &messages);
             }
             log::debug!("Terminating accept thread");
         })?;
     Ok(alive)
 }
 
-/// Starts the thread that reads `client`'s requests and queues them for
-/// the workers. On failure the connection is dropped (its socket closes,
-/// the table forgets it) and counted.
-fn serve(client: ClientConnection, table: &Table, messages: &Arc<MessagesQueue<Message>>) {
+/// Has a pool thread read `client`'s requests and queue them for the
+/// workers. When no thread can be started the connection is dropped (its
+/// socket closes, the table forgets it) and counted.
+fn serve(
+    pool: &Pool,
+    client: ClientConnection,
+    table: &Table,
+    messages: &Arc<MessagesQueue<Message>>,
+) {
     let messages = Arc::clone(messages);
-    let mut builder = thread::Builder::new().name("http-conn".into());
-    if let Some(size) = table.limits.thread_stack_size {
-        builder = builder.stack_size(size);
-    }
-    let spawned = builder.spawn(move || {
+    let spawned = pool.run(Box::new(move || {
         for rq in client {
             messages.push(rq.into());
         }
-    });
+    }));
     if let Err(e) = spawned {
         table.counters.rejected_spawn.fetch_add(1, Relaxed);
         log::warn!("cannot start a connection thread: {}", e);

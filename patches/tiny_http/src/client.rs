@@ -112,9 +112,15 @@ impl ClientConnection {
     /// the first byte of the next head under the idle timeout (at once: a
     /// worker may still be writing the previous answer), then wait for that
     /// answer to be written before reading the head (one request in flight
-    /// per connection). False when the connection ends.
+    /// per connection). False when the connection ends (at once if it was
+    /// closed meanwhile).
     fn between_requests(&mut self) -> bool {
         let conn = Arc::clone(&self.conn);
+        if conn.expired().is_some() {
+            // Closed (evicted at the cap, say) while its request waited for
+            // a worker: end now, without waiting for that request.
+            return false;
+        }
         let drained = self
             .next_header_source
             .with_inner(|r| match conn.body_left() {
@@ -178,6 +184,9 @@ impl ClientConnection {
         })?;
 
         // building the writer for the request
+        // Patch (chaos-backend): it is handed over with the connection
+        // (`Request::set_connection`), so that a shared body is queued,
+        // not copied.
         let writer = self.sink.next().unwrap();
 
         // follow-up for next potential request
@@ -195,7 +204,7 @@ impl ClientConnection {
             headers,
             self.remote_addr,
             data_source,
-            writer,
+            std::io::sink(),
         )
         .map_err(|e| {
             use crate::request;
@@ -206,6 +215,8 @@ impl ClientConnection {
                 }
             }
         })?;
+        let mut request = request;
+        request.set_connection(Arc::clone(&self.conn), writer);
 
         // return the request
         Ok(request)
@@ -284,10 +295,9 @@ impl Iterator for ClientConnection {
         };
 
         // Patch (chaos-backend): the request is in flight until answered.
-        self.conn.start_request(Self::body_plan(&rq));
+        self.conn
+            .start_request(Self::body_plan(&rq), self.no_more_requests);
         self.conn.enter(Phase::Busy);
-        let mut rq = rq;
-        rq.set_connection(Arc::clone(&self.conn));
 
         // returning the request
         Some(rq)

@@ -108,12 +108,15 @@ impl Connection {
         }
     }
 
-    pub(crate) fn write_ref(&self, buf: &[u8]) -> std::io::Result<usize> {
+    pub(crate) fn write_vectored_ref(
+        &self,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::io::Result<usize> {
         use std::io::Write;
         match self {
-            Self::Tcp(s) => (&*s).write(buf),
+            Self::Tcp(s) => (&*s).write_vectored(bufs),
             #[cfg(unix)]
-            Self::Unix(s) => (&*s).write(buf),
+            Self::Unix(s) => (&*s).write_vectored(bufs),
         }
     }
 

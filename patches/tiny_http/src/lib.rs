@@ -116,7 +116,7 @@ pub use accept::AcceptThread;
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use connections::ConnectionStats;
-pub use options::{ConnectionLimits, ErrorBody, HeadLimits, ServerOptions};
+pub use options::{ConnectionLimits, ErrorBody, HeadLimits, ServerOptions, ThreadHook};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
@@ -335,29 +335,46 @@ impl Server {
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
+    ///
+    /// Patch (chaos-backend): a request whose connection was closed while
+    /// it waited in the queue (evicted at the cap) is dropped unanswered,
+    /// here and in `recv_timeout` and `try_recv`; the request returned is
+    /// marked as taken by a worker, and its connection is no longer
+    /// evicted.
     pub fn recv(&self) -> IoResult<Request> {
-        match self.messages.pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(rq),
-            None => Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
+        loop {
+            match self.messages.pop() {
+                Some(Message::Error(err)) => return Err(err),
+                Some(Message::NewRequest(rq)) if rq.take() => return Ok(rq),
+                Some(Message::NewRequest(rq)) => rq.abandon(),
+                None => return Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
+            }
         }
     }
 
     /// Same as `recv()` but doesn't block longer than timeout
     pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
-        match self.messages.pop_timeout(timeout) {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.messages.pop_timeout(left) {
+                Some(Message::Error(err)) => return Err(err),
+                Some(Message::NewRequest(rq)) if rq.take() => return Ok(Some(rq)),
+                Some(Message::NewRequest(rq)) => rq.abandon(),
+                None => return Ok(None),
+            }
         }
     }
 
     /// Same as `recv()` but doesn't block.
     pub fn try_recv(&self) -> IoResult<Option<Request>> {
-        match self.messages.try_pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
+        loop {
+            match self.messages.try_pop() {
+                Some(Message::Error(err)) => return Err(err),
+                Some(Message::NewRequest(rq)) if rq.take() => return Ok(Some(rq)),
+                Some(Message::NewRequest(rq)) => rq.abandon(),
+                None => return Ok(None),
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::connections::Conn;
+use crate::connections::{AnswerWriter, Conn};
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
@@ -54,7 +54,9 @@ pub struct Request {
     data_reader: Option<Box<dyn Read + Send + 'static>>,
 
     // if this writer is empty, then the request has been answered
-    response_writer: Option<Box<dyn Write + Send + 'static>>,
+    // Patch (chaos-backend): the connection's own writer, or any other
+    // (a `TestRequest`'s).
+    response_writer: Option<ResponseWriter>,
 
     remote_addr: Option<SocketAddr>,
 
@@ -80,6 +82,51 @@ pub struct Request {
     // Patch (chaos-backend): the connection, to hold an answer back on its
     // own thread (`respond_held`). None for `TestRequest`s.
     connection: Option<Arc<Conn>>,
+}
+
+/// Patch (chaos-backend): where an answer goes: the connection's writer,
+/// which can queue a body shared between answers instead of copying it
+/// (`Request::respond_shared`), or any other writer.
+enum ResponseWriter {
+    Connection(Box<AnswerWriter>),
+    Other(Box<dyn Write + Send + 'static>),
+}
+
+impl ResponseWriter {
+    /// Writes `body` after what was written so far: queued as it is by a
+    /// connection's writer, copied by any other.
+    fn write_shared(&mut self, body: Arc<[u8]>) -> io::Result<()> {
+        match self {
+            ResponseWriter::Connection(w) => {
+                w.write_shared(body);
+                Ok(())
+            }
+            ResponseWriter::Other(w) => w.write_all(&body),
+        }
+    }
+
+    fn into_box(self) -> Box<dyn Write + Send + 'static> {
+        match self {
+            ResponseWriter::Connection(w) => w,
+            ResponseWriter::Other(w) => w,
+        }
+    }
+}
+
+impl Write for ResponseWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ResponseWriter::Connection(w) => w.write(buf),
+            ResponseWriter::Other(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ResponseWriter::Connection(w) => w.flush(),
+            ResponseWriter::Other(w) => w.flush(),
+        }
+    }
 }
 
 struct NotifyOnDrop<R> {
@@ -221,7 +268,9 @@ where
 
     Ok(Request {
         data_reader: Some(reader),
-        response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
+        response_writer: Some(ResponseWriter::Other(
+            Box::new(writer) as Box<dyn Write + Send + 'static>
+        )),
         remote_addr,
         secure,
         method,
@@ -381,7 +430,7 @@ impl Request {
     /// Therefore you should always destroy the `Writer` as soon as possible.
     #[inline]
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
-        let writer = self.extract_writer_impl();
+        let writer = self.extract_writer_impl().into_box();
         if let Some(sender) = self.notify_when_responded.take() {
             let writer = NotifyOnDrop {
                 sender,
@@ -397,7 +446,7 @@ impl Request {
     /// as the object returned by `into_writer` above.
     ///
     /// This may only be called once on a single request.
-    fn extract_writer_impl(&mut self) -> Box<dyn Write + Send + 'static> {
+    fn extract_writer_impl(&mut self) -> ResponseWriter {
         use std::mem;
 
         assert!(self.response_writer.is_some());
@@ -467,8 +516,82 @@ impl Request {
         })
     }
 
-    pub(crate) fn set_connection(&mut self, conn: Arc<Conn>) {
+    /// Patch (chaos-backend): the connection the request came on, and the
+    /// writer of its answer.
+    pub(crate) fn set_connection(&mut self, conn: Arc<Conn>, writer: AnswerWriter) {
         self.connection = Some(conn);
+        self.response_writer = Some(ResponseWriter::Connection(Box::new(writer)));
+    }
+
+    /// Patch (chaos-backend): a worker takes the request from the queue;
+    /// false if its connection was closed meanwhile (evicted at the cap
+    /// while it waited), when it is not worth answering.
+    pub(crate) fn take(&self) -> bool {
+        self.connection.as_ref().is_none_or(|c| c.take())
+    }
+
+    /// Patch (chaos-backend): drops a request whose connection is closed,
+    /// without rendering the 500 that a dropped request sends.
+    pub(crate) fn abandon(mut self) {
+        self.response_writer = None;
+    }
+
+    /// Patch (chaos-backend): holds the answer about to be written for
+    /// `hold` (`respond_held`), on the connection if there is one.
+    fn hold(&self, hold: std::time::Duration, release: Option<Arc<std::sync::atomic::AtomicBool>>) {
+        if let Some(conn) = &self.connection {
+            if !hold.is_zero() {
+                conn.hold_until(std::time::Instant::now() + hold, release);
+            }
+        }
+    }
+
+    /// Patch (chaos-backend): like `respond_held`, for an answer whose body
+    /// is shared between answers (a large static document): only the head
+    /// is rendered, and the connection queues `body` itself, not a copy, so
+    /// that a thousand clients that do not read it cost a thousand heads.
+    /// `response` gives the status and headers; its own data is ignored.
+    /// The length is always sent (never chunked). A `HEAD` request gets
+    /// the head only.
+    pub fn respond_shared<R>(
+        mut self,
+        response: Response<R>,
+        body: Arc<[u8]>,
+        hold: std::time::Duration,
+        release: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<(), IoError>
+    where
+        R: Read,
+    {
+        self.hold(hold, release);
+        let response = response
+            .with_data(io::empty(), Some(body.len()))
+            .with_chunked_threshold(usize::MAX);
+        let status = response.status_code().0;
+        let mut writer = self.extract_writer_impl();
+        let head_only = self.method == Method::Head || matches!(status, 100..=199 | 204 | 304);
+        let result = Self::ignore_client_closing_errors(
+            response
+                .raw_print(
+                    writer.by_ref(),
+                    self.http_version.clone(),
+                    &self.headers,
+                    head_only,
+                    None,
+                )
+                .and_then(|()| {
+                    if head_only {
+                        Ok(())
+                    } else {
+                        writer.write_shared(body)
+                    }
+                }),
+        );
+        drop(writer);
+        if let Some(sender) = self.notify_when_responded.take() {
+            sender.send(()).unwrap();
+        }
+        result
     }
 
     /// Patch (chaos-backend): like `respond`, but the answer reaches the
@@ -487,11 +610,7 @@ impl Request {
     where
         R: Read,
     {
-        if let Some(conn) = &self.connection {
-            if !hold.is_zero() {
-                conn.hold_until(std::time::Instant::now() + hold, release);
-            }
-        }
+        self.hold(hold, release);
         self.respond(response)
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::lock;
 use super::timer::Timer;
-use super::writer::FIRST_RETRY;
+use super::writer::{Budget, Output, FIRST_RETRY};
 use crate::connection::Connection;
 
 /// What a connection is doing.
@@ -32,6 +32,9 @@ pub(crate) enum Phase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Expiry {
     Evicted,
+    /// Closed to bring the answers waiting to be written back within the
+    /// server's budget: its writes had made no progress for longest.
+    Shed,
     IdleTimeout,
     HeadTimeout,
     WriteTimeout,
@@ -55,8 +58,13 @@ pub(super) struct State {
     pub(super) since: Instant,
     /// Answer writers alive (0 or 1 but for tiny_http's own error answers).
     pub(super) writers: usize,
-    /// Bytes of answers not written yet, in order.
-    pub(super) out: Vec<u8>,
+    /// A worker has taken the request (`Server::recv`): until then it waits
+    /// in the queue, and the connection may be evicted at the cap.
+    pub(super) taken: bool,
+    /// Requests started on this connection so far.
+    pub(super) requests: u64,
+    /// Answers not written yet, in order.
+    pub(super) out: Output,
     /// A thread (a worker or the timer's) holds bytes taken from `out` and
     /// is writing them.
     pub(super) flushing: bool,
@@ -70,17 +78,24 @@ pub(super) struct State {
     pub(super) backoff: Duration,
     pub(super) hold_until: Option<Instant>,
     pub(super) close_after: bool,
+    /// The request being answered is the connection's last (`Connection:
+    /// close`, HTTP/1.0): once its answer is all written, the writer sends
+    /// the end of the stream itself, without waiting for the connection's
+    /// thread to wake up and close.
+    pub(super) last: bool,
     pub(super) body: BodyPlan,
     pub(super) expired: Option<Expiry>,
 }
 
 impl State {
-    fn new(now: Instant) -> State {
+    fn new(now: Instant, budget: &Arc<Budget>) -> State {
         State {
             phase: Phase::Idle,
             since: now,
             writers: 0,
-            out: Vec::new(),
+            taken: false,
+            requests: 0,
+            out: Output::new(budget),
             flushing: false,
             progress: now,
             done_at: now,
@@ -88,6 +103,7 @@ impl State {
             backoff: FIRST_RETRY,
             hold_until: None,
             close_after: false,
+            last: false,
             body: BodyPlan::default(),
             expired: None,
         }
@@ -128,23 +144,32 @@ pub(crate) struct Conn {
     pub(super) body_read: AtomicU64,
     drain_limit: u64,
     pub(super) timer: Arc<Timer>,
+    /// The server's budget of rendered answers not yet written.
+    pub(super) budget: Arc<Budget>,
     /// Ends the current hold early once set (`Request::respond_held`): the
     /// timer looks at it on every tick.
     release: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl Conn {
-    pub(super) fn new(id: u64, stream: Connection, drain_limit: u64, timer: Arc<Timer>) -> Conn {
+    pub(super) fn new(
+        id: u64,
+        stream: Connection,
+        drain_limit: u64,
+        timer: Arc<Timer>,
+        budget: Arc<Budget>,
+    ) -> Conn {
         Conn {
             id,
             stream,
-            state: Mutex::new(State::new(Instant::now())),
+            state: Mutex::new(State::new(Instant::now(), &budget)),
             cond: Condvar::new(),
             nonblocking: Mutex::new(()),
             windows_closed: AtomicU64::new(0),
             body_read: AtomicU64::new(0),
             drain_limit,
             timer,
+            budget,
             release: Mutex::new(None),
         }
     }
@@ -185,13 +210,17 @@ impl Conn {
     /// A new head starts: nothing of its body read yet.
     pub(crate) fn new_head(&self) {
         self.body_read.store(0, Ordering::Relaxed);
-        self.start_request(BodyPlan::default());
+        self.start_request(BodyPlan::default(), false);
     }
 
-    /// Starts a request whose body is framed as `body`.
-    pub(crate) fn start_request(&self, body: BodyPlan) {
+    /// Starts a request whose body is framed as `body`; `last` when no
+    /// request follows it on this connection.
+    pub(crate) fn start_request(&self, body: BodyPlan, last: bool) {
         let mut s = self.state();
         s.body = body;
+        s.last = last;
+        s.taken = false;
+        s.requests += 1;
         s.close_after = false;
         s.hold_until = None;
         *self.release() = None;
@@ -201,9 +230,19 @@ impl Conn {
         self.state().expired
     }
 
+    /// A worker takes the request waiting in the queue; false if the
+    /// connection was closed meanwhile (evicted at the cap), when its
+    /// request is not worth answering.
+    pub(crate) fn take(&self) -> bool {
+        let mut s = self.state();
+        s.taken = true;
+        s.writable()
+    }
+
     /// Closes the connection from another thread: wakes its blocked read
-    /// or write. A head that times out gets its read side shut only, so
-    /// that its thread can still answer 408.
+    /// or write, and drops the answers waiting to be written. A head that
+    /// times out gets its read side shut only, so that its thread can still
+    /// answer 408.
     pub(crate) fn expire(&self, why: Expiry) {
         {
             let mut s = self.state();
@@ -213,6 +252,10 @@ impl Conn {
                 return;
             }
             s.expired = Some(why);
+            if !s.writable() {
+                // Nothing more will be written: free what waits at once.
+                s.out.clear();
+            }
         }
         let how = if why == Expiry::HeadTimeout {
             Shutdown::Read

@@ -15,13 +15,19 @@
 //!   `SO_RCVTIMEO`: on a listener it also times out `accept`);
 //! - at the cap a new connection evicts the oldest idle one, else the
 //!   oldest one still sending a head or a body nobody reads, else the one
-//!   whose rendered answer has waited longest; never one being answered;
+//!   whose rendered answer has waited longest, else the one whose request
+//!   has waited longest for a worker; never one a worker is answering;
+//! - connections are served by a pool of reused threads, never more than
+//!   the cap, counted until they end (`pool`);
 //! - workers never block on a client: an answer is rendered in memory and
 //!   written with one non-blocking attempt; what does not fit, and answers
 //!   held back on purpose (`Request::respond_held`), are written by the
 //!   watchdog's thread, without blocking, retried with a back-off under the
 //!   write-progress timeout (upstream's `SequentialWriter` made every worker
 //!   with a later answer on the same connection wait behind a stuck write);
+//!   a body shared between answers is queued, not copied, and the rendered
+//!   bytes waiting on every connection have one budget, past which the
+//!   slowest readers are closed;
 //! - one request in flight per connection: its thread waits for the first
 //!   byte of the next head at once (so that a plain keep-alive request costs
 //!   no extra thread wake-up), but reads that head only once the previous
@@ -32,10 +38,11 @@
 //! | part | what it owns |
 //! |---|---|
 //! | `conn` | one connection: its socket, its `Phase` and clock, what is left of its request's body, the hold of its answer |
+//! | `pool` | the threads that serve connections, reused |
 //! | `stream` | what the request reader reads through: `SharedStream`, `CountingReader` |
-//! | `writer` | `AnswerWriter`, and writing a connection's answers without blocking |
+//! | `writer` | `AnswerWriter`, the `Output` of answers waiting and their `Budget`, and writing a connection's answers without blocking |
 //! | `timer` | the queue of connections with answers to write later |
-//! | `table` | every open connection: admission at the cap, eviction, timeouts |
+//! | `table` | every open connection: admission at the cap, eviction, timeouts, shedding past the budget |
 //! | `stats` | the counters behind `Server::connection_stats` |
 //! | `watchdog` | the one thread per server that runs the timer and the timeouts |
 //!
@@ -53,9 +60,11 @@
 //!
 //! Every place that takes one of these locks goes through a helper that
 //! says "lock order: see `connections`" (`Table::conns`, `Conn::state`,
-//! `Conn::window`, `Timer::queue`, `Conn::release`).
+//! `Conn::window`, `Timer::queue`, `Conn::release`). The pool's lock
+//! (`pool::Shared::state`) is never held with any other.
 
 mod conn;
+mod pool;
 mod stats;
 mod stream;
 mod table;
@@ -64,6 +73,7 @@ mod watchdog;
 mod writer;
 
 pub(crate) use self::conn::{BodyPlan, Conn, Phase};
+pub(crate) use self::pool::{Pool, PoolLimits};
 pub use self::stats::ConnectionStats;
 pub(crate) use self::stream::{CountingReader, SharedStream};
 pub(crate) use self::table::Table;

@@ -2,6 +2,7 @@
 //! later (held ones, and what a non-blocking write left), each with the
 //! time it is due. The watchdog's thread runs it (`watchdog.rs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -10,8 +11,12 @@ use super::lock;
 
 pub(crate) struct Timer {
     queue: Mutex<Vec<(Instant, Arc<Conn>)>>,
-    /// Signalled when an entry earlier than every other one comes in.
+    /// Signalled when an entry earlier than every other one comes in, or
+    /// when answers waiting to be written pass the budget.
     cond: Condvar,
+    /// Answers waiting to be written have passed the budget: the watchdog
+    /// closes the slowest readers (`Table::shed`).
+    shed: AtomicBool,
 }
 
 impl Timer {
@@ -19,7 +24,23 @@ impl Timer {
         Timer {
             queue: Mutex::new(Vec::new()),
             cond: Condvar::new(),
+            shed: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the watchdog to bring the answers waiting back within budget.
+    pub(super) fn shed_soon(&self) {
+        if !self.shed.swap(true, Ordering::AcqRel) {
+            // Taken so that the wake-up cannot fall between the watchdog's
+            // look at the flag and its wait.
+            drop(self.queue());
+            self.cond.notify_one();
+        }
+    }
+
+    /// Whether the budget was passed since the last call.
+    pub(super) fn take_shed(&self) -> bool {
+        self.shed.swap(false, Ordering::AcqRel)
     }
 
     /// Lock order: see `connections`.
@@ -49,7 +70,7 @@ impl Timer {
             .map(|(t, _)| *t)
             .min()
             .map_or(deadline, |t| t.min(deadline));
-        if next > now {
+        if next > now && !self.shed.load(Ordering::Acquire) {
             q = self
                 .cond
                 .wait_timeout(q, next - now)

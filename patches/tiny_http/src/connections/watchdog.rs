@@ -1,6 +1,7 @@
 //! Patch (chaos-backend): the watchdog: one thread per server that writes
-//! deferred answers (`timer.rs`) and closes the connections that outlive
-//! their limits (`Table::enforce`).
+//! deferred answers (`timer.rs`), closes the connections that outlive
+//! their limits (`Table::enforce`), and those whose answers have waited
+//! longest once answers waiting pass the budget (`Table::shed`).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +38,9 @@ pub(crate) fn spawn_watchdog(table: Arc<Table>, closed: Arc<AtomicBool>) -> io::
             while !closed.load(Ordering::Relaxed) {
                 let due = timer.take_due(next_scan);
                 let now = Instant::now();
+                if timer.take_shed() {
+                    table.shed();
+                }
                 for conn in due {
                     if let Some(again) = conn.flush_deferred(now) {
                         timer.add(again, conn);

@@ -3,13 +3,175 @@
 //! answers held back on purpose, are left to the timer (`timer.rs`, run by
 //! the watchdog's thread), which writes them without blocking either,
 //! retried with a back-off. A worker never waits for a client.
+//!
+//! What waits to be written is an `Output`: rendered bytes of its own, and
+//! bodies shared between answers (`Arc<[u8]>`, queued, not copied). Every
+//! owned byte waiting anywhere counts against the server's `Budget`.
 
-use std::io::{self, ErrorKind, Write};
-use std::sync::atomic::Ordering;
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, IoSlice, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Expiry, State};
+
+/// Bytes of rendered answers not yet written, all connections of a server
+/// together (`ConnectionLimits::answer_budget`).
+pub(crate) struct Budget {
+    queued: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            queued: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Counts `n` more bytes; true if the total is now past the limit.
+    fn add(&self, n: usize) -> bool {
+        self.queued.fetch_add(n, Ordering::Relaxed) + n > self.limit
+    }
+
+    fn sub(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Bytes counted now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Bytes past the limit now (0 within it).
+    pub(crate) fn excess(&self) -> usize {
+        self.queued().saturating_sub(self.limit)
+    }
+}
+
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(a) => a,
+        }
+    }
+}
+
+/// Bytes waiting to be written, in order: rendered ones (counted against
+/// the budget until they are written or dropped) and shared bodies.
+pub(crate) struct Output {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the first chunk already written.
+    front: usize,
+    /// Bytes of the owned chunks, counted against `budget`.
+    owned: usize,
+    budget: Arc<Budget>,
+}
+
+impl Output {
+    pub(super) fn new(budget: &Arc<Budget>) -> Output {
+        Output {
+            chunks: VecDeque::new(),
+            front: 0,
+            owned: 0,
+            budget: Arc::clone(budget),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Rendered bytes waiting, counted against the budget.
+    pub(super) fn owned(&self) -> usize {
+        self.owned
+    }
+
+    /// Queues rendered bytes; true if the budget is now exceeded.
+    fn push_owned(&mut self, bytes: Vec<u8>) -> bool {
+        if bytes.is_empty() {
+            return false;
+        }
+        self.owned += bytes.len();
+        let over = self.budget.add(bytes.len());
+        self.chunks.push_back(Chunk::Owned(bytes));
+        over
+    }
+
+    fn push_shared(&mut self, body: Arc<[u8]>) {
+        if !body.is_empty() {
+            self.chunks.push_back(Chunk::Shared(body));
+        }
+    }
+
+    /// Moves everything of `later` behind what is here.
+    fn append(&mut self, mut later: Output) {
+        if self.chunks.is_empty() {
+            self.front = later.front;
+        } else {
+            debug_assert_eq!(
+                later.front, 0,
+                "only the first output may be partly written"
+            );
+        }
+        self.chunks.append(&mut later.chunks);
+        self.owned += later.owned;
+        // Its bytes are counted here now.
+        later.owned = 0;
+    }
+
+    /// The next bytes to write, as slices for one vectored write.
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.chunks
+            .iter()
+            .take(64)
+            .enumerate()
+            .map(|(i, c)| IoSlice::new(&c.bytes()[if i == 0 { self.front } else { 0 }..]))
+            .collect()
+    }
+
+    /// `n` bytes were written: drops the chunks that are all written.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(first) = self.chunks.front() else {
+                break;
+            };
+            let left = first.bytes().len() - self.front;
+            if n < left {
+                self.front += n;
+                break;
+            }
+            n -= left;
+            self.front = 0;
+            if let Some(Chunk::Owned(v)) = self.chunks.pop_front() {
+                self.owned -= v.len();
+                self.budget.sub(v.len());
+            }
+        }
+    }
+
+    /// Drops everything waiting.
+    pub(super) fn clear(&mut self) {
+        self.chunks.clear();
+        self.front = 0;
+        self.budget.sub(self.owned);
+        self.owned = 0;
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.budget.sub(self.owned);
+    }
+}
 
 /// First retry of a write that did not progress, and the longest pause
 /// between retries (doubling in between).
@@ -23,6 +185,8 @@ const LAST_RETRY: Duration = Duration::from_millis(500);
 pub(crate) struct AnswerWriter {
     conn: Arc<Conn>,
     buf: Vec<u8>,
+    /// A body shared between answers, to go after `buf`.
+    shared: Option<Arc<[u8]>>,
     /// The final (non-1xx) status line has been seen and the close decided.
     decided: bool,
 }
@@ -33,8 +197,18 @@ impl AnswerWriter {
         AnswerWriter {
             conn: Arc::clone(conn),
             buf: Vec::new(),
+            shared: None,
             decided: false,
         }
+    }
+
+    /// Queues `body` after what was rendered so far, without copying it;
+    /// it is sent with the rest (`flush`, or the drop).
+    pub(crate) fn write_shared(&mut self, body: Arc<[u8]>) {
+        if self.shared.is_some() {
+            self.send(false);
+        }
+        self.shared = Some(body);
     }
 
     /// Sends what was rendered. `last`: the writer is being dropped; it
@@ -54,13 +228,21 @@ impl AnswerWriter {
         if last {
             s.writers -= 1;
         }
-        let buf = std::mem::take(&mut self.buf);
+        let mut rendered = Output::new(&conn.budget);
+        let over = rendered.push_owned(std::mem::take(&mut self.buf));
+        if let Some(body) = self.shared.take() {
+            rendered.push_shared(body);
+        }
+        if over {
+            // Past the budget: the watchdog closes the slowest readers.
+            conn.timer.shed_soon();
+        }
         let now = Instant::now();
-        if !buf.is_empty() {
+        if !rendered.is_empty() {
             if s.out.is_empty() && !s.flushing && s.hold_until.is_none() && s.writable() {
                 s.flushing = true;
                 drop(s);
-                conn.pump(buf);
+                conn.pump(rendered);
                 return;
             }
             // Earlier bytes queued, a write under way, or a held answer:
@@ -68,7 +250,7 @@ impl AnswerWriter {
             if s.out.is_empty() {
                 s.progress = now;
             }
-            s.out.extend_from_slice(&buf);
+            s.out.append(rendered);
             if !s.flushing {
                 let at = s.hold_until.unwrap_or(now);
                 conn.schedule(&mut s, at);
@@ -91,6 +273,10 @@ impl AnswerWriter {
 
 impl Write for AnswerWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.shared.is_some() {
+            // Keep the order: what was rendered and the shared body first.
+            self.send(false);
+        }
         self.buf.extend_from_slice(buf);
         Ok(buf.len())
     }
@@ -114,7 +300,7 @@ impl Conn {
     /// may be reading meanwhile: a read already waiting stays blocking, one
     /// that starts inside this window gets `WouldBlock`, waits for the
     /// window to close and reads again (see `SharedStream`).
-    fn write_now(&self, buf: &[u8]) -> usize {
+    fn write_now(&self, buf: &mut Output) -> usize {
         let stream = &self.stream;
         let _window = self.window();
         if stream.set_nonblocking(true).is_err() {
@@ -122,10 +308,13 @@ impl Conn {
         }
         let mut written = 0;
         let mut broken = false;
-        while written < buf.len() {
-            match stream.write_ref(&buf[written..]) {
+        while !buf.is_empty() {
+            match stream.write_vectored_ref(&buf.slices()) {
                 Ok(0) => break,
-                Ok(n) => written += n,
+                Ok(n) => {
+                    written += n;
+                    buf.advance(n);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -159,6 +348,12 @@ impl Conn {
         let done = s.complete();
         if done {
             s.done_at = now;
+            if s.last || s.close_after {
+                // The connection's last answer is out: end the stream now
+                // (the client waits for it), not once the connection's
+                // thread has woken up to close.
+                let _ = self.stream.shutdown(std::net::Shutdown::Write);
+            }
         }
         drop(s);
         if done {
@@ -171,7 +366,7 @@ impl Conn {
     pub(super) fn flush_deferred(self: &Arc<Self>, now: Instant) -> Option<Instant> {
         let mut s = self.state();
         if !s.writable() {
-            s.out = Vec::new();
+            s.out.clear();
             self.end_hold(&mut s);
             s.scheduled = false;
             drop(s);
@@ -196,7 +391,7 @@ impl Conn {
             s.scheduled = false;
             return None;
         }
-        let out = std::mem::take(&mut s.out);
+        let out = std::mem::replace(&mut s.out, Output::new(&self.budget));
         s.flushing = true;
         drop(s);
         if !self.pump(out) {
@@ -212,10 +407,9 @@ impl Conn {
     /// Writes `buf` without blocking, then whatever was queued meanwhile;
     /// the caller has set `flushing`. What does not fit goes back to the
     /// front of `out` and the timer is told. True if bytes are left.
-    fn pump(self: &Arc<Self>, mut buf: Vec<u8>) -> bool {
+    fn pump(self: &Arc<Self>, mut buf: Output) -> bool {
         loop {
-            let written = self.write_now(&buf);
-            buf.drain(..written);
+            let written = self.write_now(&mut buf);
             let now = Instant::now();
             let mut s = self.state();
             if written > 0 {
@@ -223,11 +417,12 @@ impl Conn {
                 s.backoff = FIRST_RETRY;
             }
             if !s.writable() {
-                s.out = Vec::new();
+                s.out.clear();
                 buf.clear();
             }
             if !buf.is_empty() {
-                buf.extend_from_slice(&s.out);
+                let later = std::mem::replace(&mut s.out, Output::new(&self.budget));
+                buf.append(later);
                 s.out = buf;
                 s.flushing = false;
                 self.schedule(&mut s, now + FIRST_RETRY);
@@ -238,7 +433,7 @@ impl Conn {
                 self.settle(s, now);
                 return false;
             }
-            buf = std::mem::take(&mut s.out);
+            buf = std::mem::replace(&mut s.out, Output::new(&self.budget));
         }
     }
 }

@@ -115,10 +115,13 @@ where
             SequentialReaderInner::MyTurn(reader) => {
                 self.next.send(reader).ok();
             }
-            SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
-            }
+            // Patch (chaos-backend): upstream waited here for the previous
+            // holder (a request still in the workers' queue) to hand the
+            // reader back, so a connection closed at the cap kept its
+            // thread until a worker reached that request. Only the
+            // connection's own next-head reader is ever dropped while
+            // waiting, and nothing reads after it: let it go.
+            SequentialReaderInner::Waiting(_) => (),
             SequentialReaderInner::Empty => (),
         }
     }
