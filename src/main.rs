@@ -1,7 +1,7 @@
 //! chaos-backend: an HTTP service that fails on purpose, in controlled ways,
 //! so that platform engineers can prove that Kubernetes heals it.
 //!
-//! `main` picks the mode (serve, or `healthcheck`), wires the parts
+//! `main` picks the mode (serve, `healthcheck` or `observe`), wires the parts
 //! together, and is the one place where an error becomes an exit code: 2
 //! for bad configuration, 1 for a failure to serve.
 //!
@@ -27,6 +27,11 @@
 //!    (`observe`), just before the answer is written, so that a client
 //!    that has its answer finds it in the next scrape. Work the reply
 //!    carries (a crash) runs last.
+//!
+//! A probe on the probe port (`PROBE_PORT`) takes a shorter path: one epoll
+//! thread (`http::probe_listener`) reads it and calls `http::routes::dispatch`
+//! itself, so no client of the main port (its cap, its connection threads,
+//! its workers) stands between the kubelet and `/health` or `/ready`.
 //!
 //! # Where things live
 //!

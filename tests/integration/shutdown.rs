@@ -154,12 +154,7 @@ fn queued_at_the_signal(svc: &Service, target: &str) -> crate::harness::Response
     svc.signal(libc::SIGTERM);
     let answer = queued.join().unwrap().expect("the queued request is answered");
     let blocked = blocker.join().unwrap().expect("the fill is answered");
-    assert!(
-        blocked.status >= 200,
-        "the fill: {} {}",
-        blocked.status,
-        blocked.body
-    );
+    assert!(blocked.status >= 200, "the fill: {} {}", blocked.status, blocked.body);
     answer
 }
 
