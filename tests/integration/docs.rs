@@ -548,3 +548,104 @@ fn long_pages_have_a_table_of_contents() {
         );
     }
 }
+
+/// The tests of `dir` (one crate's files) that are `#[ignore]`d as needing
+/// an outside tool: (file, test name).
+fn tests_needing_a_tool(dir: &Path) -> BTreeSet<(String, String)> {
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).expect("tests dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).expect("read test file");
+        let mut ignored = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with("#[ignore = \"needs ") {
+                ignored = true;
+            } else if ignored && let Some(rest) = line.strip_prefix("fn ") {
+                let name = rest.split('(').next().unwrap_or_default().to_string();
+                found.insert((file.clone(), name));
+                ignored = false;
+            }
+        }
+    }
+    found
+}
+
+/// The rows of the table "Tests that need an outside tool": each file with
+/// the tests it names, or `None` for a file listed as `(all)` or `(all but
+/// ...)`.
+fn tool_table(contributing: &str) -> Vec<(String, Option<Vec<String>>)> {
+    let section = contributing
+        .split("### Tests that need an outside tool")
+        .nth(1)
+        .expect("the section")
+        .split("\n#")
+        .next()
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line.split(" | ").next().unwrap_or_default().trim_start_matches("| ");
+        // A cell may name tests of several files: `a.rs` `t1`, `t2`, `b.rs` `t3`.
+        let mut current: Option<(String, Option<Vec<String>>)> = None;
+        for (i, span) in cell.split('`').enumerate() {
+            if i % 2 == 1 {
+                if span.ends_with(".rs") {
+                    rows.extend(current.take());
+                    current = Some((span.to_string(), Some(Vec::new())));
+                } else if let Some((_, Some(names))) = current.as_mut() {
+                    names.push(span.to_string());
+                }
+            } else if span.contains("(all") {
+                if let Some((_, names)) = current.as_mut() {
+                    *names = None;
+                }
+            }
+        }
+        rows.extend(current);
+    }
+    rows
+}
+
+/// Every test that needs an outside tool has its row in CONTRIBUTING's
+/// table (so a contributor knows what to install, and scripts/test.sh's
+/// installs can be checked against it), and every test the table names is
+/// one: a renamed, removed or newly ignored test fails here until the
+/// table says so.
+#[test]
+fn the_outside_tool_table_lists_every_ignored_test() {
+    let ignored = tests_needing_a_tool(&repo().join("tests/integration"));
+    assert!(ignored.len() > 20, "{ignored:?}");
+    let table = tool_table(&std::fs::read_to_string(repo().join("docs/CONTRIBUTING.md")).expect("CONTRIBUTING"));
+    let mut missing: Vec<&(String, String)> = Vec::new();
+    for test in &ignored {
+        let covered = table
+            .iter()
+            .any(|(file, names)| *file == test.0 && names.as_ref().is_none_or(|names| names.contains(&test.1)));
+        if !covered {
+            missing.push(test);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "tests ignored as needing a tool with no row in docs/CONTRIBUTING.md: {missing:?}"
+    );
+    let stale: Vec<(String, String)> = table
+        .iter()
+        .flat_map(|(file, names)| names.iter().flatten().map(move |n| (file.clone(), n.clone())))
+        .filter(|t| !ignored.contains(t))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "docs/CONTRIBUTING.md names tests that are not ignored as needing a tool: {stale:?}"
+    );
+    let files_all: Vec<&String> = table.iter().filter(|(_, n)| n.is_none()).map(|(f, _)| f).collect();
+    for file in files_all {
+        assert!(
+            ignored.iter().any(|(f, _)| f == file),
+            "{file} is listed as (all) but has no test that needs a tool"
+        );
+    }
+}
