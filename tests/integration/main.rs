@@ -33,3 +33,4 @@ mod registry;
 mod scripts;
 mod shutdown;
 mod signals;
+mod startup;
