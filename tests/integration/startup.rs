@@ -525,3 +525,151 @@ fn a_crash_loop_under_docker_restart_on_failure() {
     eprintln!("first failing start to healthy start: {took:.3} s by /metrics, {engine:.3} s by docker events");
     assert!((took - engine).abs() < 0.25, "metrics {took} s, engine {engine} s");
 }
+
+/// A supervisor as a container engine is one, for any start, failing or
+/// not: it runs the binary on one port and one STATE_DIR, restarts it
+/// 200 ms after each exit, and records how each life ended (the exit code,
+/// or 128 + the signal, as engines report it). Stops (SIGTERM to the life
+/// that runs) on drop.
+struct Supervisor {
+    pub addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<i32>>>,
+}
+
+impl Supervisor {
+    fn start(env: &[(&str, &str)]) -> Supervisor {
+        use std::sync::atomic::Ordering;
+        let port = crate::harness::free_port();
+        let state = temp_dir("supervised");
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.push(("PORT".into(), port.to_string()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut ends = Vec::new();
+            while ends.len() < 30 && !flag.load(Ordering::SeqCst) {
+                let log = std::fs::File::create(state.join("life.log")).unwrap();
+                let mut child = command(&state, &env)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("spawn");
+                let status = loop {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        break Some(status);
+                    }
+                    if flag.load(Ordering::SeqCst) {
+                        // SAFETY: kill(2) on our own child.
+                        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                        let _ = child.wait();
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                let Some(status) = status else { break };
+                ends.push(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            ends
+        });
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let up = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+            try_request(addr, "GET", "/health", &[], "", Duration::from_millis(500)).ok()
+        });
+        assert!(up.is_some(), "the first life never answered");
+        Supervisor {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the supervisor and its life; how each earlier life ended.
+    fn ends(mut self) -> Vec<i32> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// chaos-generator.sh against `addr`, one iteration of `args`; the row.
+fn generator_row(addr: std::net::SocketAddr, args: &[&str]) -> Vec<String> {
+    let csv = temp_dir("gen-startup").join("results.csv");
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("scripts/chaos-generator.sh"))
+        .args(["--url", &format!("http://{addr}"), "--out", csv.to_str().unwrap()])
+        .args(["--iterations", "1", "--timeout", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&csv).unwrap();
+    text.lines()
+        .nth(1)
+        .expect("a row")
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+/// `chaos-generator.sh --type crashloop` under a supervisor: the row
+/// recovers, and carries the service's own count of failing starts and its
+/// time from the first of them to the start that served; the supervisor
+/// saw the crash (SIGABRT) and two exits with 75.
+#[test]
+fn the_generator_runs_a_crash_loop_under_a_supervisor() {
+    let _x = exclusive();
+    let sup = Supervisor::start(&[]);
+    let row = generator_row(sup.addr, &["--type", "crashloop", "--starts", "2"]);
+    let ends = sup.ends();
+    assert_eq!(
+        (row[1].as_str(), row[6].as_str()),
+        ("crashloop", "recovered"),
+        "{row:?}"
+    );
+    assert!(
+        row[7].contains("crashloop_starts=2;") && row[7].contains("restart=yes"),
+        "{row:?}"
+    );
+    let loop_s: f64 = row[7].rsplit_once("crashloop_s=").unwrap().1.parse().unwrap();
+    let recovered: f64 = row[5].parse().unwrap();
+    assert!(loop_s > 0.2 && loop_s < recovered, "{row:?}");
+    assert_eq!(ends[..3], [128 + libc::SIGABRT, 75, 75], "{ends:?}");
+}
+
+/// `chaos-generator.sh --type startup`: the crash's restart holds /ready for
+/// the slow start's seconds before it recovers.
+#[test]
+fn the_generator_runs_a_slow_start_under_a_supervisor() {
+    let _x = exclusive();
+    let sup = Supervisor::start(&[]);
+    // The generator tells a restart by process_start_time_seconds, whole
+    // seconds: the next life must start in another second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let row = generator_row(sup.addr, &["--type", "startup", "--seconds", "2"]);
+    let ends = sup.ends();
+    assert_eq!((row[1].as_str(), row[6].as_str()), ("startup", "recovered"), "{row:?}");
+    assert!(
+        row[7].contains("slow_start_s=2") && row[7].contains("restart=yes"),
+        "{row:?}"
+    );
+    let recovered: f64 = row[5].parse().unwrap();
+    assert!(recovered >= 2.0, "held for the slow start: {row:?}");
+    assert_eq!(ends[..1], [128 + libc::SIGABRT], "{ends:?}");
+}
