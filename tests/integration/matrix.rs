@@ -138,6 +138,11 @@ fn hypotheses(lines: &str) -> PathBuf {
 }
 
 fn command(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -> Command {
+    command_at(svc.addr, fixtures, rows, hyp, out)
+}
+
+/// `command` for the binary at `addr` (one under a supervisor).
+fn command_at(addr: std::net::SocketAddr, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -> Command {
     let mut cmd = Command::new("bash");
     cmd.arg(script())
         .args([
@@ -151,7 +156,7 @@ fn command(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -
             "0",
         ])
         .arg("--url")
-        .arg(format!("http://{}", svc.addr))
+        .arg(format!("http://{addr}"))
         .arg("--hypotheses")
         .arg(hyp)
         .arg("--out")
@@ -162,8 +167,12 @@ fn command(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -
 }
 
 fn run_matrix(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path) -> (Output, String, Vec<Value>) {
+    run_matrix_at(svc.addr, fixtures, rows, hyp)
+}
+
+fn run_matrix_at(addr: std::net::SocketAddr, fixtures: &Path, rows: &str, hyp: &Path) -> (Output, String, Vec<Value>) {
     let out_dir = temp_dir("matrix-out");
-    let out = command(svc, fixtures, rows, hyp, &out_dir)
+    let out = command_at(addr, fixtures, rows, hyp, &out_dir)
         .output()
         .expect("run validate-matrix.sh");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -991,31 +1000,7 @@ fn startup_row_passes_under_and_over_the_budget() {
     ];
     let fx = fixtures(&[("pods", vec![pods_list()]), ("pod", statuses)]);
     let hyp = hypotheses("startup.under_seconds=5\nstartup.over_seconds=2\nstartup.within=5\n");
-    let out_dir = temp_dir("matrix-out");
-    let mut cmd = Command::new("bash");
-    cmd.arg(script())
-        .args([
-            "--namespace",
-            "chaos-lab",
-            "--rows",
-            "startup",
-            "--poll",
-            "0.05",
-            "--observer-tail",
-            "0",
-        ])
-        .arg("--url")
-        .arg(format!("http://{}", sup.addr))
-        .arg("--hypotheses")
-        .arg(&hyp)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("KUBECTL", fake_kubectl())
-        .env("FIXTURES", &fx);
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let journal = journal(&out_dir);
+    let (out, stdout, journal) = run_matrix_at(sup.addr, &fx, "startup", &hyp);
     let lives = sup.lives();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let line = verdict_line(&stdout, "startup");
@@ -1054,29 +1039,7 @@ fn startup_row_fails_when_the_held_start_is_late_or_restarts() {
     ];
     let fx = fixtures(&[("pods", vec![pods_list()]), ("pod", statuses)]);
     let hyp = hypotheses("startup.under_seconds=5\nstartup.within=2\n");
-    let out_dir = temp_dir("matrix-out");
-    let mut cmd = Command::new("bash");
-    cmd.arg(script())
-        .args([
-            "--namespace",
-            "chaos-lab",
-            "--rows",
-            "startup",
-            "--poll",
-            "0.05",
-            "--observer-tail",
-            "0",
-        ])
-        .arg("--url")
-        .arg(format!("http://{}", sup.addr))
-        .arg("--hypotheses")
-        .arg(&hyp)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("KUBECTL", fake_kubectl())
-        .env("FIXTURES", &fx);
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (out, stdout, _) = run_matrix_at(sup.addr, &fx, "startup", &hyp);
     sup.lives();
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let line = verdict_line(&stdout, "startup");

@@ -406,37 +406,7 @@ fn the_random_crash_is_stopped_and_never_silent() {
     );
 }
 
-/// `docker ARGS`, its stdout trimmed; a failure is a panic naming it.
-fn docker(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A container removed on drop.
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.0])
-            .output();
-    }
-}
-
-fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use crate::healing::{docker, restarting_container, unix_ms_now};
 
 /// The crash loop under Docker Engine's `--restart on-failure` (which backs
 /// off too: 100 ms, doubling): the engine records the crash that began the
@@ -449,25 +419,9 @@ fn unix_ms_now() -> u64 {
 fn a_crash_loop_under_docker_restart_on_failure() {
     const STARTS: usize = 3;
     let _x = exclusive();
-    let image = crate::engines::docker_image();
-    let port = crate::harness::free_port();
-    let name = format!("chaos-crashloop-{}-{port}", std::process::id());
     let since = unix_ms_now();
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network",
-        "host",
-        "-e",
-        &format!("PORT={port}"),
-        "--restart",
-        "on-failure",
-        &image,
-    ]);
-    let _container = Container(name.clone());
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (container, addr) = restarting_container("chaos-crashloop");
+    let name = container.name().to_string();
     let ready = || {
         poll(Duration::from_secs(30), Duration::from_millis(20), || {
             let r = try_request(addr, "GET", "/ready", &[], "", Duration::from_millis(500)).ok()?;
