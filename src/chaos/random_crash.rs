@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::chaos::crash::{self, CrashMode};
-use crate::chaos::registry::{Cancel, Registry};
+use crate::chaos::registry::{Cancel, CrashRefused, Registry};
 use crate::observe::events::{Events, rfc3339_utc, unix_ms};
 use crate::observe::state_file::{Identity, Loaded, StateFile};
 
@@ -164,7 +164,11 @@ impl RandomCrash {
             }
             let cause = format!("random crash #{} (RANDOM_CRASH_SEED={})", p.number + 1, p.schedule.seed);
             if let Err(refused) = registry.claim_crash(&cause) {
-                log::warn!("{cause} not carried out: {refused:?}");
+                let why = match refused {
+                    CrashRefused::InProgress(first) => first.mode,
+                    CrashRefused::Closed(signal) => signal,
+                };
+                log::warn!("{cause} not carried out: a crash ({why}) or a stop came first");
                 return;
             }
             crash::crash_now(&state_dir, identity, CrashMode::Abort, &cause, &events, |_| {})
