@@ -46,12 +46,33 @@ fn splitmix64(seed: u64, k: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `ln(u)` for `u` in (0, 1], in plain arithmetic: `u = m * 2^e` with `m`
+/// in [1, 2), and `ln(m) = 2 atanh(s)`, `s = (m - 1) / (m + 1)` at most 1/3,
+/// summed until the terms vanish. glibc's `log` picks an implementation by
+/// CPU (FMA, AVX, SSE2), and a gap rounded to the millisecond must not
+/// depend on the machine; it is also four copies of code the image would
+/// carry.
+fn ln(u: f64) -> f64 {
+    let bits = u.to_bits();
+    let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+    let s = (m - 1.0) / (m + 1.0);
+    let (s2, mut term, mut sum, mut n) = (s * s, s, 0.0, 1.0);
+    while term.abs() > 1e-18 {
+        sum += term / n;
+        term *= s2;
+        n += 2.0;
+    }
+    e as f64 * std::f64::consts::LN_2 + 2.0 * sum
+}
+
 impl Schedule {
     /// The wait before crash `k` (0 is the first), to the millisecond:
-    /// `-mean * ln(u)` for `u` uniform in (0, 1].
+    /// `-mean * ln(u)` for `u` uniform in (0, 1] (53 bits: a normal number,
+    /// at least 2^-53).
     pub fn gap(&self, k: u64) -> Duration {
         let u = ((splitmix64(self.seed, k) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        let secs = -self.mean.as_secs_f64() * u.ln();
+        let secs = -self.mean.as_secs_f64() * ln(u);
         Duration::from_millis((secs * 1000.0).round() as u64)
     }
 }
@@ -202,6 +223,18 @@ impl RandomCrash {
 mod tests {
     use super::*;
     use crate::observe::state_file::testing::{identity as me, temp_dir};
+
+    #[test]
+    fn ln_is_the_logarithm() {
+        for u in [1.0, 0.5, 0.999_999, 0.123_456, 1e-6, 2f64.powi(-53)] {
+            assert!(
+                (ln(u) - u.ln()).abs() <= 1e-12 * u.ln().abs().max(1.0),
+                "{u}: {} {}",
+                ln(u),
+                u.ln()
+            );
+        }
+    }
 
     #[test]
     fn the_same_seed_gives_the_same_gaps_and_their_mean_is_the_mean() {
