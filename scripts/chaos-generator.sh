@@ -25,7 +25,7 @@ still run (DELETE), then exits.
 Options:
   --url URL          service base URL (default http://localhost:8080)
   --type TYPE        cpu | memory | crash | disk | readiness | latency |
-                     liveness (default cpu)
+                     liveness | crashloop | startup (default cpu)
   --iterations N     iterations to run (default 20)
   --cooldown S       extra seconds to wait between iterations (default 0:
                      the service's own cooldown is waited out anyway, see
@@ -47,6 +47,10 @@ Options:
   --ms MS            latency: extra milliseconds per GET / (default: the
                      service's, 1000)
   --mode M           liveness: fail (500) or hang (no answer) (default fail)
+  --starts N         crashloop: starts that fail (default 3); startup: slow
+                     starts (default 1)
+  --seconds S        startup: how long each slow start holds /health and
+                     /ready (default 5)
   --poll-ms MS       how often /ready is polled (default 200)
   --probe-timeout S  timeout of each poll (default 1, the kubelet's)
   --out FILE         results file (default recovery-results.csv)
@@ -103,6 +107,24 @@ Types:
            unreachable, and a kubectl port-forward dies with its pod. It is
            the `evict` row of scripts/validate-matrix.sh that measures it.
            Outside Kubernetes nothing evicts: the row is no-degradation.
+  crashloop
+           POST /fault/crashloop?starts=N: the process crashes, and its next
+           N starts exit with code 75 before they listen; the start after
+           them serves. Needs a supervisor that restarts it (as crash).
+           The fault ends at the trigger's answer; recovered_s covers the
+           supervisor's back-offs (Kubernetes: 10 + 20 + 40 s for N = 3, so
+           use --timeout 150; Docker: 100 ms doubling). The row's detail
+           carries the service's own count and time (crashloop_starts,
+           crashloop_s: first failing start to the start that served).
+           The back-off gaps themselves are the `crashloop` row of
+           scripts/validate-matrix.sh.
+  startup  POST /fault/slowstart?seconds=S&starts=N, then POST /crash: the
+           next start holds /health and /ready at 503 for S seconds. Needs a
+           supervisor. The fault ends at the crash's answer; recovered_s is
+           the restart plus the hold (below the startup probe's budget; over
+           it the kubelet restarts the container once more: the
+           `startup` row of scripts/validate-matrix.sh tells the two apart).
+           The row's detail carries slow_start_s=S.
 
 Measurement:
   Times come from a monotonic clock with millisecond resolution: bash's
@@ -160,6 +182,8 @@ ramp=""
 hold=""
 ms=""
 mode=""
+starts=""
+seconds=""
 poll_ms=200
 probe_timeout=1
 out="recovery-results.csv"
@@ -184,6 +208,8 @@ while [[ $# -gt 0 ]]; do
     --hold) need_value "$@"; hold="$2"; shift 2 ;;
     --ms) need_value "$@"; ms="$2"; shift 2 ;;
     --mode) need_value "$@"; mode="$2"; shift 2 ;;
+    --starts) need_value "$@"; starts="$2"; shift 2 ;;
+    --seconds) need_value "$@"; seconds="$2"; shift 2 ;;
     --poll-ms) need_value "$@"; poll_ms="$2"; shift 2 ;;
     --probe-timeout) need_value "$@"; probe_timeout="$2"; shift 2 ;;
     --out) need_value "$@"; out="$2"; shift 2 ;;
@@ -198,8 +224,8 @@ whole() { # name value min
   fi
 }
 case "$type" in
-  cpu | memory | crash | disk | readiness | latency | liveness) ;;
-  *) die_usage "--type \"$type\": expected cpu, memory, crash, disk, readiness, latency or liveness" ;;
+  cpu | memory | crash | disk | readiness | latency | liveness | crashloop | startup) ;;
+  *) die_usage "--type \"$type\": expected cpu, memory, crash, disk, readiness, latency, liveness, crashloop or startup" ;;
 esac
 whole --iterations "$iterations" 1
 whole --cooldown "$cooldown" 0
@@ -212,9 +238,13 @@ whole --probe-timeout "$probe_timeout" 1
 [[ -z $ramp ]] || whole --ramp "$ramp" 1
 [[ -z $hold ]] || whole --hold "$hold" 1
 [[ -z $ms ]] || whole --ms "$ms" 1
+[[ -z $starts ]] || whole --starts "$starts" 1
+[[ -z $seconds ]] || whole --seconds "$seconds" 1
 case "$mode" in "" | fail | hang) ;; *) die_usage "--mode \"$mode\": expected fail or hang" ;; esac
 [[ $type == cpu || -z $millicores ]] || die_usage "--millicores is for --type cpu"
-[[ $type != memory && $type != crash && $type != disk || -z $duration ]] || die_usage "--duration is not for --type $type"
+[[ $type != @(memory|crash|disk|crashloop|startup) || -z $duration ]] || die_usage "--duration is not for --type $type"
+[[ $type == @(crashloop|startup) || -z $starts ]] || die_usage "--starts is for --type crashloop or startup"
+[[ $type == startup || -z $seconds ]] || die_usage "--seconds is for --type startup"
 [[ $type == memory || $type == disk || -z $mb ]] || die_usage "--mb is for --type memory or disk"
 [[ $type == memory || (-z $ramp && -z $hold) ]] || die_usage "--ramp and --hold are for --type memory"
 [[ $type == latency || -z $ms ]] || die_usage "--ms is for --type latency"
@@ -385,14 +415,27 @@ poll_until() {
   done
 }
 
-# The instance's start time, and its crash_to_startup_seconds count and sum,
+# The instance's start time, its crash_to_startup_seconds count and sum, its
+# crashloop_starts_total and its crashloop_to_healthy_start_seconds sum,
 # from /metrics ("" when it does not answer).
 instance() {
   REPLY=$(curl -s --max-time 5 "$url/metrics" 2>/dev/null |
     awk '$1 == "process_start_time_seconds" { t = $2 }
          $1 == "crash_to_startup_seconds_count" { n = $2 }
          $1 == "crash_to_startup_seconds_sum" { s = $2 }
-         END { if (t != "") printf "%s %s %s", t, n + 0, s + 0 }') || REPLY=""
+         $1 == "crashloop_starts_total" { l = $2 }
+         $1 == "crashloop_to_healthy_start_seconds_sum" { ls = $2 }
+         END { if (t != "") printf "%s %s %s %s %s", t, n + 0, s + 0, l + 0, ls + 0 }') || REPLY=""
+}
+
+# The crash loop between two instance() readings: "starts seconds", or "".
+crash_loop() { # before after
+  local b a
+  read -r -a b <<<"$1"
+  read -r -a a <<<"$2"
+  ((${#b[@]} == 5 && ${#a[@]} == 5)) || { REPLY=""; return; }
+  REPLY=$(awk -v n0="${b[3]}" -v s0="${b[4]}" -v n1="${a[3]}" -v s1="${a[4]}" \
+    'BEGIN { printf "%d %.3f", n1 - n0, s1 - s0 }')
 }
 
 # The crash_to_startup_seconds observed between two instance() readings.
@@ -400,7 +443,7 @@ crash_to_startup() { # before after
   local b a
   read -r -a b <<<"$1"
   read -r -a a <<<"$2"
-  ((${#b[@]} == 3 && ${#a[@]} == 3)) || { REPLY=""; return; }
+  ((${#b[@]} >= 3 && ${#a[@]} >= 3)) || { REPLY=""; return; }
   REPLY=$(awk -v n0="${b[1]}" -v s0="${b[2]}" -v n1="${a[1]}" -v s1="${a[2]}" \
     'BEGIN { if (n1 > n0) printf "%.3f", (s1 - s0) / (n1 - n0) }')
 }
@@ -436,6 +479,8 @@ trigger_target() {
       path=/load/disk
       [[ -z $mb ]] || q+=("mb=$mb")
       ;;
+    crashloop) path=/fault/crashloop q+=("starts=${starts:-3}") ;;
+    startup) path=/fault/slowstart q+=("seconds=${seconds:-5}" "starts=${starts:-1}") ;;
   esac
   local IFS='&'
   if ((${#q[@]})); then REPLY="$path?${q[*]}"; else REPLY="$path"; fi
@@ -538,6 +583,13 @@ trigger() {
     wait_ms $((retry * 1000)) "Retry-After"
     TRIGGER_WAITED=$((TRIGGER_WAITED + retry))
   done
+  if [[ $type == startup && $TRIGGER_CODE == 2?? ]]; then
+    # The slow start is planned: the restart carries it out.
+    target=/crash
+    TRIGGER_CODE=$(curl -s -X POST "${auth[@]}" -o "$work/body" -w '%{http_code}' \
+      --connect-timeout 5 --max-time 30 "$url$target" 2>/dev/null) || true
+    [[ $TRIGGER_CODE =~ ^[0-9]{3}$ ]] || TRIGGER_CODE=000
+  fi
   case "$TRIGGER_CODE" in
     2??)
       tick
@@ -680,17 +732,17 @@ for ((i = 1; i <= iterations; i++)); do
       [[ -z $REPLY ]] || planned_end=$((triggered + REPLY * 1000))
       ;;
     memory) planned_end=$((triggered + (ramp + hold) * 1000)) ;;
-    crash) planned_end=$triggered ;;
+    crash | crashloop | startup) planned_end=$triggered ;;
   esac
   fault_running=1
   FAULT_UNTIL=$planned_end
-  [[ $type != crash ]] || fault_running=0
+  [[ $type != @(crash|crashloop|startup) ]] || fault_running=0
   [[ $type != latency ]] || send_slow_traffic
   # How long a fault can take to show: a CPU load, a readiness or latency
   # fault fails readiness while it runs, a leak before its ramp ends (or
   # never), a crash within the abort, a liveness fault at once on /health.
   detect_deadline=$((triggered + timeout_ms))
-  if [[ -n $planned_end && $type != crash ]]; then
+  if [[ -n $planned_end && $type != @(crash|crashloop|startup) ]]; then
     limit=$((planned_end + 2000))
     [[ $type != memory ]] || limit=$((triggered + ramp * 1000 + 2000))
     ((limit >= detect_deadline)) || detect_deadline=$limit
@@ -739,7 +791,7 @@ for ((i = 1; i <= iterations; i++)); do
     fi
   fi
   fault_end=$planned_end
-  if [[ -n $DIED_AT ]] && [[ $type != crash ]] && { [[ -z $fault_end ]] || ((DIED_AT < fault_end)); }; then
+  if [[ -n $DIED_AT ]] && [[ $type != @(crash|crashloop|startup) ]] && { [[ -z $fault_end ]] || ((DIED_AT < fault_end)); }; then
     fault_end=$DIED_AT
   fi
   [[ -n $fault_end ]] || fault_end=$detected_at
@@ -753,6 +805,12 @@ for ((i = 1; i <= iterations; i++)); do
     crash_to_startup "$before" "$after"
     detail+=";crash_to_startup_s=${REPLY:-unknown}"
   fi
+  if [[ $type == crashloop ]]; then
+    crash_loop "$before" "$after"
+    read -r loop_starts loop_s <<<"${REPLY:-unknown unknown}"
+    detail+=";crashloop_starts=$loop_starts;crashloop_s=$loop_s"
+  fi
+  [[ $type != startup ]] || detail+=";slow_start_s=${seconds:-5}"
   tick
   if [[ -n $FAULT_UNTIL ]] && ((NOW_MS >= FAULT_UNTIL)); then fault_running=0; fi
   record "$i" "$triggered_wall" "$detected_ms" "$degraded_ms" "$recovered_ms" recovered "$detail"

@@ -24,7 +24,8 @@ Options:
   --selector SEL       pod label selector (default app.kubernetes.io/name=chaos-backend)
   --service NAME       Service whose EndpointSlices are watched (default chaos-backend)
   --hpa NAME           HorizontalPodAutoscaler to watch (default chaos-backend)
-  --rows LIST          rows to run, comma-separated (default crash,oom,degraded,hpa,evict)
+  --rows LIST          rows to run, comma-separated (default crash,oom,degraded,hpa,evict;
+                       also crashloop, startup)
   --hypotheses FILE    override hypotheses (format below)
   --out DIR            journal and verdict directory (default ./matrix-<unix time>)
   --token T            bearer token for the chaos endpoints (default $CHAOS_TOKEN)
@@ -69,6 +70,31 @@ Rows and default hypotheses:
             The time to the replacement is measured here, not by
             chaos-generator.sh --type disk: with two replicas the Service
             never becomes unreachable, and a port-forward dies with its pod.
+  crashloop POST /fault/crashloop?starts=crashloop.starts (3): the crash,
+            then that many failing starts (exit code crashloop.exit_code,
+            75). Waiting reason CrashLoopBackOff is seen; every start after
+            the crash exits with 75 but the last, which is Ready; all within
+            crashloop.within (180) s. The back-off gaps, each from a
+            container's finishedAt to the next one's startedAt (the
+            container statuses), follow Kubernetes' doubling: 10 s, 20 s,
+            40 s ... (capped at 300; the first restart after a first crash
+            comes at once and is not compared; when an earlier row left a
+            back-off, the doubling starts where it was), each within
+            crashloop.gap_tolerance_s (3) s or crashloop.gap_tolerance_pct
+            (25) % of its expected value, whichever is larger.
+  startup   POST /fault/slowstart?seconds=S&starts=1, then POST /crash,
+            twice: S = startup.under_seconds (5), below the startup probe's
+            budget startup.budget_s (10: failureThreshold x periodSeconds of
+            manifests/deployment.yaml), then S = startup.over_seconds (20).
+            Under: the held start becomes Ready S to S + startup.ready_slack_s
+            (5) s after it started (Ready's lastTransitionTime against
+            state.running.startedAt), with no restart of its own. Over: the
+            held start is stopped by the kubelet (one more restart) between
+            startup.budget_s and startup.budget_s + startup.stop_slack_s (25:
+            the ordered stop and the grace period) s after it started, and
+            the next start is Ready within startup.ready_slack_s s. Each
+            half within startup.within (420) s: a restart may wait a back-off
+            an earlier row left (up to 300 s).
 
 Users: during every row an observer pod (`chaos-backend observe` from the
 same image, docs/observer.md) sends GET / through the Service's name, a new
@@ -177,7 +203,7 @@ done
 [[ $observer_tail =~ ^[0-9]+$ ]] || die_usage "--observer-tail \"$observer_tail\": expected whole seconds"
 IFS=',' read -r -a selected <<<"$rows"
 for r in "${selected[@]}"; do
-  case "$r" in crash | oom | degraded | hpa | evict) ;; *) die_usage "--rows: unknown row \"$r\"" ;; esac
+  case "$r" in crash | oom | degraded | hpa | evict | crashloop | startup) ;; *) die_usage "--rows: unknown row \"$r\"" ;; esac
 done
 
 # --- hypotheses -------------------------------------------------------------
@@ -189,9 +215,13 @@ declare -A hyp=(
   [hpa.load_seconds]=240 [hpa.scale_within]=180
   [evict.trigger]="/load/disk" [evict.reason]=Evicted
   [evict.evicted_within]=135 [evict.replacement_within]=60
+  [crashloop.starts]=3 [crashloop.exit_code]=75 [crashloop.within]=180
+  [crashloop.gap_tolerance_s]=3 [crashloop.gap_tolerance_pct]=25
+  [startup.under_seconds]=5 [startup.over_seconds]=20 [startup.budget_s]=10
+  [startup.ready_slack_s]=5 [startup.stop_slack_s]=25 [startup.within]=420
 )
 # What users see, per row (see --help for why these defaults).
-for r in crash oom evict; do
+for r in crash oom evict crashloop startup; do
   hyp[$r.max_errors]=any hyp[$r.min_availability]=80 hyp[$r.max_p99_ms]=1000 hyp[$r.max_streak_s]=1
 done
 for r in degraded hpa; do
@@ -273,6 +303,20 @@ phase_state() {
   fields=$(fetch pod "$1" | extract '{.status.phase}|{.status.reason}|{.status.message}') || fields=""
   IFS='|' read -r PHASE PREASON PMESSAGE <<<"$fields" || true
 }
+
+# life_state NAME: the container's lives, as its status tells them: sets
+# RESTARTS, WAITING (state.waiting.reason), RUNNING_AT (state.running.startedAt),
+# LAST_CODE, LAST_STARTED, LAST_FINISHED (lastState.terminated), READY and
+# READY_AT (the Ready condition's lastTransitionTime).
+life_state() {
+  local fields
+  fields=$(fetch pod "$1" | extract '{.status.containerStatuses[0].restartCount}|{.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.running.startedAt}|{.status.containerStatuses[0].lastState.terminated.exitCode}|{.status.containerStatuses[0].lastState.terminated.startedAt}|{.status.containerStatuses[0].lastState.terminated.finishedAt}|{.status.conditions[?(@.type=="Ready")].status}|{.status.conditions[?(@.type=="Ready")].lastTransitionTime}') || fields=""
+  IFS='|' read -r RESTARTS WAITING RUNNING_AT LAST_CODE LAST_STARTED LAST_FINISHED READY READY_AT <<<"$fields" || true
+}
+
+# epoch TIME: REPLY is the RFC 3339 TIME in seconds since the epoch (empty
+# for an empty or bad one).
+epoch() { REPLY=$(date -u -d "$1" +%s 2>/dev/null) || REPLY=""; }
 
 # pod_list: NAME=READY lines for every pod of the selector.
 pod_list() {
@@ -749,6 +793,156 @@ run_evict() {
   fi
 }
 
+# --- crashloop: the back-off between failing starts ----------------------------
+# Every termination seen (finishedAt=startedAt=exitCode), oldest first.
+LIVES=()
+SEEN_BACKOFF=0
+loop_over() {
+  life_state "$pod"
+  note "$ROW" observe "restartCount=$RESTARTS" "waiting=$WAITING" "lastExitCode=$LAST_CODE" \
+    "lastStartedAt=$LAST_STARTED" "lastFinishedAt=$LAST_FINISHED" "runningAt=$RUNNING_AT" "ready=$READY"
+  [[ $WAITING != CrashLoopBackOff ]] || SEEN_BACKOFF=1
+  if [[ -n $LAST_FINISHED && $LAST_FINISHED != "$FINISHED_BEFORE" && " ${LIVES[*]} " != *" $LAST_FINISHED="* ]]; then
+    LIVES+=("$LAST_FINISHED=$LAST_STARTED=$LAST_CODE")
+  fi
+  local n=${hyp[crashloop.starts]}
+  [[ -n $RESTARTS && $RESTARTS -ge $((RESTARTS_BEFORE + n + 1)) && $READY == True && -n $RUNNING_AT ]]
+}
+
+# backoff_gaps: GAPS (measured seconds, space-separated) and GAPS_OK (0/1)
+# against the doubling, from LIVES and the running start.
+backoff_gaps() {
+  local i finished next expected=0 gap tol ok=1 text="" f s
+  local pct=${hyp[crashloop.gap_tolerance_pct]} least=${hyp[crashloop.gap_tolerance_s]}
+  GAPS=""
+  for ((i = 0; i < ${#LIVES[@]}; i++)); do
+    IFS='=' read -r finished _ _ <<<"${LIVES[$i]}"
+    if ((i + 1 < ${#LIVES[@]})); then
+      IFS='=' read -r _ next _ <<<"${LIVES[$((i + 1))]}"
+    else
+      next=$RUNNING_AT
+    fi
+    epoch "$finished"; f=$REPLY
+    epoch "$next"; s=$REPLY
+    [[ -n $f && -n $s ]] || continue
+    gap=$((s - f))
+    if ((expected == 0)); then
+      # The doubling starts at the first gap: 0 (a first crash is restarted
+      # at once: not compared), else the nearest of 10, 20, 40 ... 300.
+      if ((gap < 5)); then
+        text+="${text:+, }${gap} s (at once)"
+        GAPS+="$gap "
+        expected=10
+        continue
+      fi
+      expected=10
+      while ((expected < 300 && gap > expected * 3 / 2)); do expected=$((expected * 2)); done
+    fi
+    ((expected <= 300)) || expected=300
+    tol=$((expected * pct / 100))
+    ((tol >= least)) || tol=$least
+    GAPS+="$gap "
+    if ((gap < expected - tol || gap > expected + tol)); then
+      ok=0
+      text+="${text:+, }${gap} s (expected ${expected} ± ${tol}: off)"
+    else
+      text+="${text:+, }${gap} s (expected ${expected})"
+    fi
+    expected=$((expected * 2))
+  done
+  GAPS_OK=$ok
+  GAPS_TEXT=$text
+}
+
+run_crashloop() {
+  ROW=crashloop
+  local n=${hyp[crashloop.starts]}
+  life_state "$pod"
+  RESTARTS_BEFORE=${RESTARTS:-0}
+  FINISHED_BEFORE=$LAST_FINISHED
+  LIVES=()
+  SEEN_BACKOFF=0
+  note crashloop before "pod=$pod" "restartCount=$RESTARTS_BEFORE" "lastFinishedAt=$LAST_FINISHED"
+  trigger "/fault/crashloop?starts=$n" "@(2??|000)" || return 0
+  local hypothesis="CrashLoopBackOff seen, $n starts exit ${hyp[crashloop.exit_code]}, back-off gaps doubling (10, 20, 40 s ...), Ready within ${hyp[crashloop.within]} s"
+  if ! wait_for "${hyp[crashloop.within]}" loop_over crashloop; then
+    verdict crashloop "$hypothesis" "not over: restartCount ${RESTARTS:-?} (from $RESTARTS_BEFORE), Ready ${READY:-?}" FAIL
+    return
+  fi
+  local ok=PASS measured codes="" life
+  for life in "${LIVES[@]}"; do codes+="${codes:+,}${life##*=}"; done
+  measured="Ready after $WAITED s, restartCount $RESTARTS_BEFORE -> $RESTARTS; exit codes seen $codes"
+  if ((SEEN_BACKOFF)); then measured+="; CrashLoopBackOff seen"; else measured+="; CrashLoopBackOff never seen"; ok=FAIL; fi
+  # The failing starts are the last n lives seen (the crash before them
+  # may have been restarted too fast to be seen).
+  local i bad=0
+  for ((i = ${#LIVES[@]} - n; i < ${#LIVES[@]}; i++)); do
+    ((i >= 0)) || { bad=1; continue; }
+    [[ ${LIVES[$i]##*=} == "${hyp[crashloop.exit_code]}" ]] || bad=1
+  done
+  ((bad == 0)) || { ok=FAIL; measured+=" (expected $n x ${hyp[crashloop.exit_code]})"; }
+  backoff_gaps
+  measured+="; back-off gaps: ${GAPS_TEXT:-none measured}"
+  ((GAPS_OK)) && [[ -n $GAPS_TEXT ]] || ok=FAIL
+  note crashloop gaps "gaps_s=${GAPS% }"
+  verdict crashloop "$hypothesis" "$measured" "$ok"
+  reach "$pod" || true
+}
+
+# --- startup: a slow start under and over the startup probe's budget -----------
+held_ready() { # the held start (restartCount TARGET) is Ready
+  life_state "$pod"
+  note "$ROW" observe "restartCount=$RESTARTS" "runningAt=$RUNNING_AT" "ready=$READY" "readyAt=$READY_AT" \
+    "lastExitCode=$LAST_CODE" "lastStartedAt=$LAST_STARTED" "lastFinishedAt=$LAST_FINISHED"
+  [[ -n $RESTARTS && $RESTARTS -ge $TARGET && $READY == True && -n $RUNNING_AT && -n $READY_AT ]]
+}
+
+# slow_start S RESTARTS: plans a slow start of S s, crashes, and waits until
+# the start at restartCount before + RESTARTS is Ready.
+slow_start() {
+  life_state "$pod"
+  local before=${RESTARTS:-0} code
+  TARGET=$((before + $2))
+  note startup before "pod=$pod" "restartCount=$before" "seconds=$1"
+  trigger "/fault/slowstart?seconds=$1&starts=1" 202 || return 1
+  code=$(chaos POST /crash)
+  note startup crash "code=$code"
+  wait_for "${hyp[startup.within]}" held_ready startup
+}
+
+run_startup() {
+  ROW=startup
+  local under=${hyp[startup.under_seconds]} over=${hyp[startup.over_seconds]} budget=${hyp[startup.budget_s]}
+  local slack=${hyp[startup.ready_slack_s]} stop=${hyp[startup.stop_slack_s]} ok=PASS measured held
+  local hypothesis="${under} s: Ready ${under} to $((under + slack)) s after its start, no restart; ${over} s: stopped ${budget} to $((budget + stop)) s after its start, the next start Ready within ${slack} s"
+  if ! slow_start "$under" 1; then
+    [[ ${#ROW_V[@]} -eq 4 ]] || verdict startup "$hypothesis" "${under} s: not Ready within ${hyp[startup.within]} s" FAIL
+    return
+  fi
+  epoch "$READY_AT"; held=$REPLY
+  epoch "$RUNNING_AT"; held=$((held - REPLY))
+  measured="${under} s: Ready ${held} s after its start"
+  if ((RESTARTS != TARGET)); then
+    ok=FAIL
+    measured+=", restarted again ($RESTARTS)"
+  fi
+  ((held >= under && held <= under + slack)) || ok=FAIL
+  reach "$pod" || true
+  if ! slow_start "$over" 2; then
+    verdict startup "$hypothesis" "$measured; ${over} s: no restart and Ready within ${hyp[startup.within]} s" FAIL
+    return
+  fi
+  local killed ready_after
+  epoch "$LAST_FINISHED"; killed=$REPLY
+  epoch "$LAST_STARTED"; killed=$((killed - REPLY))
+  epoch "$READY_AT"; ready_after=$REPLY
+  epoch "$RUNNING_AT"; ready_after=$((ready_after - REPLY))
+  measured+="; ${over} s: stopped ${killed} s after its start (exit code ${LAST_CODE:-?}), the next start Ready ${ready_after} s after it"
+  ((killed >= budget && killed <= budget + stop && ready_after <= slack)) || ok=FAIL
+  verdict startup "$hypothesis" "$measured" "$ok"
+  reach "$pod" || true
+}
+
 pick_pod
 pod=$PICKED
 [[ -n $pod ]] || { echo "validate-matrix.sh: no Ready pod matches $selector in $namespace" >&2; exit 1; }
@@ -768,6 +962,8 @@ for r in "${selected[@]}"; do
     degraded) run_degraded ;;
     hpa) run_hpa ;;
     evict) run_evict ;;
+    crashloop) run_crashloop ;;
+    startup) run_startup ;;
   esac
   finish_row "$r"
 done

@@ -18,7 +18,9 @@ use crate::chaos::disk::{DiskFill, EndReason};
 use crate::chaos::faults::Faults;
 use crate::chaos::guard::Guard;
 use crate::chaos::memory::Leak;
+use crate::chaos::random_crash::{self, RandomCrash};
 use crate::chaos::registry::{Ended, FaultKind, Registry, Watcher};
+use crate::chaos::startup::{self, Startup};
 use crate::config::Config;
 use crate::http::access::Access;
 use crate::observe::events::{Event, Events};
@@ -75,6 +77,13 @@ pub struct App {
     pub identity: Identity,
     /// The crash marker of the previous life, taken at start-up.
     crash: Option<Crash>,
+    /// What the start-up faults left this start: a crash loop that ended,
+    /// a slow start to hold (`main` read them before the port was bound).
+    pub startup: Startup,
+    /// The slow start was ended early (`DELETE /fault/slowstart`).
+    hold_lifted: AtomicBool,
+    /// The random crash this life waits for (`RANDOM_CRASH_ENABLED`).
+    pub random_crash: Option<Arc<RandomCrash>>,
     pub access: Access,
     shutting_down: AtomicBool,
     /// `main`'s channel: a deliberate panic must happen on the main thread.
@@ -84,7 +93,8 @@ pub struct App {
 impl App {
     /// `access` is the token's rule (read before the port was bound);
     /// `endpoints` are the HTTP series that exist from start-up (the route
-    /// table's, which `main` hands over); `to_main` is `main`'s channel.
+    /// table's, which `main` hands over); `to_main` is `main`'s channel;
+    /// `startup` what the start-up faults left this start.
     pub fn new(
         config: Config,
         access: Access,
@@ -92,6 +102,7 @@ impl App {
         events: Events,
         started: Instant,
         to_main: Sender<Control>,
+        startup: Startup,
     ) -> Result<App, prometheus::Error> {
         let state_dir_ok = match state_file::prepare_dir(&config.state_dir) {
             Ok(()) => true,
@@ -112,6 +123,7 @@ impl App {
         let faults: Vec<&str> = FaultKind::ALL.iter().map(|k| k.label()).collect();
         let mut fault_ends = faults.clone();
         fault_ends.push(crash_marker::FAULT_LABEL);
+        fault_ends.push(startup::FAULT_LABEL);
         let disk_fill_ends: Vec<&str> = EndReason::ALL.iter().map(|r| r.label()).collect();
         let metrics = Metrics::new(&KnownLabels {
             endpoints,
@@ -139,9 +151,12 @@ impl App {
                 }
             };
             // The death that ended the previous life ended its fault too:
-            // recovery from it is timed to this life's first 200.
+            // recovery from it is timed to this life's first 200. A crash
+            // loop's, from its last failing start.
+            let loop_end = startup.loop_ended.as_ref().and_then(|l| l.last_failed_at);
             let death = match (&crash, previous) {
                 (Some(c), _) => Some((crash_marker::FAULT_LABEL, c.crashed_at())),
+                (None, _) if loop_end.is_some() => loop_end.map(|at| (startup::FAULT_LABEL, at)),
                 (None, Some(life)) => {
                     log::info!(
                         "the previous life ended ({}) with a {} fault running",
@@ -182,10 +197,43 @@ impl App {
             }
             _ => {}
         }
+        let registry = Registry::watched(Guard::new(config.max_concurrent_chaos, config.chaos_cooldown), watch);
+        let random_crash = match (config.random_crash_enabled, config.chaos_enabled) {
+            (true, false) => {
+                log::warn!("RANDOM_CRASH_ENABLED=true has no effect: CHAOS_ENABLED=false");
+                None
+            }
+            (true, true) => {
+                let planned = random_crash::plan(
+                    &config.state_dir,
+                    identity.clone(),
+                    config.random_crash_seed,
+                    config.random_crash_mean,
+                    SystemTime::now() - started.elapsed(),
+                );
+                match RandomCrash::start(
+                    planned,
+                    config.state_dir.clone(),
+                    identity.clone(),
+                    Arc::clone(&registry),
+                    Arc::clone(&events),
+                ) {
+                    Ok(timer) => Some(timer),
+                    Err(e) => {
+                        log::error!("cannot start the random crash timer: {e}; no random crash will happen");
+                        None
+                    }
+                }
+            }
+            (false, _) => None,
+        };
         Ok(App {
             access,
             metrics: Arc::new(metrics),
-            registry: Registry::watched(Guard::new(config.max_concurrent_chaos, config.chaos_cooldown), watch),
+            registry,
+            startup,
+            hold_lifted: AtomicBool::new(false),
+            random_crash,
             tracker,
             latency: LatencyWindow::new(started, config.latency_window, config.max_latency),
             cpu: Arc::new(CpuLoads::default()),
@@ -219,6 +267,18 @@ impl App {
         });
         let mut changes = vec![Healed::Started];
         changes.extend(crash_to_startup.map(Healed::CrashToStartup));
+        let crash_loop = self.startup.loop_ended.as_ref().map(|l| {
+            let took = l
+                .first_failed_at
+                .map(|first| SystemTime::now().duration_since(first).unwrap_or(Duration::ZERO));
+            log::info!(
+                "started after a crash loop of {} failing start(s){}",
+                l.failed_starts,
+                took.map_or(String::new(), |t| format!(", {:.3} s after the first", t.as_secs_f64()))
+            );
+            (l.failed_starts, took)
+        });
+        changes.extend(crash_loop.map(|(starts, took)| Healed::CrashLoop { starts, took }));
         self.metrics.healing.record(&changes);
         self.events.emit(
             Event::PodStarted,
@@ -230,6 +290,9 @@ impl App {
                 "workers": self.config.workers,
                 "crash_to_startup_seconds": crash_to_startup.map(|d| d.as_secs_f64()),
                 "crash_mode": self.crash.as_ref().map(|c| c.mode.clone()),
+                "crashloop_starts": crash_loop.map(|(n, _)| n),
+                "crashloop_ms": crash_loop.and_then(|(_, t)| t).map(|t| t.as_millis() as u64),
+                "slow_start_s": self.startup.hold.as_ref().map(|h| h.seconds),
                 "startup_ms": self.started.elapsed().as_secs_f64() * 1000.0,
             }),
         );
@@ -249,6 +312,9 @@ impl App {
     /// registry is closed: 503 naming `signal`), and /ready fails.
     pub fn begin_shutdown(&self, signal: &str) {
         self.registry.close(signal);
+        if let Some(timer) = &self.random_crash {
+            timer.stop(signal);
+        }
         self.shutting_down.store(true, Ordering::SeqCst);
         self.metrics.healing.stopping();
         self.metrics.pod_ready_status.set(0);
@@ -272,10 +338,33 @@ impl App {
         );
     }
 
+    /// Why /health and /ready are held at `now`, during a slow start.
+    pub fn held(&self, now: Instant) -> Option<String> {
+        let hold = self.startup.hold.as_ref()?;
+        let until = self.started + Duration::from_secs(hold.seconds);
+        if now >= until || self.hold_lifted.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(format!(
+            "slow start: held for {} s ({}), {:.1} s left",
+            hold.seconds,
+            hold.source,
+            until.saturating_duration_since(now).as_secs_f64()
+        ))
+    }
+
+    /// Ends this life's slow start now; whether one was being held.
+    pub fn lift_hold(&self, now: Instant) -> bool {
+        let held = self.held(now).is_some();
+        self.hold_lifted.store(true, Ordering::SeqCst);
+        held
+    }
+
     /// Every failing readiness check at `now`; also sets `pod_ready_status`.
     pub fn readiness_reasons(&self, now: Instant) -> Vec<Reason> {
         let inputs = Inputs {
             starting: now.saturating_duration_since(self.started) < self.config.startup_delay,
+            slow_start: self.held(now).is_some(),
             forced: self.faults.readiness_forced(now),
             cpu_stress_active: self.cpu.active() > 0,
             rss_bytes: sys::rss_bytes(),
@@ -362,7 +451,7 @@ fn emit_fault_recovered(events: &Events, end: FaultEnd) {
 
 /// The pod name: `HOSTNAME` (Kubernetes and docker set it), else the kernel's
 /// host name of our UTS namespace.
-fn pod_name() -> String {
+pub fn pod_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -401,6 +490,7 @@ pub mod testing {
             Events::to_writer(Box::new(captured.clone())),
             Instant::now(),
             to_main,
+            Startup::default(),
         )
         .unwrap();
         (app, captured)

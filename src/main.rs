@@ -136,9 +136,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if config.random_crash_enabled {
-        log::warn!("RANDOM_CRASH_ENABLED=true is accepted but reserved: no random crash will happen");
-    }
+    // The start-up faults, before anything else: a crash-loop start ends
+    // here, within milliseconds of its start, before the port is bound.
+    let startup = match chaos::startup::at_start(
+        &config.state_dir,
+        observe::state_file::Identity::current(&app::pod_name()),
+        config.crashloop_cancel,
+        config.slow_start.as_secs(),
+        std::time::SystemTime::now(),
+    ) {
+        chaos::startup::AtStart::Fail { message } => {
+            log::error!(
+                "{message} ({:.1} ms after start)",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            return ExitCode::from(chaos::startup::CRASHLOOP_EXIT_CODE);
+        }
+        chaos::startup::AtStart::Serve(startup) => startup,
+    };
     // Before any thread exists, so that every thread inherits the mask;
     // only when serving: the observer takes its own two, and the other
     // modes are short-lived.
@@ -152,7 +167,7 @@ fn main() -> ExitCode {
         os::sys::address_space_limit(),
     ));
     os::sys::fix_malloc_thresholds();
-    match run(config, access, started) {
+    match run(config, access, started, startup) {
         Ok(code) => code,
         Err(e) => {
             log::error!("{e}");
@@ -161,7 +176,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, access: http::access::Access, started: Instant) -> Result<ExitCode, String> {
+fn run(
+    config: Config,
+    access: http::access::Access,
+    started: Instant,
+    startup: chaos::startup::Startup,
+) -> Result<ExitCode, String> {
     let (tx, rx) = mpsc::channel::<Control>();
     let signals = tx.clone();
     os::signals::spawn_waiter(move |name| signals.send(Control::Signal(name)).is_ok())
@@ -194,6 +214,7 @@ fn run(config: Config, access: http::access::Access, started: Instant) -> Result
             Events::to_stderr(),
             started,
             tx.clone(),
+            startup,
         )
         .map_err(|e| format!("cannot register metrics: {e}"))?,
     );

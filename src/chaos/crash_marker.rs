@@ -46,7 +46,9 @@ fn marker(state_dir: &Path, identity: Identity) -> StateFile {
 }
 
 /// Writes the marker and makes it durable. Errors are returned for logging;
-/// a crash goes ahead either way.
+/// a crash goes ahead either way. (Not inlined, nor is `take_marker`: each
+/// has two callers, and the image has a size goal.)
+#[inline(never)]
 pub fn write_marker(
     state_dir: &Path,
     identity: Identity,
@@ -69,6 +71,7 @@ pub fn write_marker(
 /// Reads and removes the marker. `Ok(None)` when there is none; an error
 /// names the file and why it is not counted (it is removed anyway, so it is
 /// reported once, not at every start).
+#[inline(never)]
 pub fn take_marker(state_dir: &Path, identity: Identity, now: SystemTime) -> Result<Option<Crash>, String> {
     let file = marker(state_dir, identity);
     let fields = match file.load(now) {

@@ -506,6 +506,12 @@ impl Registry {
         }
     }
 
+    /// Gives back a crash claimed by a request that then could not go on
+    /// (a crash loop that could not be recorded): the process goes on.
+    pub fn release_crash(&self) {
+        self.lock().crash = None;
+    }
+
     pub fn crash_in_progress(&self) -> Option<CrashInProgress> {
         self.lock().crash.clone()
     }

@@ -25,6 +25,9 @@ pub struct Config {
     pub cpu_load_duration: Duration,
     pub memory_mb: u64,
     pub random_crash_enabled: bool,
+    pub random_crash_mean: Duration,
+    /// `RANDOM_CRASH_SEED`; `None`: the one kept in STATE_DIR, else the clock's.
+    pub random_crash_seed: Option<u64>,
     pub max_memory_mb_ready: u64,
     pub max_concurrent_chaos: usize,
     pub chaos_cooldown: Duration,
@@ -44,6 +47,10 @@ pub struct Config {
     pub chaos_enabled: bool,
     pub chaos_token: TokenSource,
     pub startup_delay: Duration,
+    /// `SLOW_START_SECONDS`: every start holds /health and /ready this long.
+    pub slow_start: Duration,
+    /// `CRASHLOOP_CANCEL`: a pending crash loop ends at this start.
+    pub crashloop_cancel: bool,
     /// Request line and headers together, in bytes: more is 431 and a close.
     pub max_request_head_bytes: usize,
     /// Header fields in one request: more is 431 and a close.
@@ -129,6 +136,8 @@ impl Config {
             cpu_load_duration: vars.seconds("CPU_LOAD_DURATION")?,
             memory_mb: vars.whole("MEMORY_MB")?,
             random_crash_enabled: vars.boolean("RANDOM_CRASH_ENABLED")?,
+            random_crash_mean: vars.seconds("RANDOM_CRASH_MEAN_SECONDS")?,
+            random_crash_seed: vars.optional_whole("RANDOM_CRASH_SEED")?,
             max_memory_mb_ready: vars.whole("MAX_MEMORY_MB_READY")?,
             max_concurrent_chaos: vars.whole("MAX_CONCURRENT_CHAOS")? as usize,
             chaos_cooldown: vars.seconds("CHAOS_COOLDOWN_SECONDS")?,
@@ -145,6 +154,8 @@ impl Config {
             chaos_enabled: vars.boolean("CHAOS_ENABLED")?,
             chaos_token: token_source(&vars)?,
             startup_delay: vars.seconds("STARTUP_DELAY_SECONDS")?,
+            slow_start: vars.seconds("SLOW_START_SECONDS")?,
+            crashloop_cancel: vars.boolean("CRASHLOOP_CANCEL")?,
             max_request_head_bytes: vars.whole("MAX_REQUEST_HEAD_BYTES")? as usize,
             max_request_headers: vars.whole("MAX_REQUEST_HEADERS")? as usize,
             connections: ConnectionSettings {
@@ -198,6 +209,15 @@ impl<L: Fn(&str) -> Option<String>> Reader<L> {
         };
         let value = self.value(v).unwrap_or_default();
         parse_bounded(&value, min, max).ok_or_else(|| Self::refuse(v, value))
+    }
+
+    /// A whole number within the row's bounds, or `None` when unset (a row
+    /// whose unset value means off).
+    fn optional_whole(&self, name: &str) -> Result<Option<u64>, ConfigError> {
+        match self.value(variable(name)) {
+            None => Ok(None),
+            Some(_) => self.whole(name).map(Some),
+        }
     }
 
     fn seconds(&self, name: &str) -> Result<Duration, ConfigError> {

@@ -114,7 +114,23 @@ pub const VARIABLES: &[Variable] = &[
         name: "RANDOM_CRASH_ENABLED",
         unset: Unset::Default("false"),
         accepts: Accepts::Bool,
-        meaning: "accepted and reserved: true only logs a warning",
+        meaning: "crash at seeded random times (an exponential schedule, each crash announced ahead)",
+    },
+    Variable {
+        name: "RANDOM_CRASH_MEAN_SECONDS",
+        unset: Unset::Default("300"),
+        accepts: seconds(1, 86_400),
+        meaning: "mean time between random crashes (each life waits one draw of the schedule)",
+    },
+    Variable {
+        name: "RANDOM_CRASH_SEED",
+        unset: Unset::Off,
+        accepts: Accepts::Whole {
+            min: 0,
+            max: 4_294_967_295,
+            unit: "(the seed)",
+        },
+        meaning: "the random crash schedule's seed (unset: the one kept in STATE_DIR, else the clock's, logged)",
     },
     Variable {
         name: "MAX_MEMORY_MB_READY",
@@ -214,7 +230,19 @@ pub const VARIABLES: &[Variable] = &[
         name: "STARTUP_DELAY_SECONDS",
         unset: Unset::Default("0"),
         accepts: seconds(0, 3600),
-        meaning: "/ready answers 503 starting for this long after start",
+        meaning: "/ready (only) answers 503 starting for this long after start",
+    },
+    Variable {
+        name: "SLOW_START_SECONDS",
+        unset: Unset::Default("0"),
+        accepts: seconds(0, 3600),
+        meaning: "every start holds /health and /ready at 503 for this long (the startup probe sees it)",
+    },
+    Variable {
+        name: "CRASHLOOP_CANCEL",
+        unset: Unset::Default("false"),
+        accepts: Accepts::Bool,
+        meaning: "true ends a crash loop (POST /fault/crashloop) at this start: it serves",
     },
     Variable {
         name: "MAX_REQUEST_HEAD_BYTES",

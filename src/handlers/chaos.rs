@@ -1,6 +1,6 @@
 //! `GET /chaos` lists the running faults, as the registry holds them (and,
 //! under `ended`, why the last disk fill ended); `POST /chaos/stop` ends
-//! them all, the leak and the disk fill included.
+//! them all, the leak, the disk fill and this life's random crash included.
 
 use serde_json::{Value, json};
 
@@ -45,6 +45,18 @@ pub fn list(app: &App) -> Reply {
             f
         })
         .collect();
+    // The random crash this life waits for: planned, not a registry fault
+    // (it holds no guardrail slot), but listed, so it is never a surprise.
+    if let Some(timer) = app.random_crash.as_ref().filter(|t| t.pending()) {
+        faults.push(json!({
+            "fault": "random_crash",
+            "detail": timer.planned.detail(),
+            "ends_at_unix_ms": unix_ms(timer.planned.at),
+            "crash": timer.planned.number + 1,
+            "seed": timer.planned.schedule.seed,
+            "wait_ms": timer.planned.schedule.gap(timer.planned.number).as_millis() as u64,
+        }));
+    }
     if let Some(crash) = app.registry.crash_in_progress() {
         faults.push(json!({"fault": "crash", "detail": crash.mode, "ends_at_unix_ms": null}));
     }
@@ -77,6 +89,9 @@ pub fn stop(app: &App) -> Reply {
         if !stopped.contains(&kind.label()) {
             stopped.push(kind.label());
         }
+    }
+    if app.random_crash.as_ref().is_some_and(|t| t.stop("POST /chaos/stop")) {
+        stopped.push("random_crash");
     }
     let released = bytes.saturating_sub(app.leak.total_bytes());
     Reply::ok(&json!({"status": "stopped", "stopped": stopped, "released_mb": released >> 20}))

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod probes;
 pub mod root;
 pub mod scrape;
+pub mod startup;
 
 use std::time::{Duration, Instant};
 
@@ -101,27 +102,7 @@ fn start_fault(
             app.tracker.chaos_accepted(now);
             Ok(id)
         }
-        Err(StartError::Rejected(rejected)) => {
-            let guard = app.registry.guard();
-            let mut message = rejected.message(guard.max_concurrent(), guard.cooldown());
-            if matches!(rejected.reason, RejectReason::Concurrency { .. }) {
-                let running: Vec<&str> = app.registry.list().iter().map(|l| l.kind.label()).collect();
-                message.push_str(&format!(" (running: {}", running.join(", ")));
-                if running.contains(&"memory") {
-                    message.push_str("; a leak holds its slot until DELETE /load/memory or POST /chaos/stop");
-                }
-                if running.contains(&"disk") {
-                    message.push_str("; a disk fill holds its slot until DELETE /load/disk or POST /chaos/stop");
-                }
-                message.push(')');
-            }
-            app.metrics.chaos(action, "rejected");
-            app.events.emit(
-                Event::ChaosRejected,
-                json!({"action": action, "outcome": "rejected", "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
-            );
-            Err(Reply::too_many_requests(&message, rejected.retry_after_secs))
-        }
+        Err(StartError::Rejected(rejected)) => Err(guardrail_refusal(app, action, rejected)),
         Err(StartError::Busy(listed)) => {
             let what = match (kind, app.disk.status()) {
                 (FaultKind::Disk, Some(d)) => format!(
@@ -149,6 +130,41 @@ fn start_fault(
             Err(Reply::internal_error(&format!("cannot start the {action} fault: {e}")))
         }
     }
+}
+
+/// The 429 of a guardrail's refusal, counted as `rejected` and logged as
+/// CHAOS_REJECTED.
+fn guardrail_refusal(app: &App, action: &str, rejected: crate::chaos::guard::Rejected) -> Reply {
+    let guard = app.registry.guard();
+    let mut message = rejected.message(guard.max_concurrent(), guard.cooldown());
+    if matches!(rejected.reason, RejectReason::Concurrency { .. }) {
+        let running: Vec<&str> = app.registry.list().iter().map(|l| l.kind.label()).collect();
+        message.push_str(&format!(" (running: {}", running.join(", ")));
+        if running.contains(&"memory") {
+            message.push_str("; a leak holds its slot until DELETE /load/memory or POST /chaos/stop");
+        }
+        if running.contains(&"disk") {
+            message.push_str("; a disk fill holds its slot until DELETE /load/disk or POST /chaos/stop");
+        }
+        message.push(')');
+    }
+    app.metrics.chaos(action, "rejected");
+    app.events.emit(
+        Event::ChaosRejected,
+        json!({"action": action, "outcome": "rejected", "reason": message, "retry_after_seconds": rejected.retry_after_secs}),
+    );
+    Reply::too_many_requests(&message, rejected.retry_after_secs)
+}
+
+/// The guardrails' check for a chaos start that holds no slot of its own
+/// (what it does happens in later lives: a crash loop, a slow start): the
+/// concurrency limit and the cooldown apply, and the cooldown starts now.
+fn guardrails_allow(app: &App, action: &str, now: Instant) -> Result<(), Reply> {
+    app.registry
+        .guard()
+        .try_acquire(now, Some(Duration::ZERO))
+        .map(drop)
+        .map_err(|rejected| guardrail_refusal(app, action, rejected))
 }
 
 /// What `GET /chaos` says of a leak or a disk fill: its size, and its ramp

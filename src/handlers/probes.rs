@@ -14,9 +14,13 @@ use crate::chaos::faults::LivenessMode;
 use crate::http::reply::Reply;
 use crate::observe::readiness::Reason;
 
-/// /health: 200, unless a liveness fault says to fail (500) or to hang (no
-/// answer until the fault ends; the answer is held off the worker).
+/// /health: 200, unless a slow start holds it (503 with the reason, for
+/// the startup probe), or a liveness fault says to fail (500) or to hang
+/// (no answer until the fault ends; the answer is held off the worker).
 pub fn health(app: &App, now: Instant) -> Reply {
+    if let Some(reason) = app.held(now) {
+        return Reply::json(503, &json!({"status": "starting", "reason": reason}));
+    }
     match app.faults.liveness(now) {
         None => Reply::ok(&json!({"status": "healthy"})),
         Some((LivenessMode::Fail, _, _)) => Reply::json(

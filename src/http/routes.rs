@@ -177,6 +177,27 @@ pub static ROUTES: &[Route] = &[
         feeds_readiness: false,
     },
     Route {
+        path: "/fault/crashloop",
+        methods: &[(Post, Start("crashloop"), |app, rq, now| {
+            handlers::startup::crashloop(app, rq.query, now)
+        })],
+        usual_answers: &[(Post, 202), (Post, 400), (Post, 409), (Post, 429)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/fault/slowstart",
+        methods: &[
+            (Post, Start("slowstart"), |app, rq, now| {
+                handlers::startup::slowstart(app, rq.query, now)
+            }),
+            (Delete, Stop("slowstart"), |app, _, now| {
+                handlers::startup::slowstart_end(app, now)
+            }),
+        ],
+        usual_answers: &[(Post, 202), (Post, 400), (Post, 429), (Delete, 200)],
+        feeds_readiness: false,
+    },
+    Route {
         path: "/load/latency",
         methods: &[
             (Post, Start("latency"), |app, rq, now| {

@@ -52,13 +52,15 @@ pub const FILE: &str = "healing.json";
 pub const KIND: &str = "healing";
 
 const RECOVERIES: &str = "pod_recovery_count_total";
+const CRASHLOOP_STARTS: &str = "crashloop_starts_total";
 const DETECTION: usize = 0;
 const DEGRADED: usize = 1;
 const CRASH_TO_STARTUP: usize = 2;
 const FAULT_END: usize = 3;
+const CRASHLOOP: usize = 4;
 
 /// The histogram families, in the order above: name, help, buckets, label.
-const HISTOGRAMS: [(&str, &str, &[f64], Option<&str>); 4] = [
+const HISTOGRAMS: [(&str, &str, &[f64], Option<&str>); 5] = [
     (
         "failure_to_readiness_failure_seconds",
         "Detection: from a chaos action being accepted to the first 503 served by /ready.",
@@ -83,6 +85,12 @@ const HISTOGRAMS: [(&str, &str, &[f64], Option<&str>); 4] = [
         HEALING_BUCKETS,
         Some("fault"),
     ),
+    (
+        "crashloop_to_healthy_start_seconds",
+        "A crash loop (POST /fault/crashloop): from its first failing start to the start that served.",
+        HEALING_BUCKETS,
+        None,
+    ),
 ];
 
 /// One change to the kept figures.
@@ -98,6 +106,12 @@ pub enum Healed {
     CrashToStartup(Duration),
     /// `fault_end_to_recovery_seconds{fault}`.
     FaultEnd(FaultEnd),
+    /// A crash loop ended: `crashloop_starts_total` + `starts`, and the
+    /// time from its first failing start to this start, if one failed.
+    CrashLoop {
+        starts: u64,
+        took: Option<Duration>,
+    },
 }
 
 /// How the previous life ended, when a fault ended with it.
@@ -170,6 +184,8 @@ impl Counts {
 #[derive(Debug)]
 struct Figures {
     recoveries: u64,
+    /// Starts that failed in a crash loop.
+    crashloop_starts: u64,
     /// Per family of [`HISTOGRAMS`]: each series, by label value ("" for
     /// a family without a label). A few series each: a list, not a map
     /// (every map type is code the image carries).
@@ -236,10 +252,17 @@ impl Kept {
             };
             histograms.push(series);
         }
+        descs.push(Desc::new(
+            CRASHLOOP_STARTS.into(),
+            "Starts that failed on purpose in a crash loop (POST /fault/crashloop), kept across restarts.".into(),
+            vec![],
+            HashMap::new(),
+        )?);
         Ok(Kept {
             state: Mutex::new(State {
                 figures: Figures {
                     recoveries: 0,
+                    crashloop_starts: 0,
                     histograms,
                 },
                 life: Life {
@@ -311,8 +334,14 @@ impl Kept {
             Some(n) => figures.recoveries = n,
             None => log::warn!("{}: {RECOVERIES} missing or not a count: from zero", path.display()),
         }
+        // Absent from the files of binaries before issue 24: zero.
+        figures.crashloop_starts = saved[CRASHLOOP_STARTS].as_u64().unwrap_or(0);
         for (i, (name, _, bounds, _)) in HISTOGRAMS.iter().enumerate() {
             let family = &saved["histograms"][name];
+            if family.is_null() {
+                // A family the binary that wrote the file did not have.
+                continue;
+            }
             let saved_bounds: Option<Vec<f64>> = family["bounds"]
                 .as_array()
                 .and_then(|a| a.iter().map(Value::as_f64).collect());
@@ -375,6 +404,13 @@ impl Kept {
                 }
                 Healed::CrashToStartup(d) => (CRASH_TO_STARTUP, "", d),
                 Healed::FaultEnd(end) => (FAULT_END, end.fault, end.after),
+                Healed::CrashLoop { starts, took } => {
+                    figures.crashloop_starts += starts;
+                    match took {
+                        Some(d) => (CRASHLOOP, "", d),
+                        None => continue,
+                    }
+                }
             };
             match figures.histograms[family].iter_mut().find(|(l, _)| *l == label) {
                 Some((_, counts)) => counts.observe(HISTOGRAMS[family].2, secs.as_secs_f64()),
@@ -494,8 +530,8 @@ fn fields_text(figures: &Figures, life: &Life) -> String {
     let mut out = String::with_capacity(4096);
     let _ = write!(
         out,
-        "{{\"figures\":{{\"{RECOVERIES}\":{},\"histograms\":{{",
-        figures.recoveries
+        "{{\"figures\":{{\"{RECOVERIES}\":{},\"{CRASHLOOP_STARTS}\":{},\"histograms\":{{",
+        figures.recoveries, figures.crashloop_starts
     );
     for (i, (name, _, bounds, _)) in HISTOGRAMS.iter().enumerate() {
         let _ = write!(
@@ -569,6 +605,15 @@ impl Collector for KeptCollector {
                 .collect();
             families.push(family(&self.0.descs[i + 1], proto::MetricType::HISTOGRAM, metrics));
         }
+        let mut counter = proto::Counter::default();
+        counter.set_value(state.figures.crashloop_starts as f64);
+        let mut metric = proto::Metric::default();
+        metric.set_counter(counter);
+        families.push(family(
+            &self.0.descs[HISTOGRAMS.len() + 1],
+            proto::MetricType::COUNTER,
+            vec![metric],
+        ));
         families
     }
 }

@@ -23,7 +23,17 @@ const REQUEST_BUCKETS: &[f64] = &[
 ];
 
 /// Chaos actions, as the `action` label.
-pub const ACTIONS: &[&str] = &["cpu", "memory", "crash", "latency", "liveness", "readiness", "disk"];
+pub const ACTIONS: &[&str] = &[
+    "cpu",
+    "memory",
+    "crash",
+    "latency",
+    "liveness",
+    "readiness",
+    "disk",
+    "crashloop",
+    "slowstart",
+];
 /// The `state` label of `chaos_disk_fill_bytes`.
 pub const DISK_FILL_STATES: &[&str] = &["written", "target"];
 /// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails

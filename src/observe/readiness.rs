@@ -9,6 +9,9 @@ use crate::observe::latency::Summary;
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs {
     pub starting: bool,
+    /// A slow start holds /health and /ready (`SLOW_START_SECONDS`,
+    /// `POST /fault/slowstart`).
+    pub slow_start: bool,
     pub forced: bool,
     pub cpu_stress_active: bool,
     pub rss_bytes: u64,
@@ -28,6 +31,7 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reason {
     Starting,
+    SlowStart,
     Forced,
     CpuStress,
     Memory { rss_bytes: u64, max_bytes: u64 },
@@ -40,6 +44,7 @@ impl Reason {
     pub fn text(&self) -> String {
         match self {
             Reason::Starting => "starting (STARTUP_DELAY_SECONDS)".to_string(),
+            Reason::SlowStart => "slow start (SLOW_START_SECONDS or POST /fault/slowstart)".to_string(),
             Reason::Forced => "forced by /fault/readiness".to_string(),
             Reason::CpuStress => "cpu stress active".to_string(),
             Reason::Memory { rss_bytes, max_bytes } => format!(
@@ -58,7 +63,7 @@ impl Reason {
 
     /// Whether a chaos action can be the cause (shutting down never is).
     pub fn may_come_from_chaos(&self) -> bool {
-        !matches!(self, Reason::ShuttingDown | Reason::Starting)
+        !matches!(self, Reason::ShuttingDown | Reason::Starting | Reason::SlowStart)
     }
 }
 
@@ -67,6 +72,9 @@ pub fn evaluate(inputs: &Inputs, limits: &Limits) -> Vec<Reason> {
     let mut reasons = Vec::new();
     if inputs.starting {
         reasons.push(Reason::Starting);
+    }
+    if inputs.slow_start {
+        reasons.push(Reason::SlowStart);
     }
     if inputs.forced {
         reasons.push(Reason::Forced);
@@ -105,6 +113,7 @@ mod tests {
     fn inputs() -> Inputs {
         Inputs {
             starting: false,
+            slow_start: false,
             forced: false,
             cpu_stress_active: false,
             rss_bytes: 10 << 20,
@@ -122,6 +131,7 @@ mod tests {
         assert!(evaluate(&inputs(), &LIMITS).is_empty());
         let all = Inputs {
             starting: false,
+            slow_start: false,
             forced: false,
             cpu_stress_active: true,
             rss_bytes: 500 << 20,

@@ -26,7 +26,7 @@ fn fault_end(svc: &Service, fault: &str) -> (f64, f64) {
     )
 }
 
-fn unix_ms_now() -> u64 {
+pub(crate) fn unix_ms_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
@@ -327,7 +327,7 @@ fn a_liveness_fault_ended_by_a_stop_is_timed_from_the_stop() {
 }
 
 /// `docker ARGS`, its stdout trimmed; a failure is a panic naming it.
-fn docker(args: &[&str]) -> String {
+pub(crate) fn docker(args: &[&str]) -> String {
     let out = std::process::Command::new("docker")
         .args(args)
         .output()
@@ -341,7 +341,13 @@ fn docker(args: &[&str]) -> String {
 }
 
 /// A container removed on drop.
-struct Container(String);
+pub(crate) struct Container(String);
+
+impl Container {
+    pub(crate) fn name(&self) -> &str {
+        &self.0
+    }
+}
 
 impl Drop for Container {
     fn drop(&mut self) {
@@ -349,6 +355,29 @@ impl Drop for Container {
             .args(["rm", "-f", &self.0])
             .output();
     }
+}
+
+/// The image under Docker Engine with `--restart on-failure`, on a free
+/// port of the host's network, named `TAG-PID-PORT`: the container (removed
+/// on drop) and its address.
+pub(crate) fn restarting_container(tag: &str) -> (Container, std::net::SocketAddr) {
+    let image = crate::engines::docker_image();
+    let port = crate::harness::free_port();
+    let name = format!("{tag}-{}-{port}", std::process::id());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "-e",
+        &format!("PORT={port}"),
+        "--restart",
+        "on-failure",
+        &image,
+    ]);
+    (Container(name), format!("127.0.0.1:{port}").parse().unwrap())
 }
 
 /// The dashboard query of the panel titled `title` whose legend is `legend`.
@@ -383,25 +412,9 @@ fn dashboard_query(title: &str, legend: &str) -> String {
 fn crash_counts_survive_docker_restarts_in_a_real_prometheus() {
     const CRASHES: usize = 4;
     let _x = exclusive();
-    let image = crate::engines::docker_image();
-    let port = crate::harness::free_port();
-    let name = format!("chaos-healing-{}-{port}", std::process::id());
     let started_at = unix_ms_now();
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network",
-        "host",
-        "-e",
-        &format!("PORT={port}"),
-        "--restart",
-        "on-failure",
-        &image,
-    ]);
-    let _container = Container(name.clone());
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (container, addr) = restarting_container("chaos-healing");
+    let name = container.name().to_string();
     let ready = || {
         poll(Duration::from_secs(20), Duration::from_millis(50), || {
             let r = crate::harness::try_request(addr, "GET", "/ready", &[], "", Duration::from_millis(500)).ok()?;

@@ -35,3 +35,4 @@ mod registry;
 mod scripts;
 mod shutdown;
 mod signals;
+mod startup;

@@ -138,6 +138,11 @@ fn hypotheses(lines: &str) -> PathBuf {
 }
 
 fn command(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -> Command {
+    command_at(svc.addr, fixtures, rows, hyp, out)
+}
+
+/// `command` for the binary at `addr` (one under a supervisor).
+fn command_at(addr: std::net::SocketAddr, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -> Command {
     let mut cmd = Command::new("bash");
     cmd.arg(script())
         .args([
@@ -151,7 +156,7 @@ fn command(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -
             "0",
         ])
         .arg("--url")
-        .arg(format!("http://{}", svc.addr))
+        .arg(format!("http://{addr}"))
         .arg("--hypotheses")
         .arg(hyp)
         .arg("--out")
@@ -162,8 +167,12 @@ fn command(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path, out: &Path) -
 }
 
 fn run_matrix(svc: &Service, fixtures: &Path, rows: &str, hyp: &Path) -> (Output, String, Vec<Value>) {
+    run_matrix_at(svc.addr, fixtures, rows, hyp)
+}
+
+fn run_matrix_at(addr: std::net::SocketAddr, fixtures: &Path, rows: &str, hyp: &Path) -> (Output, String, Vec<Value>) {
     let out_dir = temp_dir("matrix-out");
-    let out = command(svc, fixtures, rows, hyp, &out_dir)
+    let out = command_at(addr, fixtures, rows, hyp, &out_dir)
         .output()
         .expect("run validate-matrix.sh");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -793,4 +802,266 @@ fn without_a_summary_the_row_fails_and_no_observer_keeps_the_kubernetes_verdict(
         "{stdout}"
     );
     assert!(!fx.join("created.1.json").exists(), "no observer pod");
+}
+
+/// A pod whose container status tells its lives: `restarts`, the current
+/// state (`running` since a time, or `waiting` for a reason), the last
+/// termination (exit code, started, finished) and Ready (with its last
+/// transition). Times are HH:MM:SS on one day.
+fn life(restarts: u32, state: (&str, &str), last: Option<(i32, &str, &str)>, ready: Option<&str>) -> Value {
+    let at = |t: &str| format!("2026-11-29T{t}Z");
+    let mut p = pod(restarts, None, ready.is_some());
+    let status = &mut p["status"]["containerStatuses"][0];
+    status["state"] = match state {
+        ("running", since) => json!({"running": {"startedAt": at(since)}}),
+        (_, reason) => json!({"waiting": {"reason": reason}}),
+    };
+    status["lastState"] = match last {
+        Some((code, started, finished)) => json!({"terminated": {
+            "exitCode": code,
+            "reason": if code == 0 { "Completed" } else { "Error" },
+            "startedAt": at(started),
+            "finishedAt": at(finished)
+        }}),
+        None => json!({}),
+    };
+    if let Some(t) = ready {
+        p["status"]["conditions"][0]["lastTransitionTime"] = json!(at(t));
+    }
+    p
+}
+
+const CLBO: (&str, &str) = ("waiting", "CrashLoopBackOff");
+
+/// The statuses of a crash loop of 3: the crash's restart too fast to be
+/// seen, then failing starts `gaps` apart (finishedAt to the next
+/// startedAt), each exiting with `code`, and a Ready start last.
+fn crash_loop_statuses(gaps: [u32; 3], code: i32, waiting: (&str, &str)) -> Vec<Value> {
+    let t = |s: u32| format!("10:{:02}:{:02}", s / 60, s % 60);
+    let starts = [1, 1 + gaps[0], 1 + gaps[0] + gaps[1]];
+    let healthy = starts[2] + gaps[2];
+    vec![
+        life(0, ("running", "09:00:00"), None, Some("09:00:02")),
+        life(1, waiting, Some((code, &t(starts[0]), &t(starts[0]))), None),
+        life(2, waiting, Some((code, &t(starts[1]), &t(starts[1]))), None),
+        life(3, waiting, Some((code, &t(starts[2]), &t(starts[2]))), None),
+        life(
+            4,
+            ("running", &t(healthy)),
+            Some((code, &t(starts[2]), &t(starts[2]))),
+            Some(&t(healthy + 2)),
+        ),
+    ]
+}
+
+/// The crashloop row passes when the statuses show CrashLoopBackOff, three
+/// starts exiting 75 with gaps of 10, 20 and 40 s, then Ready; the real
+/// binary took the trigger (and crashed).
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn crashloop_row_passes_on_backoff_gaps_that_double() {
+    let svc = Service::start(&[]);
+    let fx = fixtures(&[
+        ("pods", vec![pods_list()]),
+        ("pod", crash_loop_statuses([10, 20, 40], 75, CLBO)),
+    ]);
+    let (out, stdout, journal) = run_matrix(&svc, &fx, "crashloop", &hypotheses("crashloop.within=5\n"));
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = verdict_line(&stdout, "crashloop");
+    assert!(line.ends_with("| PASS |"), "{line}");
+    assert!(line.contains("exit codes seen 75,75,75"), "{line}");
+    assert!(
+        line.contains("back-off gaps: 10 s (expected 10), 20 s (expected 20), 40 s (expected 40)"),
+        "{line}"
+    );
+    assert!(
+        journal.iter().any(|j| j["phase"] == "trigger" && j["code"] == "202"),
+        "the real binary took the crash loop"
+    );
+    assert!(
+        journal
+            .iter()
+            .any(|j| j["phase"] == "gaps" && j["gaps_s"] == "10 20 40")
+    );
+}
+
+/// It fails when the gaps do not double, when no CrashLoopBackOff is
+/// seen, or when the starts exit with another code; a back-off left by an
+/// earlier crash (20, 40, 80) is still a doubling.
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn crashloop_row_fails_on_flat_gaps_another_code_or_no_backoff() {
+    let hyp = hypotheses("crashloop.within=5\n");
+    /// Gaps, exit code, waiting state, and why the row fails (None: passes).
+    type Case<'a> = ([u32; 3], i32, (&'a str, &'a str), Option<&'a str>);
+    let cases: [Case; 4] = [
+        ([10, 10, 10], 75, CLBO, Some("10 s (expected 20 ± 5: off)")),
+        ([10, 20, 40], 1, CLBO, Some("(expected 3 x 75)")),
+        (
+            [10, 20, 40],
+            75,
+            ("waiting", "ContainerCreating"),
+            Some("CrashLoopBackOff never seen"),
+        ),
+        ([20, 40, 80], 75, CLBO, None),
+    ];
+    for (gaps, code, waiting, failure) in cases {
+        let svc = Service::start(&[]);
+        let fx = fixtures(&[
+            ("pods", vec![pods_list()]),
+            ("pod", crash_loop_statuses(gaps, code, waiting)),
+        ]);
+        let (out, stdout, _) = run_matrix(&svc, &fx, "crashloop", &hyp);
+        let line = verdict_line(&stdout, "crashloop");
+        match failure {
+            Some(why) => {
+                assert_eq!(out.status.code(), Some(1), "{gaps:?} {code}: {stdout}");
+                assert!(line.ends_with("| FAIL |") && line.contains(why), "{why}: {line}");
+            }
+            None => assert!(line.ends_with("| PASS |"), "{gaps:?}: {line}"),
+        }
+    }
+}
+
+/// The binary under a supervisor loop on one port and one STATE_DIR, as the
+/// kubelet restarts a container in its pod: the slow starts the row plans
+/// really hold the next life.
+struct Supervised {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Supervised {
+    fn start() -> Supervised {
+        use std::sync::atomic::Ordering;
+        let port = crate::harness::free_port();
+        let state = temp_dir("matrix-supervised");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let env = [("PORT", port.to_string()), ("CHAOS_COOLDOWN_SECONDS", "0".to_string())];
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut lives = 0;
+            while lives < 10 && !flag.load(Ordering::SeqCst) {
+                let mut svc = Service::start_in(&state, &env);
+                lives += 1;
+                let _ = tx.send(svc.addr);
+                while !flag.load(Ordering::SeqCst) && svc.wait_exit(Duration::from_millis(50)).is_none() {}
+            }
+            lives
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(15)).expect("the first life");
+        Supervised {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn lives(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// The startup row: under the budget the held start is Ready 6 s after it
+/// started (5 to 10 allowed) without a restart; over it, the held start is
+/// stopped 15 s after it started (10 to 35 allowed) and the next is Ready
+/// 2 s after its start. The real binary, supervised, took both slow starts
+/// and both crashes.
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn startup_row_passes_under_and_over_the_budget() {
+    let sup = Supervised::start();
+    let statuses = vec![
+        life(0, ("running", "10:00:00"), None, Some("10:00:02")),
+        life(1, ("running", "10:01:00"), Some((139, "10:00:00", "10:00:59")), None),
+        life(
+            1,
+            ("running", "10:01:00"),
+            Some((139, "10:00:00", "10:00:59")),
+            Some("10:01:06"),
+        ),
+        life(
+            1,
+            ("running", "10:01:00"),
+            Some((139, "10:00:00", "10:00:59")),
+            Some("10:01:06"),
+        ),
+        life(2, ("running", "10:02:00"), Some((139, "10:01:00", "10:01:59")), None),
+        life(
+            3,
+            ("running", "10:02:20"),
+            Some((0, "10:02:00", "10:02:15")),
+            Some("10:02:22"),
+        ),
+    ];
+    let fx = fixtures(&[("pods", vec![pods_list()]), ("pod", statuses)]);
+    let hyp = hypotheses("startup.under_seconds=5\nstartup.over_seconds=2\nstartup.within=5\n");
+    let (out, stdout, journal) = run_matrix_at(sup.addr, &fx, "startup", &hyp);
+    let lives = sup.lives();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = verdict_line(&stdout, "startup");
+    assert!(line.ends_with("| PASS |"), "{line}");
+    assert!(line.contains("5 s: Ready 6 s after its start"), "{line}");
+    assert!(
+        line.contains("2 s: stopped 15 s after its start (exit code 0), the next start Ready 2 s after it"),
+        "{line}"
+    );
+    let codes: Vec<&str> = journal
+        .iter()
+        .filter(|j| j["phase"] == "trigger" || j["phase"] == "crash")
+        .map(|j| j["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["202", "202", "202", "202"], "{journal:?}");
+    assert!(
+        lives >= 3,
+        "the supervisor restarted the binary after each crash: {lives} lives"
+    );
+}
+
+/// Under the budget, a start Ready too late, or one that restarted again,
+/// fails the row.
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn startup_row_fails_when_the_held_start_is_late_or_restarts() {
+    let sup = Supervised::start();
+    let statuses = vec![
+        life(0, ("running", "10:00:00"), None, Some("10:00:02")),
+        life(
+            2,
+            ("running", "10:01:30"),
+            Some((0, "10:01:00", "10:01:20")),
+            Some("10:01:45"),
+        ),
+    ];
+    let fx = fixtures(&[("pods", vec![pods_list()]), ("pod", statuses)]);
+    let hyp = hypotheses("startup.under_seconds=5\nstartup.within=2\n");
+    let (out, stdout, _) = run_matrix_at(sup.addr, &fx, "startup", &hyp);
+    sup.lives();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = verdict_line(&stdout, "startup");
+    assert!(
+        line.contains("5 s: Ready 15 s after its start, restarted again (2)"),
+        "{line}"
+    );
+}
+
+/// The row's default budget is the Deployment's: failureThreshold x
+/// periodSeconds of its startup probe.
+#[test]
+fn the_startup_rows_budget_is_the_deployments() {
+    let budget = crate::startup::probe_field("startupProbe", "failureThreshold")
+        * crate::startup::probe_field("startupProbe", "periodSeconds");
+    let text = std::fs::read_to_string(script()).unwrap();
+    let set = text
+        .split_once("[startup.budget_s]=")
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or(""));
+    assert_eq!(
+        set,
+        Some(budget.to_string().as_str()),
+        "validate-matrix.sh's startup.budget_s against the Deployment's {budget} s"
+    );
 }

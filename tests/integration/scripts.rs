@@ -641,7 +641,7 @@ fn liveness_run_without_a_supervisor_says_no_restart() {
         ),
         (
             &["--type", "network"][..],
-            "expected cpu, memory, crash, disk, readiness, latency or liveness",
+            "expected cpu, memory, crash, disk, readiness, latency, liveness, crashloop or startup",
         ),
         (
             &["--type", "disk", "--duration", "5"][..],
