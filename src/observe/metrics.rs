@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use prometheus::process_collector::ProcessCollector;
 use prometheus::{Encoder, Gauge, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder};
 
 use crate::observe::connection_metrics::ConnectionMetrics;
 use crate::observe::kept::{Kept, KeptCollector};
+use crate::observe::process::ProcessCollector;
 use crate::observe::registering::Registering;
 
 /// Request-latency buckets in seconds: fine below 10 ms, where probes live.
@@ -97,7 +97,7 @@ impl Metrics {
         let registry = Registry::new();
         let r = Registering::new(&registry);
         // The process's own collector: a collector, not a metric we keep.
-        registry.register(Box::new(ProcessCollector::for_self()))?;
+        r.collector(ProcessCollector::for_self())?;
         let healing = Arc::new(Kept::new(known.fault_ends)?);
         r.collector(KeptCollector(Arc::clone(&healing)))?;
         let metrics = Metrics {

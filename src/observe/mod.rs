@@ -8,6 +8,7 @@ pub mod healing;
 pub mod kept;
 pub mod latency;
 pub mod metrics;
+pub mod process;
 pub mod readiness;
 pub mod registering;
 pub mod state_file;

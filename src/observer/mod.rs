@@ -10,7 +10,8 @@
 //! state. It lives in the image because the image is `FROM scratch` and a
 //! Service's address is reachable only from inside the cluster.
 //!
-//! - `options`: the arguments.
+//! - `options`: the arguments; `resolve`: the host's addresses (hosts file,
+//!   DNS as resolv.conf asks, without glibc's resolver).
 //! - `driver`: the event loop over non-blocking sockets (`os::poll`: the
 //!   Linux calls it needs).
 //! - `answer`: an HTTP answer's bytes to an outcome.
@@ -21,6 +22,7 @@ mod answer;
 mod driver;
 mod gaps;
 mod options;
+mod resolve;
 mod tally;
 
 use std::io::Write;

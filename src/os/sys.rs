@@ -14,6 +14,13 @@ pub fn page_size() -> usize {
     usize::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
 }
 
+/// The clock ticks a second that `/proc` counts CPU times in (`USER_HZ`).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions and only reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
+}
+
 /// Resident set size of this process in bytes, from `/proc/self/statm`.
 ///
 /// Returns 0 when the file cannot be read (not Linux, or /proc not mounted);

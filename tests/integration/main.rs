@@ -28,6 +28,7 @@ mod manifests;
 mod matrix;
 mod observability;
 mod observer;
+mod observer_dns;
 mod openapi;
 mod probes;
 mod promtool;
