@@ -19,6 +19,18 @@
 //! gets in. Its threads (one), fds (`fds()`) and memory (`CAPACITY` ×
 //! (`HEAD_BYTES` + `OUTPUT_BYTES`)) are fixed, and subtracted from what
 //! the main port's cap may use.
+//!
+//! Those fds are also held, not only counted: the fds of a process are one
+//! table, and a burst on the main port (a connection accepted and then
+//! refused at the cap, a closed one whose thread has not let go yet) can
+//! take the last one for a moment. So the loop keeps `SPARES` duplicates of
+//! the listener's fd while it has room; an accept that fails for want of an
+//! fd (EMFILE, ENFILE) closes one and accepts into its place, and with no
+//! spare left it is retried every `ACCEPT_RETRY` (the listener is
+//! edge-triggered: waiting for the next connection's event would leave this
+//! probe in the backlog until the next probe came, a second later). Seen
+//! once under `--ulimit nofile=64` with pipelining clients at the cap: a
+//! `/ready` probe unanswered for 1 s.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -60,6 +72,18 @@ pub fn fds() -> u64 {
 }
 
 const LISTENER: u64 = u64::MAX;
+
+/// Duplicates of the listener's fd kept to give up when an accept finds no
+/// fd free; they are counted within `CAPACITY` (open connections plus
+/// spares never exceed it), so `fds()` holds.
+const SPARES: usize = 2;
+/// How soon an accept that found no fd free, and no spare, is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
+/// Whether an accept failed for want of an fd, in the process or the system.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
 
 /// Binds the probe port (non-blocking, `TCP_NODELAY` inherited by accepted
 /// sockets).
@@ -119,6 +143,10 @@ struct Loop {
     app: Arc<App>,
     slots: Vec<Option<Probe>>,
     next_token: u64,
+    /// Fds to give up when an accept finds none free (see the top comment).
+    spares: Vec<TcpListener>,
+    /// When to try an accept again that found no fd free.
+    accept_retry: Option<Instant>,
 }
 
 impl Loop {
@@ -129,12 +157,15 @@ impl Loop {
             app,
             slots: (0..CAPACITY).map(|_| None).collect(),
             next_token: 0,
+            spares: Vec::new(),
+            accept_retry: None,
         }
     }
 
     fn run(mut self) {
         let mut ready = Vec::new();
         loop {
+            self.refill_spares();
             let timeout = self.next_due().map(|due| due.saturating_duration_since(Instant::now()));
             if let Err(e) = self.epoll.wait_for(&mut ready, timeout) {
                 log::error!("the probe listener cannot wait for events: {e}");
@@ -148,7 +179,25 @@ impl Loop {
                     self.serve(slot);
                 }
             }
-            self.tick(Instant::now());
+            let now = Instant::now();
+            self.tick(now);
+            if self.accept_retry.is_some_and(|at| now >= at) {
+                self.accept_retry = None;
+                self.accept();
+            }
+        }
+    }
+
+    /// Takes spare fds back while open connections and spares leave room
+    /// within `CAPACITY`; an fd that cannot be had now is tried again on
+    /// the next turn of the loop.
+    fn refill_spares(&mut self) {
+        let open = self.slots.iter().flatten().count();
+        while self.spares.len() < SPARES && open + self.spares.len() < CAPACITY {
+            match self.listener.try_clone() {
+                Ok(spare) => self.spares.push(spare),
+                Err(_) => return,
+            }
         }
     }
 
@@ -167,6 +216,9 @@ impl Loop {
                 _ => p.deadline,
             })
             .min()
+            .into_iter()
+            .chain(self.accept_retry)
+            .min()
     }
 
     fn slot_of(&self, token: u64) -> Option<usize> {
@@ -183,9 +235,23 @@ impl Loop {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if out_of_fds(&e) => {
+                    // An fd of our own given up makes room for this one.
+                    if self.spares.pop().is_some() {
+                        continue;
+                    }
+                    if self.accept_retry.is_none() {
+                        log::warn!(
+                            "the probe listener cannot accept: {e}; trying again every {} ms",
+                            ACCEPT_RETRY.as_millis()
+                        );
+                    }
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
                 Err(e) => {
-                    // EMFILE and the like: the next probe retries.
                     log::warn!("the probe listener cannot accept: {e}");
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             };

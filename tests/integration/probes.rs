@@ -215,6 +215,52 @@ fn pipelining_under_nofile_64_never_locks_probes_out() {
     report.assert_all_ok("probe port under nofile 64", 50);
 }
 
+/// No fd left in the process: a cap set above what `RLIMIT_NOFILE` allows
+/// (`HTTP_MAX_CONNECTIONS=200` under `--nofile=64`; the configured cap wins)
+/// lets idle clients of the main port take every fd, so accepts fail with
+/// EMFILE. The probe listener holds fds of its own for that moment: every
+/// probe is answered. Before, its edge-triggered accept gave up on EMFILE
+/// and the probe waited in the backlog (under the image's nofile 64 with
+/// pipelining clients, a `/ready` once went unanswered for 1 s).
+#[test]
+fn probes_are_answered_when_the_main_port_took_every_fd() {
+    let _x = exclusive();
+    let svc = start(&[("HTTP_MAX_CONNECTIONS", "200")], Some(prlimit(&["--nofile=64:64"])));
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&svc.addr, Duration::from_secs(1)) {
+            idle.push(s);
+        }
+    }
+    let exhausted = poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        svc.stderr().contains("Too many open files").then_some(())
+    });
+    assert!(
+        exhausted.is_some(),
+        "the main port never ran out of fds:\n{}",
+        svc.stderr()
+    );
+    let probe = probe_port(&svc);
+    let samples: Vec<Sample> = (0..30)
+        .map(|i| {
+            let path = if i % 2 == 0 { "/health" } else { "/ready" };
+            let t = Instant::now();
+            let outcome = try_request(probe, "GET", path, &[], "", Duration::from_secs(1))
+                .map(|r| r.status)
+                .map_err(|e| e.to_string());
+            thread::sleep(Duration::from_millis(20));
+            Sample {
+                path,
+                took: t.elapsed().saturating_sub(Duration::from_millis(20)),
+                outcome,
+            }
+        })
+        .collect();
+    let failed: Vec<&Sample> = samples.iter().filter(|s| !s.ok()).collect();
+    assert!(failed.is_empty(), "{} of 30 probes failed: {failed:?}", failed.len());
+    drop(idle);
+}
+
 /// Attack 2: as many connections as the cap pipeline
 /// `GET /openapi.json` with a 2 KiB receive window, reading 4 KiB every
 /// 4 s (which beats the write timeout). Before, each held what the kernel
