@@ -358,11 +358,14 @@ impl Drop for Container {
 }
 
 /// The image under Docker Engine with `--restart on-failure`, on a free
-/// port of the host's network, named `TAG-PID-PORT`: the container (removed
-/// on drop) and its address.
+/// port of the host's network (and a free probe port: the default 8081 of
+/// another test's container on the host's network would make this one
+/// exit 1 at start, an unplanned restart), named `TAG-PID-PORT`: the
+/// container (removed on drop) and its address.
 pub(crate) fn restarting_container(tag: &str) -> (Container, std::net::SocketAddr) {
     let image = crate::engines::docker_image();
     let port = crate::harness::free_port();
+    let probe_port = crate::harness::free_port();
     let name = format!("{tag}-{}-{port}", std::process::id());
     docker(&[
         "run",
@@ -373,6 +376,8 @@ pub(crate) fn restarting_container(tag: &str) -> (Container, std::net::SocketAdd
         "host",
         "-e",
         &format!("PORT={port}"),
+        "-e",
+        &format!("PROBE_PORT={probe_port}"),
         "--restart",
         "on-failure",
         &image,
