@@ -90,18 +90,23 @@ fn yaml_file_as_json(path: &Path) -> Value {
 }
 
 fn alert_rules() -> Vec<(String, String)> {
+    rules_of_kind("alert")
+}
+
+/// The recording rules: (the series they record, expression).
+fn record_rules() -> Vec<(String, String)> {
+    rules_of_kind("record")
+}
+
+/// (name, expression) of every rule of `kind` (`alert` or `record`).
+fn rules_of_kind(kind: &str) -> Vec<(String, String)> {
     let rules = yaml_file_as_json(&repo().join("prometheus/rules.yml"));
     rules["groups"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap().iter())
-        .map(|r| {
-            (
-                r["alert"].as_str().unwrap().to_string(),
-                r["expr"].as_str().unwrap().to_string(),
-            )
-        })
+        .filter_map(|r| Some((r[kind].as_str()?.to_string(), r["expr"].as_str().unwrap().to_string())))
         .collect()
 }
 
@@ -272,6 +277,9 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
     for (alert, expr) in alert_rules() {
         queries.push((format!("alert {alert}"), without_threshold(&expr).to_string()));
     }
+    for (record, _) in record_rules() {
+        queries.push((format!("recording rule {record}"), record));
+    }
     assert!(queries.len() >= 20, "{} queries", queries.len());
     for (title, expr) in &queries {
         let sent = substitute(expr);
@@ -292,7 +300,7 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap().iter())
         .collect();
-    assert_eq!(loaded.len(), alert_rules().len());
+    assert_eq!(loaded.len(), alert_rules().len() + record_rules().len());
     for r in loaded {
         assert_ne!(r["health"], "err", "{}: {}", r["name"], r["lastError"]);
     }
@@ -361,7 +369,10 @@ fn prometheusrule_is_generated_from_the_rules_file() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains(&format!("SUCCESS: {} rules found", alert_rules().len())),
+        text(&out).contains(&format!(
+            "SUCCESS: {} rules found",
+            alert_rules().len() + record_rules().len()
+        )),
         "{}",
         text(&out)
     );
