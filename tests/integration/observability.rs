@@ -152,9 +152,14 @@ impl Prometheus {
     /// Scrapes `target` every `interval` (`1s`, `5s`), with the labels the
     /// dashboard's variables select (`namespace="local"`, `pod="chaos-backend"`).
     pub(crate) fn scraping_every(target: SocketAddr, interval: &str) -> Prometheus {
+        Prometheus::scraping_as(target, interval, "local")
+    }
+
+    /// As `scraping_every`, with the label `namespace="NAMESPACE"`.
+    pub(crate) fn scraping_as(target: SocketAddr, interval: &str, namespace: &str) -> Prometheus {
         let dir = temp_dir("prometheus");
         let config = format!(
-            "global:\n  scrape_interval: {interval}\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: chaos-backend-local\n    static_configs:\n      - targets: [\"{target}\"]\n        labels:\n          namespace: local\n          pod: chaos-backend\n",
+            "global:\n  scrape_interval: {interval}\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: chaos-backend-local\n    static_configs:\n      - targets: [\"{target}\"]\n        labels:\n          namespace: {namespace}\n          pod: chaos-backend\n",
             rules = repo().join("prometheus/rules.yml").display()
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
@@ -198,6 +203,11 @@ impl Prometheus {
             Some("vector" | "matrix") => v["data"]["result"].as_array().unwrap().clone(),
             _ => vec![v["data"]["result"].clone()],
         })
+    }
+
+    /// Where its HTTP API answers.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     pub(crate) fn value(&self, expr: &str) -> Option<f64> {
