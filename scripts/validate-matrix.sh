@@ -701,12 +701,17 @@ restart_row() { # ROW TRIGGER_PATH WITHIN_KEY READY_KEY
   reach "$pod" || true
 }
 
-run_degraded() {
-  ROW=degraded
+# pod_before ROW: RESTARTS_BEFORE and POD_IP_BEFORE of the row's pod, journaled.
+pod_before() {
   pod_state "$pod"
   RESTARTS_BEFORE=${RESTARTS:-0}
   POD_IP_BEFORE=$POD_IP
-  note degraded before "pod=$pod" "podIP=$POD_IP" "restartCount=$RESTARTS_BEFORE"
+  note "$1" before "pod=$pod" "podIP=$POD_IP" "restartCount=$RESTARTS_BEFORE"
+}
+
+run_degraded() {
+  ROW=degraded
+  pod_before degraded
   trigger "/fault/readiness?duration=${hyp[degraded.fault_seconds]}" 202 || return 0
   if ! wait_for "${hyp[degraded.removed_within]}" endpoint_gone degraded; then
     verdict degraded "endpoint removed within ${hyp[degraded.removed_within]} s" "the endpoint never left" FAIL
@@ -787,10 +792,7 @@ budget_burning() {
 
 run_errors() {
   ROW=errors
-  pod_state "$pod"
-  RESTARTS_BEFORE=${RESTARTS:-0}
-  POD_IP_BEFORE=$POD_IP
-  note errors before "pod=$pod" "podIP=$POD_IP" "restartCount=$RESTARTS_BEFORE"
+  pod_before errors
   trigger "/fault/errors?percent=${hyp[errors.percent]}&mode=${hyp[errors.mode]}&duration=${hyp[errors.fault_seconds]}" 202 || return 0
   local ok=PASS measured hypothesis="the pod stays Ready in the Service without a restart"
   if [[ -n $prometheus ]]; then

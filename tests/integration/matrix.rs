@@ -95,23 +95,31 @@ fn fixtures_with_observer(series: &[(&str, Vec<Value>)], logs: &[String]) -> Pat
 /// pod POD (its HOSTNAME), with no fault. Made once per test run.
 fn healthy_log() -> String {
     static LOG: OnceLock<String> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let svc = Service::start(&[("HOSTNAME", POD)]);
-        let run = observe(
-            &[
-                "--url",
-                &format!("http://{}/", svc.addr),
-                "--rate",
-                "20",
-                "--duration",
-                "1",
-            ],
-            Duration::from_secs(20),
-        );
-        assert_eq!(run.summary["ok"], 20, "{}", run.describe());
-        String::from_utf8(run.output.stdout).unwrap()
-    })
-    .clone()
+    LOG.get_or_init(|| observed_second(None, "ok", 20)).clone()
+}
+
+/// A real observer's log of one second of GET / at 20 a second against the
+/// binary, as the pod POD, with the fault `start` started first (if any);
+/// its summary's `field` (`ok`, `errors.http_5xx`) must be `expected`.
+fn observed_second(start: Option<&str>, field: &str, expected: u64) -> String {
+    let svc = Service::start(&[("HOSTNAME", POD)]);
+    if let Some(path) = start {
+        assert_eq!(svc.post(path).status, 202, "{path}");
+    }
+    let run = observe(
+        &[
+            "--url",
+            &format!("http://{}/", svc.addr),
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+        ],
+        Duration::from_secs(20),
+    );
+    let got = field.split('.').fold(&run.summary, |v, k| &v[k]);
+    assert_eq!(got, expected, "{field}: {}", run.describe());
+    String::from_utf8(run.output.stdout).unwrap()
 }
 
 /// The healthy log with its summary edited by `edit`.
@@ -796,23 +804,9 @@ fn without_a_summary_the_row_fails_and_no_observer_keeps_the_kubernetes_verdict(
 }
 
 /// A real observer's log of one second of GET / against the binary under
-/// a 20% errors fault (mode status, 503), as the pod POD.
+/// a 20% errors fault (mode status, 503): 4 of its 20 requests fail.
 fn errors_log() -> String {
-    let svc = Service::start(&[("HOSTNAME", POD)]);
-    assert_eq!(svc.post("/fault/errors?percent=20&duration=60").status, 202);
-    let run = observe(
-        &[
-            "--url",
-            &format!("http://{}/", svc.addr),
-            "--rate",
-            "20",
-            "--duration",
-            "1",
-        ],
-        Duration::from_secs(20),
-    );
-    assert_eq!(run.summary["errors"]["http_5xx"], 4, "{}", run.describe());
-    String::from_utf8(run.output.stdout).unwrap()
+    observed_second(Some("/fault/errors?percent=20&duration=60"), "errors.http_5xx", 4)
 }
 
 /// The errors row against the binary and a real Prometheus that scrapes it

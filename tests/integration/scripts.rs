@@ -648,10 +648,16 @@ fn liveness_run_without_a_supervisor_says_no_restart() {
             "--duration is not for --type disk",
         ),
     ] {
-        let out = generate(&svc, &csv, args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{args:?}");
+        assert_refused(&svc, &csv, args, message);
     }
+}
+
+/// Options that do not fit are refused (exit 2, the message on stderr)
+/// before anything starts.
+fn assert_refused(svc: &Service, csv: &Path, args: &[&str], message: &str) {
+    let out = generate(svc, csv, args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{args:?}");
 }
 
 /// `--type errors`: detection is the first GET / that fails, what users
@@ -727,9 +733,7 @@ fn errors_run_detects_failing_user_traffic_and_counts_it() {
             "--percent and --code are for --type errors",
         ),
     ] {
-        let out = generate(&svc, &csv, args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{args:?}");
+        assert_refused(&svc, &csv, args, message);
     }
 }
 
