@@ -28,7 +28,7 @@ pub fn liveness(app: &App, raw_query: &str, now: Instant) -> Reply {
         now,
         &["mode", "duration"],
         DEFAULT_PROBE_FAULT,
-        |query| {
+        &|query| {
             Ok(match query.choice("mode", &["fail", "hang"])? {
                 Some("hang") => Setting::Liveness(LivenessMode::Hang),
                 _ => Setting::Liveness(LivenessMode::Fail),
@@ -39,7 +39,7 @@ pub fn liveness(app: &App, raw_query: &str, now: Instant) -> Reply {
 
 /// `POST /fault/readiness?duration=S`.
 pub fn readiness(app: &App, raw_query: &str, now: Instant) -> Reply {
-    start(app, raw_query, now, &["duration"], DEFAULT_PROBE_FAULT, |_| {
+    start(app, raw_query, now, &["duration"], DEFAULT_PROBE_FAULT, &|_| {
         Ok(Setting::Readiness)
     })
 }
@@ -53,7 +53,7 @@ pub fn latency(app: &App, raw_query: &str, now: Instant) -> Reply {
         now,
         &["ms", "duration"],
         app.config.cpu_load_duration,
-        |query| {
+        &|query| {
             let ms = query.bounded("ms", 1, 60_000, "milliseconds")?.unwrap_or(1000);
             Ok(Setting::Latency(Duration::from_millis(ms)))
         },
@@ -73,7 +73,7 @@ pub fn errors(app: &App, raw_query: &str, now: Instant) -> Reply {
         now,
         &["percent", "duration", "mode", "code"],
         DEFAULT_PROBE_FAULT,
-        |query| {
+        &|query| {
             let percent = query.bounded("percent", 1, 100, "percent")?.unwrap_or(100) as u8;
             let code = query.choice("code", &ERROR_CODES)?;
             let mode = match query.choice("mode", &ErrorMode::LABELS)? {
@@ -106,7 +106,8 @@ fn start(
     now: Instant,
     parameters: &[&str],
     default: Duration,
-    setting: impl FnOnce(&Query) -> Result<Setting, ParamError>,
+    // Not generic: one copy of this function for every fault, not one each.
+    setting: &dyn Fn(&Query) -> Result<Setting, ParamError>,
 ) -> Reply {
     let parsed = Query::parse(raw_query, parameters).and_then(|query| {
         let duration = query

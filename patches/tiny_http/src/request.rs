@@ -649,11 +649,9 @@ impl Request {
             }
         }
         // The writer goes with nothing rendered: a stall's hold is left to
-        // the timer, which then closes.
+        // the timer, which then closes. (No notify sender: the fork has no
+        // `with_notify_sender`, see the SSL row of PATCHES.md.)
         self.response_writer = None;
-        if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
-        }
         match (conn, how) {
             (Some(conn), Unanswered::Close) => conn.close_unanswered(None),
             (Some(conn), Unanswered::Reset(abort)) => conn.close_unanswered(Some(abort)),

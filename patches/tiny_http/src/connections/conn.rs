@@ -296,9 +296,8 @@ impl Conn {
         abort: Option<fn(&std::net::TcpStream) -> io::Result<()>>,
     ) {
         if let (Some(abort), Some(tcp)) = (abort, self.stream.tcp()) {
-            if let Err(e) = abort(tcp) {
-                log::debug!("could not reset connection {}: {}", self.id, e);
-            }
+            // A socket the hook could not reset is closed all the same.
+            let _ = abort(tcp);
         }
         self.expire(Expiry::Unanswered);
     }
