@@ -304,3 +304,36 @@ fn ten_thousand_faulted_requests_leave_nothing_behind() {
     crate::harness::assert_rss_back(&svc, rss, 0, "after 10,000 faulted requests");
     assert_eq!(svc.get("/").status, 200);
 }
+
+/// With a latency fault running too, as documented: a status error is held
+/// by the latency as well (slow errors), a reset comes at once, and the
+/// requests the errors fault spares get the latency alone.
+#[test]
+fn a_latency_fault_and_an_errors_fault_run_together() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "3")]);
+    let r = svc.post("/load/latency?ms=2000&duration=120");
+    assert_eq!(r.status, 202, "{}", r.body);
+    start_errors(&svc, "percent=50&code=502&duration=120");
+    let timed = |timeout: Duration| {
+        let t = Instant::now();
+        (user_get(svc.addr, timeout), t.elapsed())
+    };
+    let patient = Duration::from_secs(10);
+    // At 50%, every second request fails: the 2nd, the 4th ...
+    let (spared, spared_took) = timed(patient);
+    let (failed, failed_took) = timed(patient);
+    assert_eq!((spared, failed), (Outcome::Status(200), Outcome::Status(502)));
+    assert!(spared_took >= Duration::from_millis(1950), "{spared_took:?}");
+    assert!(
+        failed_took >= Duration::from_millis(1950),
+        "a slow error: {failed_took:?}"
+    );
+    assert_eq!(svc.get("/chaos").json()["active"], 2);
+    start_errors(&svc, "percent=100&mode=reset&duration=120");
+    let (reset, reset_took) = timed(patient);
+    assert_eq!(reset, Outcome::Reset);
+    assert!(
+        reset_took < Duration::from_millis(1500),
+        "a reset is not held: {reset_took:?}"
+    );
+}
