@@ -25,7 +25,7 @@ still run (DELETE), then exits.
 Options:
   --url URL          service base URL (default http://localhost:8080)
   --type TYPE        cpu | memory | crash | disk | readiness | latency |
-                     liveness | crashloop | startup (default cpu)
+                     liveness | errors | crashloop | startup (default cpu)
   --iterations N     iterations to run (default 20)
   --cooldown S       extra seconds to wait between iterations (default 0:
                      the service's own cooldown is waited out anyway, see
@@ -34,9 +34,9 @@ Options:
                      be ready before the trigger, waiting out 429s, waiting
                      for detection, and waiting for recovery after the
                      fault's end
-  --duration S       cpu, readiness, latency, liveness: the fault's duration
-                     in seconds (default: the service's; 60 for readiness
-                     and liveness, 10 for cpu and latency)
+  --duration S       cpu, readiness, latency, liveness, errors: the fault's
+                     duration in seconds (default: the service's; 60 for
+                     readiness, liveness and errors, 10 for cpu and latency)
   --millicores M     cpu: millicores instead of saturating every CPU
   --mb N             memory: MiB to leak (default: 150% of the container's
                      memory limit, or the service's MEMORY_MB where it has
@@ -46,7 +46,12 @@ Options:
                      its ramp, if nothing killed it first (default 10)
   --ms MS            latency: extra milliseconds per GET / (default: the
                      service's, 1000)
-  --mode M           liveness: fail (500) or hang (no answer) (default fail)
+  --mode M           liveness: fail (500) or hang (no answer) (default fail);
+                     errors: status, reset, close or stall (default status)
+  --percent P        errors: percent of GET / that fail (default: the
+                     service's, 100)
+  --code C           errors with --mode status: 500, 502, 503, 504 or 429
+                     (default: the service's, 503)
   --starts N         crashloop: starts that fail (default 3); startup: slow
                      starts (default 1)
   --seconds S        startup: how long each slow start holds /health and
@@ -96,6 +101,14 @@ Types:
            200, with restart=yes (the start time in /metrics changed).
            Without one the fault ends with its duration and the row says
            restart=no.
+  errors   POST /fault/errors: a share of GET / fails (a status, a reset, a
+           close or a stall) while /ready stays 200 (a stall is the
+           exception: it counts as slow in the readiness p95). The
+           generator watches GET /, what users get: detection is the first
+           GET / that is not 200 (000: reset, closed or stalled past
+           --probe-timeout); it keeps polling GET / until the fault's end
+           and counts what failed (detail get_failed=K/N, first_down_code);
+           recovery is the first GET / 200 after the fault's end.
   disk     POST /load/disk: fills the pod's emptyDir past its sizeLimit; the
            kubelet evicts the pod within about 1 to 2 minutes (use
            --timeout 150). Give --url the URL of ONE pod (its IP:8080 from
@@ -184,6 +197,8 @@ ms=""
 mode=""
 starts=""
 seconds=""
+percent=""
+code=""
 poll_ms=200
 probe_timeout=1
 out="recovery-results.csv"
@@ -210,6 +225,8 @@ while [[ $# -gt 0 ]]; do
     --mode) need_value "$@"; mode="$2"; shift 2 ;;
     --starts) need_value "$@"; starts="$2"; shift 2 ;;
     --seconds) need_value "$@"; seconds="$2"; shift 2 ;;
+    --percent) need_value "$@"; percent="$2"; shift 2 ;;
+    --code) need_value "$@"; code="$2"; shift 2 ;;
     --poll-ms) need_value "$@"; poll_ms="$2"; shift 2 ;;
     --probe-timeout) need_value "$@"; probe_timeout="$2"; shift 2 ;;
     --out) need_value "$@"; out="$2"; shift 2 ;;
@@ -224,8 +241,8 @@ whole() { # name value min
   fi
 }
 case "$type" in
-  cpu | memory | crash | disk | readiness | latency | liveness | crashloop | startup) ;;
-  *) die_usage "--type \"$type\": expected cpu, memory, crash, disk, readiness, latency, liveness, crashloop or startup" ;;
+  cpu | memory | crash | disk | readiness | latency | liveness | errors | crashloop | startup) ;;
+  *) die_usage "--type \"$type\": expected cpu, memory, crash, disk, readiness, latency, liveness, errors, crashloop or startup" ;;
 esac
 whole --iterations "$iterations" 1
 whole --cooldown "$cooldown" 0
@@ -240,7 +257,15 @@ whole --probe-timeout "$probe_timeout" 1
 [[ -z $ms ]] || whole --ms "$ms" 1
 [[ -z $starts ]] || whole --starts "$starts" 1
 [[ -z $seconds ]] || whole --seconds "$seconds" 1
-case "$mode" in "" | fail | hang) ;; *) die_usage "--mode \"$mode\": expected fail or hang" ;; esac
+if [[ $type == errors ]]; then
+  case "$mode" in "" | status | reset | close | stall) ;; *) die_usage "--mode \"$mode\": expected status, reset, close or stall" ;; esac
+else
+  case "$mode" in "" | fail | hang) ;; *) die_usage "--mode \"$mode\": expected fail or hang" ;; esac
+fi
+[[ -z $percent ]] || { whole --percent "$percent" 1; ((10#$percent <= 100)) || die_usage "--percent \"$percent\": expected 1 to 100"; }
+case "$code" in "" | 500 | 502 | 503 | 504 | 429) ;; *) die_usage "--code \"$code\": expected 500, 502, 503, 504 or 429" ;; esac
+[[ $type == errors || (-z $percent && -z $code) ]] || die_usage "--percent and --code are for --type errors"
+[[ -z $code || $mode == "" || $mode == status ]] || die_usage "--code is for --mode status"
 [[ $type == cpu || -z $millicores ]] || die_usage "--millicores is for --type cpu"
 [[ $type != @(memory|crash|disk|crashloop|startup) || -z $duration ]] || die_usage "--duration is not for --type $type"
 [[ $type == @(crashloop|startup) || -z $starts ]] || die_usage "--starts is for --type crashloop or startup"
@@ -248,7 +273,7 @@ case "$mode" in "" | fail | hang) ;; *) die_usage "--mode \"$mode\": expected fa
 [[ $type == memory || $type == disk || -z $mb ]] || die_usage "--mb is for --type memory or disk"
 [[ $type == memory || (-z $ramp && -z $hold) ]] || die_usage "--ramp and --hold are for --type memory"
 [[ $type == latency || -z $ms ]] || die_usage "--ms is for --type latency"
-[[ $type == liveness || -z $mode ]] || die_usage "--mode is for --type liveness"
+[[ $type == liveness || $type == errors || -z $mode ]] || die_usage "--mode is for --type liveness or errors"
 [[ -n ${EPOCHREALTIME:-} ]] || { echo "chaos-generator.sh: needs bash >= 5 (EPOCHREALTIME)" >&2; exit 2; }
 command -v curl >/dev/null || { echo "chaos-generator.sh: needs curl" >&2; exit 2; }
 ramp=${ramp:-20}
@@ -361,15 +386,20 @@ get_code() {
 }
 
 # probe: sets PROBE_CODE (the watched answer: /ready, or for liveness
-# /health until detection and then the worse of both), READY_CODE, and
-# PROBE_AT (NOW_MS when the poll was sent).
+# /health until detection and then the worse of both, or for errors GET /),
+# READY_CODE, and PROBE_AT (NOW_MS when the poll was sent).
 watch_health=0
+watch_root=0
 probe() {
   tick
   PROBE_AT=$NOW_MS
   get_code /ready
   READY_CODE=$CODE
   PROBE_CODE=$CODE
+  if ((watch_root)); then
+    get_code /
+    PROBE_CODE=$CODE
+  fi
   if ((watch_health)); then
     get_code /health
     HEALTH_CODE=$CODE
@@ -412,6 +442,28 @@ poll_until() {
     fi
     local left=$((PROBE_AT + poll_ms - NOW_MS))
     nap_ms "$left"
+  done
+}
+
+# count_errors_until END: polls GET / (with /ready) until END (NOW_MS), the
+# errors fault's planned end, counting the GET / that were sent and those
+# that failed (not 200), the detecting poll included. Sets ERRORS_SENT and
+# ERRORS_FAILED.
+count_errors_until() {
+  ERRORS_SENT=1 ERRORS_FAILED=1
+  local said=$NOW_MS left
+  while :; do
+    left=$((PROBE_AT + poll_ms - NOW_MS))
+    nap_ms "$left"
+    tick
+    ((NOW_MS < $1)) || return 0
+    probe
+    ERRORS_SENT=$((ERRORS_SENT + 1))
+    [[ $PROBE_CODE == 200 ]] || ERRORS_FAILED=$((ERRORS_FAILED + 1))
+    if ((NOW_MS - said >= PROGRESS_MS)); then
+      said=$NOW_MS
+      echo "  ... counting GET / until the fault's end: $ERRORS_FAILED of $ERRORS_SENT failed" >&2
+    fi
   done
 }
 
@@ -475,6 +527,12 @@ trigger_target() {
       path=/fault/liveness
       [[ -z $mode ]] || q+=("mode=$mode")
       ;;
+    errors)
+      path=/fault/errors
+      [[ -z $percent ]] || q+=("percent=$percent")
+      [[ -z $mode ]] || q+=("mode=$mode")
+      [[ -z $code ]] || q+=("code=$code")
+      ;;
     disk)
       path=/load/disk
       [[ -z $mb ]] || q+=("mb=$mb")
@@ -494,6 +552,7 @@ stop_path() {
     readiness) REPLY=/fault/readiness ;;
     latency) REPLY=/load/latency ;;
     liveness) REPLY=/fault/liveness ;;
+    errors) REPLY=/fault/errors ;;
     disk) REPLY=/load/disk ;;
     *) REPLY="" ;;
   esac
@@ -704,6 +763,7 @@ for ((i = 1; i <= iterations; i++)); do
   detail=""
   STOPPED=0
   watch_health=0
+  watch_root=0
   tick
   if ! poll_until up $((NOW_MS + timeout_ms)) "/ready to be 200 before the trigger"; then
     wall_ms
@@ -727,7 +787,7 @@ for ((i = 1; i <= iterations; i++)); do
   # When the fault is planned to end (NOW_MS), if it has a planned end.
   planned_end=""
   case "$type" in
-    cpu | readiness | latency | liveness)
+    cpu | readiness | latency | liveness | errors)
       answer_number duration_seconds
       [[ -z $REPLY ]] || planned_end=$((triggered + REPLY * 1000))
       ;;
@@ -748,6 +808,7 @@ for ((i = 1; i <= iterations; i++)); do
     ((limit >= detect_deadline)) || detect_deadline=$limit
   fi
   [[ $type != liveness ]] || watch_health=1
+  [[ $type != errors ]] || watch_root=1
   DIED_AT=""
   READY_DOWN_AT=""
   if ! poll_until down "$detect_deadline" "the fault to show"; then
@@ -759,6 +820,10 @@ for ((i = 1; i <= iterations; i++)); do
   ((detected_ms >= 0)) || detected_ms=0
   detail="${detail:+$detail;}first_down_code=$PROBE_CODE"
   [[ $READY_CODE != 000 ]] || DIED_AT=$PROBE_AT
+  if [[ $type == errors && -n $planned_end ]]; then
+    count_errors_until "$planned_end"
+    detail+=";get_failed=$ERRORS_FAILED/$ERRORS_SENT"
+  fi
   # Recovery: up to --timeout after the fault's planned end (or detection).
   recover_deadline=$((detected_at + timeout_ms))
   if [[ -n $planned_end ]] && ((planned_end > detected_at)); then

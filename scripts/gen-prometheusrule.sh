@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # gen-prometheusrule.sh: writes prometheus/prometheusrule.yaml, the
 # Prometheus Operator's PrometheusRule wrapping of prometheus/rules.yml, so
-# that the plain rules file stays the one source.
+# that the plain rules file stays the one source, and the same file into the
+# kustomize component manifests/components/monitoring (kustomize reads no
+# file outside a component's directory).
 set -euo pipefail
 
 usage() {
@@ -9,9 +11,10 @@ usage() {
 Usage: scripts/gen-prometheusrule.sh [--check]
 
 Wraps the groups of prometheus/rules.yml into a PrometheusRule (namespace
-chaos-lab) in prometheus/prometheusrule.yaml.
-  --check   write nothing; exit 1 if the committed file differs from what
-            would be written (the tests run this, so the two cannot drift)
+chaos-lab) in prometheus/prometheusrule.yaml and
+manifests/components/monitoring/prometheusrule.yaml.
+  --check   write nothing; exit 1 if a committed file differs from what
+            would be written (the tests run this, so they cannot drift)
 USAGE
 }
 
@@ -25,7 +28,7 @@ esac
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source_file=prometheus/rules.yml
-target_file=prometheus/prometheusrule.yaml
+targets=(prometheus/prometheusrule.yaml manifests/components/monitoring/prometheusrule.yaml)
 
 generate() {
   cat <<'HEAD'
@@ -40,6 +43,9 @@ metadata:
   labels:
     app.kubernetes.io/name: chaos-backend
     app.kubernetes.io/part-of: chaos-lab
+    # kube-prometheus-stack's Prometheus picks rules labelled with its Helm
+    # release: change it to yours (docs/kubernetes.md).
+    release: kube-prometheus-stack
 spec:
 HEAD
   # Everything from "groups:" on, indented under spec; comments and the
@@ -47,13 +53,18 @@ HEAD
   awk 'found || /^groups:/ { found = 1; print ($0 == "" ? "" : "  " $0) }' "$source_file"
 }
 
-if ((check)); then
-  if ! diff -u "$target_file" <(generate); then
-    echo "gen-prometheusrule.sh: $target_file is out of date; run scripts/gen-prometheusrule.sh" >&2
-    exit 1
+status=0
+for target_file in "${targets[@]}"; do
+  if ((check)); then
+    if ! diff -u "$target_file" <(generate); then
+      echo "gen-prometheusrule.sh: $target_file is out of date; run scripts/gen-prometheusrule.sh" >&2
+      status=1
+      continue
+    fi
+    echo "$target_file matches $source_file"
+  else
+    generate >"$target_file"
+    echo "wrote $target_file"
   fi
-  echo "$target_file matches $source_file"
-else
-  generate >"$target_file"
-  echo "wrote $target_file"
-fi
+done
+exit "$status"

@@ -202,6 +202,9 @@ arm64_smoke() {
 echo "==> npm ci (Grafana's schema and TypeScript, for the dashboard type check)"
 npm ci --prefix grafana/typecheck --no-audit --no-fund --silent
 
+echo "==> npm ci (the Prometheus Operator's CRD schemas, for the monitoring component)"
+npm ci --prefix tests/manifests/crds --no-audit --no-fund --silent
+
 echo "==> npm ci (Redocly's CLI, to lint api/openapi.json)"
 npm ci --prefix api/lint --no-audit --no-fund --silent
 

@@ -24,7 +24,7 @@ Options:
   --selector SEL       pod label selector (default app.kubernetes.io/name=chaos-backend)
   --service NAME       Service whose EndpointSlices are watched (default chaos-backend)
   --hpa NAME           HorizontalPodAutoscaler to watch (default chaos-backend)
-  --rows LIST          rows to run, comma-separated (default crash,oom,degraded,hpa,evict;
+  --rows LIST          rows to run, comma-separated (default crash,oom,degraded,hpa,evict,errors;
                        also crashloop, startup)
   --hypotheses FILE    override hypotheses (format below)
   --out DIR            journal and verdict directory (default ./matrix-<unix time>)
@@ -39,6 +39,10 @@ Options:
   --observer-tail S    seconds the observer keeps watching after a row's
                        verdict, so that a pod coming back is seen (default 5)
   --no-observer        no observer pods and no user columns
+  --prometheus URL     a Prometheus that scrapes the pods and has the rules of
+                       prometheus/rules.yml (the PrometheusRule of
+                       manifests/components/monitoring): the errors row
+                       checks its burn-rate alert there
   -h, --help           this help
 
 Rows and default hypotheses:
@@ -95,6 +99,16 @@ Rows and default hypotheses:
             the next start is Ready within startup.ready_slack_s s. Each
             half within startup.within (420) s: a restart may wait a back-off
             an earlier row left (up to 300 s).
+  errors    POST /fault/errors?percent=errors.percent (20)&mode=errors.mode
+            (status)&duration=errors.fault_seconds (300). Users see the
+            errors (ROW.min_errors, 1), the pod neither restarts nor leaves
+            the Service (errors are not a health failure), and with
+            --prometheus the page alert's expression is true: the series
+            ALERTS{alertname="ChaosBackendErrorBudgetBurn"} of the namespace
+            exists within errors.alert_within (240) s (a 1 s to 1 min scrape,
+            the rule's evaluation, and two samples in its 5-minute window).
+            Without --prometheus the row watches errors.watch_seconds (10)
+            and says the alert was not checked. DELETE /fault/errors ends it.
 
 Users: during every row an observer pod (`chaos-backend observe` from the
 same image, docs/observer.md) sends GET / through the Service's name, a new
@@ -109,6 +123,7 @@ Four user hypotheses per row; the value "any" skips one:
   ROW.min_availability  percent of finished requests answered 2xx
   ROW.max_p99_ms        p99 latency in ms, measured from due times
   ROW.max_streak_s      longest time in which every request failed
+  ROW.min_errors        failed requests at least (errors: users must see them)
 The defaults hold for a healthy Deployment of 3 replicas:
   degraded, hpa  max_errors=0, min_availability=100, max_streak_s=any: a pod
                  that fails readiness keeps answering while the Service
@@ -123,6 +138,9 @@ The defaults hold for a healthy Deployment of 3 replicas:
                  replicas, 1/2 x 4/10 = 20%: at the edge; scale to 3 for
                  the run). The other replicas answer throughout, so all
                  requests never fail together for a second.
+  errors         min_errors=1, max_streak_s=1, the rest any: 20% of the
+                 faulted pod's answers are 503s, and the other replicas
+                 answer throughout.
   every row      max_p99_ms=1000: GET / takes milliseconds and failures end
                  fast (refused, reset); a p99 at half the observer's 2 s
                  timeout means requests hung on a pod still in the Service.
@@ -155,7 +173,7 @@ namespace=""
 selector="app.kubernetes.io/name=chaos-backend"
 service="chaos-backend"
 hpa="chaos-backend"
-rows="crash,oom,degraded,hpa,evict"
+rows="crash,oom,degraded,hpa,evict,errors"
 hypotheses_file=""
 out="matrix-$(date +%s)"
 token="${CHAOS_TOKEN:-}"
@@ -166,6 +184,7 @@ observer_image=""
 observer_url=""
 observer_rate=20
 observer_tail=5
+prometheus=""
 KUBECTL="${KUBECTL:-kubectl}"
 
 while [[ $# -gt 0 ]]; do
@@ -173,7 +192,7 @@ while [[ $# -gt 0 ]]; do
     -h | --help) usage; exit 0 ;;
     --no-observer) observer=0; shift ;;
     --namespace | --selector | --service | --hpa | --rows | --hypotheses | --out | --token | --url | --poll | \
-      --observer-image | --observer-url | --observer-rate | --observer-tail)
+      --observer-image | --observer-url | --observer-rate | --observer-tail | --prometheus)
       [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a value"
       case "$1" in
         --namespace) namespace="$2" ;;
@@ -190,6 +209,7 @@ while [[ $# -gt 0 ]]; do
         --observer-url) observer_url="$2" ;;
         --observer-rate) observer_rate="$2" ;;
         --observer-tail) observer_tail="$2" ;;
+        --prometheus) prometheus="${2%/}" ;;
       esac
       shift 2
       ;;
@@ -203,7 +223,7 @@ done
 [[ $observer_tail =~ ^[0-9]+$ ]] || die_usage "--observer-tail \"$observer_tail\": expected whole seconds"
 IFS=',' read -r -a selected <<<"$rows"
 for r in "${selected[@]}"; do
-  case "$r" in crash | oom | degraded | hpa | evict | crashloop | startup) ;; *) die_usage "--rows: unknown row \"$r\"" ;; esac
+  case "$r" in crash | oom | degraded | hpa | evict | errors | crashloop | startup) ;; *) die_usage "--rows: unknown row \"$r\"" ;; esac
 done
 
 # --- hypotheses -------------------------------------------------------------
@@ -219,6 +239,8 @@ declare -A hyp=(
   [crashloop.gap_tolerance_s]=3 [crashloop.gap_tolerance_pct]=25
   [startup.under_seconds]=5 [startup.over_seconds]=20 [startup.budget_s]=10
   [startup.ready_slack_s]=5 [startup.stop_slack_s]=25 [startup.within]=420
+  [errors.percent]=20 [errors.mode]=status [errors.fault_seconds]=300
+  [errors.alert_within]=240 [errors.watch_seconds]=10
 )
 # What users see, per row (see --help for why these defaults).
 for r in crash oom evict crashloop startup; do
@@ -227,7 +249,10 @@ done
 for r in degraded hpa; do
   hyp[$r.max_errors]=0 hyp[$r.min_availability]=100 hyp[$r.max_p99_ms]=1000 hyp[$r.max_streak_s]=any
 done
-USER_KEYS=(max_errors min_availability max_p99_ms max_streak_s)
+hyp[errors.max_errors]=any hyp[errors.min_availability]=any hyp[errors.max_p99_ms]=1000 hyp[errors.max_streak_s]=1
+for r in crash oom evict degraded hpa; do hyp[$r.min_errors]=any; done
+hyp[errors.min_errors]=1
+USER_KEYS=(max_errors min_errors min_availability max_p99_ms max_streak_s)
 if [[ -n $hypotheses_file ]]; then
   [[ -r $hypotheses_file ]] || die_usage "cannot read --hypotheses \"$hypotheses_file\""
   n=0
@@ -524,6 +549,7 @@ user_verdict() {
     [[ $limit != any ]] || continue
     case $key in
       max_errors) text="errors <= $limit" value=$U_ERRORS op="<=" ;;
+      min_errors) text="errors >= $limit" value=$U_ERRORS op=">=" ;;
       min_availability) text="availability >= $limit%" value=$U_AVAIL op=">=" ;;
       max_p99_ms) text="p99 <= $limit ms" value=$U_P99 op="<=" ;;
       max_streak_s) text="error streak <= $limit s" value=$U_STREAK op="<=" ;;
@@ -719,12 +745,17 @@ restart_row() { # ROW TRIGGER_PATH WITHIN_KEY READY_KEY
   reach "$pod" || true
 }
 
-run_degraded() {
-  ROW=degraded
+# pod_before ROW: RESTARTS_BEFORE and POD_IP_BEFORE of the row's pod, journaled.
+pod_before() {
   pod_state "$pod"
   RESTARTS_BEFORE=${RESTARTS:-0}
   POD_IP_BEFORE=$POD_IP
-  note degraded before "pod=$pod" "podIP=$POD_IP" "restartCount=$RESTARTS_BEFORE"
+  note "$1" before "pod=$pod" "podIP=$POD_IP" "restartCount=$RESTARTS_BEFORE"
+}
+
+run_degraded() {
+  ROW=degraded
+  pod_before degraded
   trigger "/fault/readiness?duration=${hyp[degraded.fault_seconds]}" 202 || return 0
   if ! wait_for "${hyp[degraded.removed_within]}" endpoint_gone degraded; then
     verdict degraded "endpoint removed within ${hyp[degraded.removed_within]} s" "the endpoint never left" FAIL
@@ -943,6 +974,49 @@ run_startup() {
   reach "$pod" || true
 }
 
+# The page alert of the GET / error budget is firing (its expression is
+# true: the rule has no `for`) for the namespace, on --prometheus.
+budget_burning() {
+  local body
+  body=$(curl -s --max-time 10 -G "$prometheus/api/v1/query" \
+    --data-urlencode "query=ALERTS{alertname=\"ChaosBackendErrorBudgetBurn\", namespace=\"$namespace\"}" 2>/dev/null) || body=""
+  note "$ROW" observe "prometheus_alerts=${body:0:300}"
+  [[ $body == *'"result":[{'* ]]
+}
+
+run_errors() {
+  ROW=errors
+  pod_before errors
+  trigger "/fault/errors?percent=${hyp[errors.percent]}&mode=${hyp[errors.mode]}&duration=${hyp[errors.fault_seconds]}" 202 || return 0
+  local ok=PASS measured hypothesis="the pod stays Ready in the Service without a restart"
+  if [[ -n $prometheus ]]; then
+    hypothesis+=", ChaosBackendErrorBudgetBurn true within ${hyp[errors.alert_within]} s"
+    if wait_for "${hyp[errors.alert_within]}" budget_burning errors; then
+      measured="ChaosBackendErrorBudgetBurn true after $WAITED s"
+    else
+      measured="ChaosBackendErrorBudgetBurn not true within ${hyp[errors.alert_within]} s"
+      ok=FAIL
+    fi
+  else
+    sleep "${hyp[errors.watch_seconds]}" &
+    wait $! || true
+    measured="alert not checked (no --prometheus)"
+  fi
+  endpoint_state "$POD_IP_BEFORE"
+  pod_state "$pod"
+  note errors observe "endpoint=$ENDPOINT" "restartCount=$RESTARTS"
+  if [[ $ENDPOINT != ready ]]; then
+    measured+="; the endpoint left the Service ($ENDPOINT)"
+    ok=FAIL
+  fi
+  if [[ ${RESTARTS:-0} -ne $RESTARTS_BEFORE ]]; then
+    measured+="; the pod restarted"
+    ok=FAIL
+  fi
+  note errors release "code=$(chaos DELETE /fault/errors)"
+  verdict errors "$hypothesis" "$measured" "$ok"
+}
+
 pick_pod
 pod=$PICKED
 [[ -n $pod ]] || { echo "validate-matrix.sh: no Ready pod matches $selector in $namespace" >&2; exit 1; }
@@ -964,6 +1038,7 @@ for r in "${selected[@]}"; do
     evict) run_evict ;;
     crashloop) run_crashloop ;;
     startup) run_startup ;;
+    errors) run_errors ;;
   esac
   finish_row "$r"
 done

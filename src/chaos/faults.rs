@@ -1,6 +1,6 @@
 //! Timed faults that change how the service answers rather than what it
 //! consumes: a failing or hanging liveness probe, a forced readiness
-//! failure, extra latency on `GET /`.
+//! failure, extra latency on `GET /`, errors on `GET /`.
 //!
 //! A setting is in force while `now < ends_at`, so the probes never see a
 //! fault outlive its time; the registry entry's timer thread ends the fault
@@ -28,6 +28,52 @@ struct Active {
     id: u64,
     /// The registry's cancel handle of the fault: releases held answers.
     cancel: Cancel,
+    /// `GET /` requests an errors fault has seen so far (`Faults::next_error`).
+    seen: u64,
+}
+
+/// What an errors fault does to the `GET /` requests it picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorMode {
+    /// Answers this status code with a JSON error body.
+    Status(u16),
+    /// Resets the connection (TCP RST), no answer.
+    Reset,
+    /// Closes the connection cleanly (FIN), no answer.
+    Close,
+    /// No answer until the fault ends, then a clean close.
+    Stall,
+}
+
+impl ErrorMode {
+    /// The `mode` parameter and metric label.
+    pub const LABELS: [&'static str; 4] = ["status", "reset", "close", "stall"];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorMode::Status(_) => "status",
+            ErrorMode::Reset => "reset",
+            ErrorMode::Close => "close",
+            ErrorMode::Stall => "stall",
+        }
+    }
+}
+
+/// An errors fault: `percent` of `GET /` requests get `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorFault {
+    pub percent: u8,
+    pub mode: ErrorMode,
+}
+
+/// Whether request `i` (0-based, in the order the fault sees them) of an
+/// errors fault at `percent` is faulted: error diffusion, so that any
+/// `100` consecutive requests hold exactly `percent` faulted ones, evenly
+/// spaced (20: the 5th, 10th, 15th ...), and any `n` hold `n * percent /
+/// 100` rounded down or up.
+pub fn faulted(i: u64, percent: u8) -> bool {
+    let p = u64::from(percent);
+    (i + 1) * p / 100 > i * p / 100
 }
 
 /// What a fault changes, and how.
@@ -36,6 +82,7 @@ pub enum Setting {
     Liveness(LivenessMode),
     Readiness,
     Latency(Duration),
+    Errors(ErrorFault),
 }
 
 impl Setting {
@@ -45,6 +92,7 @@ impl Setting {
             Setting::Liveness(_) => FaultKind::Liveness,
             Setting::Readiness => FaultKind::Readiness,
             Setting::Latency(_) => FaultKind::Latency,
+            Setting::Errors(_) => FaultKind::Errors,
         }
     }
 
@@ -54,6 +102,10 @@ impl Setting {
             Setting::Liveness(LivenessMode::Hang) => "mode=hang".to_string(),
             Setting::Readiness => "forced".to_string(),
             Setting::Latency(d) => format!("ms={}", d.as_millis()),
+            Setting::Errors(e) => match e.mode {
+                ErrorMode::Status(code) => format!("percent={} mode=status code={code}", e.percent),
+                mode => format!("percent={} mode={}", e.percent, mode.label()),
+            },
         }
     }
 }
@@ -73,6 +125,7 @@ impl Faults {
             ends_at: now + duration,
             id,
             cancel,
+            seen: 0,
         });
     }
 
@@ -112,6 +165,28 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// Counts one `GET /` against the errors fault in force at `now`, and
+    /// says whether it is faulted: the fault, when it ends, and its cancel
+    /// handle. The count is taken under the lock, so concurrent requests
+    /// each get their own place in the fault's sequence (`faulted`): any
+    /// 100 consecutive `GET /` the service handles hold exactly `percent`
+    /// faulted ones, in the order workers take them.
+    pub fn next_error(&self, now: Instant) -> Option<(ErrorFault, Instant, Cancel)> {
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        let a = active
+            .iter_mut()
+            .rev()
+            .find(|a| now < a.ends_at && matches!(a.setting, Setting::Errors(_)))?;
+        let Setting::Errors(fault) = a.setting else {
+            return None;
+        };
+        let i = a.seen;
+        a.seen += 1;
+        faulted(i, fault.percent).then(|| (fault, a.ends_at, a.cancel.clone()))
+    }
+}
+
 /// Starts the thread that ends fault `ticket` at `deadline`, unless it is
 /// stopped first (then it just returns; the stopper cleans up).
 pub fn spawn_timer(ticket: Ticket, kind: FaultKind, deadline: Instant) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -133,6 +208,37 @@ pub fn spawn_timer(ticket: Ticket, kind: FaultKind, deadline: Instant) -> std::i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_hundred_consecutive_requests_hold_exactly_percent_faulted() {
+        for percent in 1..=100u8 {
+            let picks: Vec<bool> = (0..1_000).map(|i| faulted(i, percent)).collect();
+            assert_eq!(picks.iter().filter(|f| **f).count(), 10 * usize::from(percent));
+            for window in picks.windows(100) {
+                assert_eq!(
+                    window.iter().filter(|f| **f).count(),
+                    usize::from(percent),
+                    "{percent}%"
+                );
+            }
+        }
+        assert!(faulted(4, 20) && !faulted(3, 20) && faulted(9, 20), "evenly spaced");
+    }
+
+    #[test]
+    fn an_errors_fault_counts_only_while_in_force() {
+        let f = Faults::default();
+        let t0 = Instant::now();
+        let fault = ErrorFault {
+            percent: 50,
+            mode: ErrorMode::Reset,
+        };
+        f.start(3, Setting::Errors(fault), t0, Duration::from_secs(5), Cancel::default());
+        let hits = (0..10).filter(|_| f.next_error(t0).is_some()).count();
+        assert_eq!(hits, 5);
+        assert!(f.next_error(t0 + Duration::from_secs(5)).is_none(), "over by time");
+        assert_eq!(Setting::Errors(fault).detail(), "percent=50 mode=reset");
+    }
 
     #[test]
     fn settings_end_by_time_and_by_removal() {

@@ -46,16 +46,18 @@ pub enum FaultKind {
     Readiness,
     Latency,
     Disk,
+    Errors,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Cpu,
         FaultKind::Memory,
         FaultKind::Liveness,
         FaultKind::Readiness,
         FaultKind::Latency,
         FaultKind::Disk,
+        FaultKind::Errors,
     ];
 
     pub fn label(self) -> &'static str {
@@ -66,6 +68,7 @@ impl FaultKind {
             FaultKind::Readiness => "readiness",
             FaultKind::Latency => "latency",
             FaultKind::Disk => "disk",
+            FaultKind::Errors => "errors",
         }
     }
 
@@ -79,7 +82,10 @@ impl FaultKind {
     /// Whether a new fault of this kind replaces the running one (a probe
     /// can only be failed one way at a time); CPU loads and leaks add up.
     pub fn replaces(self) -> bool {
-        matches!(self, FaultKind::Liveness | FaultKind::Readiness | FaultKind::Latency)
+        matches!(
+            self,
+            FaultKind::Liveness | FaultKind::Readiness | FaultKind::Latency | FaultKind::Errors
+        )
     }
 }
 

@@ -1,5 +1,5 @@
-//! `POST`/`DELETE` `/fault/liveness`, `/fault/readiness` and `/load/latency`:
-//! timed faults that change how the service answers. Each holds a guardrail
+//! `POST`/`DELETE` `/fault/liveness`, `/fault/readiness`, `/load/latency`
+//! and `/fault/errors`: timed faults that change how the service answers. Each holds a guardrail
 //! slot for its duration; `DELETE` ends it early.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{bad, start_fault};
 use crate::app::App;
-use crate::chaos::faults::{LivenessMode, Setting};
+use crate::chaos::faults::{ErrorFault, ErrorMode, LivenessMode, Setting};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::MAX_DURATION_SECONDS;
 use crate::http::query::{ParamError, Query};
@@ -28,7 +28,7 @@ pub fn liveness(app: &App, raw_query: &str, now: Instant) -> Reply {
         now,
         &["mode", "duration"],
         DEFAULT_PROBE_FAULT,
-        |query| {
+        &|query| {
             Ok(match query.choice("mode", &["fail", "hang"])? {
                 Some("hang") => Setting::Liveness(LivenessMode::Hang),
                 _ => Setting::Liveness(LivenessMode::Fail),
@@ -39,7 +39,7 @@ pub fn liveness(app: &App, raw_query: &str, now: Instant) -> Reply {
 
 /// `POST /fault/readiness?duration=S`.
 pub fn readiness(app: &App, raw_query: &str, now: Instant) -> Reply {
-    start(app, raw_query, now, &["duration"], DEFAULT_PROBE_FAULT, |_| {
+    start(app, raw_query, now, &["duration"], DEFAULT_PROBE_FAULT, &|_| {
         Ok(Setting::Readiness)
     })
 }
@@ -53,9 +53,46 @@ pub fn latency(app: &App, raw_query: &str, now: Instant) -> Reply {
         now,
         &["ms", "duration"],
         app.config.cpu_load_duration,
-        |query| {
+        &|query| {
             let ms = query.bounded("ms", 1, 60_000, "milliseconds")?.unwrap_or(1000);
             Ok(Setting::Latency(Duration::from_millis(ms)))
+        },
+    )
+}
+
+/// The status codes an errors fault may answer (`mode=status`).
+pub const ERROR_CODES: [&str; 5] = ["500", "502", "503", "504", "429"];
+
+/// `POST /fault/errors?percent=P&duration=S&mode=status|reset|close|stall&code=C`:
+/// `percent` (default 100) of `GET /` get `mode` (default `status`, with
+/// `code`, default 503) for `duration` (default 60 s).
+pub fn errors(app: &App, raw_query: &str, now: Instant) -> Reply {
+    start(
+        app,
+        raw_query,
+        now,
+        &["percent", "duration", "mode", "code"],
+        DEFAULT_PROBE_FAULT,
+        &|query| {
+            let percent = query.bounded("percent", 1, 100, "percent")?.unwrap_or(100) as u8;
+            let code = query.choice("code", &ERROR_CODES)?;
+            let mode = match query.choice("mode", &ErrorMode::LABELS)? {
+                Some("reset") => ErrorMode::Reset,
+                Some("close") => ErrorMode::Close,
+                Some("stall") => ErrorMode::Stall,
+                _ => ErrorMode::Status(code.map_or(503, |c| c.parse().unwrap_or(503))),
+            };
+            if let (Some(code), false) = (code, matches!(mode, ErrorMode::Status(_))) {
+                return Err(ParamError {
+                    parameter: "code".to_string(),
+                    value: Some(code.to_string()),
+                    message: format!(
+                        "code {code} applies to mode=status only; mode={} sends no status",
+                        mode.label()
+                    ),
+                });
+            }
+            Ok(Setting::Errors(ErrorFault { percent, mode }))
         },
     )
 }
@@ -69,7 +106,8 @@ fn start(
     now: Instant,
     parameters: &[&str],
     default: Duration,
-    setting: impl FnOnce(&Query) -> Result<Setting, ParamError>,
+    // Not generic: one copy of this function for every fault, not one each.
+    setting: &dyn Fn(&Query) -> Result<Setting, ParamError>,
 ) -> Reply {
     let parsed = Query::parse(raw_query, parameters).and_then(|query| {
         let duration = query
@@ -145,13 +183,19 @@ mod tests {
     fn bad_fault_parameters_are_400() {
         let (app, _) = testing::app("faults-bad", &[]);
         type Start = fn(&App, &str, Instant) -> Reply;
-        let cases: [(Start, &str); 6] = [
+        let cases: [(Start, &str); 12] = [
             (liveness, "mode=sleep"),
             (liveness, "ms=5"),
             (latency, "ms=0"),
             (latency, "ms=60001"),
             (readiness, "duration=0"),
             (readiness, "mode=fail"),
+            (errors, "percent=0"),
+            (errors, "percent=101"),
+            (errors, "code=404"),
+            (errors, "mode=drop"),
+            (errors, "mode=reset&code=500"),
+            (errors, "ms=5"),
         ];
         for (start, q) in cases {
             assert_eq!(start(&app, q, Instant::now()).status, 400, "{q}");
@@ -170,5 +214,28 @@ mod tests {
         assert!(app.faults.latency(now).is_none());
         assert_eq!(app.registry.active(), 0, "the slot is free again");
         assert_eq!(events.event_names(), ["CHAOS_STARTED", "CHAOS_FINISHED"]);
+    }
+}
+
+#[cfg(test)]
+mod errors_tests {
+    use super::*;
+    use crate::app::testing;
+
+    #[test]
+    fn an_errors_fault_replaces_the_running_one_and_ends_on_request() {
+        let (app, _) = testing::app(
+            "faults-errors",
+            &[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "3")],
+        );
+        let now = Instant::now();
+        let r = errors(&app, "percent=20&mode=status&code=502&duration=30", now);
+        assert_eq!(r.status, 202, "{:?}", r.body_json());
+        assert_eq!(r.body_json()["detail"], "percent=20 mode=status code=502");
+        let r = errors(&app, "mode=stall", now);
+        assert_eq!(r.body_json()["detail"], "percent=100 mode=stall");
+        assert_eq!(app.registry.active(), 1, "replaced, not added");
+        assert_eq!(end(&app, FaultKind::Errors).body_json()["status"], "stopped");
+        assert!(app.faults.next_error(now).is_none());
     }
 }

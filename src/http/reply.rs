@@ -85,6 +85,19 @@ impl std::ops::Deref for Body {
     }
 }
 
+/// How a request that gets no answer at all ends: what a broken backend or
+/// proxy does to its clients (a reset has no status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// A TCP reset (the client reads ECONNRESET).
+    Reset,
+    /// A clean close (FIN) without a byte of answer.
+    Close,
+    /// Nothing for the hold (`Reply::hold`, ended early by `released_by`),
+    /// then a clean close; off the workers, like a held answer.
+    Stall,
+}
+
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
@@ -101,6 +114,9 @@ pub struct Reply {
     /// The real answer comes later (`Reply::later`); this one is a stand-in
     /// sent only when no thread can wait for it.
     pub later: Option<Later>,
+    /// No answer at all: the status and body are not sent, and the
+    /// request is not counted as answered.
+    pub unanswered: Option<Unanswered>,
 }
 
 impl Reply {
@@ -115,6 +131,7 @@ impl Reply {
             hold: None,
             released_by: None,
             later: None,
+            unanswered: None,
         }
     }
 
@@ -189,6 +206,13 @@ impl Reply {
 
     pub fn internal_error(message: &str) -> Reply {
         Reply::json(500, &json!({"error": message}))
+    }
+
+    /// No answer: the connection ends as `how` says.
+    pub fn unanswered(how: Unanswered) -> Reply {
+        let mut reply = Reply::bytes(0, "application/json", Vec::new());
+        reply.unanswered = Some(how);
+        reply
     }
 
     pub fn with_header(mut self, name: &'static str, value: String) -> Reply {

@@ -99,7 +99,9 @@ pub static ROUTES: &[Route] = &[
     Route {
         path: "/",
         methods: &[(Get, Read, |app, _, now| handlers::root::get(app, now))],
-        usual_answers: &[(Get, 200)],
+        // The codes an errors fault answers too, so that the error ratio
+        // has every series before the first fault.
+        usual_answers: &[(Get, 200), (Get, 429), (Get, 500), (Get, 502), (Get, 503), (Get, 504)],
         feeds_readiness: true,
     },
     Route {
@@ -234,6 +236,19 @@ pub static ROUTES: &[Route] = &[
             }),
         ],
         usual_answers: &[(Post, 202), (Post, 429), (Delete, 200)],
+        feeds_readiness: false,
+    },
+    Route {
+        path: "/fault/errors",
+        methods: &[
+            (Post, Start("errors"), |app, rq, now| {
+                handlers::faults::errors(app, rq.query, now)
+            }),
+            (Delete, Stop("errors"), |app, _, _| {
+                handlers::faults::end(app, FaultKind::Errors)
+            }),
+        ],
+        usual_answers: &[(Post, 202), (Post, 400), (Post, 429), (Delete, 200)],
         feeds_readiness: false,
     },
     Route {

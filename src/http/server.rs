@@ -18,7 +18,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::app::{App, Control};
-use crate::http::reply::Reply;
+use crate::http::reply::{Reply, Unanswered};
 use crate::http::routes::{self, Method, RequestLine, Route};
 use crate::os::sys;
 
@@ -242,6 +242,10 @@ fn answer(
     let after = reply.after.take();
     let hold = reply.hold.take().unwrap_or_default();
     let released_by = reply.released_by.take();
+    if let Some(how) = reply.unanswered {
+        end_unanswered(rq, how, hold, released_by, app, route);
+        return;
+    }
     // Counted before the response is written, so a client that has its
     // answer finds it in the next scrape. The duration is the time to produce
     // the answer; writing a small body to the socket is a copy into the
@@ -274,6 +278,38 @@ fn answer(
     if let Some(after) = after {
         after.run();
     }
+}
+
+/// What a stalled request adds to the readiness window: it gets no answer
+/// at all, so it counts as slower than any threshold (the window's last
+/// bucket), never as the fast request it would look like if timed from the
+/// worker's side.
+const STALLED: Duration = Duration::from_secs(86_400);
+
+/// Ends a request without an answer (an errors fault): a reset, a clean
+/// close, or a stall held off the workers for `hold` (ended early by
+/// `released_by`), then a clean close. Not counted in
+/// `http_requests_total`, which counts answers (the handler counted the
+/// fault by mode); a stall counts in the readiness window as `STALLED`.
+fn end_unanswered(
+    rq: tiny_http::Request,
+    how: Unanswered,
+    hold: Duration,
+    released_by: Option<Arc<AtomicBool>>,
+    app: &App,
+    route: Option<&'static Route>,
+) {
+    let ending = match how {
+        Unanswered::Reset => tiny_http::Unanswered::Reset(sys::reset_connection),
+        Unanswered::Close => tiny_http::Unanswered::Close,
+        Unanswered::Stall => {
+            if route.is_some_and(Route::feeds_readiness) {
+                app.latency.record(Instant::now(), STALLED);
+            }
+            tiny_http::Unanswered::Stall(hold, released_by)
+        }
+    };
+    rq.end_unanswered(ending);
 }
 
 /// Counts one answer (`http_requests_total`, and its time in

@@ -31,9 +31,13 @@ pub const ACTIONS: &[&str] = &[
     "liveness",
     "readiness",
     "disk",
+    "errors",
     "crashloop",
     "slowstart",
 ];
+/// The `mode` label of `chaos_faulted_requests_total`: how an errors fault
+/// failed a `GET /`.
+pub const FAULTED_MODES: &[&str] = &["status", "reset", "close", "stall"];
 /// The `state` label of `chaos_disk_fill_bytes`.
 pub const DISK_FILL_STATES: &[&str] = &["written", "target"];
 /// Chaos outcomes, as the `outcome` label: `rejected` by the guardrails
@@ -78,6 +82,7 @@ pub struct Metrics {
     pub connections: ConnectionMetrics,
     pub chaos_disk_fill_bytes: IntGaugeVec,
     pub chaos_disk_fill_ended_total: IntCounterVec,
+    pub chaos_faulted_requests_total: IntCounterVec,
 }
 
 /// The label values known at start-up, whose series exist before their
@@ -160,6 +165,11 @@ impl Metrics {
                 "Disk fills ended, by reason: removed on request, no_space (ENOSPC), quota (EDQUOT), io_error.",
                 &["reason"],
             )?,
+            chaos_faulted_requests_total: r.int_counter_vec(
+                "chaos_faulted_requests_total",
+                "GET / requests an errors fault failed, by mode: status (answered with the fault's code, also in http_requests_total), reset, close and stall (no answer, so no code).",
+                &["mode"],
+            )?,
             registry,
         };
         metrics.create_known_series(known);
@@ -188,6 +198,9 @@ impl Metrics {
         }
         for reason in known.disk_fill_ends {
             self.chaos_disk_fill_ended_total.with_label_values(&[reason]);
+        }
+        for mode in FAULTED_MODES {
+            self.chaos_faulted_requests_total.with_label_values(&[mode]);
         }
     }
 
@@ -256,6 +269,8 @@ mod tests {
             "chaos_disk_fill_ended_total{reason=\"quota\"} 0",
             "chaos_fault_active{fault=\"disk\"} 0",
             "chaos_actions_total{action=\"disk\",outcome=\"failed\"} 0",
+            "chaos_faulted_requests_total{mode=\"reset\"} 0",
+            "chaos_actions_total{action=\"errors\",outcome=\"accepted\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");
         }

@@ -313,6 +313,47 @@ pub fn set_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
     }
 }
 
+/// Resets a connected TCP socket in place: the kernel sends a RST and the
+/// peer's next read fails with ECONNRESET, while the fd stays open for the
+/// thread that still reads it (closing it under that thread could hand the
+/// number to another socket). `SO_LINGER` 0 makes any later close abortive
+/// too; the reset itself is `connect(AF_UNSPEC)`, which disconnects the
+/// socket the way a close with `SO_LINGER` 0 does (Linux `tcp_disconnect`).
+pub fn reset_connection(stream: &std::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `fd` is a valid socket owned by `stream` for the whole call;
+    // we pass a pointer to a live `linger` and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above; an all-zero sockaddr with family AF_UNSPEC, and its
+    // exact size.
+    let rc = unsafe {
+        let mut unspec: libc::sockaddr = std::mem::zeroed();
+        unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        libc::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Sets the core-file size limit of this process to zero.
 ///
 /// Called right before a deliberate abort: dumping a large leaked heap would

@@ -12,12 +12,18 @@ liveness fault that would hold later answers. The test runs two passes:
   fill's 409, a guardrail's 429) are checked against the document too. To
   keep the run bounded, every schema-valid duration, ramp and hold is cut to
   at most KEEP_SECONDS and every latency to at most KEEP_MS (an invalid value
-  is left as generated, so negative cases stay negative), and a leak without
-  `hold` is given one: a fault ends by itself within seconds. The
+  is left as generated, so negative cases stay negative), a leak without
+  `hold` is given one, and a timed fault without `duration` is given one
+  (its default is 60 s: a liveness hang would hold /health past the
+  client's timeout): a fault ends by itself within seconds. The
   address-space limit the test sets bounds the leaks that overlap (beyond,
   a documented 507). Before each stop (`DELETE`, `POST /chaos/stop`) the hook
   starts the fault it stops, so that its "stopped" answer is always checked,
-  whatever order the operations run in.
+  whatever order the operations run in. An errors fault is kept to
+  `mode=status` (its `code` as generated): a reset, a close or a stall of
+  `GET /` answers nothing, which no document can describe and schemathesis
+  would report as a network error; tests/integration/errors.rs checks those
+  modes as a client sees them.
 """
 
 import os
@@ -41,6 +47,8 @@ CUT = {
     "hold": (86400, KEEP_SECONDS),
     "ms": (60000, KEEP_MS),
 }
+# Timed faults whose `duration` has a default (60 s for the probe faults).
+TIMED = ("/load/latency", "/fault/liveness", "/fault/readiness", "/fault/errors")
 # The start each stop is preceded by, in the second pass.
 PRIME = {
     ("DELETE", "/load/cpu"): ["/load/cpu?millicores=1&duration=2"],
@@ -49,6 +57,7 @@ PRIME = {
     ("DELETE", "/fault/liveness"): ["/fault/liveness?mode=hang&duration=2"],
     ("DELETE", "/fault/readiness"): ["/fault/readiness?duration=2"],
     ("DELETE", "/load/latency"): ["/load/latency?ms=50&duration=2"],
+    ("DELETE", "/fault/errors"): ["/fault/errors?percent=50&duration=2"],
     ("POST", "/chaos/stop"): ["/load/cpu?millicores=1&duration=2", "/fault/readiness?duration=2"],
 }
 
@@ -96,6 +105,10 @@ def before_call(context, case, **kwargs):
                 query[name] = cut(query[name], maximum, most)
         if case.path == "/load/memory" and case.method.upper() == "POST" and "hold" not in query:
             query["hold"] = KEEP_SECONDS
+        if case.path in TIMED and case.method.upper() == "POST" and "duration" not in query:
+            query["duration"] = KEEP_SECONDS
+        if case.path == "/fault/errors" and query.get("mode") in ("reset", "close", "stall"):
+            query["mode"] = "status"
     for target in PRIME.get((case.method.upper(), case.path), []):
         # Refused (a guardrail's 429, a fill already there) is fine: the
         # stop then meets what runs already, or nothing.

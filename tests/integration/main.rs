@@ -15,6 +15,7 @@ mod disk;
 mod docs;
 mod emulation;
 mod engines;
+mod errors;
 mod faults;
 mod fork;
 mod guardrails;

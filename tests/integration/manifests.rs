@@ -709,3 +709,211 @@ fn pod_labels(workload: &Value) -> serde_json::Map<String, Value> {
         .unwrap()
         .clone()
 }
+
+/// YAML text as JSON values, one per document.
+fn yaml_documents(yaml: &str) -> Vec<Value> {
+    let code = "import sys, yaml, json; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)";
+    let out = run("python3", &["-c", code], Some(yaml));
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `kubectl kustomize` of the monitoring component alone, and of the base
+/// with it, as a user's overlay includes it. The overlay is written under
+/// target/ (never tracked): kustomize refuses absolute paths, and a base
+/// cannot contain its own overlay.
+fn monitoring_renders() -> (String, String) {
+    let alone = run("kubectl", &["kustomize", "manifests/components/monitoring"], None);
+    assert!(
+        alone.status.success(),
+        "kubectl kustomize the component: {}",
+        text(&alone)
+    );
+    let overlay = repo()
+        .join("target")
+        .join(format!("monitoring-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../manifests\ncomponents:\n  - ../../manifests/components/monitoring\n",
+    )
+    .unwrap();
+    let with_base = run("kubectl", &["kustomize", overlay.to_str().unwrap()], None);
+    let _ = std::fs::remove_dir_all(&overlay);
+    assert!(
+        with_base.status.success(),
+        "kubectl kustomize base + component: {}",
+        text(&with_base)
+    );
+    (
+        String::from_utf8(alone.stdout).unwrap(),
+        String::from_utf8(with_base.stdout).unwrap(),
+    )
+}
+
+/// For kube-prometheus-stack users: the component's PodMonitor selects the
+/// Deployment's pods and scrapes the port /metrics answers on, and its
+/// PrometheusRule is the one scripts/gen-prometheusrule.sh makes. Both
+/// renders (the component alone, the base with it) are YAML that yamllint
+/// accepts.
+#[test]
+#[ignore = "needs kubectl, yamllint, pyyaml: scripts/test.sh runs it"]
+fn monitoring_component_matches_the_deployment_and_the_rules() {
+    let (alone, with_base) = monitoring_renders();
+    let dir = temp_dir("monitoring-render");
+    // The project's yamllint rules, less two of style that kustomize's
+    // output does not follow and no reader depends on: sequences not
+    // indented under their key, no `---` before the first document. The
+    // rules that catch what kubectl would misread (duplicate keys, syntax,
+    // truthy values) all stay.
+    let rendered_rules =
+        "{extends: .yamllint.yaml, rules: {indentation: {indent-sequences: whatever}, document-start: disable}}";
+    for (name, yaml) in [("alone.yaml", &alone), ("with-base.yaml", &with_base)] {
+        let file = dir.join(name);
+        std::fs::write(&file, yaml).unwrap();
+        let out = run(
+            "yamllint",
+            &["--strict", "-d", rendered_rules, file.to_str().unwrap()],
+            None,
+        );
+        assert!(out.status.success(), "yamllint {name}: {}", text(&out));
+    }
+    let dup = dir.join("duplicate.yaml");
+    std::fs::write(&dup, format!("{alone}\n---\nkind: A\nkind: B\n")).unwrap();
+    let out = run(
+        "yamllint",
+        &["--strict", "-d", rendered_rules, dup.to_str().unwrap()],
+        None,
+    );
+    assert!(!out.status.success(), "the rules still catch a duplicate key");
+    let kinds: Vec<String> = yaml_documents(&alone)
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["PodMonitor", "PrometheusRule"]);
+    let docs = yaml_documents(&with_base);
+    assert_eq!(docs.len(), documents().len() + 2, "the base and the two objects");
+    let deployment = find(&docs, "Deployment");
+    let monitor = find(&docs, "PodMonitor");
+    for d in &docs {
+        if d["kind"] != "Namespace" {
+            assert_eq!(d["metadata"]["namespace"], "chaos-lab", "{}", d["kind"]);
+        }
+    }
+    // The selector: the Deployment's own, met by its pods' labels.
+    let selector = &monitor["spec"]["selector"]["matchLabels"];
+    assert_eq!(selector, &deployment["spec"]["selector"]["matchLabels"]);
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in selector.as_object().unwrap() {
+        assert_eq!(&pod_labels[k], v, "pods lack {k}={v}");
+    }
+    // The port: a named port of the container, the one the app serves
+    // /metrics on (PORT), not the probe port; the path the pods announce.
+    let (c, env) = container(&docs);
+    let endpoints = monitor["spec"]["podMetricsEndpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    let port_name = endpoints[0]["port"].as_str().unwrap();
+    let port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port_name)
+        .unwrap_or_else(|| panic!("the container has no port named {port_name}"));
+    assert_eq!(port["containerPort"].to_string(), env_value(&env, "PORT"));
+    assert_ne!(port["containerPort"].to_string(), env_value(&env, "PROBE_PORT"));
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    assert_eq!(
+        endpoints[0]["path"],
+        deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"]
+    );
+    assert_eq!(monitor["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    // The rules: gen-prometheusrule.sh's, byte for byte in the component.
+    let out = run("bash", &["scripts/gen-prometheusrule.sh", "--check"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let rule = find(&docs, "PrometheusRule");
+    let generated = file_documents("prometheus/prometheusrule.yaml");
+    assert_eq!(rule["spec"], generated[0]["spec"]);
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus-stack");
+}
+
+/// kubernetes-validate has no schema for the Prometheus Operator's CRDs:
+/// the component's objects are checked against the operator's own CRD
+/// schemas instead, as npm's @kubernetes-models/prometheus-operator
+/// compiles them (types, patterns, enums, required fields), and typed with
+/// the TypeScript interfaces generated from the same schemas (an unknown
+/// field fails, as the API server's strict field validation would).
+#[test]
+#[ignore = "needs kubectl, pyyaml, npm packages: scripts/test.sh runs it"]
+fn monitoring_objects_pass_the_prometheus_operators_own_schemas() {
+    let project = repo().join("tests/manifests/crds");
+    assert!(
+        project
+            .join("node_modules/@kubernetes-models/prometheus-operator")
+            .exists(),
+        "run `npm ci --prefix tests/manifests/crds` (scripts/test.sh does)"
+    );
+    let (alone, _) = monitoring_renders();
+    let docs = yaml_documents(&alone);
+    let check = |docs: &Value| -> Output {
+        let mut child = Command::new("node")
+            .arg("check.mjs")
+            .current_dir(&project)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(docs.to_string().as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let all = Value::Array(docs.clone());
+    let out = check(&all);
+    assert!(
+        out.status.success() && text(&out).contains("2 passed, 0 failed"),
+        "{}",
+        text(&out)
+    );
+    let mut bad = all.clone();
+    bad[0]["spec"]["podMetricsEndpoints"][0]["interval"] = "15 seconds".into();
+    let out = check(&bad);
+    assert!(
+        !out.status.success() && text(&out).contains("interval"),
+        "{}",
+        text(&out)
+    );
+
+    let typed = |docs: &Value| -> Output {
+        let source = format!(
+            "import type {{ IPodMonitor }} from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';\n\
+             import type {{ IPrometheusRule }} from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';\n\
+             export const podMonitor: IPodMonitor = {};\nexport const rule: IPrometheusRule = {};\n",
+            serde_json::to_string_pretty(&docs[0]).unwrap(),
+            serde_json::to_string_pretty(&docs[1]).unwrap()
+        );
+        let generated = project.join(".generated");
+        std::fs::create_dir_all(&generated).unwrap();
+        std::fs::write(generated.join("documents.ts"), source).unwrap();
+        Command::new(project.join("node_modules/.bin/tsc"))
+            .args(["-p", "tsconfig.json"])
+            .current_dir(&project)
+            .output()
+            .expect("tsc")
+    };
+    let out = typed(&all);
+    assert!(out.status.success(), "tsc:\n{}", text(&out));
+    let mut typo = all.clone();
+    let endpoint = typo[0]["spec"]["podMetricsEndpoints"][0].as_object_mut().unwrap();
+    let interval = endpoint.remove("interval").unwrap();
+    endpoint.insert("intervall".into(), interval);
+    let out = typed(&typo);
+    assert!(
+        !out.status.success() && text(&out).contains("intervall"),
+        "tsc accepted an unknown field:\n{}",
+        text(&out)
+    );
+}

@@ -95,23 +95,31 @@ fn fixtures_with_observer(series: &[(&str, Vec<Value>)], logs: &[String]) -> Pat
 /// pod POD (its HOSTNAME), with no fault. Made once per test run.
 fn healthy_log() -> String {
     static LOG: OnceLock<String> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let svc = Service::start(&[("HOSTNAME", POD)]);
-        let run = observe(
-            &[
-                "--url",
-                &format!("http://{}/", svc.addr),
-                "--rate",
-                "20",
-                "--duration",
-                "1",
-            ],
-            Duration::from_secs(20),
-        );
-        assert_eq!(run.summary["ok"], 20, "{}", run.describe());
-        String::from_utf8(run.output.stdout).unwrap()
-    })
-    .clone()
+    LOG.get_or_init(|| observed_second(None, "ok", 20)).clone()
+}
+
+/// A real observer's log of one second of GET / at 20 a second against the
+/// binary, as the pod POD, with the fault `start` started first (if any);
+/// its summary's `field` (`ok`, `errors.http_5xx`) must be `expected`.
+fn observed_second(start: Option<&str>, field: &str, expected: u64) -> String {
+    let svc = Service::start(&[("HOSTNAME", POD)]);
+    if let Some(path) = start {
+        assert_eq!(svc.post(path).status, 202, "{path}");
+    }
+    let run = observe(
+        &[
+            "--url",
+            &format!("http://{}/", svc.addr),
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+        ],
+        Duration::from_secs(20),
+    );
+    let got = field.split('.').fold(&run.summary, |v, k| &v[k]);
+    assert_eq!(got, expected, "{field}: {}", run.describe());
+    String::from_utf8(run.output.stdout).unwrap()
 }
 
 /// The healthy log with its summary edited by `edit`.
@@ -1064,4 +1072,99 @@ fn the_startup_rows_budget_is_the_deployments() {
         Some(budget.to_string().as_str()),
         "validate-matrix.sh's startup.budget_s against the Deployment's {budget} s"
     );
+}
+
+/// A real observer's log of one second of GET / against the binary under
+/// a 20% errors fault (mode status, 503): 4 of its 20 requests fail.
+fn errors_log() -> String {
+    observed_second(Some("/fault/errors?percent=20&duration=60"), "errors.http_5xx", 4)
+}
+
+/// The errors row against the binary and a real Prometheus that scrapes it
+/// with prometheus/rules.yml: users saw the 503s (the observer's columns),
+/// the pod stayed in the Service, and the page alert's expression became
+/// true (its ALERTS series for the namespace).
+#[test]
+#[ignore = "needs kubectl, prometheus: scripts/test.sh runs it"]
+fn errors_row_passes_when_users_see_errors_and_the_burn_rate_alert_fires() {
+    let svc = Service::start(&[("HOSTNAME", POD), ("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let prom = crate::observability::Prometheus::scraping_as(svc.addr, "1s", "chaos-lab");
+    // User traffic through the run, as the Service would bring it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, addr) = (std::sync::Arc::clone(&stop), svc.addr);
+        std::thread::spawn(move || {
+            for _ in 0..2400 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let _ = crate::harness::try_request(addr, "GET", "/", &[], "", Duration::from_secs(2));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let fx = fixtures_with_observer(
+        &[
+            ("pods", vec![pods_list()]),
+            ("pod", vec![pod(0, None, true)]),
+            ("endpointslices", vec![slices(Some(true))]),
+        ],
+        &[errors_log()],
+    );
+    let out_dir = temp_dir("matrix-out");
+    let out = command(
+        &svc,
+        &fx,
+        "errors",
+        &hypotheses("errors.fault_seconds=120\nerrors.alert_within=90\n"),
+        &out_dir,
+    )
+    .arg("--prometheus")
+    .arg(format!("http://{}", prom.addr()))
+    .output()
+    .expect("run validate-matrix.sh");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    traffic.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = verdict_line(&stdout, "errors");
+    let cells: Vec<&str> = line.split(" | ").collect();
+    assert!(
+        cells[1].contains("ChaosBackendErrorBudgetBurn true within 90 s"),
+        "{line}"
+    );
+    assert!(cells[1].contains("users: errors >= 1"), "{line}");
+    assert!(
+        cells[2].starts_with("ChaosBackendErrorBudgetBurn true after "),
+        "{line}"
+    );
+    assert_eq!(&cells[3..6], ["20", "http_5xx 4", "80%"], "{line}");
+    assert!(line.ends_with("| PASS |"), "{line}");
+    let journal = journal(&out_dir);
+    assert!(journal.iter().any(|j| j["phase"] == "trigger"
+        && j["path"] == "/fault/errors?percent=20&mode=status&duration=120"
+        && j["code"] == "202"));
+    assert!(journal.iter().any(|j| j["phase"] == "release" && j["code"] == "200"));
+    assert_eq!(svc.get("/chaos").json()["active"], 0, "the fault was ended");
+}
+
+/// Without errors seen by users, or with the pod out of the Service, the
+/// errors row fails; without --prometheus it says the alert was not checked.
+#[test]
+#[ignore = "needs kubectl: scripts/test.sh runs it"]
+fn errors_row_fails_without_user_errors_or_when_the_pod_leaves() {
+    let svc = Service::start(&[("HOSTNAME", POD), ("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let fx = fixtures(&[
+        ("pods", vec![pods_list()]),
+        ("pod", vec![pod(0, None, true)]),
+        ("endpointslices", vec![slices(Some(false))]),
+    ]);
+    let (out, stdout, _) = run_matrix(&svc, &fx, "errors", &hypotheses("errors.watch_seconds=1\n"));
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = verdict_line(&stdout, "errors");
+    assert!(line.contains("alert not checked (no --prometheus)"), "{line}");
+    assert!(line.contains("the endpoint left the Service (not-ready)"), "{line}");
+    assert!(line.contains("users: errors >= 1 missed (0)"), "{line}");
+    assert!(line.ends_with("| FAIL |"), "{line}");
 }

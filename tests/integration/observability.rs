@@ -40,9 +40,18 @@ pub(crate) fn panels(d: &Value) -> Vec<&Value> {
 }
 
 /// (panel title, expression) for every query of the dashboard, template
-/// variables included (`label_values(m, l)` becomes `m`).
+/// variables and annotations included (`label_values(m, l)` becomes `m`).
 fn dashboard_queries(d: &Value) -> Vec<(String, String)> {
     let mut queries = Vec::new();
+    for a in d["annotations"]["list"].as_array().unwrap() {
+        // The Prometheus data source's annotation: its query in `target`, and
+        // the same at the top (the form older Grafanas read).
+        for expr in [&a["expr"], &a["target"]["expr"]] {
+            if let Some(expr) = expr.as_str() {
+                queries.push((format!("annotation {}", a["name"]), expr.to_string()));
+            }
+        }
+    }
     for p in panels(d) {
         for t in p["targets"].as_array().into_iter().flatten() {
             queries.push((
@@ -90,18 +99,23 @@ fn yaml_file_as_json(path: &Path) -> Value {
 }
 
 fn alert_rules() -> Vec<(String, String)> {
+    rules_of_kind("alert")
+}
+
+/// The recording rules: (the series they record, expression).
+fn record_rules() -> Vec<(String, String)> {
+    rules_of_kind("record")
+}
+
+/// (name, expression) of every rule of `kind` (`alert` or `record`).
+fn rules_of_kind(kind: &str) -> Vec<(String, String)> {
     let rules = yaml_file_as_json(&repo().join("prometheus/rules.yml"));
     rules["groups"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap().iter())
-        .map(|r| {
-            (
-                r["alert"].as_str().unwrap().to_string(),
-                r["expr"].as_str().unwrap().to_string(),
-            )
-        })
+        .filter_map(|r| Some((r[kind].as_str()?.to_string(), r["expr"].as_str().unwrap().to_string())))
         .collect()
 }
 
@@ -138,9 +152,14 @@ impl Prometheus {
     /// Scrapes `target` every `interval` (`1s`, `5s`), with the labels the
     /// dashboard's variables select (`namespace="local"`, `pod="chaos-backend"`).
     pub(crate) fn scraping_every(target: SocketAddr, interval: &str) -> Prometheus {
+        Prometheus::scraping_as(target, interval, "local")
+    }
+
+    /// As `scraping_every`, with the label `namespace="NAMESPACE"`.
+    pub(crate) fn scraping_as(target: SocketAddr, interval: &str, namespace: &str) -> Prometheus {
         let dir = temp_dir("prometheus");
         let config = format!(
-            "global:\n  scrape_interval: {interval}\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: chaos-backend-local\n    static_configs:\n      - targets: [\"{target}\"]\n        labels:\n          namespace: local\n          pod: chaos-backend\n",
+            "global:\n  scrape_interval: {interval}\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: chaos-backend-local\n    static_configs:\n      - targets: [\"{target}\"]\n        labels:\n          namespace: {namespace}\n          pod: chaos-backend\n",
             rules = repo().join("prometheus/rules.yml").display()
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
@@ -184,6 +203,11 @@ impl Prometheus {
             Some("vector" | "matrix") => v["data"]["result"].as_array().unwrap().clone(),
             _ => vec![v["data"]["result"].clone()],
         })
+    }
+
+    /// Where its HTTP API answers.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     pub(crate) fn value(&self, expr: &str) -> Option<f64> {
@@ -272,6 +296,9 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
     for (alert, expr) in alert_rules() {
         queries.push((format!("alert {alert}"), without_threshold(&expr).to_string()));
     }
+    for (record, _) in record_rules() {
+        queries.push((format!("recording rule {record}"), record));
+    }
     assert!(queries.len() >= 20, "{} queries", queries.len());
     for (title, expr) in &queries {
         let sent = substitute(expr);
@@ -292,7 +319,7 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap().iter())
         .collect();
-    assert_eq!(loaded.len(), alert_rules().len());
+    assert_eq!(loaded.len(), alert_rules().len() + record_rules().len());
     for r in loaded {
         assert_ne!(r["health"], "err", "{}: {}", r["name"], r["lastError"]);
     }
@@ -340,6 +367,58 @@ fn promtool_checks_the_rules_and_tests_each_alert_firing_and_quiet() {
     }
 }
 
+/// The Faults annotation (from `chaos_fault_active`: a region from each
+/// fault's start to its end) is on every time-series panel whose curve a
+/// fault explains: latency, memory, disk, user traffic.
+#[test]
+fn fault_annotations_mark_the_panels_a_fault_explains() {
+    let d = dashboard();
+    let faults = d["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Faults")
+        .expect("a Faults annotation");
+    assert!(faults["expr"].as_str().unwrap().contains("chaos_fault_active"));
+    assert_eq!(faults["expr"], faults["target"]["expr"]);
+    assert_eq!(faults["filter"]["exclude"], false);
+    let ids: Vec<u64> = faults["filter"]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let explained = [
+        "Request latency p50 / p95 by endpoint",
+        "Tail latency outliers (p99)",
+        "CPU stress and latency",
+        "Memory against the readiness threshold",
+        "Disk fill written and target",
+        "Disk fills ended, by reason",
+        "GET / requests by code",
+        "GET / error ratio by code",
+    ];
+    for title in explained {
+        let p = panels(&d)
+            .into_iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title}"));
+        assert_eq!(p["type"], "timeseries", "{title}");
+        assert!(
+            ids.contains(&p["id"].as_u64().unwrap()),
+            "{title} lacks the Faults annotation"
+        );
+    }
+    for id in &ids {
+        assert!(
+            panels(&d)
+                .iter()
+                .any(|p| p["id"].as_u64() == Some(*id) && p["type"] == "timeseries"),
+            "annotation filter names panel {id}, which is no time series"
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs promtool, pyyaml: scripts/test.sh runs it"]
 fn prometheusrule_is_generated_from_the_rules_file() {
@@ -361,7 +440,10 @@ fn prometheusrule_is_generated_from_the_rules_file() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains(&format!("SUCCESS: {} rules found", alert_rules().len())),
+        text(&out).contains(&format!(
+            "SUCCESS: {} rules found",
+            alert_rules().len() + record_rules().len()
+        )),
         "{}",
         text(&out)
     );
@@ -452,11 +534,18 @@ fn dashboard_type_checks_against_grafanas_own_dashboard_type() {
     object.remove("__inputs");
     object.remove("__requires");
     let wrapped = format!(
-        "import type {{ Dashboard }} from '@grafana/schema';\n\
+        "import type {{ AnnotationQuery, Dashboard, DataQuery }} from '@grafana/schema';\n\
+         // The Prometheus data source's query and the annotation fields it\n\
+         // reads (Grafana's packages/grafana-prometheus: PromQuery and its\n\
+         // annotation support), which @grafana/schema does not ship: its\n\
+         // AnnotationQuery is generic over the data source's query type.\n\
+         interface PromQuery extends DataQuery {{ expr: string; interval?: string; }}\n\
+         interface PromAnnotation extends AnnotationQuery<PromQuery> {{ expr?: string; step?: string; titleFormat?: string; textFormat?: string; tagKeys?: string; useValueForTime?: boolean; }}\n\
+         type Typed = Omit<Dashboard, 'annotations'> & {{ annotations?: {{ list?: PromAnnotation[] }} }};\n\
          // JSON holds strings where the types have string enums: accept each\n\
          // enum's values, keep every other check (unknown fields, types).\n\
          type Json<T> = T extends string ? `${{T}}` : T extends Array<infer U> ? Array<Json<U>> : T extends object ? {{ [K in keyof T]: Json<T[K]> }} : T;\n\
-         const d: Json<Dashboard> = {};\nexport default d;\n",
+         const d: Json<Typed> = {};\nexport default d;\n",
         serde_json::to_string_pretty(&d).unwrap()
     );
     let generated = project.join(".generated");
@@ -474,11 +563,17 @@ fn dashboard_type_checks_against_grafanas_own_dashboard_type() {
     };
     let out = check(&wrapped);
     assert!(out.status.success(), "tsc:\n{}", text(&out));
-    // The check has teeth: a misspelt field fails it.
+    // The check has teeth: a misspelt field fails it, in a panel and in an
+    // annotation.
     let out = check(&wrapped.replacen("\"gridPos\"", "\"gridPosition\"", 1));
     assert!(
         !out.status.success() && text(&out).contains("gridPosition"),
         "tsc accepted a misspelt field"
+    );
+    let out = check(&wrapped.replacen("\"titleFormat\"", "\"titelFormat\"", 1));
+    assert!(
+        !out.status.success() && text(&out).contains("titelFormat"),
+        "tsc accepted a misspelt annotation field"
     );
 
     // Every panel type is one Grafana ships: a panel schema in @grafana/schema.

@@ -641,16 +641,99 @@ fn liveness_run_without_a_supervisor_says_no_restart() {
         ),
         (
             &["--type", "network"][..],
-            "expected cpu, memory, crash, disk, readiness, latency, liveness, crashloop or startup",
+            "expected cpu, memory, crash, disk, readiness, latency, liveness, errors, crashloop or startup",
         ),
         (
             &["--type", "disk", "--duration", "5"][..],
             "--duration is not for --type disk",
         ),
     ] {
-        let out = generate(&svc, &csv, args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{args:?}");
+        assert_refused(&svc, &csv, args, message);
+    }
+}
+
+/// Options that do not fit are refused (exit 2, the message on stderr)
+/// before anything starts.
+fn assert_refused(svc: &Service, csv: &Path, args: &[&str], message: &str) {
+    let out = generate(svc, csv, args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{args:?}");
+}
+
+/// `--type errors`: detection is the first GET / that fails, what users
+/// get, while /ready stays 200; the generator counts the GET / that failed
+/// until the fault's end (exactly half at 50%: every other request, so
+/// within one of half of what it sent), and the first 200 after the end is
+/// the recovery. Resets show as 000. Options that do not fit are refused.
+#[test]
+fn errors_run_detects_failing_user_traffic_and_counts_it() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let csv = temp_dir("gen-errors").join("results.csv");
+    for (mode, code, first_down) in [("status", "502", "502"), ("reset", "", "000")] {
+        let mut args = vec![
+            "--type",
+            "errors",
+            "--percent",
+            "50",
+            "--mode",
+            mode,
+            "--duration",
+            "2",
+            "--iterations",
+            "1",
+            "--timeout",
+            "5",
+            "--poll-ms",
+            "50",
+        ];
+        if !code.is_empty() {
+            args.extend(["--code", code]);
+        }
+        let out = generate(&svc, &csv, &args);
+        assert!(out.status.success());
+        let row = rows(&csv).pop().unwrap();
+        assert_eq!(
+            (row[TYPE].as_str(), row[OUTCOME].as_str()),
+            ("errors", "recovered"),
+            "{row:?}"
+        );
+        assert!(secs(&row[DETECTED]) < 1.0, "{mode}: {row:?}");
+        assert!((1.0..=2.5).contains(&secs(&row[DEGRADED])), "{mode}: {row:?}");
+        assert!(secs(&row[RECOVERED]) < 1.0, "{mode}: {row:?}");
+        assert!(
+            row[DETAIL].contains(&format!("first_down_code={first_down}")),
+            "{row:?}"
+        );
+        let counted = row[DETAIL]
+            .split(';')
+            .find_map(|kv| kv.strip_prefix("get_failed="))
+            .unwrap_or_else(|| panic!("no get_failed: {row:?}"));
+        let (failed, sent) = counted.split_once('/').unwrap();
+        let (failed, sent): (i64, i64) = (failed.parse().unwrap(), sent.parse().unwrap());
+        assert!(sent >= 10, "{row:?}");
+        assert!((failed - sent / 2).abs() <= 1, "{mode}: {failed} of {sent} at 50%");
+        assert_eq!(svc.get("/ready").status, 200);
+    }
+    for (args, message) in [
+        (
+            &["--type", "errors", "--mode", "hang"][..],
+            "expected status, reset, close or stall",
+        ),
+        (
+            &["--type", "errors", "--percent", "101"][..],
+            "--percent \"101\": expected 1 to 100",
+        ),
+        (
+            &["--type", "errors", "--mode", "reset", "--code", "500"][..],
+            "--code is for --mode status",
+        ),
+        (
+            &["--type", "cpu", "--percent", "5"][..],
+            "--percent and --code are for --type errors",
+        ),
+    ] {
+        assert_refused(&svc, &csv, args, message);
     }
 }
 

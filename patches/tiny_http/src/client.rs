@@ -306,9 +306,12 @@ impl Iterator for ClientConnection {
 
 impl Drop for ClientConnection {
     /// Patch (chaos-backend): the last answer is written (under the write
-    /// timeout) before the socket closes, and the table forgets it.
+    /// timeout) before the socket closes, and the table forgets it. A
+    /// request held without an answer keeps the socket until its hold ends
+    /// or the client goes (`Conn::wait_unanswered`).
     fn drop(&mut self) {
         self.conn.wait_answers(true);
+        self.conn.wait_unanswered();
         self.conn.shutdown(std::net::Shutdown::Both);
         self.table.remove(&self.conn);
     }

@@ -120,6 +120,16 @@ impl Connection {
         }
     }
 
+    // Patch (chaos-backend): the TCP socket, for an owner's hook that
+    // resets it (`Request::end_unanswered`).
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Self::Tcp(s) => Some(s),
+            #[cfg(unix)]
+            Self::Unix(_) => None,
+        }
+    }
+
     pub(crate) fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
         match self {
             Self::Tcp(s) => s.set_nonblocking(on),

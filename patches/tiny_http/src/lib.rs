@@ -117,7 +117,7 @@ pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use connections::ConnectionStats;
 pub use options::{ConnectionLimits, ErrorBody, HeadLimits, ServerOptions, ThreadHook};
-pub use request::{ReadWrite, Request};
+pub use request::{ReadWrite, Request, Unanswered};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 

@@ -615,6 +615,51 @@ impl Request {
     }
 }
 
+/// Patch (chaos-backend): how `Request::end_unanswered` ends a request
+/// that gets no answer.
+pub enum Unanswered {
+    /// A clean close (FIN) at once.
+    Close,
+    /// A TCP reset at once: the hook is given the socket and must make the
+    /// kernel send a reset without closing the fd, which the connection's
+    /// thread still reads (the fork has no `unsafe` code: the owner sets
+    /// `SO_LINGER` 0 and disconnects it, say); the connection is then
+    /// closed. A Unix socket is just closed.
+    Reset(fn(&std::net::TcpStream) -> io::Result<()>),
+    /// Nothing until `hold` has passed, or within a tick of the server's
+    /// timer thread (at most 250 ms) of `release` being set, then a clean
+    /// close. No worker and no thread of its own waits: the timer ends it,
+    /// and a client that gives up first (EOF) frees its connection at once.
+    Stall(
+        std::time::Duration,
+        Option<Arc<std::sync::atomic::AtomicBool>>,
+    ),
+}
+
+impl Request {
+    /// Patch (chaos-backend): ends this request without any answer, as
+    /// `how` says, rather than the 500 a dropped request sends. Without a
+    /// connection (a `TestRequest`) nothing is sent.
+    pub fn end_unanswered(mut self, how: Unanswered) {
+        let conn = self.connection.clone();
+        if let Some(conn) = &conn {
+            conn.leave_unanswered();
+            if let Unanswered::Stall(hold, release) = &how {
+                conn.hold_until(std::time::Instant::now() + *hold, release.clone());
+            }
+        }
+        // The writer goes with nothing rendered: a stall's hold is left to
+        // the timer, which then closes. (No notify sender: the fork has no
+        // `with_notify_sender`, see the SSL row of PATCHES.md.)
+        self.response_writer = None;
+        match (conn, how) {
+            (Some(conn), Unanswered::Close) => conn.close_unanswered(None),
+            (Some(conn), Unanswered::Reset(abort)) => conn.close_unanswered(Some(abort)),
+            _ => {}
+        }
+    }
+}
+
 impl fmt::Debug for Request {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> Result<(), fmt::Error> {
         write!(

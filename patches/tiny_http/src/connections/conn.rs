@@ -41,6 +41,8 @@ pub(crate) enum Expiry {
     DrainTimeout,
     /// A write failed: the client is gone.
     Broken,
+    /// Closed on purpose without an answer (`Request::end_unanswered`).
+    Unanswered,
 }
 
 /// How the body of the request being answered is framed, to know what is
@@ -85,6 +87,9 @@ pub(super) struct State {
     pub(super) last: bool,
     pub(super) body: BodyPlan,
     pub(super) expired: Option<Expiry>,
+    /// The request is ended without an answer (`Request::end_unanswered`):
+    /// once its hold, if any, is over, the connection closes.
+    pub(super) unanswered: bool,
 }
 
 impl State {
@@ -106,6 +111,7 @@ impl State {
             last: false,
             body: BodyPlan::default(),
             expired: None,
+            unanswered: false,
         }
     }
 
@@ -149,6 +155,9 @@ pub(crate) struct Conn {
     /// Ends the current hold early once set (`Request::respond_held`): the
     /// timer looks at it on every tick.
     release: Mutex<Option<Arc<AtomicBool>>>,
+    /// Closed (`expire`), read by the timer without the state's lock: a
+    /// held answer of a closed connection is due at once.
+    closed: AtomicBool,
 }
 
 impl Conn {
@@ -171,6 +180,7 @@ impl Conn {
             timer,
             budget,
             release: Mutex::new(None),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -222,6 +232,7 @@ impl Conn {
         s.taken = false;
         s.requests += 1;
         s.close_after = false;
+        s.unanswered = false;
         s.hold_until = None;
         *self.release() = None;
     }
@@ -255,6 +266,7 @@ impl Conn {
             if !s.writable() {
                 // Nothing more will be written: free what waits at once.
                 s.out.clear();
+                self.closed.store(true, Ordering::SeqCst);
             }
         }
         let how = if why == Expiry::HeadTimeout {
@@ -264,6 +276,51 @@ impl Conn {
         };
         let _ = self.stream.shutdown(how);
         self.cond.notify_all();
+    }
+
+    /// Closed for good: nothing more will be written.
+    pub(super) fn closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The request being answered gets no answer: once its hold (if any)
+    /// is over, the connection closes (`Request::end_unanswered`).
+    pub(crate) fn leave_unanswered(&self) {
+        self.state().unanswered = true;
+    }
+
+    /// Closes the connection without an answer, after `abort` (the owner's
+    /// hook that resets a TCP socket) when given.
+    pub(crate) fn close_unanswered(
+        &self,
+        abort: Option<fn(&std::net::TcpStream) -> io::Result<()>>,
+    ) {
+        if let (Some(abort), Some(tcp)) = (abort, self.stream.tcp()) {
+            // A socket the hook could not reset is closed all the same.
+            let _ = abort(tcp);
+        }
+        self.expire(Expiry::Unanswered);
+    }
+
+    /// On the connection's thread as it ends: a request held without an
+    /// answer keeps the connection open (a client that sent `Connection:
+    /// close` waits too) until the hold is over (its end closes the
+    /// socket, which ends this read) or until the client gives up (EOF),
+    /// then closes it. Whatever the client sends meanwhile is discarded.
+    pub(crate) fn wait_unanswered(&self) {
+        if !self.state().unanswered {
+            return;
+        }
+        let mut buf = [0u8; 512];
+        loop {
+            match self.stream.read_ref(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.expire(Expiry::Unanswered);
     }
 
     pub(crate) fn shutdown(&self, how: Shutdown) {
@@ -327,7 +384,9 @@ impl Conn {
         let mut s = self.state();
         loop {
             let done = if all {
-                s.complete()
+                // A request left unanswered has nothing to write: the caller
+                // waits for its end another way (`wait_unanswered`).
+                s.complete() || (s.unanswered && s.writers == 0)
             } else {
                 s.writers == 0 && s.out.is_empty() && s.hold_until.is_none()
             };

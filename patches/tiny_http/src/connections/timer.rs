@@ -61,7 +61,7 @@ impl Timer {
 
     /// Waits until the earliest entry is due, or until `deadline`, and
     /// takes the entries due by then. A hold whose release flag was set is
-    /// due at once.
+    /// due at once, and so is any of a closed connection.
     pub(super) fn take_due(&self, deadline: Instant) -> Vec<Arc<Conn>> {
         let mut q = self.queue();
         let now = Instant::now();
@@ -78,8 +78,9 @@ impl Timer {
                 .0;
         }
         let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) =
-            q.drain(..).partition(|(t, c)| *t <= now || c.released());
+        let (due, later): (Vec<_>, Vec<_>) = q
+            .drain(..)
+            .partition(|(t, c)| *t <= now || c.released() || c.closed());
         *q = later;
         due.into_iter().map(|(_, c)| c).collect()
     }

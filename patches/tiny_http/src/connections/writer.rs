@@ -346,6 +346,9 @@ impl Conn {
     /// head). Takes the lock so that the wake-up happens after its release.
     fn settle(&self, mut s: MutexGuard<'_, State>, now: Instant) {
         let done = s.complete();
+        // Patch (chaos-backend): a request held without an answer
+        // (`Request::end_unanswered`) ends with the connection.
+        let unanswered = done && s.unanswered;
         if done {
             s.done_at = now;
             if s.last || s.close_after {
@@ -356,7 +359,9 @@ impl Conn {
             }
         }
         drop(s);
-        if done {
+        if unanswered {
+            self.expire(Expiry::Unanswered);
+        } else if done {
             self.cond.notify_all();
         }
     }
