@@ -5,7 +5,7 @@
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{Gauge, IntCounter, IntGauge};
 
 use crate::os::sys;
 
@@ -16,7 +16,11 @@ pub struct ProcessCollector {
     max_fds: IntGauge,
     vsize: IntGauge,
     rss: IntGauge,
-    start_time: IntGauge,
+    /// Fractional, to the clock tick (the prometheus crate's collector gave
+    /// whole seconds, as Go's gives fractions): two lives that start within
+    /// one second (a crash loop's healthy start 0.4 s after the crash) must
+    /// still tell apart, since that is how the generator sees a restart.
+    start_time: Gauge,
     threads: IntGauge,
 }
 
@@ -67,16 +71,17 @@ impl ProcessCollector {
             max_fds: gauge("process_max_fds", "Maximum number of open file descriptors."),
             vsize: gauge("process_virtual_memory_bytes", "Virtual memory size in bytes."),
             rss: gauge("process_resident_memory_bytes", "Resident memory size in bytes."),
-            start_time: gauge(
+            start_time: Gauge::new(
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds.",
-            ),
+            )
+            .expect("a valid metric name"),
             threads: gauge("process_threads", "Number of OS threads in the process."),
         };
         let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| boot_time(&t));
         if let (Some(boot), Some(stat)) = (boot, read_stat()) {
             c.start_time
-                .set((stat.start_ticks / sys::clock_ticks_per_second() + boot) as i64);
+                .set(stat.start_ticks as f64 / sys::clock_ticks_per_second() as f64 + boot as f64);
         }
         let descs = [
             &c.cpu_total as &dyn Collector,
@@ -118,16 +123,11 @@ impl Collector for ProcessCollector {
             self.threads.set(stat.threads);
             families.extend(self.cpu_total.collect());
         }
-        for gauge in [
-            &self.open_fds,
-            &self.max_fds,
-            &self.vsize,
-            &self.rss,
-            &self.start_time,
-            &self.threads,
-        ] {
+        for gauge in [&self.open_fds, &self.max_fds, &self.vsize, &self.rss] {
             families.extend(gauge.collect());
         }
+        families.extend(self.start_time.collect());
+        families.extend(self.threads.collect());
         families
     }
 }
@@ -220,7 +220,7 @@ mod tests {
                 "process_max_fds" => (max_fds, 0.0),
                 "process_virtual_memory_bytes" => (proc_field(23), 256.0 * 1024.0 * 1024.0),
                 "process_resident_memory_bytes" => (proc_field(24) * sys::page_size() as f64, 64.0 * 1024.0 * 1024.0),
-                "process_start_time_seconds" => ((proc_field(22) / 100.0).floor() + btime, 0.0),
+                "process_start_time_seconds" => (proc_field(22) / 100.0 + btime, 1.0),
                 _ => (proc_field(20), 32.0),
             };
             assert!(
