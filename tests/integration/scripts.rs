@@ -38,6 +38,19 @@ fn generate(svc: &Service, csv: &Path, args: &[&str]) -> Output {
     run("chaos-generator.sh", &all)
 }
 
+/// chaos-generator.sh against `svc` as `generate` runs it, but as a child
+/// the test can signal, with its output piped.
+fn spawn_generator(svc: &Service, csv: &Path, args: &[&str]) -> std::process::Child {
+    Command::new("bash")
+        .arg(script("chaos-generator.sh"))
+        .args(["--url", &format!("http://{}", svc.addr), "--out", csv.to_str().unwrap()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 const HEADER: &str = "iteration,type,triggered_at_ms,detected_s,degraded_s,recovered_s,outcome,detail";
 
 /// Columns of a results row.
@@ -184,24 +197,11 @@ fn sigterm_during_a_row_stops_the_fault_it_started() {
     let _x = exclusive();
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
     let csv = temp_dir("gen-term").join("results.csv");
-    let url = format!("http://{}", svc.addr);
-    let child = Command::new("bash")
-        .arg(script("chaos-generator.sh"))
-        .args([
-            "--url",
-            &url,
-            "--type",
-            "readiness",
-            "--duration",
-            "120",
-            "--iterations",
-            "3",
-        ])
-        .args(["--out", csv.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_generator(
+        &svc,
+        &csv,
+        &["--type", "readiness", "--duration", "120", "--iterations", "3"],
+    );
     let failing = poll(Duration::from_secs(10), Duration::from_millis(50), || {
         (svc.get("/ready").status == 503).then_some(())
     });
@@ -229,12 +229,10 @@ fn sigint_after_the_first_iteration_keeps_a_valid_file() {
     let _x = exclusive();
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
     let csv = temp_dir("gen-int").join("results.csv");
-    let url = format!("http://{}", svc.addr);
-    let child = Command::new("bash")
-        .arg(script("chaos-generator.sh"))
-        .args([
-            "--url",
-            &url,
+    let child = spawn_generator(
+        &svc,
+        &csv,
+        &[
             "--type",
             "cpu",
             "--iterations",
@@ -243,12 +241,8 @@ fn sigint_after_the_first_iteration_keeps_a_valid_file() {
             "30",
             "--duration",
             "1",
-        ])
-        .args(["--out", csv.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let first_row = poll(Duration::from_secs(10), Duration::from_millis(50), || {
         let text = std::fs::read_to_string(&csv).ok()?;
         (text.lines().count() == 2).then_some(())
@@ -882,15 +876,7 @@ fn waits_are_announced_and_a_cooldown_is_waited_ahead_after_one_429() {
     let _x = exclusive();
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "9")]);
     let csv = temp_dir("gen-waits").join("results.csv");
-    let url = format!("http://{}", svc.addr);
-    let mut child = Command::new("bash")
-        .arg(script("chaos-generator.sh"))
-        .args(["--url", &url, "--out", csv.to_str().unwrap()])
-        .args(["--type", "cpu", "--duration", "1", "--iterations", "3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_generator(&svc, &csv, &["--type", "cpu", "--duration", "1", "--iterations", "3"]);
     // Each stderr line with when it arrived.
     let lines: Vec<(std::time::Instant, String)> = {
         use std::io::BufRead;
