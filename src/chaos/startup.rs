@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::chaos::crash_marker;
 use crate::observe::events::unix_ms;
+use crate::observe::kept;
 use crate::observe::state_file::{Identity, Loaded, StateFile};
 
 /// The exit code of a crash-loop start: EX_TEMPFAIL of sysexits.h, a
@@ -192,8 +193,14 @@ pub fn at_start(dir: &Path, identity: Identity, cancel: bool, slow_start: u64, n
                     // The crash that began the loop is not timed to a
                     // start-up: the loop is (from its first failing start
                     // to the start that serves).
-                    if let Err(e) = crash_marker::take_marker(dir, identity, now) {
+                    if let Err(e) = crash_marker::take_marker(dir, identity.clone(), now) {
                         log::warn!("{e}");
+                    }
+                    // What the lives before the loop kept must outlive its
+                    // back-offs: each failing start dates it anew.
+                    let healing = StateFile::new(dir, kept::FILE, kept::KIND, identity);
+                    if let Err(e) = healing.refresh(now) {
+                        log::warn!("cannot keep {} through the crash loop: {e}", healing.path().display());
                     }
                     return AtStart::Fail {
                         message: format!(
@@ -304,6 +311,30 @@ mod tests {
             Startup::default()
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A loop of eight starts takes 10 + 20 + 40 + 80 + 160 + 300 + 300 s
+    /// of back-off, more than a state file's 360 s: the healing figures the
+    /// lives before it kept are dated anew by each failing start, so the
+    /// start that serves still finds them.
+    #[test]
+    fn the_healing_figures_outlive_a_long_loop() {
+        let dir = temp_dir("loop-long");
+        let t0 = SystemTime::now() - Duration::from_secs(2000);
+        let healing = StateFile::new(&dir, kept::FILE, kept::KIND, me());
+        healing.write("{\"recoveries\":7}", t0, false).unwrap();
+        plan_crash_loop(&dir, me(), 8, t0).unwrap();
+        let mut at = t0;
+        for gap in [0u64, 10, 20, 40, 80, 160, 300, 300] {
+            at += Duration::from_secs(gap + 1);
+            assert!(matches!(at_start(&dir, me(), false, 0, at), AtStart::Fail { .. }));
+        }
+        at += Duration::from_secs(300);
+        serve(at_start(&dir, me(), false, 0, at));
+        match healing.load(at) {
+            Loaded::Found(fields, _) => assert_eq!(fields["recoveries"], 7),
+            other => panic!("the healing figures were lost: {other:?}"),
+        }
     }
 
     #[test]

@@ -222,6 +222,23 @@ impl StateFile {
         Ok(())
     }
 
+    /// Writes the file again as it is, dated `now`, if it is this
+    /// container's previous life's (else leaves it): for a life that never
+    /// serves (a crash loop's failing start) and must not let what the
+    /// lives before it kept age past [`PREVIOUS_LIFE`]: a loop's back-offs
+    /// (10, 20, 40 ... 300 s) outlast it after about seven starts. True if
+    /// it was rewritten.
+    pub fn refresh(&self, now: SystemTime) -> std::io::Result<bool> {
+        let Loaded::Found(mut fields, _) = self.load(now) else {
+            return Ok(false);
+        };
+        for envelope in ["format", "kind", "version", "boot_id", "pod", "written_at_unix_ms"] {
+            fields.remove(envelope);
+        }
+        self.write(&Value::Object(fields).to_string(), now, false)?;
+        Ok(true)
+    }
+
     /// Removes the file; a missing one is no error.
     pub fn remove(&self) -> std::io::Result<()> {
         match fs::remove_file(self.path()) {
