@@ -250,7 +250,7 @@ for r in degraded hpa; do
   hyp[$r.max_errors]=0 hyp[$r.min_availability]=100 hyp[$r.max_p99_ms]=1000 hyp[$r.max_streak_s]=any
 done
 hyp[errors.max_errors]=any hyp[errors.min_availability]=any hyp[errors.max_p99_ms]=1000 hyp[errors.max_streak_s]=1
-for r in crash oom evict degraded hpa; do hyp[$r.min_errors]=any; done
+for r in crash oom evict crashloop startup degraded hpa; do hyp[$r.min_errors]=any; done
 hyp[errors.min_errors]=1
 USER_KEYS=(max_errors min_errors min_availability max_p99_ms max_streak_s)
 if [[ -n $hypotheses_file ]]; then
