@@ -238,4 +238,23 @@ mod errors_tests {
         assert_eq!(end(&app, FaultKind::Errors).body_json()["status"], "stopped");
         assert!(app.faults.next_error(now).is_none());
     }
+
+    /// A fault out of the list whose clean-up still holds its slot (a few
+    /// milliseconds after its end) is named in the 429, not left out.
+    #[test]
+    fn a_refusal_names_a_slot_still_held_by_a_fault_that_just_ended() {
+        let (app, _) = testing::app(
+            "faults-ending",
+            &[("CHAOS_COOLDOWN_SECONDS", "0"), ("MAX_CONCURRENT_CHAOS", "1")],
+        );
+        let now = Instant::now();
+        let ending = app.registry.guard().try_acquire(now, Some(Duration::ZERO)).unwrap();
+        let r = errors(&app, "percent=20&duration=30", now);
+        assert_eq!(r.status, 429);
+        let error = r.body_json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains("(running: 1 just ended, freeing its slot)"), "{error}");
+        assert_eq!(r.body_json()["retry_after_seconds"], 1);
+        drop(ending);
+        assert_eq!(errors(&app, "percent=20&duration=30", now).status, 202);
+    }
 }

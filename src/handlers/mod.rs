@@ -139,7 +139,15 @@ fn guardrail_refusal(app: &App, action: &str, rejected: crate::chaos::guard::Rej
     let mut message = rejected.message(guard.max_concurrent(), guard.cooldown());
     if matches!(rejected.reason, RejectReason::Concurrency { .. }) {
         let running: Vec<&str> = app.registry.list().iter().map(|l| l.kind.label()).collect();
-        message.push_str(&format!(" (running: {}", running.join(", ")));
+        // A fault leaves the list before its clean-up ends and its slot
+        // frees (a few milliseconds): say so rather than list nothing.
+        let ending = guard.max_concurrent().saturating_sub(running.len());
+        let mut named = running.join(", ");
+        if ending > 0 {
+            let sep = if named.is_empty() { "" } else { ", " };
+            named.push_str(&format!("{sep}{ending} just ended, freeing its slot"));
+        }
+        message.push_str(&format!(" (running: {named}"));
         if running.contains(&"memory") {
             message.push_str("; a leak holds its slot until DELETE /load/memory or POST /chaos/stop");
         }
