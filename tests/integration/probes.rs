@@ -152,6 +152,21 @@ fn rss_mib(svc: &Service) -> f64 {
     proc_status_kib(svc.pid(), "VmRSS:") as f64 / 1024.0
 }
 
+/// After an attack's clients left, RSS comes back to within the documented
+/// `RSS_BOUND_MIB` of `base` (taken before the attack), within the idle
+/// timeout that closes what the clients left half-open.
+fn assert_rss_comes_back(svc: &Service, base: f64, what: &str) {
+    let back = poll(Duration::from_secs(40), Duration::from_millis(200), || {
+        (rss_mib(svc) <= base + RSS_BOUND_MIB).then_some(())
+    });
+    let now = rss_mib(svc);
+    eprintln!("{what}: RSS {base:.1} MiB before, {now:.1} after");
+    assert!(
+        back.is_some(),
+        "{what}: RSS {now:.1} MiB after the clients left, baseline {base:.1} + {RSS_BOUND_MIB} MiB"
+    );
+}
+
 /// Where the kubelet's probes go: the probe listener; for a build without
 /// one (an earlier commit's, run with `CHAOS_RELEASE_BIN`), the main port,
 /// where its Deployment's probes went.
@@ -188,6 +203,8 @@ fn a_busy_cap_of_pipelining_clients_never_locks_probes_out() {
     let _x = exclusive();
     for requests in [&[HEALTH][..], &[HEAD_OPENAPI]] {
         let mut svc = start(&[("HTTP_MAX_CONNECTIONS", &ISSUE_CAP.to_string())], None);
+        thread::sleep(Duration::from_millis(300));
+        let base = rss_mib(&svc);
         let clients = Clients::start(svc.addr, ISSUE_CAP, pipelined(requests));
         thread::sleep(Duration::from_secs(2));
         let report = probe_during(&mut svc, 8, "pipelining at the cap");
@@ -198,6 +215,7 @@ fn a_busy_cap_of_pipelining_clients_never_locks_probes_out() {
         // The main port refuses nobody at the cap: a queued request is
         // evicted instead.
         assert_eq!(svc.metric("http_connections_rejected_total{reason=\"cap\"}"), 0.0);
+        assert_rss_comes_back(&svc, base, "pipelining at the cap");
     }
 }
 
@@ -320,6 +338,8 @@ fn idle_connections_under_rlimit_as_never_abort_or_starve_probes() {
     let _x = exclusive();
     for limit in ["--as=268435456", "--as=1073741824"] {
         let mut svc = start(&[], Some(prlimit(&[limit])));
+        thread::sleep(Duration::from_millis(300));
+        let base = rss_mib(&svc);
         let held: Vec<TcpStream> = (0..400)
             .filter_map(|_| TcpStream::connect_timeout(&svc.addr, Duration::from_secs(1)).ok())
             .collect();
@@ -341,6 +361,11 @@ fn idle_connections_under_rlimit_as_never_abort_or_starve_probes() {
             .unwrap_or_default()
             .to_string();
         assert!(line.contains("address space (RLIMIT_AS"), "{line}");
+        assert_rss_comes_back(
+            &svc,
+            base,
+            &format!("idle and pipelining clients under prlimit {limit}"),
+        );
     }
 }
 
@@ -399,6 +424,8 @@ fn connect_reset_churn_under_pids_max_64_never_starves_probes() {
         tasks.trim().parse::<u32>().unwrap_or(0) > 4,
         "the service runs in the cgroup: {tasks}"
     );
+    thread::sleep(Duration::from_millis(300));
+    let base = rss_mib(&svc);
     let stop = Arc::new(AtomicBool::new(false));
     let churners = churn(svc.addr, 6, &stop);
     let report = probe_during(&mut svc, 8, "connect-reset churn under pids.max 64");
@@ -408,6 +435,7 @@ fn connect_reset_churn_under_pids_max_64_never_starves_probes() {
     assert!(made > 1_000, "the churn ran: {made}");
     report.assert_all_ok("probe port, churn under pids.max 64", 60);
     assert_eq!(svc.metric("http_connections_rejected_total{reason=\"thread\"}"), 0.0);
+    assert_rss_comes_back(&svc, base, "connect-reset churn under pids.max 64");
     drop(svc);
     drop(cgroup);
 }
