@@ -7,8 +7,12 @@
 //!
 //! A refusal's `Retry-After` is the earliest whole second at which the same
 //! start would be accepted if nothing else changed: a slot free (the
-//! planned end of the fault whose slot frees first, plus the moment its
-//! threads take to stop) *and* the cooldown over, whichever comes later.
+//! planned end of the fault whose slot frees first) *and* the cooldown
+//! over, whichever comes later. A fault frees its slot a few milliseconds
+//! after its planned end, once its threads have stopped and its clean-up
+//! has run; a start that finds only such overdue slots in its way is told
+//! so ([`Rejected::overdue`]), and the registry waits for them (at most
+//! [`SLOT_GRACE`]) instead of refusing.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,6 +23,9 @@ pub struct Rejected {
     pub reason: RejectReason,
     /// Whole seconds to wait, never 0: the `Retry-After` header.
     pub retry_after_secs: u64,
+    /// Only slots past their planned end stand in the way (and no
+    /// cooldown): their faults are stopping and free them in moments.
+    pub overdue: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -132,12 +139,12 @@ impl Guard {
             // The earliest instant both hold: enough slots free (each
             // action frees its slot at its planned end, or, lasting until
             // released, at a time nobody knows) and the cooldown over.
-            let retry_at = if full {
-                let must_end = state.active.len() + 1 - self.max_concurrent;
-                nth_end(&state.active, must_end).map(|end| (end + SLOT_RELEASE).max(cooldown_over))
-            } else {
-                Some(cooldown_over)
+            let slots_free_at = full.then(|| nth_end(&state.active, state.active.len() + 1 - self.max_concurrent));
+            let retry_at = match slots_free_at {
+                Some(end) => end.map(|end| end.max(cooldown_over)),
+                None => Some(cooldown_over),
             };
+            let overdue = !cooling && matches!(slots_free_at, Some(Some(end)) if end <= now);
             let retry_after_secs = match retry_at {
                 Some(at) => whole_seconds_at_least_one(at.saturating_duration_since(now)),
                 None => whole_seconds_at_least_one(cooldown_over.saturating_duration_since(now))
@@ -151,6 +158,7 @@ impl Guard {
             return Err(Rejected {
                 reason,
                 retry_after_secs,
+                overdue,
             });
         }
         let id = state.next_id;
@@ -176,10 +184,14 @@ impl Guard {
 /// remainder, if longer).
 const UNKNOWN_END_RETRY: Duration = Duration::from_secs(60);
 
-/// How long after its planned end an action's slot is counted free: its
-/// threads see the deadline, stop, are joined and cleaned up first (well
-/// under a millisecond when idle; this much on a loaded machine).
-const SLOT_RELEASE: Duration = Duration::from_millis(100);
+/// How long a start waits for slots held past their planned end: their
+/// faults' threads see the deadline, stop, and are cleaned up first (1 to
+/// 6 ms measured on an idle machine; this much on a very loaded one).
+/// Without the wait, a client that waited exactly `Retry-After` would be
+/// refused in those milliseconds, and with a margin added to `Retry-After`
+/// instead, told one second too many whenever the time left was just
+/// under a whole second.
+pub const SLOT_GRACE: Duration = Duration::from_millis(500);
 
 /// When the `n`th of these actions (1 = the first) has ended, by their
 /// planned ends; `None` when fewer than `n` have a planned end. (A few
@@ -218,10 +230,8 @@ mod tests {
         let _b = guard.try_acquire(t0, Some(Duration::from_secs(3))).unwrap();
         let rejected = guard.try_acquire(t0, Some(Duration::from_secs(1))).unwrap_err();
         assert_eq!(rejected.reason, RejectReason::Concurrency { cooling: false });
-        assert_eq!(
-            rejected.retry_after_secs, 4,
-            "the soonest action ends in 3 s and frees its slot just after"
-        );
+        assert_eq!(rejected.retry_after_secs, 3, "the soonest action ends in 3 s");
+        assert!(!rejected.overdue);
         drop(a);
         assert_eq!(guard.active(), 1);
         assert!(guard.try_acquire(t0, Some(Duration::from_secs(1))).is_ok());
@@ -260,39 +270,81 @@ mod tests {
         assert_eq!((r.reason, r.retry_after_secs), (RejectReason::Cooldown, 53));
     }
 
-    /// Waiting exactly Retry-After is accepted; a second less is not.
+    /// Waiting exactly Retry-After is accepted; a second less is not,
+    /// wherever in its second the refusal fell. A fault frees its slot a
+    /// few milliseconds after its planned end: until then the refusal says
+    /// `overdue`, which the registry waits out (`SLOT_GRACE`).
     #[test]
     fn retry_after_is_the_earliest_whole_second_accepted() {
         let t0 = Instant::now();
-        for (cooldown, fault) in [(10, 3), (0, 3), (2, 5)] {
+        for (cooldown, fault) in [(10, 3), (0, 3), (2, 5), (0, 0)] {
             let (cooldown, fault) = (Duration::from_secs(cooldown), Duration::from_secs(fault));
             // A guard whose one fault started at t0 and, as a real one does,
             // freed its slot 5 ms after its planned end; asked at `when`.
             let accepted_at = |when: Instant| {
                 let guard = Guard::new(1, cooldown);
                 let permit = guard.try_acquire(t0, Some(fault)).unwrap();
-                if when >= t0 + fault + Duration::from_millis(5) {
+                let freed = when >= t0 + fault + Duration::from_millis(5);
+                if freed {
                     drop(permit);
-                    guard.try_acquire(when, None).is_ok()
-                } else {
-                    guard.try_acquire(when, None).is_ok()
+                }
+                match guard.try_acquire(when, None) {
+                    Ok(_) => true,
+                    Err(r) => r.overdue && !freed && when + SLOT_GRACE >= t0 + fault + Duration::from_millis(5),
                 }
             };
-            let guard = Guard::new(1, cooldown);
-            let _held = guard.try_acquire(t0, Some(fault)).unwrap();
-            let asked = t0 + Duration::from_millis(1_500);
-            let retry = guard.try_acquire(asked, None).unwrap_err().retry_after_secs;
-            let after = |secs: u64| asked + Duration::from_secs(secs);
-            assert!(
-                accepted_at(after(retry)),
-                "{cooldown:?}, {fault:?}: Retry-After {retry} refused"
-            );
-            assert!(
-                !accepted_at(after(retry - 1)),
-                "{cooldown:?}, {fault:?}: {} s would do",
-                retry - 1
-            );
+            for asked_ms in [1, 50, 90, 500, 950, 999, 1_000] {
+                let guard = Guard::new(1, cooldown);
+                let _held = guard.try_acquire(t0, Some(fault)).unwrap();
+                let asked = t0 + Duration::from_millis(asked_ms);
+                let Err(r) = guard.try_acquire(asked, None) else {
+                    continue;
+                };
+                let retry = r.retry_after_secs;
+                let after = |secs: u64| asked + Duration::from_secs(secs);
+                let case = format!("cooldown {cooldown:?}, fault {fault:?}, asked at {asked_ms} ms");
+                assert!(accepted_at(after(retry)), "{case}: Retry-After {retry} refused");
+                assert!(
+                    retry == 1 || !accepted_at(after(retry - 1)),
+                    "{case}: {} s would do, told {retry}",
+                    retry - 1
+                );
+            }
         }
+    }
+
+    /// Overdue: only a slot past its planned end stands in the way.
+    #[test]
+    fn a_slot_past_its_planned_end_is_overdue_unless_cooling() {
+        let t0 = Instant::now();
+        let guard = Guard::new(1, Duration::ZERO);
+        let _held = guard.try_acquire(t0, Some(Duration::from_secs(2))).unwrap();
+        assert!(
+            !guard
+                .try_acquire(t0 + Duration::from_millis(1_999), None)
+                .unwrap_err()
+                .overdue
+        );
+        assert!(
+            guard
+                .try_acquire(t0 + Duration::from_secs(2), None)
+                .unwrap_err()
+                .overdue
+        );
+        let guard = Guard::new(1, Duration::from_secs(10));
+        let _held = guard.try_acquire(t0, Some(Duration::from_secs(2))).unwrap();
+        let r = guard.try_acquire(t0 + Duration::from_secs(3), None).unwrap_err();
+        assert!(!r.overdue, "the cooldown refuses, not the slot");
+        assert_eq!(r.retry_after_secs, 7);
+        let guard = Guard::new(1, Duration::ZERO);
+        let _leak = guard.try_acquire(t0, None).unwrap();
+        assert!(
+            !guard
+                .try_acquire(t0 + Duration::from_secs(3), None)
+                .unwrap_err()
+                .overdue,
+            "no end: not overdue"
+        );
     }
 
     #[test]
@@ -303,7 +355,7 @@ mod tests {
         assert_eq!(guard.try_acquire(t0, None).unwrap_err().retry_after_secs, 60);
         leak.expect_end(Some(t0 + Duration::from_secs(5)));
         let r = guard.try_acquire(t0 + Duration::from_secs(1), None).unwrap_err();
-        assert_eq!(r.retry_after_secs, 5);
+        assert_eq!(r.retry_after_secs, 4);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::chaos::guard::{Guard, Permit, Rejected};
+use crate::chaos::guard::{Guard, Permit, Rejected, SLOT_GRACE};
 
 /// The kinds of fault the registry holds, as the `fault` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,7 +383,10 @@ impl Registry {
     /// `expected` (`None`: until it is released), then runs `launch` with
     /// the fault's ticket and records what it started. Both happen under the
     /// registry's lock, so a stop never sees a fault half-started: `launch`
-    /// must only spawn threads and return, never wait for them.
+    /// must only spawn threads and return, never wait for them. Slots held
+    /// only by faults past their planned end are waited for (at most
+    /// `SLOT_GRACE`, outside the lock, which their clean-up needs), so that
+    /// `Retry-After` needs no margin.
     pub fn start(
         self: &Arc<Self>,
         kind: FaultKind,
@@ -391,7 +394,8 @@ impl Registry {
         expected: Option<Duration>,
         launch: impl FnOnce(Ticket) -> Result<Running, String>,
     ) -> Result<u64, StartError> {
-        let (id, replaced) = {
+        let grace_ends = Instant::now() + SLOT_GRACE;
+        let (id, replaced) = loop {
             let mut state = self.lock();
             if let Some(why) = &state.closed {
                 return Err(StartError::Closed(why.clone()));
@@ -402,7 +406,15 @@ impl Registry {
                     return Err(StartError::Busy(listed));
                 }
             }
-            let permit = self.guard.try_acquire(now, expected).map_err(StartError::Rejected)?;
+            let permit = match self.guard.try_acquire(now, expected) {
+                Ok(permit) => permit,
+                Err(rejected) if rejected.overdue && Instant::now() < grace_ends => {
+                    drop(state);
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                Err(rejected) => return Err(StartError::Rejected(rejected)),
+            };
             let id = state.next_id;
             state.next_id += 1;
             let cancel = Cancel::default();
@@ -435,7 +447,7 @@ impl Registry {
                 cleanup: running.cleanup,
                 _permit: permit,
             });
-            (id, replaced)
+            break (id, replaced);
         };
         self.end_all(replaced, Ended::Replaced);
         Ok(id)
@@ -599,6 +611,49 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(5));
         assert_eq!(rx.try_recv(), Ok(Ended::OnRequest), "cleaned up before stop returned");
         assert_eq!((r.active(), r.guard().active()), (0, 0));
+    }
+
+    /// A start that finds only a slot past its planned end waits for the
+    /// fault's clean-up (here 50 ms) instead of refusing; one that finds a
+    /// slot still in force is refused at once.
+    #[test]
+    fn a_start_waits_for_a_slot_whose_fault_is_past_its_end() {
+        let r = registry(1);
+        let t0 = Instant::now();
+        r.start(FaultKind::Cpu, t0, Some(Duration::from_millis(100)), |ticket| {
+            let thread = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                ticket.finish_at(Ended::OnTime, None);
+            });
+            Ok(Running {
+                threads: vec![thread],
+                cleanup: Box::new(|_| std::thread::sleep(Duration::from_millis(50))),
+                detail: "test".into(),
+                ends_at: None,
+                extra: Value::Null,
+            })
+        })
+        .unwrap();
+        let refused_at = Instant::now();
+        let early = r.start(FaultKind::Memory, refused_at, None, |_| Err("unused".into()));
+        assert!(matches!(early, Err(StartError::Rejected(_))));
+        assert!(refused_at.elapsed() < Duration::from_millis(50), "refused at once");
+        while Instant::now() < t0 + Duration::from_millis(110) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let now = Instant::now();
+        let started = r.start(FaultKind::Memory, now, None, |_| {
+            Ok(Running {
+                threads: Vec::new(),
+                cleanup: Box::new(|_| {}),
+                detail: "test".into(),
+                ends_at: None,
+                extra: Value::Null,
+            })
+        });
+        assert!(started.is_ok(), "accepted once the old fault's clean-up freed its slot");
+        let waited = now.elapsed();
+        assert!(waited < SLOT_GRACE, "{waited:?}");
     }
 
     #[test]
