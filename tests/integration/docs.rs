@@ -240,13 +240,15 @@ fn the_link_check_finds_broken_files_and_anchors() {
 }
 
 /// A figure that a measurement produces: a decimal number with a unit of
-/// size or time, a decimal percentage, a throughput, a ratio like `1.28x`, a
-/// byte count with separators, or any size in decimal megabytes (how image
-/// sizes and RSS are reported). Whole numbers of MiB, seconds or
-/// milliseconds are settings and bounds, not measurements.
+/// size or time, a decimal percentage, a throughput (`78297 req/s`, or in
+/// thousands, `29.7k req/s`), a ratio like `1.28x` or `1.28×`, a byte count
+/// with separators, or any size in decimal megabytes (how image sizes and
+/// RSS are reported). Whole numbers of MiB, seconds or milliseconds are
+/// settings and bounds, not measurements.
 fn figures(line: &str) -> Vec<String> {
     const UNITS: &[&str] = &[
-        "req/s", "MB", "KB", "kB", "GB", "MiB", "KiB", "GiB", "ms", "µs", "us", "s", "%", "x", "bytes",
+        "req/s", "k req/s", "kreq/s", "MB", "KB", "kB", "GB", "MiB", "KiB", "GiB", "ms", "µs", "us", "s", "%", "x",
+        "×", "bytes",
     ];
     let chars: Vec<char> = line.chars().collect();
     let mut out = Vec::new();
@@ -278,7 +280,7 @@ fn figures(line: &str) -> Vec<String> {
         let after: String = chars[i..].iter().collect();
         let spaced = after.strip_prefix(' ').unwrap_or(&after);
         let unit = UNITS.iter().find(|u| {
-            let candidate = if **u == "x" || **u == "%" {
+            let candidate = if matches!(**u, "x" | "×" | "%" | "k req/s" | "kreq/s") {
                 after.as_str()
             } else {
                 spaced
@@ -291,7 +293,7 @@ fn figures(line: &str) -> Vec<String> {
         });
         let Some(unit) = unit else { continue };
         let measured = match *unit {
-            "req/s" | "MB" | "KB" | "kB" | "GB" | "µs" | "us" => true,
+            "req/s" | "k req/s" | "kreq/s" | "MB" | "KB" | "kB" | "GB" | "µs" | "us" => true,
             "bytes" => grouped,
             _ => decimal,
         };
@@ -301,7 +303,11 @@ fn figures(line: &str) -> Vec<String> {
             .iter()
             .any(|w| before.contains(w));
         if measured && !bound {
-            let gap = if matches!(*unit, "x" | "%") { "" } else { " " };
+            let gap = if matches!(*unit, "x" | "×" | "%" | "k req/s" | "kreq/s") {
+                ""
+            } else {
+                " "
+            };
             out.push(format!("{number}{gap}{unit}"));
         }
     }
@@ -454,7 +460,8 @@ fn every_measured_figure_is_generated_or_dated_with_its_command() {
 }
 
 /// The check itself, on pages made for it: the stale "2.2 MB" of the old
-/// README is found; a dated figure with its command, a generated block and
+/// README is found, and so are a throughput in thousands and a ratio
+/// written with `×`; a dated figure with its command, a generated block and
 /// a setting are not; a `--short` table and an undated region are refused.
 #[test]
 fn the_figure_check_finds_undated_figures_and_bad_regions() {
@@ -462,6 +469,7 @@ fn the_figure_check_finds_undated_figures_and_bad_regions() {
         "figures",
         "# Top\n\nThe image is `FROM scratch`: one static binary (2.2 MB on amd64, 1.2 MB\non arm64).\n\n\
          A leak of 64 MiB takes 10 s at most; the goal is 2.5 MB.\n\n\
+         With 4 arenas it served 29.7k req/s, 1.1× the floor.\n\n\
          It served 78297 req/s (measured 2026-11-30 with `scripts/bench.sh`).\n",
         &[(
             "perf.md",
@@ -471,14 +479,18 @@ fn the_figure_check_finds_undated_figures_and_bad_regions() {
         )],
     );
     let problems = unsourced_figures(&root);
-    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert_eq!(problems.len(), 4, "{problems:#?}");
     assert!(
         problems[0].starts_with("README.md:3: 2.2 MB, 1.2 MB measured"),
         "{problems:#?}"
     );
-    assert!(problems[1].contains("too short to quote"), "{problems:#?}");
     assert!(
-        problems[2].starts_with("docs/perf.md:9: a measured region without its date"),
+        problems[1].starts_with("README.md:8: 29.7k req/s, 1.1× measured"),
+        "{problems:#?}"
+    );
+    assert!(problems[2].contains("too short to quote"), "{problems:#?}");
+    assert!(
+        problems[3].starts_with("docs/perf.md:9: a measured region without its date"),
         "{problems:#?}"
     );
 }
