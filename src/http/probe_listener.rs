@@ -5,7 +5,7 @@
 //! On the main port, probes share the connection cap, the connection
 //! threads, the workers' queue and the CPU with every client: a client
 //! that fills the cap, pipelines, or reads slowly can make a probe wait or
-//! be refused (issue 28). Here nothing is shared with the main port but
+//! be refused. Here nothing is shared with the main port but
 //! the handlers: one thread runs an event loop (epoll) over at most
 //! `CAPACITY` non-blocking connections, reads each head (at most
 //! `HEAD_BYTES`, within `DEADLINE` of the accept), answers `GET` or `HEAD`

@@ -1,7 +1,8 @@
 //! The repository's hygiene around the vendored tiny_http: no build output
-//! is tracked, and the fork's diff against crates.io's 0.12.0
+//! is tracked, the fork's diff against crates.io's 0.12.0
 //! (`scripts/fork-diff.sh`) holds real changes only, each with a row in
-//! `patches/tiny_http/PATCHES.md`.
+//! `patches/tiny_http/PATCHES.md`, and the code's comments explain the code
+//! as it stands (no issue numbers, no file that is gone).
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -169,5 +170,75 @@ fn the_forks_diff_has_no_formatting_only_hunk() {
     assert!(
         formatting_only.is_empty(),
         "hunks that change formatting only: {formatting_only:#?}"
+    );
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The comments of the service and of the fork say what the code is, not
+/// how it came to be: no "issue N" (the project's issues are not where a
+/// reader of the code can look them up; history is in the commits), no
+/// "the seed's" (the first version's README), and no `` `NAME.rs` `` that
+/// names a file the crate no longer has (the fork's `connections.rs` was
+/// split into `connections/`, and two comments still sent readers there).
+#[test]
+fn comments_cite_no_issue_number_and_no_file_that_is_gone() {
+    let mut problems = Vec::new();
+    for root in ["src", "patches/tiny_http/src"] {
+        let mut files = Vec::new();
+        rust_files(&repo().join(root), &mut files);
+        let names: BTreeSet<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            let shown = file.strip_prefix(repo()).unwrap_or(file).display().to_string();
+            for (i, line) in text.lines().enumerate() {
+                let Some((_, comment)) = line.split_once("//") else {
+                    continue;
+                };
+                let lower = comment.to_lowercase();
+                let issue = lower.match_indices("issue ").any(|(at, word)| {
+                    lower[at + word.len()..]
+                        .trim_start_matches('#')
+                        .starts_with(|c: char| c.is_ascii_digit())
+                });
+                if issue || lower.contains("the seed's") {
+                    problems.push(format!("{shown}:{}: {}", i + 1, line.trim()));
+                }
+                for cited in comment.split('`').skip(1).step_by(2) {
+                    let Some(stem) = cited.strip_suffix(".rs") else {
+                        continue;
+                    };
+                    if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/') {
+                        continue;
+                    }
+                    let exists = if cited.contains('/') {
+                        files.iter().any(|f| f.ends_with(cited))
+                    } else {
+                        names.contains(cited)
+                    };
+                    if !exists {
+                        problems.push(format!("{shown}:{}: `{cited}` is no file of {root}", i + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "comments that cite history:\n{}",
+        problems.join("\n")
     );
 }
