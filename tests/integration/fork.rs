@@ -242,3 +242,42 @@ fn comments_cite_no_issue_number_and_no_file_that_is_gone() {
         problems.join("\n")
     );
 }
+
+/// Every type the service defines (struct, enum, trait, type alias) has a
+/// name of its own across the crate, tests included: two `Ended`s, two
+/// `Outcome`s or two `Reply`s make a reader (and an import) guess which one
+/// is meant.
+#[test]
+fn every_type_name_in_src_is_defined_once() {
+    let mut files = Vec::new();
+    rust_files(&repo().join("src"), &mut files);
+    let mut defined: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let shown = file.strip_prefix(repo()).unwrap_or(file).display().to_string();
+        for (i, line) in text.lines().enumerate() {
+            let mut words = line.split_whitespace().skip_while(|w| w.starts_with("pub"));
+            let (Some(kind), Some(name)) = (words.next(), words.next()) else {
+                continue;
+            };
+            // An associated type (`type Target = [u8];` in an impl) is not a
+            // definition of the crate's own.
+            let associated = kind == "type" && line.starts_with(char::is_whitespace);
+            if matches!(kind, "struct" | "enum" | "trait" | "type") && !associated {
+                let name: String = name.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                defined.entry(name).or_default().push(format!("{shown}:{}", i + 1));
+            }
+        }
+    }
+    assert!(defined.len() > 50, "{} type names found", defined.len());
+    let twice: Vec<String> = defined
+        .iter()
+        .filter(|(_, places)| places.len() > 1)
+        .map(|(name, places)| format!("{name}: {}", places.join(", ")))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "type names defined more than once:\n{}",
+        twice.join("\n")
+    );
+}
