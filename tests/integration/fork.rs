@@ -281,3 +281,26 @@ fn every_type_name_in_src_is_defined_once() {
         twice.join("\n")
     );
 }
+
+/// The test harness has one helper for the repository root
+/// (`harness::repo`): no other test file works it out again from cargo's
+/// manifest directory variable.
+#[test]
+fn the_repository_root_comes_from_one_helper() {
+    let mut files = Vec::new();
+    rust_files(&repo().join("tests/integration"), &mut files);
+    let again: Vec<String> = files
+        .iter()
+        .filter(|f| !f.ends_with("harness.rs"))
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            let shown = f.strip_prefix(repo()).unwrap_or(f).display().to_string();
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains(concat!("CARGO_MANIFEST", "_DIR")))
+                .map(|(i, _)| format!("{shown}:{}", i + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(again.is_empty(), "use harness::repo() instead: {again:?}");
+}
