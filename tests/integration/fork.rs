@@ -1,8 +1,9 @@
 //! The repository's hygiene around the vendored tiny_http: no build output
 //! is tracked, the fork's diff against crates.io's 0.12.0
 //! (`scripts/fork-diff.sh`) holds real changes only, each with a row in
-//! `patches/tiny_http/PATCHES.md`, and the code's comments explain the code
-//! as it stands (no issue numbers, no file that is gone).
+//! `patches/tiny_http/PATCHES.md`; the code's comments explain the code as
+//! it stands (no issue numbers, no file that is gone), each type name is
+//! defined once, and the tests have one helper for the repository root.
 
 use std::collections::BTreeSet;
 use std::process::Command;
