@@ -25,37 +25,96 @@ fn pages(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Each line of `text` with its number, as prose: `None` inside fenced code
-/// blocks, and with inline code spans blanked out otherwise.
+/// blocks, and with inline code spans blanked out otherwise. A code span
+/// may run over a line break inside a paragraph or a list item (as
+/// markdown renders it), so spans are matched over each such block, not
+/// line by line.
 fn prose_lines(text: &str) -> Vec<(usize, Option<String>)> {
+    let mut out: Vec<(usize, Option<String>)> = Vec::new();
     let mut fenced = false;
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            if line.trim_start().starts_with("```") {
-                fenced = !fenced;
-                return (i + 1, None);
-            }
-            if fenced {
-                return (i + 1, None);
-            }
-            (i + 1, Some(blank_code_spans(line)))
-        })
-        .collect()
+    let mut block: Vec<(usize, &str)> = Vec::new();
+    let flush = |block: &mut Vec<(usize, &str)>, out: &mut Vec<(usize, Option<String>)>| {
+        if block.is_empty() {
+            return;
+        }
+        let joined = block.iter().map(|(_, l)| *l).collect::<Vec<_>>().join("\n");
+        let blanked = blank_code_spans(&joined);
+        for ((number, _), line) in block.iter().zip(blanked.split('\n')) {
+            out.push((*number, Some(line.to_string())));
+        }
+        block.clear();
+    };
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with("```") {
+            flush(&mut block, &mut out);
+            fenced = !fenced;
+            out.push((i + 1, None));
+            continue;
+        }
+        if fenced {
+            out.push((i + 1, None));
+            continue;
+        }
+        // A blank line, a heading, a table row or a new list item starts a
+        // block of its own; a table row and a heading are one line each.
+        let starts_item = t.starts_with("- ") || t.starts_with("* ") || t.starts_with('|') || t.starts_with('#');
+        if line.trim().is_empty() || starts_item {
+            flush(&mut block, &mut out);
+        }
+        if line.trim().is_empty() {
+            out.push((i + 1, Some(String::new())));
+            continue;
+        }
+        block.push((i + 1, line));
+        if t.starts_with('|') || t.starts_with('#') {
+            flush(&mut block, &mut out);
+        }
+    }
+    flush(&mut block, &mut out);
+    out
 }
 
-/// `line` with each inline code span replaced by spaces of its length.
-fn blank_code_spans(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut in_code = false;
-    for c in line.chars() {
-        if c == '`' {
-            in_code = !in_code;
-            out.push(' ');
-        } else if in_code {
-            out.push(' ');
-        } else {
-            out.push(c);
+/// `text` with each inline code span (a run of backticks, then the text up
+/// to the next run of as many) replaced by spaces of its length, line
+/// breaks kept; a run of backticks that nothing closes is literal text.
+fn blank_code_spans(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let run_at = |i: usize| chars[i..].iter().take_while(|c| **c == '`').count();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '`' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
         }
+        let n = run_at(i);
+        let mut close = None;
+        let mut j = i + n;
+        while j < chars.len() {
+            if chars[j] == '`' {
+                let m = run_at(j);
+                if m == n {
+                    close = Some(j + m);
+                    break;
+                }
+                j += m;
+            } else {
+                j += 1;
+            }
+        }
+        let end = close.unwrap_or(i + n);
+        for c in &chars[i..end] {
+            out.push(if *c == '\n' {
+                '\n'
+            } else if close.is_some() {
+                ' '
+            } else {
+                *c
+            });
+        }
+        i = end;
     }
     out
 }
@@ -214,13 +273,15 @@ fn every_relative_link_and_anchor_resolves() {
 
 /// The checker itself: a missing file, a missing anchor and a repeated
 /// heading's second anchor, in a tree made for it; links in code are not
-/// links.
+/// links, and a link after a code span that runs over a line break is
+/// still one (matching backticks line by line hid it).
 #[test]
 fn the_link_check_finds_broken_files_and_anchors() {
     let root = fixture_tree(
         "links",
         "# Top\n\nSee [api](docs/api.md#errors), [gone](docs/gone.md), [bad](docs/api.md#nope),\n\
          [the second](docs/api.md#errors-1), [here](#top), `[code](docs/x.md)`.\n\n\
+         A code span over a line break, `like\nthis one`, then [lost](docs/lost.md).\n\n\
          ```sh\n[not a link](docs/y.md)\n```\n",
         &[(
             "api.md",
@@ -228,12 +289,16 @@ fn the_link_check_finds_broken_files_and_anchors() {
         )],
     );
     let broken = broken_links(&root);
-    assert_eq!(broken.len(), 2, "{broken:#?}");
+    assert_eq!(broken.len(), 3, "{broken:#?}");
     assert!(
         broken[0].starts_with("README.md:3: docs/gone.md: no file"),
         "{broken:#?}"
     );
     assert!(broken[1].contains("docs/api.md has no anchor #nope"), "{broken:#?}");
+    assert!(
+        broken[2].starts_with("README.md:7: docs/lost.md: no file"),
+        "{broken:#?}"
+    );
     assert_eq!(slug("Memory leak → OOM kill"), "memory-leak--oom-kill");
     assert_eq!(slug("Crash, restart and shutdown"), "crash-restart-and-shutdown");
     assert_eq!(slug("On a laptop, with cargo"), "on-a-laptop-with-cargo");
