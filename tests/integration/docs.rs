@@ -180,9 +180,20 @@ fn anchors(text: &str) -> BTreeSet<String> {
 }
 
 /// The targets of the inline links `[text](target)` and images of a line
-/// of prose.
+/// of prose, and of a reference definition `[label]: target`.
 fn link_targets(line: &str) -> Vec<String> {
     let mut out = Vec::new();
+    // A reference definition, `[label]: target "title"`, at the start of
+    // its line (up to three spaces in).
+    let t = line.trim_start_matches(' ');
+    if line.len() - t.len() <= 3
+        && t.starts_with('[')
+        && let Some(close) = t.find("]:")
+        && !t[1..close].contains(']')
+    {
+        let target = t[close + 2..].split_whitespace().next().unwrap_or("");
+        out.push(target.trim_matches(|c| c == '<' || c == '>').to_string());
+    }
     for (i, _) in line.match_indices("](") {
         let rest = &line[i + 2..];
         let Some(end) = rest.find(')') else { continue };
@@ -274,7 +285,8 @@ fn every_relative_link_and_anchor_resolves() {
 /// The checker itself: a missing file, a missing anchor and a repeated
 /// heading's second anchor, in a tree made for it; links in code are not
 /// links, and a link after a code span that runs over a line break is
-/// still one (matching backticks line by line hid it).
+/// still one (matching backticks line by line hid it), as is a reference
+/// definition's target.
 #[test]
 fn the_link_check_finds_broken_files_and_anchors() {
     let root = fixture_tree(
@@ -282,6 +294,7 @@ fn the_link_check_finds_broken_files_and_anchors() {
         "# Top\n\nSee [api](docs/api.md#errors), [gone](docs/gone.md), [bad](docs/api.md#nope),\n\
          [the second](docs/api.md#errors-1), [here](#top), `[code](docs/x.md)`.\n\n\
          A code span over a line break, `like\nthis one`, then [lost](docs/lost.md).\n\n\
+         See [the API][api] and [that][gone].\n\n[api]: docs/api.md#errors\n[gone]: docs/api.md#gone \"Gone\"\n\n\
          ```sh\n[not a link](docs/y.md)\n```\n",
         &[(
             "api.md",
@@ -289,7 +302,7 @@ fn the_link_check_finds_broken_files_and_anchors() {
         )],
     );
     let broken = broken_links(&root);
-    assert_eq!(broken.len(), 3, "{broken:#?}");
+    assert_eq!(broken.len(), 4, "{broken:#?}");
     assert!(
         broken[0].starts_with("README.md:3: docs/gone.md: no file"),
         "{broken:#?}"
@@ -297,6 +310,10 @@ fn the_link_check_finds_broken_files_and_anchors() {
     assert!(broken[1].contains("docs/api.md has no anchor #nope"), "{broken:#?}");
     assert!(
         broken[2].starts_with("README.md:7: docs/lost.md: no file"),
+        "{broken:#?}"
+    );
+    assert!(
+        broken[3].starts_with("README.md:12: docs/api.md#gone: docs/api.md has no anchor #gone"),
         "{broken:#?}"
     );
     assert_eq!(slug("Memory leak → OOM kill"), "memory-leak--oom-kill");
