@@ -564,6 +564,10 @@ mod tests {
                 "invalid PORT \"70000\": expected a TCP port from 0 to 65535 (0 picks a free one)",
             ),
             (
+                &[("RANDOM_CRASH_SEED", "-1")],
+                "invalid RANDOM_CRASH_SEED \"-1\": expected a whole number from 0 to 4294967295",
+            ),
+            (
                 &[("HTTP_MAX_CONNECTIONS", "0")],
                 "invalid HTTP_MAX_CONNECTIONS \"0\": expected auto, or a whole number of connections from 1 to 1000000",
             ),
