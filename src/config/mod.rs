@@ -6,13 +6,15 @@
 //! from there. A bad value is a `ConfigError` that names the variable and
 //! quotes the value, and a misspelt name is refused naming the name meant
 //! (`misspelling`); `main` turns either into exit code 2 before anything
-//! binds a port.
+//! binds a port. `access` turns the chaos token's source into the rule a
+//! request is checked against.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod access;
 pub mod misspelling;
 pub mod variables;
 

@@ -305,3 +305,64 @@ fn the_repository_root_comes_from_one_helper() {
         .collect();
     assert!(again.is_empty(), "use harness::repo() instead: {again:?}");
 }
+
+/// The folder of `src/` a file belongs to (`chaos`, `http` ...), or the
+/// name of a file at the top (`app`, `main`), as `crate::NAME` names it.
+fn seam(src: &std::path::Path, file: &std::path::Path) -> String {
+    let relative = file.strip_prefix(src).expect("under src/");
+    let first = relative.components().next().unwrap().as_os_str().to_string_lossy();
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// The folders of `src/` depend on each other one way only (docs/CONTRIBUTING.md,
+/// Layout): no two of them, nor `app.rs` and a folder, import each other,
+/// but for the one junction the layout names (`http::routes` names the
+/// handlers it dispatches to). Tests inside a module may reach anywhere.
+#[test]
+fn the_seams_of_src_import_each_other_one_way() {
+    let src = repo().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    // (from, to) -> the places that import.
+    let mut edges: std::collections::BTreeMap<(String, String), Vec<String>> = std::collections::BTreeMap::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let from = seam(&src, file);
+        let shown = file.strip_prefix(repo()).unwrap_or(file).display().to_string();
+        for (i, line) in code.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for (at, _) in line.match_indices("crate::") {
+                let to: String = line[at + "crate::".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !to.is_empty() && to != from {
+                    edges
+                        .entry((from.clone(), to))
+                        .or_default()
+                        .push(format!("{shown}:{}", i + 1));
+                }
+            }
+        }
+    }
+    assert!(edges.len() > 10, "{edges:?}");
+    let junction = |places: &[String]| places.iter().all(|p| p.starts_with("src/http/routes.rs:"));
+    let mut both_ways = Vec::new();
+    for ((from, to), places) in &edges {
+        if from < to
+            && let Some(back) = edges.get(&(to.clone(), from.clone()))
+            && !junction(places)
+            && !junction(back)
+        {
+            both_ways.push(format!("{from} -> {to} ({places:?}) and {to} -> {from} ({back:?})"));
+        }
+    }
+    assert!(
+        both_ways.is_empty(),
+        "seams that import each other:\n{}",
+        both_ways.join("\n")
+    );
+}
