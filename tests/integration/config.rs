@@ -406,6 +406,8 @@ fn documented_start_up_log(doc: &str) -> &str {
 #[test]
 fn the_start_up_log_comparison_finds_missing_lines_and_fields() {
     let svc = Service::start(&[]);
+    // The event may follow the listening line through the pipe a moment later.
+    assert_eq!(svc.event_count("POD_STARTED", 1), 1, "{}", svc.stderr());
     let logs = svc.stderr();
     assert!(start_up_log_differences(&logs, &logs).is_empty(), "{logs}");
     let doc = std::fs::read_to_string(crate::harness::repo().join("docs/configuration.md")).unwrap();
