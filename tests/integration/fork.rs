@@ -366,3 +366,32 @@ fn the_seams_of_src_import_each_other_one_way() {
         both_ways.join("\n")
     );
 }
+
+/// PATCHES.md says each change is explained at its place by a comment
+/// marked `Patch (chaos-backend)`: every upstream source file the fork
+/// changes has at least one such comment among its added lines.
+#[test]
+fn every_changed_upstream_source_file_marks_its_patch() {
+    let diff = fork_diff(&[]);
+    let mut unmarked = Vec::new();
+    for file in diff.split("\ndiff -ruN ").skip(1) {
+        let header = file.lines().next().unwrap_or_default();
+        let path = header.rsplit(' ').next().unwrap_or_default();
+        // `diff -N` dates a side that does not exist at the epoch: a file
+        // added or removed whole is not a change in place.
+        let changed_in_place = file.lines().skip(1).take(2).all(|l| !l.contains("1970-01-01 00:00:00"));
+        if !path.ends_with(".rs") || !changed_in_place {
+            continue;
+        }
+        if !file
+            .lines()
+            .any(|l| l.starts_with('+') && l.contains("Patch (chaos-backend)"))
+        {
+            unmarked.push(path.to_string());
+        }
+    }
+    assert!(
+        unmarked.is_empty(),
+        "changed upstream files with no 'Patch (chaos-backend)' comment: {unmarked:?}"
+    );
+}
