@@ -410,9 +410,11 @@ fn figures(line: &str) -> Vec<String> {
     out
 }
 
-/// A date (`YYYY-MM-DD`) in `text`.
+/// A date (`YYYY-MM-DD`) in the prose of `text`: one inside a code span
+/// (an example's timestamp, `{"ts":"2026-12-07T04:05:48Z"}`) dates nothing.
 fn has_date(text: &str) -> bool {
-    let b = text.as_bytes();
+    let prose = blank_code_spans(text);
+    let b = prose.as_bytes();
     b.windows(10).any(|w| {
         w.iter().enumerate().all(|(i, c)| match i {
             4 | 7 => *c == b'-',
@@ -557,7 +559,8 @@ fn every_measured_figure_is_generated_or_dated_with_its_command() {
 
 /// The check itself, on pages made for it: the stale "2.2 MB" of the old
 /// README is found, and so are a throughput in thousands, a ratio
-/// written with `×` and a figure that a goal is merely near; a dated figure with its command, a generated block and
+/// written with `×`, a figure that a goal is merely near, and one whose
+/// only date is an example's timestamp; a dated figure with its command, a generated block and
 /// a setting are not; a `--short` table and an undated region are refused.
 #[test]
 fn the_figure_check_finds_undated_figures_and_bad_regions() {
@@ -567,6 +570,7 @@ fn the_figure_check_finds_undated_figures_and_bad_regions() {
          A leak of 64 MiB takes 10 s at most; the goal is 2.5 MB.\n\n\
          With 4 arenas it served 29.7k req/s, 1.1× the floor.\n\n\
          Start to ready met its goal in this run (2.33 ms); the goal is at most 3.0 MB, 1.3 MB compressed.\n\n\
+         | `curl -si localhost:8080/` | `{\"ts\":\"2026-12-07T04:05:48Z\"}` in 0.45 ms |\n\n\
          It served 78297 req/s (measured 2026-11-30 with `scripts/bench.sh`).\n",
         &[(
             "perf.md",
@@ -576,7 +580,7 @@ fn the_figure_check_finds_undated_figures_and_bad_regions() {
         )],
     );
     let problems = unsourced_figures(&root);
-    assert_eq!(problems.len(), 5, "{problems:#?}");
+    assert_eq!(problems.len(), 6, "{problems:#?}");
     assert!(
         problems[0].starts_with("README.md:3: 2.2 MB, 1.2 MB measured"),
         "{problems:#?}"
@@ -589,9 +593,13 @@ fn the_figure_check_finds_undated_figures_and_bad_regions() {
         problems[2].starts_with("README.md:10: 2.33 ms measured"),
         "{problems:#?}"
     );
-    assert!(problems[3].contains("too short to quote"), "{problems:#?}");
     assert!(
-        problems[4].starts_with("docs/perf.md:9: a measured region without its date"),
+        problems[3].starts_with("README.md:12: 0.45 ms measured"),
+        "{problems:#?}"
+    );
+    assert!(problems[4].contains("too short to quote"), "{problems:#?}");
+    assert!(
+        problems[5].starts_with("docs/perf.md:9: a measured region without its date"),
         "{problems:#?}"
     );
 }
