@@ -412,7 +412,7 @@ fn attack_row(binary: &Path, what: &str, attack: attacks::Attack, connections: u
     )
 }
 
-/// The rows of issue 28: a probe on a new connection against the floor,
+/// The probe rows: a probe on a new connection against the floor,
 /// idle and with every CPU saturated, and `/health` during attacks 1 and 2
 /// at the cap.
 fn probe_rows(o: &Options) -> Vec<Row> {
@@ -1044,7 +1044,7 @@ fn main() {
     ));
 
     // A probe on a new connection against the floor, idle and with every
-    // CPU saturated (issue 28), and /health during the attacks at the cap.
+    // CPU saturated, and /health during the attacks at the cap.
     rows.extend(probe_rows(&o));
 
     // Leak rate against a raw page touch, and RSS accuracy.

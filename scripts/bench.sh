@@ -17,7 +17,7 @@ CPU and in podman at 500m, a probe on a new connection against the floor
 (A/B: the floor, the main port and the probe port all up, alternating
 rounds, medians of each round's p50 and p99; idle, and with every CPU
 saturated by the service's own load and idle-class spinners), /health p99
-during the attacks of issue 28 at the cap (1,585 connections pipelining,
+during two attacks at the cap (1,585 connections pipelining,
 or reading /openapi.json slowly), leak rate against a raw page touch, CPU accuracy
 at 250m, 500m and 1500m (process CPU time, and cgroup usage in podman),
 the traffic observer at 500 requests a second (due-time lateness, RSS;

@@ -22,7 +22,7 @@ use crate::chaos::random_crash::{self, RandomCrash};
 use crate::chaos::registry::{Ended, FaultKind, Registry, Watcher};
 use crate::chaos::startup::{self, Startup};
 use crate::config::Config;
-use crate::http::access::Access;
+use crate::config::access::Access;
 use crate::observe::events::{Event, Events};
 use crate::observe::healing::{FaultEnd, Tracker, Transition};
 use crate::observe::kept::{self, Healed, Kept};

@@ -14,7 +14,7 @@
 //! 2. **worker**: a thread of the pool (`http::server`) takes the request
 //!    and times it; a body too large to drain is a 413 here;
 //! 3. **`http::routes::dispatch`**: 404 or 405 from the route table, then,
-//!    for a route that starts or stops chaos, the token (`http::access`)
+//!    for a route that starts or stops chaos, the token (`config::access`)
 //!    and, to start, the kill switch;
 //! 4. **handler** (`handlers::*`): parses typed parameters
 //!    (`http::query`; a 400 names the value), and for chaos hands the fault
@@ -129,7 +129,7 @@ fn main() -> ExitCode {
     }
     // The token file too is configuration: a token no client could send
     // is refused here, before the port is bound (exit 2).
-    let access = match http::access::Access::from_source(&config.chaos_token) {
+    let access = match config::access::Access::from_source(&config.chaos_token) {
         Ok(access) => access,
         Err(e) => {
             eprintln!("chaos-backend: {e}");
@@ -178,7 +178,7 @@ fn main() -> ExitCode {
 
 fn run(
     config: Config,
-    access: http::access::Access,
+    access: config::access::Access,
     started: Instant,
     startup: chaos::startup::Startup,
 ) -> Result<ExitCode, String> {

@@ -87,7 +87,7 @@ impl EndReason {
 
 /// How one fill ended (or that it reached its target).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum FillOutcome {
     /// All bytes written and synced; the file stays until removed.
     Complete { bytes: u64, took: Duration },
     /// Ended early.
@@ -118,7 +118,7 @@ pub struct Status {
 
 /// Called by the writer thread when a fill ends early, at that moment (the
 /// client of a ramp already has its 202): it logs, counts and emits.
-pub type OnEnd = Arc<dyn Fn(&Outcome, &Path) + Send + Sync>;
+pub type OnEnd = Arc<dyn Fn(&FillOutcome, &Path) + Send + Sync>;
 
 /// The fill that exists now: being written, or written and held.
 struct Current {
@@ -198,7 +198,7 @@ impl DiskFill {
         ramp: Option<Duration>,
         keep: bool,
         on_end: OnEnd,
-    ) -> Result<(JoinHandle<()>, Receiver<Outcome>), String> {
+    ) -> Result<(JoinHandle<()>, Receiver<FillOutcome>), String> {
         if let Some(why) = &self.unavailable {
             return Err(format!("disk fill unavailable: {why}"));
         }
@@ -231,11 +231,11 @@ impl DiskFill {
         let spawned = std::thread::Builder::new().name("disk-fill".into()).spawn(move || {
             let outcome = job.run();
             let early = match &outcome {
-                Outcome::Ended(e) if e.reason != EndReason::Removed => Some(e.kept),
+                FillOutcome::Ended(e) if e.reason != EndReason::Removed => Some(e.kept),
                 _ => None,
             };
             fill.written_out(&outcome);
-            if let (Some(kept), Outcome::Ended(e)) = (early, &outcome) {
+            if let (Some(kept), FillOutcome::Ended(e)) = (early, &outcome) {
                 on_end(&outcome, &job.path);
                 if !kept {
                     // Nothing is left on disk: the entry and its slot go now.
@@ -266,12 +266,12 @@ impl DiskFill {
 
     /// The writer is done: a complete or kept file is held; after an early
     /// end without `keep` there is no file left.
-    fn written_out(&self, outcome: &Outcome) {
+    fn written_out(&self, outcome: &FillOutcome) {
         let mut inner = self.lock();
         if let Some(c) = inner.current.as_mut() {
             c.writing = false;
         }
-        if let Outcome::Ended(e) = outcome
+        if let FillOutcome::Ended(e) = outcome
             && e.reason != EndReason::Removed
             && !e.kept
         {
@@ -336,7 +336,7 @@ impl DiskFill {
     }
 }
 
-fn report(tx: &SyncSender<Outcome>, outcome: &Outcome) {
+fn report(tx: &SyncSender<FillOutcome>, outcome: &FillOutcome) {
     // Nobody waits for a ramp's outcome: a closed channel is expected.
     let _ = tx.try_send(outcome.clone());
 }
@@ -353,7 +353,7 @@ struct Job {
 }
 
 impl Job {
-    fn run(&self) -> Outcome {
+    fn run(&self) -> FillOutcome {
         let t0 = Instant::now();
         let map = match pattern(CHUNK) {
             Ok(map) => map,
@@ -378,7 +378,7 @@ impl Job {
         };
         let result = result.and_then(|()| self.sync());
         match result {
-            Ok(()) if !self.cancelled() => Outcome::Complete {
+            Ok(()) if !self.cancelled() => FillOutcome::Complete {
                 bytes: self.written.load(Ordering::SeqCst),
                 took: t0.elapsed(),
             },
@@ -424,7 +424,7 @@ impl Job {
 
     /// Builds the early end; removes the partial file unless `keep` (or
     /// unless a stop is in progress, which removes it itself).
-    fn ended(&self, reason: EndReason, error: String) -> Outcome {
+    fn ended(&self, reason: EndReason, error: String) -> FillOutcome {
         let written = self.written.load(Ordering::SeqCst);
         let kept = self.keep && reason != EndReason::Removed;
         if !kept && reason != EndReason::Removed {
@@ -436,7 +436,7 @@ impl Job {
                 sync_dir(dir);
             }
         }
-        Outcome::Ended(FillEnd {
+        FillOutcome::Ended(FillEnd {
             reason,
             written,
             kept,
@@ -519,7 +519,7 @@ mod tests {
     }
 
     fn quiet() -> OnEnd {
-        Arc::new(|_: &Outcome, _: &Path| {})
+        Arc::new(|_: &FillOutcome, _: &Path| {})
     }
 
     /// Starts a fill as the handler does: a registry entry whose clean-up
@@ -529,7 +529,7 @@ mod tests {
         fill: &Arc<DiskFill>,
         target: u64,
         ramp: Option<Duration>,
-    ) -> Result<Receiver<Outcome>, StartError> {
+    ) -> Result<Receiver<FillOutcome>, StartError> {
         let mut done = None;
         registry.start(FaultKind::Disk, Instant::now(), None, |ticket| {
             let (thread, rx) = fill.spawn(ticket, target, ramp, false, quiet())?;
@@ -568,7 +568,7 @@ mod tests {
         let rx = start(&registry, &fill, 3 << 20, None).unwrap();
         let outcome = rx.recv().unwrap();
         assert!(
-            matches!(outcome, Outcome::Complete { bytes, .. } if bytes == 3 << 20),
+            matches!(outcome, FillOutcome::Complete { bytes, .. } if bytes == 3 << 20),
             "{outcome:?}"
         );
         let status = fill.status().unwrap();

@@ -6,13 +6,15 @@
 //! from there. A bad value is a `ConfigError` that names the variable and
 //! quotes the value, and a misspelt name is refused naming the name meant
 //! (`misspelling`); `main` turns either into exit code 2 before anything
-//! binds a port.
+//! binds a port. `access` turns the chaos token's source into the rule a
+//! request is checked against.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod access;
 pub mod misspelling;
 pub mod variables;
 
@@ -562,6 +564,10 @@ mod tests {
             (
                 &[("PORT", "70000")],
                 "invalid PORT \"70000\": expected a TCP port from 0 to 65535 (0 picks a free one)",
+            ),
+            (
+                &[("RANDOM_CRASH_SEED", "-1")],
+                "invalid RANDOM_CRASH_SEED \"-1\": expected a whole number from 0 to 4294967295",
             ),
             (
                 &[("HTTP_MAX_CONNECTIONS", "0")],

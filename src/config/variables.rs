@@ -43,7 +43,8 @@ pub enum Unset {
 /// `RUST_LOG`, which env_logger reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Accepts {
-    /// A whole decimal number of `unit` from `min` to `max`: no sign, no
+    /// A whole decimal number of `unit` (none: a plain number, such as a
+    /// seed) from `min` to `max`: no sign, no
     /// fraction, no spaces.
     Whole { min: u64, max: u64, unit: &'static str },
     /// A TCP port, 0 to 65535 (0 picks a free one).
@@ -70,6 +71,7 @@ impl Accepts {
     /// What a value must be, as a bad value's error and `--help` say it.
     pub fn expected(&self) -> String {
         match *self {
+            Accepts::Whole { min, max, unit: "" } => format!("a whole number from {min} to {max}"),
             Accepts::Whole { min, max, unit } => format!("a whole number of {unit} from {min} to {max}"),
             Accepts::Port => "a TCP port from 0 to 65535 (0 picks a free one)".to_string(),
             Accepts::PortOrOff => "off, or a TCP port from 0 to 65535 (0 picks a free one)".to_string(),
@@ -128,7 +130,7 @@ pub const VARIABLES: &[Variable] = &[
         accepts: Accepts::Whole {
             min: 0,
             max: 4_294_967_295,
-            unit: "(the seed)",
+            unit: "",
         },
         meaning: "the random crash schedule's seed (unset: the one kept in STATE_DIR, else the clock's, logged)",
     },

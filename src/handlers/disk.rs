@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::{bad, size_detail, start_fault};
 use crate::app::App;
-use crate::chaos::disk::{EndReason, OnEnd, Outcome};
+use crate::chaos::disk::{EndReason, FillOutcome, OnEnd};
 use crate::chaos::registry::{Ended, FaultKind, Running};
 use crate::config::{MAX_DURATION_SECONDS, MAX_MB};
 use crate::http::query::Query;
@@ -96,7 +96,12 @@ fn parse(raw_query: &str) -> Result<FillRequest, Reply> {
 /// outcome comes on, and when it started. A fill stays until it is removed
 /// (DELETE, /chaos/stop, SIGTERM), as a leak does, and holds its guardrail
 /// slot that long: `expected` is None.
-fn launch(app: &App, fill: &FillRequest, dir: &str, now: Instant) -> Result<(Receiver<Outcome>, SystemTime), Reply> {
+fn launch(
+    app: &App,
+    fill: &FillRequest,
+    dir: &str,
+    now: Instant,
+) -> Result<(Receiver<FillOutcome>, SystemTime), Reply> {
     let FillRequest { mb, ramp, keep } = *fill;
     let bytes = fill.bytes();
     let started = json!({"action": "disk", "mb": mb, "bytes": bytes, "ramp_seconds": ramp.map(|r| r.as_secs()), "keep": keep, "dir": dir});
@@ -138,9 +143,9 @@ fn launch(app: &App, fill: &FillRequest, dir: &str, now: Instant) -> Result<(Rec
 
 /// The answer to a fill written at once: 200 with what was written, or
 /// why it ended early (507 when the disk ran out).
-fn written(app: &App, fill: &FillRequest, dir: &str, outcome: Outcome) -> Reply {
+fn written(app: &App, fill: &FillRequest, dir: &str, outcome: FillOutcome) -> Reply {
     match outcome {
-        Outcome::Complete { bytes, took } => {
+        FillOutcome::Complete { bytes, took } => {
             let body = json!({
                 "status": "filled",
                 "action": "disk",
@@ -153,7 +158,7 @@ fn written(app: &App, fill: &FillRequest, dir: &str, outcome: Outcome) -> Reply 
             app.events.emit(Event::ChaosFinished, body.clone());
             Reply::ok(&body)
         }
-        Outcome::Ended(ended) => {
+        FillOutcome::Ended(ended) => {
             let (reason, written, kept) = (ended.reason, ended.written, ended.kept);
             let status = match reason {
                 EndReason::NoSpace | EndReason::Quota | EndReason::FileSizeLimit => 507,
@@ -218,8 +223,8 @@ fn on_end(app: &App, mb: u64) -> OnEnd {
     let ended = app.metrics.chaos_disk_fill_ended_total.clone();
     let actions = app.metrics.chaos_actions_total.clone();
     let events = Arc::clone(&app.events);
-    Arc::new(move |outcome: &Outcome, path: &Path| {
-        if let Outcome::Ended(e) = outcome {
+    Arc::new(move |outcome: &FillOutcome, path: &Path| {
+        if let FillOutcome::Ended(e) = outcome {
             let (reason, written, kept) = (e.reason, e.written, e.kept);
             let message = ended_message(reason, written, mb, kept, &e.error);
             log::warn!("{message} ({})", path.display());

@@ -6,7 +6,7 @@
 //! is given once that thread is done (touching 100 MiB takes about 25 ms,
 //! 2 GiB seconds): a thread of its own waits for it (`Reply::later`), not
 //! the worker, so that leaks made at once never take the workers that
-//! probes and `/chaos/stop` need (issue 28). With `ramp` it grows over S
+//! probes and `/chaos/stop` need. With `ramp` it grows over S
 //! seconds and the answer is 202. With `hold` the leak frees itself S
 //! seconds after it is complete. A leak holds its guardrail slot until it
 //! is released.

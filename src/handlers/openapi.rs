@@ -8,8 +8,8 @@
 //!
 //! The document (about 45 KB) is rendered once, at the first request, and
 //! every answer shares that one buffer: a thousand clients that do not read
-//! their answers hold a thousand heads, not a thousand copies (issue 28:
-//! they held 120 MiB and failed readiness).
+//! their answers hold a thousand heads, not a thousand copies (copies took
+//! RSS to 120 MiB and failed readiness).
 
 use std::sync::{Arc, OnceLock};
 

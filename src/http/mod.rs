@@ -1,9 +1,8 @@
 //! The HTTP edge: the worker pool over tiny_http, the probe listener (a
 //! port of its own for the probes), the route table, the reply type, query
-//! parsing, the chaos token, the connection cap and budgets, and the
+//! parsing, the connection cap and budgets, and the
 //! `healthcheck` client.
 
-pub mod access;
 pub mod healthcheck;
 pub mod limits;
 pub mod probe_listener;

@@ -5,7 +5,7 @@
 //! On the main port, probes share the connection cap, the connection
 //! threads, the workers' queue and the CPU with every client: a client
 //! that fills the cap, pipelines, or reads slowly can make a probe wait or
-//! be refused (issue 28). Here nothing is shared with the main port but
+//! be refused. Here nothing is shared with the main port but
 //! the handlers: one thread runs an event loop (epoll) over at most
 //! `CAPACITY` non-blocking connections, reads each head (at most
 //! `HEAD_BYTES`, within `DEADLINE` of the accept), answers `GET` or `HEAD`
@@ -109,7 +109,7 @@ pub fn spawn(listener: TcpListener, app: Arc<App>) -> io::Result<()> {
 }
 
 /// What a probe connection is doing.
-enum Phase {
+enum ProbePhase {
     /// Its head has not all come.
     Reading,
     /// Its answer is held (a liveness `hang`) until then, or until the flag.
@@ -134,7 +134,7 @@ struct Probe {
     input: Vec<u8>,
     output: Vec<u8>,
     written: usize,
-    phase: Phase,
+    phase: ProbePhase,
 }
 
 struct Loop {
@@ -209,7 +209,7 @@ impl Loop {
             .iter()
             .flatten()
             .map(|p| match &p.phase {
-                Phase::Held { until, release } => {
+                ProbePhase::Held { until, release } => {
                     let tick = release.as_ref().map(|_| now + RELEASE_TICK);
                     tick.map_or(*until, |t| t.min(*until))
                 }
@@ -280,7 +280,7 @@ impl Loop {
                 input: Vec::new(),
                 output: Vec::new(),
                 written: 0,
-                phase: Phase::Reading,
+                phase: ProbePhase::Reading,
             });
             // Its head may already be there: edge-triggered, the event for
             // it may have come before the registration.
@@ -293,9 +293,9 @@ impl Loop {
     /// oldest held or unwritten answer.
     fn victim(&self) -> usize {
         let rank = |p: &Probe| match p.phase {
-            Phase::Closing => 0,
-            Phase::Reading => 1,
-            Phase::Held { .. } | Phase::Writing => 2,
+            ProbePhase::Closing => 0,
+            ProbePhase::Reading => 1,
+            ProbePhase::Held { .. } | ProbePhase::Writing => 2,
         };
         self.slots
             .iter()
@@ -311,7 +311,7 @@ impl Loop {
             return;
         };
         let open = match probe.phase {
-            Phase::Reading => read_head(probe).is_ok_and(|complete| {
+            ProbePhase::Reading => read_head(probe).is_ok_and(|complete| {
                 if complete {
                     answer(probe, &self.app);
                     probe.flush()
@@ -319,8 +319,8 @@ impl Loop {
                     true
                 }
             }),
-            Phase::Held { .. } | Phase::Closing => probe.client_open(),
-            Phase::Writing => probe.flush(),
+            ProbePhase::Held { .. } | ProbePhase::Closing => probe.client_open(),
+            ProbePhase::Writing => probe.flush(),
         };
         if !open {
             self.slots[slot] = None;
@@ -334,20 +334,20 @@ impl Loop {
                 continue;
             };
             let open = match &probe.phase {
-                Phase::Held { until, release } => {
+                ProbePhase::Held { until, release } => {
                     let released = release.as_ref().is_some_and(|r| r.load(Ordering::SeqCst));
                     if now >= *until || released {
-                        probe.phase = Phase::Writing;
+                        probe.phase = ProbePhase::Writing;
                         probe.deadline = now + DEADLINE;
                         probe.flush()
                     } else {
                         true
                     }
                 }
-                Phase::Reading if now >= probe.deadline => {
+                ProbePhase::Reading if now >= probe.deadline => {
                     let reply = Reply::json(408, &json!({"error": "the request head did not arrive in time"}));
                     probe.output = render(&reply, false);
-                    probe.phase = Phase::Writing;
+                    probe.phase = ProbePhase::Writing;
                     probe.deadline = now + DEADLINE;
                     probe.flush()
                 }
@@ -380,7 +380,7 @@ impl Probe {
         let _ = self.stream.shutdown(Shutdown::Write);
         self.output = Vec::new();
         self.input = Vec::new();
-        self.phase = Phase::Closing;
+        self.phase = ProbePhase::Closing;
         self.deadline = Instant::now() + LINGER;
         self.client_open()
     }
@@ -457,10 +457,10 @@ fn answer(probe: &mut Probe, app: &App) {
     probe.output = output;
     let now = Instant::now();
     if hold.is_zero() {
-        probe.phase = Phase::Writing;
+        probe.phase = ProbePhase::Writing;
         probe.deadline = now + DEADLINE;
     } else {
-        probe.phase = Phase::Held {
+        probe.phase = ProbePhase::Held {
             until: now + hold,
             release,
         };

@@ -1,7 +1,7 @@
 //! The healing figures of readiness, from the 200/503 transitions of
 //! /ready: detection (from a chaos action being accepted to the first 503
-//! served), degraded time (from that 503 to the next 200: the seed's
-//! "recovery", `readiness_failure_to_recovery_seconds`), and recovery from
+//! served), degraded time (from that 503 to the next 200, which the first version of
+//! this service called "recovery": `readiness_failure_to_recovery_seconds`), and recovery from
 //! a fault's end (from the moment its cause was gone to the next 200:
 //! `fault_end_to_recovery_seconds`).
 //!

@@ -334,7 +334,7 @@ impl Kept {
             Some(n) => figures.recoveries = n,
             None => log::warn!("{}: {RECOVERIES} missing or not a count: from zero", path.display()),
         }
-        // Absent from the files of binaries before issue 24: zero.
+        // Absent from files written before crash loops were counted: zero.
         figures.crashloop_starts = saved[CRASHLOOP_STARTS].as_u64().unwrap_or(0);
         for (i, (name, _, bounds, _)) in HISTOGRAMS.iter().enumerate() {
             let family = &saved["histograms"][name];

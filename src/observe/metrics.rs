@@ -1,6 +1,6 @@
 //! Every Prometheus metric of the service, in one explicit registry.
 //!
-//! Names are the documented ones, but `memory_chunks`, documented as
+//! Names are the documented ones. The leak's gauge is `memory_chunks`, not
 //! `memory_chunks_count`: promtool rejects a gauge ending in `_count`, a
 //! suffix reserved for histograms. Every label value is bounded: routes by
 //! name, every unknown path as `unmatched`, methods from a fixed list. All
@@ -124,7 +124,7 @@ impl Metrics {
             )?,
             memory_chunks: r.int_gauge(
                 "memory_chunks",
-                "Chunks held by the memory leak (the seed's memory_chunks_count).",
+                "Chunks held by the memory leak.",
             )?,
             pod_ready_status: r.int_gauge(
                 "pod_ready_status",

@@ -1,7 +1,7 @@
 //! Reading one HTTP/1.x answer from the bytes received so far, and what it
 //! means for a user: ok (served by a named pod) or an error class.
 
-use super::tally::{Class, Outcome};
+use super::tally::{Class, RequestEnd};
 
 /// The longest head accepted; a longer one is not an answer the service gives.
 const MAX_HEAD: usize = 16 * 1024;
@@ -181,17 +181,17 @@ fn dechunk(raw: &[u8]) -> Chunks {
 /// What a user would make of the answer: a 2xx whose body is a JSON object
 /// is ok, attributed to its `pod` (or to `unknown`); any other status is an
 /// HTTP error; a 2xx cut short or not a JSON object is a bad body.
-pub fn outcome(answer: &Answer) -> Outcome {
+pub fn outcome(answer: &Answer) -> RequestEnd {
     match answer.status {
-        500..=599 => Outcome::Failed(Class::Http5xx),
-        200..=299 if !answer.complete => Outcome::Failed(Class::BadBody),
+        500..=599 => RequestEnd::Failed(Class::Http5xx),
+        200..=299 if !answer.complete => RequestEnd::Failed(Class::BadBody),
         200..=299 => match serde_json::from_slice::<serde_json::Value>(&answer.body) {
             Ok(serde_json::Value::Object(o)) => {
-                Outcome::Ok(o.get("pod").and_then(|p| p.as_str()).unwrap_or("unknown").to_string())
+                RequestEnd::Ok(o.get("pod").and_then(|p| p.as_str()).unwrap_or("unknown").to_string())
             }
-            _ => Outcome::Failed(Class::BadBody),
+            _ => RequestEnd::Failed(Class::BadBody),
         },
-        _ => Outcome::Failed(Class::HttpOther),
+        _ => RequestEnd::Failed(Class::HttpOther),
     }
 }
 
@@ -216,11 +216,11 @@ mod tests {
         }
         let a = done(OK, false);
         assert_eq!((a.status, a.complete, a.reusable), (200, true, true));
-        assert_eq!(outcome(&a), Outcome::Ok("web-1".into()));
+        assert_eq!(outcome(&a), RequestEnd::Ok("web-1".into()));
         // Cut short by the peer: a 2xx is a bad body.
         let a = done(&OK[..OK.len() - 3], true);
         assert!(!a.complete);
-        assert_eq!(outcome(&a), Outcome::Failed(Class::BadBody));
+        assert_eq!(outcome(&a), RequestEnd::Failed(Class::BadBody));
         // More bytes than announced: not reusable.
         assert!(!done(&format!("{OK}HTTP/1.1"), false).reusable);
     }
@@ -253,18 +253,18 @@ mod tests {
         let until_close = "HTTP/1.1 200 OK\r\n\r\n{\"pod\":\"a\"}";
         assert_eq!(parse(until_close.as_bytes(), false), Progress::More);
         let a = done(until_close, true);
-        assert_eq!((outcome(&a), a.reusable), (Outcome::Ok("a".into()), false));
+        assert_eq!((outcome(&a), a.reusable), (RequestEnd::Ok("a".into()), false));
         let chunked =
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"po\r\n7;x=1\r\nd\":\"b\"}\r\n0\r\n\r\n";
         for cut in 0..chunked.len() {
             assert_eq!(parse(&chunked.as_bytes()[..cut], false), Progress::More, "cut at {cut}");
         }
         let a = done(chunked, false);
-        assert_eq!((outcome(&a), a.reusable), (Outcome::Ok("b".into()), true));
+        assert_eq!((outcome(&a), a.reusable), (RequestEnd::Ok("b".into()), true));
         let trailer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-T: 1\r\n\r\n";
         assert!(done(trailer, false).complete);
         let cut = done(&chunked[..chunked.len() - 10], true);
-        assert_eq!(outcome(&cut), Outcome::Failed(Class::BadBody));
+        assert_eq!(outcome(&cut), RequestEnd::Failed(Class::BadBody));
         let bad = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         assert_eq!(parse(bad.as_bytes(), false), Progress::Malformed);
     }
@@ -279,15 +279,18 @@ mod tests {
         };
         assert_eq!(
             outcome(&with("503 Service Unavailable", "{}")),
-            Outcome::Failed(Class::Http5xx)
+            RequestEnd::Failed(Class::Http5xx)
         );
-        assert_eq!(outcome(&with("500 Oops", "")), Outcome::Failed(Class::Http5xx));
-        assert_eq!(outcome(&with("404 Not Found", "{}")), Outcome::Failed(Class::HttpOther));
-        assert_eq!(outcome(&with("301 Moved", "")), Outcome::Failed(Class::HttpOther));
-        assert_eq!(outcome(&with("200 OK", "hello")), Outcome::Failed(Class::BadBody));
-        assert_eq!(outcome(&with("200 OK", "[1]")), Outcome::Failed(Class::BadBody));
-        assert_eq!(outcome(&with("200 OK", "{\"a\":1}")), Outcome::Ok("unknown".into()));
+        assert_eq!(outcome(&with("500 Oops", "")), RequestEnd::Failed(Class::Http5xx));
+        assert_eq!(
+            outcome(&with("404 Not Found", "{}")),
+            RequestEnd::Failed(Class::HttpOther)
+        );
+        assert_eq!(outcome(&with("301 Moved", "")), RequestEnd::Failed(Class::HttpOther));
+        assert_eq!(outcome(&with("200 OK", "hello")), RequestEnd::Failed(Class::BadBody));
+        assert_eq!(outcome(&with("200 OK", "[1]")), RequestEnd::Failed(Class::BadBody));
+        assert_eq!(outcome(&with("200 OK", "{\"a\":1}")), RequestEnd::Ok("unknown".into()));
         let no_body = done("HTTP/1.1 204 No Content\r\n\r\n", false);
-        assert_eq!(outcome(&no_body), Outcome::Failed(Class::BadBody));
+        assert_eq!(outcome(&no_body), RequestEnd::Failed(Class::BadBody));
     }
 }

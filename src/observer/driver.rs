@@ -17,7 +17,7 @@ use serde_json::json;
 use super::answer::{self, MAX_BODY, Progress};
 use super::gaps::DueOrder;
 use super::options::Options;
-use super::tally::{Class, Object, Outcome, Pods, Second, Totals, errors_json, round3};
+use super::tally::{Class, Object, Pods, RequestEnd, Second, Totals, errors_json, round3};
 use crate::os::poll::{self as sys, ERR_OR_HUP, Epoll, OUT, Ready, Signals, Timer};
 
 const TIMER: u64 = u64::MAX;
@@ -33,23 +33,23 @@ const MAX_ANSWER: usize = 16 * 1024 + MAX_BODY + 64;
 
 /// Why the run ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Ended {
+pub enum RunEnd {
     /// `--duration` passed and every request ended.
     Duration,
     /// SIGTERM or SIGINT.
     Signal(&'static str),
 }
 
-impl Ended {
+impl RunEnd {
     fn name(self) -> &'static str {
         match self {
-            Ended::Duration => "duration",
-            Ended::Signal(s) => s,
+            RunEnd::Duration => "duration",
+            RunEnd::Signal(s) => s,
         }
     }
 }
 
-enum Phase {
+enum RequestPhase {
     Connecting,
     Writing(usize),
     Reading,
@@ -63,7 +63,7 @@ struct Conn {
     stream: TcpStream,
     /// Tells this connection from an earlier one in the same slot.
     serial: u32,
-    phase: Phase,
+    phase: RequestPhase,
     /// The request it carries, while it carries one.
     seq: Option<u64>,
     buf: Vec<u8>,
@@ -172,7 +172,7 @@ impl<'a> Observer<'a> {
 
     /// Runs until `--duration` has passed and every request has ended, or
     /// until a signal; writes a JSON line a second to `out`.
-    pub fn run(&mut self, out: &mut dyn Write) -> io::Result<Ended> {
+    pub fn run(&mut self, out: &mut dyn Write) -> io::Result<RunEnd> {
         self.start = Instant::now();
         let mut ready = Vec::new();
         loop {
@@ -182,7 +182,7 @@ impl<'a> Observer<'a> {
                 self.send();
             }
             if !self.sending() && self.in_flight == 0 {
-                return self.last_line(out).map(|()| Ended::Duration);
+                return self.last_line(out).map(|()| RunEnd::Duration);
             }
             let now = Instant::now();
             self.timer.set(self.next_wake(now).saturating_duration_since(now))?;
@@ -193,7 +193,7 @@ impl<'a> Observer<'a> {
                     TIMER => self.timer.clear(),
                     SIGNALS => {
                         if let Some(name) = self.signals.take() {
-                            return self.last_line(out).map(|()| Ended::Signal(name));
+                            return self.last_line(out).map(|()| RunEnd::Signal(name));
                         }
                     }
                     token => self.on_ready(token, r),
@@ -256,7 +256,7 @@ impl<'a> Observer<'a> {
             && let Some(c) = self.conns[slot].as_mut()
         {
             c.seq = Some(seq);
-            c.phase = Phase::Writing(0);
+            c.phase = RequestPhase::Writing(0);
             c.buf.clear();
             self.deadlines.push_back((deadline, slot, c.serial, seq));
             return self.advance(slot, OUT);
@@ -265,13 +265,13 @@ impl<'a> Observer<'a> {
         self.next_addr = self.next_addr.wrapping_add(1);
         let stream = match sys::connect(&addr) {
             Ok(s) => s,
-            Err(e) => return self.record(seq, Outcome::Failed(connect_class(&e)), now),
+            Err(e) => return self.record(seq, RequestEnd::Failed(connect_class(&e)), now),
         };
         self.serial = self.serial.wrapping_add(1);
         let conn = Conn {
             stream,
             serial: self.serial,
-            phase: Phase::Connecting,
+            phase: RequestPhase::Connecting,
             seq: Some(seq),
             buf: Vec::new(),
             eof: false,
@@ -312,26 +312,26 @@ impl<'a> Observer<'a> {
         loop {
             let Some(c) = self.conns[slot].as_mut() else { return };
             match c.phase {
-                Phase::Connecting => {
+                RequestPhase::Connecting => {
                     if events & (OUT | ERR_OR_HUP) == 0 {
                         return;
                     }
                     match c.stream.take_error() {
-                        Ok(None) if events & OUT != 0 => c.phase = Phase::Writing(0),
+                        Ok(None) if events & OUT != 0 => c.phase = RequestPhase::Writing(0),
                         Ok(None) => return self.fail(slot, Class::Reset),
                         Ok(Some(e)) | Err(e) => return self.fail(slot, connect_class(&e)),
                     }
                 }
-                Phase::Writing(off) => match (&c.stream).write(&self.request[off..]) {
+                RequestPhase::Writing(off) => match (&c.stream).write(&self.request[off..]) {
                     Ok(0) => return self.fail(slot, Class::Reset),
-                    Ok(n) if off + n == self.request.len() => c.phase = Phase::Reading,
-                    Ok(n) => c.phase = Phase::Writing(off + n),
+                    Ok(n) if off + n == self.request.len() => c.phase = RequestPhase::Reading,
+                    Ok(n) => c.phase = RequestPhase::Writing(off + n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return self.fail(slot, Class::Reset),
                 },
-                Phase::Reading => return self.read_answer(slot),
-                Phase::Draining | Phase::Idle => return self.read_to_close(slot),
+                RequestPhase::Reading => return self.read_answer(slot),
+                RequestPhase::Draining | RequestPhase::Idle => return self.read_to_close(slot),
             }
         }
     }
@@ -389,25 +389,25 @@ impl<'a> Observer<'a> {
     }
 
     fn fail(&mut self, slot: usize, class: Class) {
-        self.end(slot, Outcome::Failed(class), false);
+        self.end(slot, RequestEnd::Failed(class), false);
     }
 
     /// The request on `slot` has ended; the connection is kept, drained or
     /// closed.
-    fn end(&mut self, slot: usize, outcome: Outcome, reusable: bool) {
+    fn end(&mut self, slot: usize, outcome: RequestEnd, reusable: bool) {
         let now = Instant::now();
         let Some(c) = self.conns[slot].as_mut() else { return };
         let Some(seq) = c.seq.take() else { return };
         let answered = matches!(
             outcome,
-            Outcome::Ok(_) | Outcome::Failed(Class::Http5xx | Class::HttpOther)
+            RequestEnd::Ok(_) | RequestEnd::Failed(Class::Http5xx | Class::HttpOther)
         );
         if answered && reusable && self.options.keepalive && self.idle.len() < MAX_IDLE {
-            c.phase = Phase::Idle;
+            c.phase = RequestPhase::Idle;
             c.buf.clear();
             self.idle.push(slot);
         } else if answered && !c.eof {
-            c.phase = Phase::Draining;
+            c.phase = RequestPhase::Draining;
             self.draining.push_back((now + DRAIN, slot, c.serial));
         } else {
             self.close(slot);
@@ -422,12 +422,12 @@ impl<'a> Observer<'a> {
         }
     }
 
-    fn record(&mut self, seq: u64, outcome: Outcome, now: Instant) {
+    fn record(&mut self, seq: u64, outcome: RequestEnd, now: Instant) {
         self.in_flight -= 1;
         let latency = micros(now.saturating_duration_since(self.due(seq)));
         let (pod, class) = match outcome {
-            Outcome::Ok(name) => (Some(self.pods.id(&name)), None),
-            Outcome::Failed(c) => (None, Some(c)),
+            RequestEnd::Ok(name) => (Some(self.pods.id(&name)), None),
+            RequestEnd::Failed(c) => (None, Some(c)),
         };
         self.second.ended(pod, class, latency);
         self.totals.ended(pod, class, latency);
@@ -452,7 +452,7 @@ impl<'a> Observer<'a> {
         while let Some(&(by, slot, serial)) = self.draining.front() {
             let live = self.conns[slot]
                 .as_ref()
-                .is_some_and(|c| c.serial == serial && matches!(c.phase, Phase::Draining));
+                .is_some_and(|c| c.serial == serial && matches!(c.phase, RequestPhase::Draining));
             if live && by > now {
                 break;
             }
@@ -464,7 +464,7 @@ impl<'a> Observer<'a> {
     }
 
     /// The summary line of the run, and its availability.
-    pub fn summary(self, ended: Ended) -> (String, Option<f64>) {
+    pub fn summary(self, ended: RunEnd) -> (String, Option<f64>) {
         let o = self.options;
         let availability = self.totals.availability();
         let (streak, gaps) = self.due_order.finish();

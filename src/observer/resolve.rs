@@ -160,7 +160,7 @@ pub fn query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
 
 /// What a server answered to one query.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
+pub enum DnsReply {
     Addresses(Vec<IpAddr>),
     NxDomain,
     /// The name exists (or the chain ends) without an address of the type.
@@ -175,7 +175,7 @@ pub enum Reply {
 /// `msg` is not that reply (another id, not a response, another question,
 /// malformed), which the caller ignores as glibc does. CNAMEs are followed
 /// within the answer section.
-pub fn parse(msg: &[u8], id: u16, name: &str, qtype: u16) -> Option<Reply> {
+pub fn parse(msg: &[u8], id: u16, name: &str, qtype: u16) -> Option<DnsReply> {
     let word = |at: usize| msg.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     if word(0)? != id || msg[2] & 0x80 == 0 || word(4)? != 1 {
         return None;
@@ -187,12 +187,12 @@ pub fn parse(msg: &[u8], id: u16, name: &str, qtype: u16) -> Option<Reply> {
     }
     at += 4;
     if truncated {
-        return Some(Reply::Truncated);
+        return Some(DnsReply::Truncated);
     }
     match rcode {
         0 => {}
-        3 => return Some(Reply::NxDomain),
-        other => return Some(Reply::Failed(other)),
+        3 => return Some(DnsReply::NxDomain),
+        other => return Some(DnsReply::Failed(other)),
     }
     // (owner, type, offset of the data, data) of each IN record.
     let mut records = Vec::new();
@@ -221,13 +221,13 @@ pub fn parse(msg: &[u8], id: u16, name: &str, qtype: u16) -> Option<Reply> {
             })
             .collect();
         if !found.is_empty() {
-            return Some(Reply::Addresses(found));
+            return Some(DnsReply::Addresses(found));
         }
         let Some(alias) = owned(CNAME).next() else { break };
         let target = read_name(msg, alias.2)?.0;
         current = target;
     }
-    Some(Reply::NoData)
+    Some(DnsReply::NoData)
 }
 
 /// The name at `at` (following compression pointers) and the offset after
@@ -268,7 +268,7 @@ fn random_id() -> u16 {
 
 /// Asks `server` once for the A and AAAA records of `name`, within `wait`:
 /// the replies that came, in that order.
-fn exchange(server: SocketAddr, name: &str, wait: Duration) -> std::io::Result<[Option<Reply>; 2]> {
+fn exchange(server: SocketAddr, name: &str, wait: Duration) -> std::io::Result<[Option<DnsReply>; 2]> {
     let deadline = Instant::now() + wait;
     let local = match server {
         SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
@@ -299,7 +299,7 @@ fn exchange(server: SocketAddr, name: &str, wait: Duration) -> std::io::Result<[
                 && let Some(reply) = parse(&buf[..n], ids[i], name, types[i])
             {
                 replies[i] = Some(match reply {
-                    Reply::Truncated => over_tcp(server, name, types[i], deadline)?,
+                    DnsReply::Truncated => over_tcp(server, name, types[i], deadline)?,
                     reply => reply,
                 });
             }
@@ -309,7 +309,7 @@ fn exchange(server: SocketAddr, name: &str, wait: Duration) -> std::io::Result<[
 }
 
 /// The query again over TCP (the answer was truncated), by `deadline`.
-fn over_tcp(server: SocketAddr, name: &str, qtype: u16, deadline: Instant) -> std::io::Result<Reply> {
+fn over_tcp(server: SocketAddr, name: &str, qtype: u16, deadline: Instant) -> std::io::Result<DnsReply> {
     let left = || {
         Some(deadline.saturating_duration_since(Instant::now()))
             .filter(|d| !d.is_zero())
@@ -328,13 +328,13 @@ fn over_tcp(server: SocketAddr, name: &str, qtype: u16, deadline: Instant) -> st
     let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
     stream.read_exact(&mut msg)?;
     match parse(&msg, id, name, qtype) {
-        Some(Reply::Truncated) | None => Err(ErrorKind::InvalidData.into()),
+        Some(DnsReply::Truncated) | None => Err(ErrorKind::InvalidData.into()),
         Some(reply) => Ok(reply),
     }
 }
 
 /// One candidate's outcome over every server and attempt.
-enum Outcome {
+enum Lookup {
     Found(Vec<IpAddr>),
     /// NXDOMAIN or no address: the next candidate.
     Missing(&'static str),
@@ -342,7 +342,7 @@ enum Outcome {
     Unanswered(String),
 }
 
-fn lookup(name: &str, conf: &Conf) -> Outcome {
+fn lookup(name: &str, conf: &Conf) -> Lookup {
     let mut why = String::new();
     for _ in 0..conf.attempts {
         for &server in &conf.servers {
@@ -350,19 +350,19 @@ fn lookup(name: &str, conf: &Conf) -> Outcome {
                 Ok([a, aaaa]) => {
                     let mut found = Vec::new();
                     for reply in [&a, &aaaa] {
-                        if let Some(Reply::Addresses(ips)) = reply {
+                        if let Some(DnsReply::Addresses(ips)) = reply {
                             found.extend(ips);
                         }
                     }
                     match (a, aaaa) {
-                        _ if !found.is_empty() => return Outcome::Found(found),
-                        (Some(Reply::NxDomain), Some(_)) | (Some(_), Some(Reply::NxDomain)) => {
-                            return Outcome::Missing("no such name (NXDOMAIN)");
+                        _ if !found.is_empty() => return Lookup::Found(found),
+                        (Some(DnsReply::NxDomain), Some(_)) | (Some(_), Some(DnsReply::NxDomain)) => {
+                            return Lookup::Missing("no such name (NXDOMAIN)");
                         }
-                        (Some(Reply::NoData), Some(Reply::NoData)) => {
-                            return Outcome::Missing("no A or AAAA record");
+                        (Some(DnsReply::NoData), Some(DnsReply::NoData)) => {
+                            return Lookup::Missing("no A or AAAA record");
                         }
-                        (Some(Reply::Failed(r)), _) | (_, Some(Reply::Failed(r))) => {
+                        (Some(DnsReply::Failed(r)), _) | (_, Some(DnsReply::Failed(r))) => {
                             why = format!("{server} answered with response code {r}")
                         }
                         _ => why = format!("{server} did not answer"),
@@ -372,7 +372,7 @@ fn lookup(name: &str, conf: &Conf) -> Outcome {
             }
         }
     }
-    Outcome::Unanswered(why)
+    Lookup::Unanswered(why)
 }
 
 /// The addresses of `host` with `port`, or why there are none (naming the
@@ -410,9 +410,9 @@ pub fn resolve_with(host: &str, port: u16, resolv_conf: &Path, hosts: &Path) -> 
             continue;
         }
         match lookup(&name, &conf) {
-            Outcome::Found(ips) => return with_port(ips),
-            Outcome::Missing(why) => tried.push(format!("{name}: {why}")),
-            Outcome::Unanswered(why) => {
+            Lookup::Found(ips) => return with_port(ips),
+            Lookup::Missing(why) => tried.push(format!("{name}: {why}")),
+            Lookup::Unanswered(why) => {
                 return Err(fail(format!(
                     "no answer for {name} from {servers} within {} s x {} attempts (last: {why})",
                     conf.timeout.as_secs(),
@@ -491,11 +491,11 @@ mod tests {
         let msg = reply(&q, 0, 0, &[alias, real, stray, a1, a2]);
         assert_eq!(
             parse(&msg, 7, "web.ns.svc.cluster.local", A),
-            Some(Reply::Addresses(vec![[10, 0, 0, 1].into(), [10, 0, 0, 2].into()]))
+            Some(DnsReply::Addresses(vec![[10, 0, 0, 1].into(), [10, 0, 0, 2].into()]))
         );
         // The chain's end without an address is no data.
         let msg = reply(&q, 0, 0, &[record(&QNAME, CNAME, b"\x07nowhere\x00")]);
-        assert_eq!(parse(&msg, 7, "web.ns.svc.cluster.local", A), Some(Reply::NoData));
+        assert_eq!(parse(&msg, 7, "web.ns.svc.cluster.local", A), Some(DnsReply::NoData));
     }
 
     #[test]
@@ -503,11 +503,14 @@ mod tests {
         let q = query(9, "svc", AAAA).unwrap();
         let v6: Ipv6Addr = "fd00::5".parse().unwrap();
         let msg = reply(&q, 0, 0, &[record(&QNAME, AAAA, &v6.octets())]);
-        assert_eq!(parse(&msg, 9, "SVC", AAAA), Some(Reply::Addresses(vec![v6.into()])));
-        assert_eq!(parse(&reply(&q, 0, 3, &[]), 9, "svc", AAAA), Some(Reply::NxDomain));
-        assert_eq!(parse(&reply(&q, 0, 2, &[]), 9, "svc", AAAA), Some(Reply::Failed(2)));
-        assert_eq!(parse(&reply(&q, 0, 0, &[]), 9, "svc", AAAA), Some(Reply::NoData));
-        assert_eq!(parse(&reply(&q, 0x02, 0, &[]), 9, "svc", AAAA), Some(Reply::Truncated));
+        assert_eq!(parse(&msg, 9, "SVC", AAAA), Some(DnsReply::Addresses(vec![v6.into()])));
+        assert_eq!(parse(&reply(&q, 0, 3, &[]), 9, "svc", AAAA), Some(DnsReply::NxDomain));
+        assert_eq!(parse(&reply(&q, 0, 2, &[]), 9, "svc", AAAA), Some(DnsReply::Failed(2)));
+        assert_eq!(parse(&reply(&q, 0, 0, &[]), 9, "svc", AAAA), Some(DnsReply::NoData));
+        assert_eq!(
+            parse(&reply(&q, 0x02, 0, &[]), 9, "svc", AAAA),
+            Some(DnsReply::Truncated)
+        );
     }
 
     #[test]

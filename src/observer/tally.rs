@@ -56,7 +56,7 @@ impl Class {
 
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum RequestEnd {
     /// A 2xx with a JSON object, served by this pod.
     Ok(String),
     Failed(Class),

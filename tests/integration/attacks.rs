@@ -1,4 +1,4 @@
-//! The clients of the attacks of issue 28, shared by the integration tests
+//! The clients of the attacks on the probes, shared by the integration tests
 //! (`probes.rs`) and the benchmark (`examples/bench.rs`, which includes
 //! this file with `#[path]`): connections that pipeline, that read
 //! slowly through a small window, or that connect and reset at once. Every

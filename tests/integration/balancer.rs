@@ -12,7 +12,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Service, describe, exclusive, poll, release_bin, temp_dir, try_request, with_service_env};
+use crate::harness::{Service, describe, exclusive, poll, release_bin, repo, temp_dir, try_request, with_service_env};
 use crate::observer::Run;
 
 /// The Deployment's readiness probe: period, timeout, failure and success
@@ -33,8 +32,7 @@ struct Probe {
 }
 
 fn readiness_probe() -> Probe {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/deployment.yaml"))
-        .expect("manifests/deployment.yaml");
+    let text = std::fs::read_to_string(repo().join("manifests/deployment.yaml")).expect("manifests/deployment.yaml");
     let mut lines = text.lines().skip_while(|l| l.trim() != "readinessProbe:");
     let head = lines.next().expect("a readinessProbe");
     let indent = head.len() - head.trim_start().len();

@@ -25,37 +25,96 @@ fn pages(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Each line of `text` with its number, as prose: `None` inside fenced code
-/// blocks, and with inline code spans blanked out otherwise.
+/// blocks, and with inline code spans blanked out otherwise. A code span
+/// may run over a line break inside a paragraph or a list item (as
+/// markdown renders it), so spans are matched over each such block, not
+/// line by line.
 fn prose_lines(text: &str) -> Vec<(usize, Option<String>)> {
+    let mut out: Vec<(usize, Option<String>)> = Vec::new();
     let mut fenced = false;
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            if line.trim_start().starts_with("```") {
-                fenced = !fenced;
-                return (i + 1, None);
-            }
-            if fenced {
-                return (i + 1, None);
-            }
-            (i + 1, Some(blank_code_spans(line)))
-        })
-        .collect()
+    let mut block: Vec<(usize, &str)> = Vec::new();
+    let flush = |block: &mut Vec<(usize, &str)>, out: &mut Vec<(usize, Option<String>)>| {
+        if block.is_empty() {
+            return;
+        }
+        let joined = block.iter().map(|(_, l)| *l).collect::<Vec<_>>().join("\n");
+        let blanked = blank_code_spans(&joined);
+        for ((number, _), line) in block.iter().zip(blanked.split('\n')) {
+            out.push((*number, Some(line.to_string())));
+        }
+        block.clear();
+    };
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with("```") {
+            flush(&mut block, &mut out);
+            fenced = !fenced;
+            out.push((i + 1, None));
+            continue;
+        }
+        if fenced {
+            out.push((i + 1, None));
+            continue;
+        }
+        // A blank line, a heading, a table row or a new list item starts a
+        // block of its own; a table row and a heading are one line each.
+        let starts_item = t.starts_with("- ") || t.starts_with("* ") || t.starts_with('|') || t.starts_with('#');
+        if line.trim().is_empty() || starts_item {
+            flush(&mut block, &mut out);
+        }
+        if line.trim().is_empty() {
+            out.push((i + 1, Some(String::new())));
+            continue;
+        }
+        block.push((i + 1, line));
+        if t.starts_with('|') || t.starts_with('#') {
+            flush(&mut block, &mut out);
+        }
+    }
+    flush(&mut block, &mut out);
+    out
 }
 
-/// `line` with each inline code span replaced by spaces of its length.
-fn blank_code_spans(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut in_code = false;
-    for c in line.chars() {
-        if c == '`' {
-            in_code = !in_code;
-            out.push(' ');
-        } else if in_code {
-            out.push(' ');
-        } else {
-            out.push(c);
+/// `text` with each inline code span (a run of backticks, then the text up
+/// to the next run of as many) replaced by spaces of its length, line
+/// breaks kept; a run of backticks that nothing closes is literal text.
+fn blank_code_spans(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let run_at = |i: usize| chars[i..].iter().take_while(|c| **c == '`').count();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '`' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
         }
+        let n = run_at(i);
+        let mut close = None;
+        let mut j = i + n;
+        while j < chars.len() {
+            if chars[j] == '`' {
+                let m = run_at(j);
+                if m == n {
+                    close = Some(j + m);
+                    break;
+                }
+                j += m;
+            } else {
+                j += 1;
+            }
+        }
+        let end = close.unwrap_or(i + n);
+        for c in &chars[i..end] {
+            out.push(if *c == '\n' {
+                '\n'
+            } else if close.is_some() {
+                ' '
+            } else {
+                *c
+            });
+        }
+        i = end;
     }
     out
 }
@@ -121,9 +180,20 @@ fn anchors(text: &str) -> BTreeSet<String> {
 }
 
 /// The targets of the inline links `[text](target)` and images of a line
-/// of prose.
+/// of prose, and of a reference definition `[label]: target`.
 fn link_targets(line: &str) -> Vec<String> {
     let mut out = Vec::new();
+    // A reference definition, `[label]: target "title"`, at the start of
+    // its line (up to three spaces in).
+    let t = line.trim_start_matches(' ');
+    if line.len() - t.len() <= 3
+        && t.starts_with('[')
+        && let Some(close) = t.find("]:")
+        && !t[1..close].contains(']')
+    {
+        let target = t[close + 2..].split_whitespace().next().unwrap_or("");
+        out.push(target.trim_matches(|c| c == '<' || c == '>').to_string());
+    }
     for (i, _) in line.match_indices("](") {
         let rest = &line[i + 2..];
         let Some(end) = rest.find(')') else { continue };
@@ -214,13 +284,17 @@ fn every_relative_link_and_anchor_resolves() {
 
 /// The checker itself: a missing file, a missing anchor and a repeated
 /// heading's second anchor, in a tree made for it; links in code are not
-/// links.
+/// links, and a link after a code span that runs over a line break is
+/// still one (matching backticks line by line hid it), as is a reference
+/// definition's target.
 #[test]
 fn the_link_check_finds_broken_files_and_anchors() {
     let root = fixture_tree(
         "links",
         "# Top\n\nSee [api](docs/api.md#errors), [gone](docs/gone.md), [bad](docs/api.md#nope),\n\
          [the second](docs/api.md#errors-1), [here](#top), `[code](docs/x.md)`.\n\n\
+         A code span over a line break, `like\nthis one`, then [lost](docs/lost.md).\n\n\
+         See [the API][api] and [that][gone].\n\n[api]: docs/api.md#errors\n[gone]: docs/api.md#gone \"Gone\"\n\n\
          ```sh\n[not a link](docs/y.md)\n```\n",
         &[(
             "api.md",
@@ -228,25 +302,35 @@ fn the_link_check_finds_broken_files_and_anchors() {
         )],
     );
     let broken = broken_links(&root);
-    assert_eq!(broken.len(), 2, "{broken:#?}");
+    assert_eq!(broken.len(), 4, "{broken:#?}");
     assert!(
         broken[0].starts_with("README.md:3: docs/gone.md: no file"),
         "{broken:#?}"
     );
     assert!(broken[1].contains("docs/api.md has no anchor #nope"), "{broken:#?}");
+    assert!(
+        broken[2].starts_with("README.md:7: docs/lost.md: no file"),
+        "{broken:#?}"
+    );
+    assert!(
+        broken[3].starts_with("README.md:12: docs/api.md#gone: docs/api.md has no anchor #gone"),
+        "{broken:#?}"
+    );
     assert_eq!(slug("Memory leak → OOM kill"), "memory-leak--oom-kill");
     assert_eq!(slug("Crash, restart and shutdown"), "crash-restart-and-shutdown");
     assert_eq!(slug("On a laptop, with cargo"), "on-a-laptop-with-cargo");
 }
 
 /// A figure that a measurement produces: a decimal number with a unit of
-/// size or time, a decimal percentage, a throughput, a ratio like `1.28x`, a
-/// byte count with separators, or any size in decimal megabytes (how image
-/// sizes and RSS are reported). Whole numbers of MiB, seconds or
-/// milliseconds are settings and bounds, not measurements.
+/// size or time, a decimal percentage, a throughput (`78297 req/s`, or in
+/// thousands, `29.7k req/s`), a ratio like `1.28x` or `1.28×`, a byte count
+/// with separators, or any size in decimal megabytes (how image sizes and
+/// RSS are reported). Whole numbers of MiB, seconds or milliseconds are
+/// settings and bounds, not measurements.
 fn figures(line: &str) -> Vec<String> {
     const UNITS: &[&str] = &[
-        "req/s", "MB", "KB", "kB", "GB", "MiB", "KiB", "GiB", "ms", "µs", "us", "s", "%", "x", "bytes",
+        "req/s", "k req/s", "kreq/s", "MB", "KB", "kB", "GB", "MiB", "KiB", "GiB", "ms", "µs", "us", "s", "%", "x",
+        "×", "bytes",
     ];
     let chars: Vec<char> = line.chars().collect();
     let mut out = Vec::new();
@@ -278,7 +362,7 @@ fn figures(line: &str) -> Vec<String> {
         let after: String = chars[i..].iter().collect();
         let spaced = after.strip_prefix(' ').unwrap_or(&after);
         let unit = UNITS.iter().find(|u| {
-            let candidate = if **u == "x" || **u == "%" {
+            let candidate = if matches!(**u, "x" | "×" | "%" | "k req/s" | "kreq/s") {
                 after.as_str()
             } else {
                 spaced
@@ -291,26 +375,46 @@ fn figures(line: &str) -> Vec<String> {
         });
         let Some(unit) = unit else { continue };
         let measured = match *unit {
-            "req/s" | "MB" | "KB" | "kB" | "GB" | "µs" | "us" => true,
+            "req/s" | "k req/s" | "kreq/s" | "MB" | "KB" | "kB" | "GB" | "µs" | "us" => true,
             "bytes" => grouped,
             _ => decimal,
         };
-        // A goal or a bound is not a measurement.
+        // A goal or a bound is not a measurement: the number follows its
+        // word (`goal is at most 3.0 MB`, `<= 0.5 ms`), or a list of such
+        // numbers (`at most 3.0 MB, 1.3 MB`). A word further back, with
+        // other words between, does not make a measurement a bound (`met its
+        // goal in this run (2.33 ms)`).
         let before: String = chars[begin.saturating_sub(24)..begin].iter().collect();
         let bound = ["goal", "at most", "<=", ">=", "under its"]
             .iter()
-            .any(|w| before.contains(w));
+            .filter_map(|w| before.rfind(w).map(|at| &before[at + w.len()..]))
+            .any(|between| {
+                between
+                    .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ':'))
+                    .filter(|w| !w.is_empty())
+                    .all(|w| {
+                        matches!(w, "is" | "of" | "at" | "most" | "and" | "or" | "<=" | ">=")
+                            || w.starts_with(|c: char| c.is_ascii_digit())
+                            || UNITS.contains(&w)
+                    })
+            });
         if measured && !bound {
-            let gap = if matches!(*unit, "x" | "%") { "" } else { " " };
+            let gap = if matches!(*unit, "x" | "×" | "%" | "k req/s" | "kreq/s") {
+                ""
+            } else {
+                " "
+            };
             out.push(format!("{number}{gap}{unit}"));
         }
     }
     out
 }
 
-/// A date (`YYYY-MM-DD`) in `text`.
+/// A date (`YYYY-MM-DD`) in the prose of `text`: one inside a code span
+/// (an example's timestamp, `{"ts":"2026-12-07T04:05:48Z"}`) dates nothing.
 fn has_date(text: &str) -> bool {
-    let b = text.as_bytes();
+    let prose = blank_code_spans(text);
+    let b = prose.as_bytes();
     b.windows(10).any(|w| {
         w.iter().enumerate().all(|(i, c)| match i {
             4 | 7 => *c == b'-',
@@ -454,7 +558,9 @@ fn every_measured_figure_is_generated_or_dated_with_its_command() {
 }
 
 /// The check itself, on pages made for it: the stale "2.2 MB" of the old
-/// README is found; a dated figure with its command, a generated block and
+/// README is found, and so are a throughput in thousands, a ratio
+/// written with `×`, a figure that a goal is merely near, and one whose
+/// only date is an example's timestamp; a dated figure with its command, a generated block and
 /// a setting are not; a `--short` table and an undated region are refused.
 #[test]
 fn the_figure_check_finds_undated_figures_and_bad_regions() {
@@ -462,6 +568,9 @@ fn the_figure_check_finds_undated_figures_and_bad_regions() {
         "figures",
         "# Top\n\nThe image is `FROM scratch`: one static binary (2.2 MB on amd64, 1.2 MB\non arm64).\n\n\
          A leak of 64 MiB takes 10 s at most; the goal is 2.5 MB.\n\n\
+         With 4 arenas it served 29.7k req/s, 1.1× the floor.\n\n\
+         Start to ready met its goal in this run (2.33 ms); the goal is at most 3.0 MB, 1.3 MB compressed.\n\n\
+         | `curl -si localhost:8080/` | `{\"ts\":\"2026-12-07T04:05:48Z\"}` in 0.45 ms |\n\n\
          It served 78297 req/s (measured 2026-11-30 with `scripts/bench.sh`).\n",
         &[(
             "perf.md",
@@ -471,14 +580,26 @@ fn the_figure_check_finds_undated_figures_and_bad_regions() {
         )],
     );
     let problems = unsourced_figures(&root);
-    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert_eq!(problems.len(), 6, "{problems:#?}");
     assert!(
         problems[0].starts_with("README.md:3: 2.2 MB, 1.2 MB measured"),
         "{problems:#?}"
     );
-    assert!(problems[1].contains("too short to quote"), "{problems:#?}");
     assert!(
-        problems[2].starts_with("docs/perf.md:9: a measured region without its date"),
+        problems[1].starts_with("README.md:8: 29.7k req/s, 1.1× measured"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[2].starts_with("README.md:10: 2.33 ms measured"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[3].starts_with("README.md:12: 0.45 ms measured"),
+        "{problems:#?}"
+    );
+    assert!(problems[4].contains("too short to quote"), "{problems:#?}");
+    assert!(
+        problems[5].starts_with("docs/perf.md:9: a measured region without its date"),
         "{problems:#?}"
     );
 }

@@ -559,7 +559,7 @@ fn help_documents_rows_hypotheses_and_exit_codes() {
 
 fn manifest_observer_container() -> Value {
     let code = "import sys, yaml, json; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], sys.stdout)";
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/observer.yaml");
+    let file = repo().join("manifests/observer.yaml");
     let out = Command::new("python3").args(["-c", code]).arg(&file).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let docs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -646,7 +646,7 @@ fn degraded_row_shows_what_users_saw_and_the_observer_pod_is_the_manifests() {
         );
     }
     let validate = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests/validate.py"))
+        .arg(repo().join("tests/manifests/validate.py"))
         .args(["1.30,latest", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,5 +1,5 @@
-//! The kubelet's probes get through whatever clients do (issue 28). Each
-//! attack the issue found runs against the release binary (static, as the
+//! The kubelet's probes get through whatever clients do. Each attack on
+//! them (`attacks.rs`) runs against the release binary (static, as the
 //! image ships it) and, where a limit matters, against the image under the
 //! Deployment's limits, while a prober asks `GET /health` and `GET /ready`
 //! on new connections to the probe port (`PROBE_PORT`), as the kubelet

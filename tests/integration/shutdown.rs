@@ -139,8 +139,8 @@ fn held_answers_are_sent_before_the_exit_with_a_delay() {
 
 /// Queues `target` behind a request that holds the service's one worker
 /// (a 512 MiB disk fill without a ramp: its answer waits for the writing,
-/// fsynced, on the worker; a leak made at once no longer holds a worker,
-/// since issue 28), sends SIGTERM while it waits, and returns `target`'s
+/// fsynced, on the worker; a leak made at once does not hold a worker),
+/// sends SIGTERM while it waits, and returns `target`'s
 /// answer. The stop cancels the fill and removes its file.
 fn queued_at_the_signal(svc: &Service, target: &str) -> crate::harness::Response {
     let addr = svc.addr;

@@ -67,7 +67,7 @@ where
     /// on the worker that dropped the request, at the client's pace, into a
     /// buffer of the whole remaining length (`Content-Length: 99999999999999`
     /// aborted the process). The connection's thread now drains what is
-    /// left, bounded in size and time (see `connections.rs`); this only
+    /// left, bounded in size and time (see `connections/conn.rs`); this only
     /// reports how much that is.
     fn drop(&mut self) {
         if self.size == 0 {

@@ -3,6 +3,9 @@ pub use self::equal_reader::EqualReader;
 pub use self::fused_reader::FusedReader;
 pub use self::messages_queue::MessagesQueue;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
+// Patch (chaos-backend): `RefinedTcpStream` (one socket serves reader and
+// writer), `SequentialWriter` (answers never block a worker) and `TaskPool`
+// (connection threads come from `connections::Pool`) are gone.
 
 use std::str::FromStr;
 

@@ -1,6 +1,6 @@
 //! Patch (chaos-backend): upstream's `SequentialWriter` (answers of one
 //! connection queued behind each other, each worker waiting for the one
-//! before) is gone; see `connections.rs`.
+//! before) is gone; see `connections/writer.rs`.
 
 use std::io::Read;
 use std::io::Result as IoResult;
