@@ -267,6 +267,64 @@ fn a_corrupt_foreign_or_old_healing_file_is_logged_and_ignored() {
     }
 }
 
+/// A file of this container's previous life (the right envelope, recent)
+/// whose fields are garbage: a healing file without its `life` or its
+/// `figures` made every start panic (exit 101, a crash loop until the
+/// file aged out); a crash marker "crashed at" 1970, or a stop at 0, put
+/// 1.8e9 s into histograms kept for the pod's life. Each is logged and its
+/// figure not measured.
+#[test]
+fn garbage_inside_a_good_envelope_is_logged_and_never_measured_nor_fatal() {
+    let state = temp_dir("garbage-healing");
+    std::fs::write(
+        state.join("healing.json"),
+        state_file(
+            "healing",
+            Duration::from_secs(1),
+            json!({"figures": {"pod_recovery_count_total": 4}}),
+        ),
+    )
+    .unwrap();
+    let svc = Service::start_in(&state, &[]);
+    assert_eq!(svc.get("/health").status, 200, "{}", svc.stderr());
+    assert_eq!(svc.metric("pod_recovery_count_total"), 5.0, "restored, plus this start");
+    drop(svc);
+
+    let state = temp_dir("garbage-marker");
+    let at = unix_ms_now();
+    std::fs::write(
+        state.join("last-crash.json"),
+        state_file(
+            "crash-marker",
+            Duration::ZERO,
+            json!({"crashed_at_unix_ms": 0, "mode": "abort", "cause": "POST /crash", "pid": 1}),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        state.join("healing.json"),
+        state_file(
+            "healing",
+            Duration::ZERO,
+            json!({"life": {"faults": ["readiness"], "stopped_at_unix_ms": 0, "started_at_unix_ms": at}}),
+        ),
+    )
+    .unwrap();
+    let svc = Service::start_in(&state, &[]);
+    ready_is(&svc, 200, Duration::from_secs(2));
+    let stderr = svc.stderr();
+    assert!(stderr.contains("ignored: it has crashed_at_unix_ms 0"), "{stderr}");
+    assert!(stderr.contains("has stopped_at_unix_ms 0"), "{stderr}");
+    assert_eq!(svc.metric("crash_to_startup_seconds_count"), 0.0);
+    let (n, secs) = fault_end(&svc, "readiness");
+    assert_eq!(n, 1.0, "the fault ended with that life: {stderr}");
+    let seen = (unix_ms_now() - at) as f64 / 1000.0;
+    assert!(
+        secs <= seen + 0.5,
+        "{secs} s from the fault's end, but the file was written {seen:.3} s ago"
+    );
+}
+
 /// A leak's process killed without a word (as the OOM killer does) left
 /// only its heartbeat: the next life times the leak's recovery from it, to
 /// within the heartbeat's period of the kill the test made.
