@@ -191,6 +191,46 @@ fn a_crash_loop_ends_early_by_cancel_and_never_loops_for_ever() {
     assert_eq!(stuck.metric("crashloop_starts_total"), 1.0, "nothing failed this time");
 }
 
+/// A crash-loop or slow-start record of this container (the right
+/// envelope) with counts no request could have planned is removed and
+/// logged, and the start serves: a `remaining` of 10^15 failed every start
+/// for ever (each failing start dates the file anew, so it never aged out).
+#[test]
+fn a_loop_record_no_request_planned_is_not_followed() {
+    let state = temp_dir("crashloop-garbage");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let envelope = |kind: &str, fields: &str| {
+        format!(
+            "{{\"format\":\"chaos-backend-state\",\"kind\":\"{kind}\",\"version\":1,\"boot_id\":\"{}\",\"pod\":\"test-pod\",\"written_at_unix_ms\":{},{fields}}}",
+            boot.trim(),
+            crate::healing::unix_ms_now()
+        )
+    };
+    std::fs::write(
+        state.join("crashloop.json"),
+        envelope("crashloop", "\"planned\":2,\"remaining\":1000000000000000,\"failed\":0"),
+    )
+    .unwrap();
+    std::fs::write(
+        state.join("slowstart.json"),
+        envelope("slowstart", "\"seconds\":1000000000000,\"planned\":1,\"remaining\":1"),
+    )
+    .unwrap();
+    let svc = Service::start_in(&state, &[]);
+    assert_eq!(svc.get("/health").status, 200, "{}", svc.stderr());
+    let stderr = svc.stderr();
+    assert!(
+        stderr.contains("the crash loop record in") && stderr.contains("remaining 1000000000000000"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("holds seconds 1000000000000, more than 3600"),
+        "{stderr}"
+    );
+    assert!(!state.join("crashloop.json").exists() && !state.join("slowstart.json").exists());
+    assert_eq!(svc.metric("crashloop_starts_total"), 0.0);
+}
+
 /// The kubelet's startup probe, done by the test with the Deployment's own
 /// numbers against the real binary: GET /health every `periodSeconds`
 /// (each within `timeoutSeconds`); `failureThreshold` failures in a row and
