@@ -267,6 +267,36 @@ fn a_corrupt_foreign_or_old_healing_file_is_logged_and_ignored() {
     }
 }
 
+/// An errors fault never fails /ready; ending while /ready fails for a
+/// warm-up (`STARTUP_DELAY_SECONDS`), it is not what the next 200
+/// recovered from: no `fault_end_to_recovery_seconds{fault="errors"}`
+/// (before: 2.8 s of "recovery" from it, the warm-up's rest). A crash
+/// followed by the same warm-up is timed from the crash.
+#[test]
+fn a_fault_that_ends_during_a_warm_up_alone_is_not_timed_as_its_recovery() {
+    let state = temp_dir("warm-up");
+    let env = [("CHAOS_COOLDOWN_SECONDS", "0"), ("STARTUP_DELAY_SECONDS", "2")];
+    let mut svc = Service::start_in(&state, &env);
+    assert_eq!(svc.get("/ready").status, 503);
+    assert_eq!(svc.post("/fault/errors?duration=1").status, 202);
+    let back = ready_is(&svc, 200, Duration::from_secs(4));
+    std::thread::sleep(Duration::from_millis(1_200).saturating_sub(back.elapsed()));
+    assert_eq!(svc.get("/chaos").json()["active"], 0, "the errors fault ended");
+    assert_eq!(fault_end(&svc, "errors"), (0.0, 0.0), "{}", svc.stderr());
+    assert_eq!(svc.metric("readiness_failure_to_recovery_seconds_count"), 1.0);
+
+    assert_eq!(svc.post("/crash").status, 202);
+    let crashed = Instant::now();
+    svc.wait_exit(Duration::from_secs(5)).expect("crashed");
+    let next = Service::start_in(&state, &env);
+    assert_eq!(next.get("/ready").status, 503, "its warm-up");
+    let ready = ready_is(&next, 200, Duration::from_secs(4));
+    let (n, secs) = fault_end(&next, "crash");
+    assert_eq!(n, 1.0, "{}", next.stderr());
+    let seen = ready.duration_since(crashed).as_secs_f64();
+    assert!((secs - seen).abs() < 0.2, "{secs} s, the test saw {seen:.3} s");
+}
+
 /// A file of this container's previous life (the right envelope, recent)
 /// whose fields are garbage: a healing file without its `life` or its
 /// `figures` made every start panic (exit 101, a crash loop until the
