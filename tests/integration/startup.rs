@@ -400,6 +400,36 @@ fn random_run(seed: &str, lives: usize) -> Vec<u64> {
     waits
 }
 
+/// A restart that is not the random crash (a SIGTERM, as the kubelet's
+/// liveness restart or an OOM kill would end the life) continues the
+/// schedule: an unset seed is the one the previous life chose and logged
+/// (before, only a crash kept it, so the next life drew a new seed from the
+/// clock), and the life's schedule is in STATE_DIR from its start.
+#[test]
+fn a_restart_before_the_random_crash_keeps_its_schedule() {
+    let state = temp_dir("random-restart");
+    let env = [("RANDOM_CRASH_ENABLED", "true"), ("RANDOM_CRASH_MEAN_SECONDS", "86400")];
+    let mut first = Service::start_in(&state, &env);
+    let p = planned(&first);
+    assert_eq!(p["crash"], 1, "{p}");
+    let seed = p["seed"].clone();
+    let kept = poll(Duration::from_secs(2), Duration::from_millis(20), || {
+        std::fs::read_to_string(state.join("random-crash.json")).ok()
+    })
+    .expect("the schedule is kept from the life's start");
+    assert!(kept.contains(&format!("\"seed\":{seed}")), "{kept}");
+    first.signal(libc::SIGTERM);
+    first.wait_exit(Duration::from_secs(10)).expect("stops");
+    let next = Service::start_in(&state, &env);
+    let p = planned(&next);
+    assert_eq!((p["seed"].clone(), p["crash"].clone()), (seed, 1.into()), "{p}");
+    assert!(
+        !next.stderr().contains("RANDOM_CRASH_SEED is not set"),
+        "{}",
+        next.stderr()
+    );
+}
+
 /// Same seed, same schedule: two runs of three lives each wait the same
 /// gaps, across restarts (the schedule goes on from STATE_DIR); another
 /// seed waits others.
