@@ -418,6 +418,35 @@ fn analyzer_breaks_pooled_files_down_by_type() {
     );
 }
 
+/// The generator's file saved with Windows line endings (opened and saved
+/// in a spreadsheet) gives the same figures and verdict. Before, it was
+/// refused with "expected the header \"...\", found \"...\"": two strings
+/// that printed the same, the difference an invisible carriage return.
+#[test]
+fn analyzer_reads_a_file_with_windows_line_endings() {
+    let sample = fixture("recovery-sample.csv");
+    let crlf = temp_dir("crlf").join("recovery-sample.csv");
+    std::fs::write(&crlf, std::fs::read_to_string(&sample).unwrap().replace('\n', "\r\n")).unwrap();
+    let (a, b) = (
+        run("analyze-recovery.sh", &[&sample]),
+        run("analyze-recovery.sh", &[crlf.to_str().unwrap()]),
+    );
+    assert_eq!(
+        b.status.code(),
+        a.status.code(),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let body = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&b), body(&a));
+}
+
 #[test]
 fn analyzer_exit_codes_gate_pipelines() {
     let sample = fixture("recovery-sample.csv");
