@@ -126,6 +126,8 @@ csv_figures() {
   awk -F',' -v header="$HEADER" -v old="$OLD_HEADER" -v sla="$sla" -v min="$min_samples" "$AWK_LIB"'
     function bad(msg) { printf "%s:%d: %s\n", FILENAME, FNR, msg > "/dev/stderr"; failed = 1; exit 2 }
     function add(g, name, v) { n[g, name]++; val[g, name, n[g, name]] = v }
+    # A file saved with Windows line endings: the same rows.
+    { sub(/\r$/, "") }
     FNR == 1 {
       if ($0 == old) bad("written by an older chaos-generator.sh: its recovered_s is the first failure to the next 200, not the fault'"'"'s end to it (today'"'"'s degraded_s + recovered_s); not mixed with newer rows")
       if ($0 != header) bad("expected the header \"" header "\", found \"" $0 "\"")

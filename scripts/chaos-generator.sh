@@ -554,6 +554,7 @@ stop_path() {
     liveness) REPLY=/fault/liveness ;;
     errors) REPLY=/fault/errors ;;
     disk) REPLY=/load/disk ;;
+    startup) REPLY=/fault/slowstart ;;
     *) REPLY="" ;;
   esac
 }
@@ -562,9 +563,21 @@ stop_path() {
 # or, when that is empty, until it is stopped.
 fault_running=0
 FAULT_UNTIL=""
+# A trigger was sent and its answer not yet taken in: bash runs a trap only
+# once the POST's curl has returned (a disk fill or a large leak answers
+# after seconds), so an interrupt then must stop what the POST started.
+trigger_in_flight=0
 
 # Stops the fault this run started, if it may still run; says so.
 stop_fault() {
+  if ((trigger_in_flight)); then
+    trigger_in_flight=0
+    # Accepted, or no answer (curl interrupted: the fault may run anyway).
+    if [[ ${TRIGGER_CODE:-000} == @(2??|000) ]]; then
+      fault_running=1
+      FAULT_UNTIL=""
+    fi
+  fi
   ((fault_running)) || return 0
   fault_running=0
   tick
@@ -611,6 +624,8 @@ trigger() {
   tick
   local give_up=$((NOW_MS + timeout * 1000))
   while :; do
+    TRIGGER_CODE=""
+    trigger_in_flight=1
     TRIGGER_CODE=$(curl -s -X POST "${auth[@]}" -D "$work/headers" -o "$work/body" -w '%{http_code}' \
       --connect-timeout 5 --max-time 30 "$url$target" 2>/dev/null) || true
     [[ $TRIGGER_CODE =~ ^[0-9]{3}$ ]] || TRIGGER_CODE=000
@@ -645,12 +660,18 @@ trigger() {
   if [[ $type == startup && $TRIGGER_CODE == 2?? ]]; then
     # The slow start is planned: the restart carries it out.
     target=/crash
+    fault_running=1
+    FAULT_UNTIL=""
+    TRIGGER_CODE=""
     TRIGGER_CODE=$(curl -s -X POST "${auth[@]}" -o "$work/body" -w '%{http_code}' \
       --connect-timeout 5 --max-time 30 "$url$target" 2>/dev/null) || true
     [[ $TRIGGER_CODE =~ ^[0-9]{3}$ ]] || TRIGGER_CODE=000
   fi
   case "$TRIGGER_CODE" in
     2??)
+      fault_running=1
+      FAULT_UNTIL=""
+      trigger_in_flight=0
       tick
       accepted_at=$NOW_MS
       ;;
@@ -661,6 +682,7 @@ trigger() {
       TRIGGER_ERROR="HTTP $TRIGGER_CODE: $msg"
       ;;
   esac
+  trigger_in_flight=0
 }
 
 # Before a trigger: the rest of the service's cooldown, once a 429 told it.

@@ -170,7 +170,7 @@ impl App {
             if let Some((fault, died_at)) = death {
                 let ago = now.duration_since(died_at).unwrap_or(Duration::ZERO);
                 let at = now_instant.checked_sub(ago).unwrap_or(now_instant);
-                tracker.fault_ended(fault, at);
+                tracker.died(fault, at);
             }
             crash
         } else {

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::observe::events::unix_ms;
-use crate::observe::state_file::{Identity, Loaded, StateFile};
+use crate::observe::state_file::{Identity, Loaded, StateFile, time_field};
 
 const MARKER_FILE: &str = "last-crash.json";
 /// The `fault` label of a recovery from a deliberate crash.
@@ -74,20 +74,27 @@ pub fn write_marker(
 #[inline(never)]
 pub fn take_marker(state_dir: &Path, identity: Identity, now: SystemTime) -> Result<Option<Crash>, String> {
     let file = marker(state_dir, identity);
-    let fields = match file.load(now) {
+    let found = match file.load(now) {
         Loaded::Missing => return Ok(None),
-        Loaded::Found(fields, _) => Ok(fields),
+        Loaded::Found(fields, written) => Ok((fields, written)),
         Loaded::Ignored { reason, .. } => Err(reason),
     };
     let removed = file.remove();
     let ignored = |why: &str| format!("crash marker {} ignored: it {why}", file.path().display());
-    let fields = fields.map_err(|reason| ignored(&reason))?;
+    let (fields, written) = found.map_err(|reason| ignored(&reason))?;
     let text = |key: &str| fields.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+    // The crash's time is the marker's own (one write): a time far from it
+    // is garbage, and it would be kept in crash_to_startup_seconds for good.
+    let crashed_at = time_field(
+        "crashed_at_unix_ms",
+        fields.get("crashed_at_unix_ms"),
+        written,
+        Duration::ZERO,
+    )
+    .map_err(|why| ignored(&why))?
+    .ok_or_else(|| ignored("has no crashed_at_unix_ms"))?;
     let crash = Crash {
-        crashed_at_unix_ms: fields
-            .get("crashed_at_unix_ms")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| ignored("has no crashed_at_unix_ms"))?,
+        crashed_at_unix_ms: unix_ms(crashed_at),
         mode: text("mode"),
         cause: text("cause"),
     };
@@ -146,6 +153,31 @@ mod tests {
         };
         let err = take_marker(&dir, rebooted, t + Duration::from_secs(1)).unwrap_err();
         assert!(err.contains("last boot"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A marker of this life's envelope whose crash time is not the
+    /// marker's own (zero, an hour off, not a number) is garbage: reported
+    /// and removed, never 56 years of crash to start-up.
+    #[test]
+    fn a_marker_whose_crash_time_is_garbage_is_reported_and_removed() {
+        let dir = temp_dir("garbage");
+        let t = SystemTime::now();
+        let file = marker(&dir, me());
+        for crashed_at in ["0", "1", &(unix_ms(t) + 3_600_000).to_string(), "\"soon\"", "-5"] {
+            file.write(
+                &format!("{{\"crashed_at_unix_ms\":{crashed_at},\"mode\":\"abort\"}}"),
+                t,
+                false,
+            )
+            .unwrap();
+            let err = take_marker(&dir, me(), t + Duration::from_secs(1)).unwrap_err();
+            assert!(
+                err.contains("crashed_at_unix_ms") && err.contains("ignored"),
+                "{crashed_at}: {err}"
+            );
+            assert!(!dir.join(MARKER_FILE).exists(), "{crashed_at}: removed");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -77,6 +77,10 @@ impl Schedule {
     }
 }
 
+/// How often a life dates its schedule's file anew: well inside the 360 s
+/// in which a state file belongs to the previous life.
+const KEEP_FRESH: Duration = Duration::from_secs(60);
+
 /// The crash this life waits for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
@@ -170,17 +174,37 @@ impl RandomCrash {
         });
         let this = Arc::clone(&timer);
         std::thread::Builder::new().name("random-crash".into()).spawn(move || {
-            if this.cancel.sleep_until(Instant::now() + wait) {
-                return;
-            }
             let p = &this.planned;
-            let kept = format!(
-                "{{\"seed\":{},\"mean_ms\":{},\"crashes\":{}}}",
-                p.schedule.seed,
-                p.schedule.mean.as_millis(),
-                p.number + 1
-            );
-            if let Err(e) = file(&state_dir, identity.clone()).write(&kept, SystemTime::now(), true) {
+            let keep = |crashes: u64, durable: bool| {
+                let kept = format!(
+                    "{{\"seed\":{},\"mean_ms\":{},\"crashes\":{crashes}}}",
+                    p.schedule.seed,
+                    p.schedule.mean.as_millis(),
+                );
+                file(&state_dir, identity.clone()).write(&kept, SystemTime::now(), durable)
+            };
+            // The schedule is kept from the start of the life and dated
+            // anew every KEEP_FRESH, also once stopped: a restart that is
+            // not this crash (a stop, an OOM kill, a liveness restart),
+            // however long the life lasted, continues it (before, only a
+            // crash wrote the file, and a life of more than 360 s after
+            // it, or an unset seed, began the schedule again).
+            if let Err(e) = keep(p.number, false) {
+                log::warn!(
+                    "random crash schedule not kept in STATE_DIR ({e}): a restart before the crash begins it again"
+                );
+            }
+            let crash_at = Instant::now() + wait;
+            loop {
+                let next = (Instant::now() + KEEP_FRESH).min(crash_at);
+                if this.cancel.is_cancelled() {
+                    std::thread::sleep(KEEP_FRESH);
+                } else if !this.cancel.sleep_until(next) && Instant::now() >= crash_at {
+                    break;
+                }
+                let _ = keep(p.number, false);
+            }
+            if let Err(e) = keep(p.number + 1, true) {
                 log::warn!("random crash not counted in STATE_DIR ({e}): the next life waits the same gap again");
             }
             let cause = format!("random crash #{} (RANDOM_CRASH_SEED={})", p.number + 1, p.schedule.seed);

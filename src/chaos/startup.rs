@@ -14,14 +14,14 @@
 //! and hands its counts to the healing figures.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
 use crate::chaos::crash_marker;
 use crate::observe::events::unix_ms;
 use crate::observe::kept;
-use crate::observe::state_file::{Identity, Loaded, StateFile};
+use crate::observe::state_file::{Identity, Loaded, PREVIOUS_LIFE, StateFile, time_field};
 
 /// The exit code of a crash-loop start: EX_TEMPFAIL of sysexits.h, a
 /// failure that goes away by itself. No other end of the process has it
@@ -116,12 +116,28 @@ pub fn cancel_slow_start(dir: &Path, identity: Identity) -> std::io::Result<bool
     file.remove().map(|()| planned)
 }
 
-/// Reads `file` if it belongs to this container's previous life; a file of
-/// another life is removed, a foreign one set aside, both logged.
-fn load(file: &StateFile, what: &str, now: SystemTime) -> Option<Map<String, Value>> {
-    match file.load(now) {
-        Loaded::Missing => None,
-        Loaded::Found(fields, _) => Some(fields),
+/// Reads `file` if it belongs to this container's previous life and its
+/// counts are ones this binary writes (`fits`: else why not); a file of
+/// another life or with counts that do not fit is removed, a foreign one
+/// set aside, each logged.
+fn load(
+    file: &StateFile,
+    what: &str,
+    now: SystemTime,
+    fits: impl Fn(&Map<String, Value>) -> Result<(), String>,
+) -> Option<(Map<String, Value>, SystemTime)> {
+    let loaded = match file.load(now) {
+        Loaded::Found(fields, written) => match fits(&fields) {
+            Ok(()) => return Some((fields, written)),
+            // A count no request could have planned (remaining far past
+            // MAX_STARTS): following it would fail starts, or hold them,
+            // for ever.
+            Err(reason) => Loaded::Ignored { reason, ours: true },
+        },
+        other => other,
+    };
+    match loaded {
+        Loaded::Missing | Loaded::Found(..) => None,
         Loaded::Ignored { reason, ours } => {
             let path = file.path();
             log::warn!("{what} in {} ignored: it {reason}", path.display());
@@ -143,11 +159,34 @@ fn count(fields: &Map<String, Value>, key: &str) -> u64 {
     fields.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
-fn time(fields: &Map<String, Value>, key: &str) -> Option<SystemTime> {
-    fields
-        .get(key)
-        .and_then(Value::as_u64)
-        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+/// Whether `planned`, `remaining` (and `failed`) are counts a request
+/// could have planned: at most [`MAX_STARTS`], and no more left or failed
+/// than planned.
+fn counts_fit(fields: &Map<String, Value>, extra: Option<(&str, u64)>) -> Result<(), String> {
+    let (planned, remaining) = (count(fields, "planned"), count(fields, "remaining"));
+    let failed = count(fields, "failed");
+    if planned > MAX_STARTS || remaining > planned || failed > planned {
+        return Err(format!(
+            "holds planned {planned}, remaining {remaining}, failed {failed}: not counts of at most {MAX_STARTS} starts that a request planned"
+        ));
+    }
+    match extra {
+        Some((key, max)) if count(fields, key) > max => {
+            Err(format!("holds {key} {}, more than {max}", count(fields, key)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A time the loop's file holds: a loop's starts are at most
+/// [`MAX_STARTS`] back-offs apart, so a time further back than that from
+/// the file's own time (or after it) is garbage, logged and not used.
+fn time(fields: &Map<String, Value>, key: &str, written: SystemTime) -> Option<SystemTime> {
+    let span = PREVIOUS_LIFE.saturating_mul(MAX_STARTS as u32 + 1);
+    time_field(key, fields.get(key), written, span).unwrap_or_else(|why| {
+        log::warn!("the crash loop record {why}: not used");
+        None
+    })
 }
 
 fn ms_or_null(t: Option<SystemTime>) -> String {
@@ -161,14 +200,14 @@ fn ms_or_null(t: Option<SystemTime>) -> String {
 pub fn at_start(dir: &Path, identity: Identity, cancel: bool, slow_start: u64, now: SystemTime) -> AtStart {
     let file = loop_file(dir, identity.clone());
     let mut startup = Startup::default();
-    if let Some(fields) = load(&file, "the crash loop record", now) {
+    if let Some((fields, written)) = load(&file, "the crash loop record", now, |f| counts_fit(f, None)) {
         let (planned, remaining, failed) = (
             count(&fields, "planned"),
             count(&fields, "remaining"),
             count(&fields, "failed"),
         );
-        let first = time(&fields, "first_failed_at_unix_ms");
-        let last = time(&fields, "last_failed_at_unix_ms");
+        let first = time(&fields, "first_failed_at_unix_ms", written);
+        let last = time(&fields, "last_failed_at_unix_ms", written);
         let mut ended = LoopEnded {
             failed_starts: failed,
             first_failed_at: first,
@@ -184,7 +223,7 @@ pub fn at_start(dir: &Path, identity: Identity, cancel: bool, slow_start: u64, n
             let fields = format!(
                 "{{\"planned\":{planned},\"remaining\":{},\"failed\":{this},\"requested_at_unix_ms\":{},\"first_failed_at_unix_ms\":{},\"last_failed_at_unix_ms\":{}}}",
                 remaining - 1,
-                ms_or_null(time(&fields, "requested_at_unix_ms")),
+                ms_or_null(time(&fields, "requested_at_unix_ms", written)),
                 unix_ms(first.unwrap_or(now)),
                 unix_ms(now)
             );
@@ -231,7 +270,8 @@ pub fn at_start(dir: &Path, identity: Identity, cancel: bool, slow_start: u64, n
         source: "SLOW_START_SECONDS".to_string(),
     });
     let file = slow_file(dir, identity);
-    if let Some(fields) = load(&file, "the slow start record", now) {
+    let slow_fits = |f: &Map<String, Value>| counts_fit(f, Some(("seconds", MAX_SLOW_START_SECONDS)));
+    if let Some((fields, _)) = load(&file, "the slow start record", now, slow_fits) {
         let (seconds, planned, remaining) = (
             count(&fields, "seconds"),
             count(&fields, "planned"),
@@ -275,6 +315,7 @@ pub fn at_start(dir: &Path, identity: Identity, cancel: bool, slow_start: u64, n
 mod tests {
     use super::*;
     use crate::observe::state_file::testing::{identity as me, temp_dir};
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn serve(at: AtStart) -> Startup {
         match at {
@@ -384,6 +425,51 @@ mod tests {
         plan_slow_start(&dir, me(), 5, 3, t0).unwrap();
         assert!(cancel_slow_start(&dir, me()).unwrap());
         assert!(!cancel_slow_start(&dir, me()).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A record of this container's envelope whose counts no request
+    /// could have planned is removed and logged, not followed: a remaining
+    /// count of 10^15 failed every start for ever (each failing start dates
+    /// the file anew, so it never ages out), and a hold of 10^12 s held
+    /// every start. A first failing start "at" 1970 is not measured from.
+    #[test]
+    fn a_record_with_counts_or_times_no_request_planned_is_not_followed() {
+        let dir = temp_dir("loop-garbage");
+        let t0 = SystemTime::now();
+        let loop_file = loop_file(&dir, me());
+        for fields in [
+            "{\"planned\":2,\"remaining\":1000000000000000,\"failed\":0}",
+            "{\"planned\":21,\"remaining\":21,\"failed\":0}",
+            "{\"planned\":2,\"remaining\":1,\"failed\":9}",
+        ] {
+            loop_file.write(fields, t0, false).unwrap();
+            assert_eq!(
+                serve(at_start(&dir, me(), false, 0, t0)),
+                Startup::default(),
+                "{fields}"
+            );
+            assert!(!loop_file.path().exists(), "{fields}: removed");
+        }
+        let slow = slow_file(&dir, me());
+        slow.write("{\"seconds\":1000000000000,\"planned\":1,\"remaining\":1}", t0, false)
+            .unwrap();
+        assert_eq!(serve(at_start(&dir, me(), false, 0, t0)).hold, None);
+        slow.write("{\"seconds\":5,\"planned\":1,\"remaining\":99}", t0, false)
+            .unwrap();
+        assert_eq!(serve(at_start(&dir, me(), false, 0, t0)).hold, None);
+        loop_file
+            .write(
+                "{\"planned\":1,\"remaining\":0,\"failed\":1,\"first_failed_at_unix_ms\":0,\"last_failed_at_unix_ms\":0}",
+                t0,
+                false,
+            )
+            .unwrap();
+        let ended = serve(at_start(&dir, me(), false, 0, t0)).loop_ended.unwrap();
+        assert_eq!(
+            (ended.failed_starts, ended.first_failed_at, ended.last_failed_at),
+            (1, None, None)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -56,6 +56,16 @@ struct Served {
     armed_at: Option<Instant>,
     /// The latest fault's end that no 200 has been served after yet.
     ended: Option<(&'static str, Instant)>,
+    /// `ended` is the previous life's death, handed in at start-up: the
+    /// process was down, so whatever this life's first 503 says (its
+    /// warm-up), the next 200 is the recovery from it.
+    ended_by_death: bool,
+    /// The current degraded stretch failed for a reason a fault can cause
+    /// at least once. A stretch that was only a warm-up
+    /// (`STARTUP_DELAY_SECONDS`, a slow start) or a stop is no recovery
+    /// from a fault that ended meanwhile: an errors fault that ended during
+    /// a warm-up read as 2.8 s of recovery from it.
+    chaos_reason_seen: bool,
     /// The last flip back to 200 that no fault's end was charged to: a
     /// fault whose end is told a moment after the 200 it allowed (its
     /// timer thread ran late) is charged to it.
@@ -101,6 +111,17 @@ impl Tracker {
     /// between. Without it that recovery was dropped (the next 200 finds
     /// nothing degraded), one time in a few.
     pub fn fault_ended(&self, fault: &'static str, at: Instant) -> Option<FaultEnd> {
+        self.end(fault, at, false)
+    }
+
+    /// The previous life died at `at` with this fault (a crash, an OOM
+    /// kill, a stop): called at start-up, before /ready is served. This
+    /// life's first 200 closes it, even if a warm-up came first.
+    pub fn died(&self, fault: &'static str, at: Instant) {
+        self.end(fault, at, true);
+    }
+
+    fn end(&self, fault: &'static str, at: Instant, death: bool) -> Option<FaultEnd> {
         let mut s = self.lock();
         if s.last_served_ready == Some(true)
             && let Some(recovered) = s.unclaimed_recovery.filter(|r| *r + END_SKEW >= at)
@@ -113,6 +134,7 @@ impl Tracker {
         }
         if s.ended.is_none_or(|(_, previous)| previous <= at) {
             s.ended = Some((fault, at));
+            s.ended_by_death = death;
         }
         None
     }
@@ -127,13 +149,16 @@ impl Tracker {
         let mut s = self.lock();
         let ready = reasons.is_empty();
         let previous = s.last_served_ready.replace(ready);
+        let from_chaos = reasons.iter().any(Reason::may_come_from_chaos);
         if !ready {
             if previous == Some(false) {
+                s.chaos_reason_seen |= from_chaos;
                 return Transition::Unchanged;
             }
+            s.chaos_reason_seen = from_chaos;
             s.degraded_at = Some(now);
             s.unclaimed_recovery = None;
-            let detection = if reasons.iter().any(Reason::may_come_from_chaos) {
+            let detection = if from_chaos {
                 s.armed_at.take().map(|t| now.saturating_duration_since(t))
             } else {
                 None
@@ -143,13 +168,19 @@ impl Tracker {
         if !chaos_active {
             s.armed_at = None;
         }
-        let fault_end = s.ended.take().map(|(fault, at)| FaultEnd {
-            fault,
-            after: now.saturating_duration_since(at),
-        });
+        let by_death = std::mem::take(&mut s.ended_by_death);
+        let degraded_by_chaos = previous == Some(false) && std::mem::take(&mut s.chaos_reason_seen);
+        let fault_end = s
+            .ended
+            .take()
+            .filter(|_| by_death || degraded_by_chaos || previous.is_none())
+            .map(|(fault, at)| FaultEnd {
+                fault,
+                after: now.saturating_duration_since(at),
+            });
         match (previous, s.degraded_at.take()) {
             (Some(false), Some(since)) => {
-                s.unclaimed_recovery = fault_end.is_none().then_some(now);
+                s.unclaimed_recovery = (fault_end.is_none() && degraded_by_chaos).then_some(now);
                 Transition::Recovered {
                     after: now.saturating_duration_since(since),
                     fault_end,
@@ -356,6 +387,49 @@ mod tests {
                 })
             }
         );
+    }
+
+    /// An errors fault cannot fail /ready: ending during a warm-up
+    /// (`STARTUP_DELAY_SECONDS`), it is not what the next 200 recovered
+    /// from. A death is, whatever the next life's warm-up.
+    #[test]
+    fn an_end_during_a_warm_up_alone_is_no_recovery_unless_it_was_a_death() {
+        let t = Tracker::default();
+        let t0 = Instant::now();
+        t.served(t0, &[Reason::Starting], true);
+        t.fault_ended("errors", t0 + Duration::from_secs(1));
+        assert_eq!(
+            t.served(t0 + Duration::from_secs(4), &[], false),
+            Transition::Recovered {
+                after: Duration::from_secs(4),
+                fault_end: None
+            }
+        );
+        assert_eq!(
+            t.fault_ended("errors", t0 + Duration::from_secs(4)),
+            None,
+            "nothing left unclaimed"
+        );
+        let t = Tracker::default();
+        t.died("crash", t0);
+        t.served(t0 + Duration::from_millis(10), &[Reason::Starting], false);
+        assert_eq!(
+            t.served(t0 + Duration::from_secs(4), &[], false),
+            Transition::Recovered {
+                after: Duration::from_millis(3_990),
+                fault_end: Some(FaultEnd {
+                    fault: "crash",
+                    after: Duration::from_secs(4)
+                })
+            }
+        );
+        // A warm-up, then a fault's own 503 in the same stretch: its end counts.
+        let t = Tracker::default();
+        t.served(t0, &[Reason::Starting], true);
+        t.served(t0 + Duration::from_secs(1), &[Reason::Starting, Reason::Forced], true);
+        t.fault_ended("readiness", t0 + Duration::from_secs(2));
+        let r = t.served(t0 + Duration::from_secs(5), &[], false);
+        assert!(matches!(r, Transition::Recovered { fault_end: Some(_), .. }), "{r:?}");
     }
 
     #[test]

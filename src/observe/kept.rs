@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 
 use crate::observe::events::unix_ms;
 use crate::observe::healing::FaultEnd;
-use crate::observe::state_file::{Loaded, StateFile};
+use crate::observe::state_file::{Loaded, StateFile, time_field};
 
 /// Healing-time buckets in seconds: from a fast probe to a slow CrashLoopBackOff.
 pub const HEALING_BUCKETS: &[f64] = &[
@@ -142,12 +142,14 @@ impl Counts {
 
     fn observe(&mut self, bounds: &[f64], v: f64) {
         let i = bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len());
-        self.buckets[i] += 1;
+        // Saturating: a count restored from a file may be anything a u64
+        // holds, and a wrap would read to Prometheus as a reset.
+        self.buckets[i] = self.buckets[i].saturating_add(1);
         self.sum += v;
     }
 
     fn count(&self) -> u64 {
-        self.buckets.iter().sum()
+        self.buckets.iter().fold(0, |total, n| total.saturating_add(*n))
     }
 
     /// The counts saved as `[sum, count, count, ...]`, if there are `n`
@@ -166,7 +168,7 @@ impl Counts {
             .iter()
             .zip(&self.buckets)
             .map(|(bound, n)| {
-                cumulative += n;
+                cumulative = n.saturating_add(cumulative);
                 let mut b = proto::Bucket::default();
                 b.set_upper_bound(*bound);
                 b.set_cumulative_count(cumulative);
@@ -329,7 +331,9 @@ impl Kept {
     /// Puts the counts of `fields` into `figures`, series by series; a
     /// series that does not fit this binary is logged and left at zero.
     fn restore(&self, figures: &mut Figures, fields: &Map<String, Value>, path: &std::path::Path) {
-        let saved = &fields["figures"];
+        // `get`, not `fields["figures"]`: indexing a `Map` panics on a
+        // missing key, and a file of ours without it would stop every start.
+        let saved = fields.get("figures").unwrap_or(&Value::Null);
         match saved[RECOVERIES].as_u64() {
             Some(n) => figures.recoveries = n,
             None => log::warn!("{}: {RECOVERIES} missing or not a count: from zero", path.display()),
@@ -363,7 +367,7 @@ impl Kept {
 
     /// How the life recorded in `fields` ended, if a fault ended with it.
     fn previous_life(&self, fields: &Map<String, Value>, written: SystemTime) -> Option<PreviousLife> {
-        let life = &fields["life"];
+        let life = fields.get("life").unwrap_or(&Value::Null);
         let labels = |key: &str| -> Vec<&'static str> {
             life[key]
                 .as_array()
@@ -374,8 +378,20 @@ impl Kept {
                 .collect()
         };
         let faults = labels("faults");
-        let (died_at, how) = match life["stopped_at_unix_ms"].as_u64() {
-            Some(ms) => (SystemTime::UNIX_EPOCH + Duration::from_millis(ms), "stopped"),
+        // The stop's time is written with the file: one far from it is
+        // garbage, and would be kept in fault_end_to_recovery_seconds.
+        let stopped_at = time_field(
+            "stopped_at_unix_ms",
+            life.get("stopped_at_unix_ms"),
+            written,
+            Duration::ZERO,
+        )
+        .unwrap_or_else(|why| {
+            log::warn!("the healing file's life record {why}: timed as a kill, from the file's own time");
+            None
+        });
+        let (died_at, how) = match stopped_at {
+            Some(at) => (at, "stopped"),
             None => (written + HEARTBEAT_WITH_FAULT / 2, "killed"),
         };
         let fault = faults
@@ -394,18 +410,18 @@ impl Kept {
         for change in changes {
             let (family, label, secs) = match *change {
                 Healed::Started => {
-                    figures.recoveries += 1;
+                    figures.recoveries = figures.recoveries.saturating_add(1);
                     continue;
                 }
                 Healed::Detected(d) => (DETECTION, "", d),
                 Healed::Recovered(d) => {
-                    figures.recoveries += 1;
+                    figures.recoveries = figures.recoveries.saturating_add(1);
                     (DEGRADED, "", d)
                 }
                 Healed::CrashToStartup(d) => (CRASH_TO_STARTUP, "", d),
                 Healed::FaultEnd(end) => (FAULT_END, end.fault, end.after),
                 Healed::CrashLoop { starts, took } => {
-                    figures.crashloop_starts += starts;
+                    figures.crashloop_starts = figures.crashloop_starts.saturating_add(starts);
                     match took {
                         Some(d) => (CRASHLOOP, "", d),
                         None => continue,
@@ -755,6 +771,39 @@ mod tests {
         // A stop with nothing running: nothing ended with it.
         third.stopped();
         assert_eq!(Kept::new(FAULTS).unwrap().keep_in(file(&dir), SystemTime::now()), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A healing file of this life's envelope without its `figures` or
+    /// its `life` is restored as far as it goes: indexing the missing key
+    /// panicked, at every start, for as long as the file was this
+    /// container's previous life's. A stop time that is not the file's own
+    /// is not measured from.
+    #[test]
+    fn a_healing_file_missing_its_parts_or_with_a_garbage_stop_is_not_fatal() {
+        let dir = temp_dir("kept-partial");
+        for fields in [
+            "{}",
+            "{\"figures\":{\"pod_recovery_count_total\":4}}",
+            "{\"life\":{\"faults\":[\"cpu\"]}}",
+        ] {
+            file(&dir).write(fields, SystemTime::now(), false).unwrap();
+            let kept = Arc::new(Kept::new(FAULTS).unwrap());
+            kept.keep_in(file(&dir), SystemTime::now());
+            kept.record(&[Healed::Started]);
+            let n = if fields.contains(":4") { 5 } else { 1 };
+            assert!(
+                render(&kept).contains(&format!("pod_recovery_count_total {n}")),
+                "{fields}"
+            );
+        }
+        let now = SystemTime::now();
+        file(&dir)
+            .write("{\"life\":{\"faults\":[\"cpu\"],\"stopped_at_unix_ms\":0}}", now, false)
+            .unwrap();
+        let previous = Kept::new(FAULTS).unwrap().keep_in(file(&dir), now).unwrap();
+        assert_eq!((previous.fault, previous.how), ("cpu", "killed"));
+        assert!(previous.died_at >= now, "from the file's own time, not 1970");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -256,6 +256,39 @@ impl StateFile {
     }
 }
 
+/// A time a state file holds (`value`, its field `key`, in Unix
+/// milliseconds), if its writer could have recorded it: a writer records
+/// its times at or before the moment it writes the file, so a time after
+/// `written` (beyond the clock's slack) or more than `span` before it is
+/// garbage, not a time to measure from: a crash "at" 1970 would put 56
+/// years into a histogram that is kept for the pod's whole life. `Ok(None)`
+/// when the field is absent or null; the error says why it is not used.
+pub fn time_field(
+    key: &str,
+    value: Option<&Value>,
+    written: SystemTime,
+    span: Duration,
+) -> Result<Option<SystemTime>, String> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Some(ms) = value.as_u64() else {
+        return Err(format!("has {key} {value}, not a time in Unix milliseconds"));
+    };
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    if at > written + CLOCK_SLACK || at + span + CLOCK_SLACK < written {
+        return Err(format!(
+            "has {key} {ms}, {} s from the file's own time {}: not a time its writer recorded",
+            match at.duration_since(written) {
+                Ok(ahead) => format!("+{}", ahead.as_secs()),
+                Err(behind) => format!("-{}", behind.duration().as_secs()),
+            },
+            unix_ms(written)
+        ));
+    }
+    Ok(Some(at))
+}
+
 /// Makes sure `STATE_DIR` exists and is writable; the error says why not.
 pub fn prepare_dir(state_dir: &Path) -> Result<(), String> {
     fs::create_dir_all(state_dir).map_err(|e| format!("cannot create STATE_DIR {}: {e}", state_dir.display()))?;

@@ -267,6 +267,94 @@ fn a_corrupt_foreign_or_old_healing_file_is_logged_and_ignored() {
     }
 }
 
+/// An errors fault never fails /ready; ending while /ready fails for a
+/// warm-up (`STARTUP_DELAY_SECONDS`), it is not what the next 200
+/// recovered from: no `fault_end_to_recovery_seconds{fault="errors"}`
+/// (before: 2.8 s of "recovery" from it, the warm-up's rest). A crash
+/// followed by the same warm-up is timed from the crash.
+#[test]
+fn a_fault_that_ends_during_a_warm_up_alone_is_not_timed_as_its_recovery() {
+    let state = temp_dir("warm-up");
+    let env = [("CHAOS_COOLDOWN_SECONDS", "0"), ("STARTUP_DELAY_SECONDS", "2")];
+    let mut svc = Service::start_in(&state, &env);
+    assert_eq!(svc.get("/ready").status, 503);
+    assert_eq!(svc.post("/fault/errors?duration=1").status, 202);
+    let back = ready_is(&svc, 200, Duration::from_secs(4));
+    std::thread::sleep(Duration::from_millis(1_200).saturating_sub(back.elapsed()));
+    assert_eq!(svc.get("/chaos").json()["active"], 0, "the errors fault ended");
+    assert_eq!(fault_end(&svc, "errors"), (0.0, 0.0), "{}", svc.stderr());
+    assert_eq!(svc.metric("readiness_failure_to_recovery_seconds_count"), 1.0);
+
+    assert_eq!(svc.post("/crash").status, 202);
+    let crashed = Instant::now();
+    svc.wait_exit(Duration::from_secs(5)).expect("crashed");
+    let next = Service::start_in(&state, &env);
+    assert_eq!(next.get("/ready").status, 503, "its warm-up");
+    let ready = ready_is(&next, 200, Duration::from_secs(4));
+    let (n, secs) = fault_end(&next, "crash");
+    assert_eq!(n, 1.0, "{}", next.stderr());
+    let seen = ready.duration_since(crashed).as_secs_f64();
+    assert!((secs - seen).abs() < 0.2, "{secs} s, the test saw {seen:.3} s");
+}
+
+/// A file of this container's previous life (the right envelope, recent)
+/// whose fields are garbage: a healing file without its `life` or its
+/// `figures` made every start panic (exit 101, a crash loop until the
+/// file aged out); a crash marker "crashed at" 1970, or a stop at 0, put
+/// 1.8e9 s into histograms kept for the pod's life. Each is logged and its
+/// figure not measured.
+#[test]
+fn garbage_inside_a_good_envelope_is_logged_and_never_measured_nor_fatal() {
+    let state = temp_dir("garbage-healing");
+    std::fs::write(
+        state.join("healing.json"),
+        state_file(
+            "healing",
+            Duration::from_secs(1),
+            json!({"figures": {"pod_recovery_count_total": 4}}),
+        ),
+    )
+    .unwrap();
+    let svc = Service::start_in(&state, &[]);
+    assert_eq!(svc.get("/health").status, 200, "{}", svc.stderr());
+    assert_eq!(svc.metric("pod_recovery_count_total"), 5.0, "restored, plus this start");
+    drop(svc);
+
+    let state = temp_dir("garbage-marker");
+    let at = unix_ms_now();
+    std::fs::write(
+        state.join("last-crash.json"),
+        state_file(
+            "crash-marker",
+            Duration::ZERO,
+            json!({"crashed_at_unix_ms": 0, "mode": "abort", "cause": "POST /crash", "pid": 1}),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        state.join("healing.json"),
+        state_file(
+            "healing",
+            Duration::ZERO,
+            json!({"life": {"faults": ["readiness"], "stopped_at_unix_ms": 0, "started_at_unix_ms": at}}),
+        ),
+    )
+    .unwrap();
+    let svc = Service::start_in(&state, &[]);
+    ready_is(&svc, 200, Duration::from_secs(2));
+    let stderr = svc.stderr();
+    assert!(stderr.contains("ignored: it has crashed_at_unix_ms 0"), "{stderr}");
+    assert!(stderr.contains("has stopped_at_unix_ms 0"), "{stderr}");
+    assert_eq!(svc.metric("crash_to_startup_seconds_count"), 0.0);
+    let (n, secs) = fault_end(&svc, "readiness");
+    assert_eq!(n, 1.0, "the fault ended with that life: {stderr}");
+    let seen = (unix_ms_now() - at) as f64 / 1000.0;
+    assert!(
+        secs <= seen + 0.5,
+        "{secs} s from the fault's end, but the file was written {seen:.3} s ago"
+    );
+}
+
 /// A leak's process killed without a word (as the OOM killer does) left
 /// only its heartbeat: the next life times the leak's recovery from it, to
 /// within the heartbeat's period of the kill the test made.

@@ -224,6 +224,41 @@ fn sigterm_during_a_row_stops_the_fault_it_started() {
     assert_eq!(svc.get("/ready").status, 200);
 }
 
+/// TERM while the trigger's POST is still in flight (a 192 MiB disk fill
+/// answers once written, about a second here): bash runs the trap only
+/// after that curl returns, and the fault the POST started must be stopped
+/// too. (Before, the generator exited 130 and left the fill on disk, its
+/// slot held: `GET /chaos` listed it.)
+#[test]
+fn sigterm_while_the_trigger_is_in_flight_stops_what_it_started() {
+    let _x = exclusive();
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let csv = temp_dir("gen-term-trigger").join("results.csv");
+    let child = spawn_generator(&svc, &csv, &["--type", "disk", "--mb", "192", "--iterations", "1"]);
+    let sent = poll(Duration::from_secs(10), Duration::from_millis(10), || {
+        svc.stderr().contains("\"CHAOS_STARTED\"").then_some(())
+    });
+    assert!(sent.is_some(), "the fill never started\n{}", svc.stderr());
+    assert_eq!(
+        svc.get("/chaos").json()["faults"][0]["writing"],
+        true,
+        "still in flight"
+    );
+    // SAFETY: kill(2) on our own child with a valid signal.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("stopped the disk fault it started: DELETE /load/disk answered 200"),
+        "{stderr}"
+    );
+    assert_eq!(svc.get("/chaos").json()["active"], 0, "{}", svc.get("/chaos").body);
+}
+
 #[test]
 fn sigint_after_the_first_iteration_keeps_a_valid_file() {
     let _x = exclusive();
@@ -381,6 +416,35 @@ fn analyzer_breaks_pooled_files_down_by_type() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The generator's file saved with Windows line endings (opened and saved
+/// in a spreadsheet) gives the same figures and verdict. Before, it was
+/// refused with "expected the header \"...\", found \"...\"": two strings
+/// that printed the same, the difference an invisible carriage return.
+#[test]
+fn analyzer_reads_a_file_with_windows_line_endings() {
+    let sample = fixture("recovery-sample.csv");
+    let crlf = temp_dir("crlf").join("recovery-sample.csv");
+    std::fs::write(&crlf, std::fs::read_to_string(&sample).unwrap().replace('\n', "\r\n")).unwrap();
+    let (a, b) = (
+        run("analyze-recovery.sh", &[&sample]),
+        run("analyze-recovery.sh", &[crlf.to_str().unwrap()]),
+    );
+    assert_eq!(
+        b.status.code(),
+        a.status.code(),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let body = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&b), body(&a));
 }
 
 #[test]

@@ -191,6 +191,46 @@ fn a_crash_loop_ends_early_by_cancel_and_never_loops_for_ever() {
     assert_eq!(stuck.metric("crashloop_starts_total"), 1.0, "nothing failed this time");
 }
 
+/// A crash-loop or slow-start record of this container (the right
+/// envelope) with counts no request could have planned is removed and
+/// logged, and the start serves: a `remaining` of 10^15 failed every start
+/// for ever (each failing start dates the file anew, so it never aged out).
+#[test]
+fn a_loop_record_no_request_planned_is_not_followed() {
+    let state = temp_dir("crashloop-garbage");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let envelope = |kind: &str, fields: &str| {
+        format!(
+            "{{\"format\":\"chaos-backend-state\",\"kind\":\"{kind}\",\"version\":1,\"boot_id\":\"{}\",\"pod\":\"test-pod\",\"written_at_unix_ms\":{},{fields}}}",
+            boot.trim(),
+            crate::healing::unix_ms_now()
+        )
+    };
+    std::fs::write(
+        state.join("crashloop.json"),
+        envelope("crashloop", "\"planned\":2,\"remaining\":1000000000000000,\"failed\":0"),
+    )
+    .unwrap();
+    std::fs::write(
+        state.join("slowstart.json"),
+        envelope("slowstart", "\"seconds\":1000000000000,\"planned\":1,\"remaining\":1"),
+    )
+    .unwrap();
+    let svc = Service::start_in(&state, &[]);
+    assert_eq!(svc.get("/health").status, 200, "{}", svc.stderr());
+    let stderr = svc.stderr();
+    assert!(
+        stderr.contains("the crash loop record in") && stderr.contains("remaining 1000000000000000"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("holds seconds 1000000000000, more than 3600"),
+        "{stderr}"
+    );
+    assert!(!state.join("crashloop.json").exists() && !state.join("slowstart.json").exists());
+    assert_eq!(svc.metric("crashloop_starts_total"), 0.0);
+}
+
 /// The kubelet's startup probe, done by the test with the Deployment's own
 /// numbers against the real binary: GET /health every `periodSeconds`
 /// (each within `timeoutSeconds`); `failureThreshold` failures in a row and
@@ -358,6 +398,36 @@ fn random_run(seed: &str, lives: usize) -> Vec<u64> {
     let svc = Service::start_in(&state, &[("RANDOM_CRASH_ENABLED", "false")]);
     assert_eq!(svc.metric("crash_to_startup_seconds_count"), lives as f64);
     waits
+}
+
+/// A restart that is not the random crash (a SIGTERM, as the kubelet's
+/// liveness restart or an OOM kill would end the life) continues the
+/// schedule: an unset seed is the one the previous life chose and logged
+/// (before, only a crash kept it, so the next life drew a new seed from the
+/// clock), and the life's schedule is in STATE_DIR from its start.
+#[test]
+fn a_restart_before_the_random_crash_keeps_its_schedule() {
+    let state = temp_dir("random-restart");
+    let env = [("RANDOM_CRASH_ENABLED", "true"), ("RANDOM_CRASH_MEAN_SECONDS", "86400")];
+    let mut first = Service::start_in(&state, &env);
+    let p = planned(&first);
+    assert_eq!(p["crash"], 1, "{p}");
+    let seed = p["seed"].clone();
+    let kept = poll(Duration::from_secs(2), Duration::from_millis(20), || {
+        std::fs::read_to_string(state.join("random-crash.json")).ok()
+    })
+    .expect("the schedule is kept from the life's start");
+    assert!(kept.contains(&format!("\"seed\":{seed}")), "{kept}");
+    first.signal(libc::SIGTERM);
+    first.wait_exit(Duration::from_secs(10)).expect("stops");
+    let next = Service::start_in(&state, &env);
+    let p = planned(&next);
+    assert_eq!((p["seed"].clone(), p["crash"].clone()), (seed, 1.into()), "{p}");
+    assert!(
+        !next.stderr().contains("RANDOM_CRASH_SEED is not set"),
+        "{}",
+        next.stderr()
+    );
 }
 
 /// Same seed, same schedule: two runs of three lives each wait the same
