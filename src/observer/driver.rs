@@ -340,6 +340,9 @@ impl<'a> Observer<'a> {
         let Some(c) = self.conns[slot].as_mut() else { return };
         let mut chunk = [0u8; 4096];
         let mut broken = false;
+        // More than any answer kept: what came so far decides (an error
+        // status keeps its class; a 2xx that large is a bad body).
+        let mut overflow = false;
         loop {
             match (&c.stream).read(&mut chunk) {
                 Ok(0) => {
@@ -349,7 +352,8 @@ impl<'a> Observer<'a> {
                 Ok(n) => {
                     c.buf.extend_from_slice(&chunk[..n]);
                     if c.buf.len() > MAX_ANSWER {
-                        return self.fail(slot, Class::BadBody);
+                        overflow = true;
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -361,14 +365,15 @@ impl<'a> Observer<'a> {
                 }
             }
         }
-        match answer::parse(&c.buf, c.eof || broken) {
+        match answer::parse(&c.buf, c.eof || broken || overflow) {
+            Progress::More | Progress::Interim(_) if overflow => self.fail(slot, Class::BadBody),
             Progress::More if broken => self.fail(slot, Class::Reset),
-            Progress::More => {}
+            Progress::More | Progress::Interim(_) => {}
             Progress::Closed => self.fail(slot, Class::Reset),
             Progress::Malformed => self.fail(slot, Class::BadBody),
             Progress::Answer(a) => {
                 let outcome = answer::outcome(&a);
-                let keep = a.reusable && !broken && !c.eof;
+                let keep = a.reusable && !broken && !c.eof && !overflow;
                 self.end(slot, outcome, keep);
             }
         }
@@ -467,7 +472,14 @@ impl<'a> Observer<'a> {
     pub fn summary(self, ended: Ended) -> (String, Option<f64>) {
         let o = self.options;
         let availability = self.totals.availability();
-        let (streak, gaps) = self.due_order.finish();
+        // The window the requests were spread over: `--duration` (even when
+        // the last answer came sooner), or up to the signal.
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let sending_ended = match (ended, o.duration) {
+            (Ended::Duration, Some(d)) => d.as_secs_f64(),
+            (_, d) => d.map_or(elapsed, |d| d.as_secs_f64().min(elapsed)),
+        };
+        let (streak, gaps) = self.due_order.finish(sending_ended);
         let mut pods = Object::default();
         for id in 0..self.pods.len() {
             let (list, unlisted) = gaps.get(id).cloned().unwrap_or_default();
