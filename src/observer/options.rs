@@ -17,6 +17,7 @@ pods), and the `pod` field of each JSON answer says which pod served it.
 
   --url URL        http://HOST[:PORT][/PATH] (required). HOST is resolved
                    once, at the start; several addresses are used in turn
+                   (a refused one moves the request on to the next)
   --rate R         requests per second, decimals allowed (default 20, from 0.001 to 100000)
   --duration S     stop sending after S seconds and wait for the answers in
                    flight (default: run until SIGTERM or SIGINT)
