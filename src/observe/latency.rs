@@ -136,6 +136,13 @@ fn bucket_of(latency: Duration) -> usize {
     index.min(BUCKETS - 1)
 }
 
+/// The floor of the last bucket (about 237 s): a p95 shown at or above it
+/// says only "slower than this" (requests held without an answer, such as
+/// an errors fault's stalls, are recorded there), not a measured time.
+pub fn slowest_floor() -> Duration {
+    upper_edge(BUCKETS - 2)
+}
+
 fn upper_edge(bucket: usize) -> Duration {
     let us = FIRST_EDGE_US * (bucket as f64 / STEPS_PER_OCTAVE).exp2();
     Duration::from_secs_f64(us / 1e6)

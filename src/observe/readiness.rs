@@ -52,6 +52,14 @@ impl Reason {
                 *rss_bytes as f64 / 1048576.0,
                 max_bytes >> 20
             ),
+            // The last bucket has no upper edge worth showing: a stalled
+            // request (no answer at all) is there, and "282158.0 ms" was a
+            // time no request took.
+            Reason::Latency { p95, max } if *p95 > crate::observe::latency::slowest_floor() => format!(
+                "p95 latency over {:.1} ms, above MAX_LATENCY_MS {} ms (an errors fault's stalled requests, which get no answer, count as slower than any)",
+                crate::observe::latency::slowest_floor().as_secs_f64() * 1000.0,
+                max.as_millis()
+            ),
             Reason::Latency { p95, max } => format!(
                 "p95 latency {:.1} ms above MAX_LATENCY_MS {} ms",
                 p95.as_secs_f64() * 1000.0,
@@ -151,6 +159,20 @@ mod tests {
                 "p95 latency 800.0 ms above MAX_LATENCY_MS 500 ms",
                 "shutting down"
             ]
+        );
+    }
+
+    #[test]
+    fn a_p95_in_the_last_bucket_is_shown_as_a_floor_not_a_time() {
+        // Stalls are recorded as slower than any threshold; the p95 then
+        // sits in the last bucket, whose edge (282 s) no request took.
+        let stalled = Reason::Latency {
+            p95: Duration::from_secs(282),
+            max: Duration::from_millis(500),
+        };
+        assert_eq!(
+            stalled.text(),
+            "p95 latency over 237265.7 ms, above MAX_LATENCY_MS 500 ms (an errors fault's stalled requests, which get no answer, count as slower than any)"
         );
     }
 

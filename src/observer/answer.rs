@@ -19,6 +19,8 @@ pub enum Progress {
     Closed,
     /// Bytes that are not an HTTP/1.x answer.
     Malformed,
+    /// An interim (1xx) answer of this many bytes: the answer follows it.
+    Interim(usize),
 }
 
 #[derive(Debug, PartialEq)]
@@ -46,6 +48,17 @@ enum Framing {
 /// Parses `buf`, all the bytes received on the connection for this request;
 /// `eof` says whether the peer has closed its side.
 pub fn parse(buf: &[u8], eof: bool) -> Progress {
+    let mut from = 0;
+    loop {
+        match parse_one(&buf[from..], eof) {
+            Progress::Interim(used) => from += used,
+            p => return p,
+        }
+    }
+}
+
+/// Parses one answer at the start of `buf`.
+fn parse_one(buf: &[u8], eof: bool) -> Progress {
     let Some(head_end) = find(&buf[..buf.len().min(MAX_HEAD + 4)], b"\r\n\r\n") else {
         return if buf.len() > MAX_HEAD {
             Progress::Malformed
@@ -93,6 +106,37 @@ pub fn parse(buf: &[u8], eof: bool) -> Progress {
             }
         }
     }
+    // An interim answer (103 Early Hints, an unasked 100 Continue) is not
+    // the answer: clients skip it and read the final one after it. (101
+    // would switch protocols; the observer never asks for it.)
+    if (100..=199).contains(&status) && status != 101 {
+        return Progress::Interim(head_end + 4);
+    }
+    let progress = body(buf, head_end, status, length, chunked, close, eof);
+    // A status that is not 2xx says what the user saw from the head alone:
+    // a 503 with a body too large to keep, or badly framed, is still an
+    // http_5xx (a 404 an http_other), never a bad_body.
+    match progress {
+        Progress::Malformed if !(200..=299).contains(&status) => Progress::Answer(Answer {
+            status,
+            body: Vec::new(),
+            complete: false,
+            reusable: false,
+        }),
+        p => p,
+    }
+}
+
+/// The body of an answer whose head ends at `head_end`, as far as it has come.
+fn body(
+    buf: &[u8],
+    head_end: usize,
+    status: u16,
+    length: Option<usize>,
+    chunked: bool,
+    close: bool,
+    eof: bool,
+) -> Progress {
     let framing = if status < 200 || status == 204 || status == 304 {
         Framing::None
     } else if chunked {
@@ -292,5 +336,47 @@ mod tests {
         assert_eq!(outcome(&with("200 OK", "{\"a\":1}")), RequestEnd::Ok("unknown".into()));
         let no_body = done("HTTP/1.1 204 No Content\r\n\r\n", false);
         assert_eq!(outcome(&no_body), RequestEnd::Failed(Class::BadBody));
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_for_the_final_one() {
+        // 103 Early Hints before the answer: the user got the 200 (was an
+        // http_other).
+        let hints = format!("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n{OK}");
+        for cut in 0..hints.len() {
+            assert_eq!(parse(&hints.as_bytes()[..cut], false), Progress::More, "cut at {cut}");
+        }
+        let a = done(&hints, false);
+        assert_eq!((outcome(&a), a.reusable), (RequestEnd::Ok("web-1".into()), true));
+        let two = format!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n{OK}");
+        assert_eq!(outcome(&done(&two, false)), RequestEnd::Ok("web-1".into()));
+        // Closed after the hints only: nothing was answered.
+        assert_eq!(parse(b"HTTP/1.1 103 Early Hints\r\n\r\n", true), Progress::Closed);
+        // Endless interim heads are no stack risk: a loop, not recursion.
+        let many = "HTTP/1.1 100 Continue\r\n\r\n".repeat(60_000);
+        assert_eq!(parse(many.as_bytes(), false), Progress::More);
+    }
+
+    #[test]
+    fn an_error_status_keeps_its_class_whatever_its_body() {
+        // Announced larger than any body kept (was a bad_body).
+        let big = |status: &str| format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{{", MAX_BODY + 1);
+        assert_eq!(
+            outcome(&done(&big("503 Busy"), false)),
+            RequestEnd::Failed(Class::Http5xx)
+        );
+        assert_eq!(
+            outcome(&done(&big("404 Nope"), false)),
+            RequestEnd::Failed(Class::HttpOther)
+        );
+        assert!(!done(&big("503 Busy"), false).reusable);
+        // Until close, past the limit.
+        let long = format!("HTTP/1.1 502 Bad Gateway\r\n\r\n{}", "a".repeat(MAX_BODY + 1));
+        assert_eq!(outcome(&done(&long, true)), RequestEnd::Failed(Class::Http5xx));
+        // Badly chunked.
+        let bad = "HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert_eq!(outcome(&done(bad, false)), RequestEnd::Failed(Class::Http5xx));
+        // A 2xx that large is still a bad body: its pod cannot be read.
+        assert_eq!(parse(big("200 OK").as_bytes(), false), Progress::Malformed);
     }
 }

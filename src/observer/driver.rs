@@ -66,6 +66,10 @@ struct Conn {
     phase: RequestPhase,
     /// The request it carries, while it carries one.
     seq: Option<u64>,
+    /// The address it was opened to (an index in `addrs`), and how many
+    /// addresses this request has tried so far.
+    addr: usize,
+    tries: usize,
     buf: Vec<u8>,
     eof: bool,
 }
@@ -261,11 +265,29 @@ impl<'a> Observer<'a> {
             self.deadlines.push_back((deadline, slot, c.serial, seq));
             return self.advance(slot, OUT);
         }
-        let addr = self.addrs[self.next_addr % self.addrs.len()];
+        let first = self.next_addr % self.addrs.len();
         self.next_addr = self.next_addr.wrapping_add(1);
-        let stream = match sys::connect(&addr) {
-            Ok(s) => s,
-            Err(e) => return self.record(seq, RequestEnd::Failed(connect_class(&e)), now),
+        self.open(seq, first, 1, deadline, now);
+    }
+
+    /// Opens a connection to address `addr` for request `seq`, its `tries`th
+    /// address. A refused connection goes on to the next address for the
+    /// same request, as clients do (curl, Go's dialer, any getaddrinfo
+    /// loop): a name with 127.0.0.1 and ::1 against a server on 0.0.0.0 is
+    /// not half refused. Refused when every address refused.
+    fn open(&mut self, seq: u64, mut addr: usize, mut tries: usize, deadline: Instant, now: Instant) {
+        let stream = loop {
+            match sys::connect(&self.addrs[addr]) {
+                Ok(s) => break s,
+                Err(e) => {
+                    let class = connect_class(&e);
+                    if class != Class::Refused || tries >= self.addrs.len() {
+                        return self.record(seq, RequestEnd::Failed(class), now);
+                    }
+                    addr = (addr + 1) % self.addrs.len();
+                    tries += 1;
+                }
+            }
         };
         self.serial = self.serial.wrapping_add(1);
         let conn = Conn {
@@ -273,6 +295,8 @@ impl<'a> Observer<'a> {
             serial: self.serial,
             phase: RequestPhase::Connecting,
             seq: Some(seq),
+            addr,
+            tries,
             buf: Vec::new(),
             eof: false,
         };
@@ -291,7 +315,24 @@ impl<'a> Observer<'a> {
         if self.epoll.add(fd, token).is_err() {
             return self.fail(slot, Class::Local);
         }
-        self.deadlines.push_back((deadline, slot, self.serial, seq));
+        // In deadline order: a request that moved on to its next address
+        // keeps its own, earlier than those of the requests sent since.
+        let at = self.deadlines.partition_point(|d| d.0 <= deadline);
+        self.deadlines.insert(at, (deadline, slot, self.serial, seq));
+    }
+
+    /// A connect that failed: on to the next address when refused and one
+    /// is left untried, else the request fails with `class`.
+    fn connect_failed(&mut self, slot: usize, class: Class) {
+        let Some(c) = self.conns[slot].as_mut() else { return };
+        if class != Class::Refused || c.tries >= self.addrs.len() {
+            return self.fail(slot, class);
+        }
+        let Some(seq) = c.seq.take() else { return };
+        let (next, tries) = ((c.addr + 1) % self.addrs.len(), c.tries + 1);
+        self.close(slot);
+        let deadline = self.due(seq) + self.options.timeout;
+        self.open(seq, next, tries, deadline, Instant::now());
     }
 
     fn on_ready(&mut self, token: u64, ready: &Ready) {
@@ -319,7 +360,7 @@ impl<'a> Observer<'a> {
                     match c.stream.take_error() {
                         Ok(None) if events & OUT != 0 => c.phase = RequestPhase::Writing(0),
                         Ok(None) => return self.fail(slot, Class::Reset),
-                        Ok(Some(e)) | Err(e) => return self.fail(slot, connect_class(&e)),
+                        Ok(Some(e)) | Err(e) => return self.connect_failed(slot, connect_class(&e)),
                     }
                 }
                 RequestPhase::Writing(off) => match (&c.stream).write(&self.request[off..]) {
@@ -340,6 +381,9 @@ impl<'a> Observer<'a> {
         let Some(c) = self.conns[slot].as_mut() else { return };
         let mut chunk = [0u8; 4096];
         let mut broken = false;
+        // More than any answer kept: what came so far decides (an error
+        // status keeps its class; a 2xx that large is a bad body).
+        let mut overflow = false;
         loop {
             match (&c.stream).read(&mut chunk) {
                 Ok(0) => {
@@ -349,7 +393,8 @@ impl<'a> Observer<'a> {
                 Ok(n) => {
                     c.buf.extend_from_slice(&chunk[..n]);
                     if c.buf.len() > MAX_ANSWER {
-                        return self.fail(slot, Class::BadBody);
+                        overflow = true;
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -361,14 +406,15 @@ impl<'a> Observer<'a> {
                 }
             }
         }
-        match answer::parse(&c.buf, c.eof || broken) {
+        match answer::parse(&c.buf, c.eof || broken || overflow) {
+            Progress::More | Progress::Interim(_) if overflow => self.fail(slot, Class::BadBody),
             Progress::More if broken => self.fail(slot, Class::Reset),
-            Progress::More => {}
+            Progress::More | Progress::Interim(_) => {}
             Progress::Closed => self.fail(slot, Class::Reset),
             Progress::Malformed => self.fail(slot, Class::BadBody),
             Progress::Answer(a) => {
                 let outcome = answer::outcome(&a);
-                let keep = a.reusable && !broken && !c.eof;
+                let keep = a.reusable && !broken && !c.eof && !overflow;
                 self.end(slot, outcome, keep);
             }
         }
@@ -467,7 +513,14 @@ impl<'a> Observer<'a> {
     pub fn summary(self, ended: RunEnd) -> (String, Option<f64>) {
         let o = self.options;
         let availability = self.totals.availability();
-        let (streak, gaps) = self.due_order.finish();
+        // The window the requests were spread over: `--duration` (even when
+        // the last answer came sooner), or up to the signal.
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let sending_ended = match (ended, o.duration) {
+            (RunEnd::Duration, Some(d)) => d.as_secs_f64(),
+            (_, d) => d.map_or(elapsed, |d| d.as_secs_f64().min(elapsed)),
+        };
+        let (streak, gaps) = self.due_order.finish(sending_ended);
         let mut pods = Object::default();
         for id in 0..self.pods.len() {
             let (list, unlisted) = gaps.get(id).cloned().unwrap_or_default();
@@ -510,5 +563,74 @@ impl<'a> Observer<'a> {
             .put("max_rss_mb", json!(round3(sys::peak_rss_kib() as f64 / 1024.0)));
         let line = Object::default().put_object("summary", summary).finish();
         (line, availability)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observer::options::{Command, parse};
+    use std::net::TcpListener;
+
+    /// A loopback server that answers every request `{"pod":"only"}` and
+    /// closes; its address.
+    fn answering() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && matches!(s.read(&mut byte), Ok(1)) {
+                    head.push(byte[0]);
+                }
+                let body = "{\"pod\":\"only\"}";
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        addr
+    }
+
+    fn observe(addrs: &[SocketAddr]) -> serde_json::Value {
+        let url = format!("http://{}/", addrs[0]);
+        let args: Vec<String> = ["--url", &url, "--rate", "20", "--duration", "1", "--timeout", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let Ok(Command::Run(options)) = parse(&args) else {
+            panic!("options")
+        };
+        let mut observer = Observer::new(&options, addrs).unwrap();
+        let mut out = Vec::new();
+        let ended = observer.run(&mut out).unwrap();
+        let (line, _) = observer.summary(ended);
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()["summary"].clone()
+    }
+
+    #[test]
+    fn a_refused_address_moves_the_request_on_to_the_next_one() {
+        // As in a pod's /etc/hosts, localhost is 127.0.0.1 and ::1, and a
+        // server on 0.0.0.0 listens on one of them only: clients (curl, Go)
+        // fall back to the next address, so users see no error. Taken in
+        // turn without that, half the requests were counted refused.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let live = answering();
+        let s = observe(&[closed, live]);
+        assert_eq!((s["requests"].as_u64(), s["ok"].as_u64()), (Some(20), Some(20)), "{s}");
+        assert_eq!(s["errors"]["refused"], 0, "{s}");
+        let s = observe(&[live, closed]);
+        assert_eq!(s["ok"], 20, "{s}");
+        // Refused only when every address refuses.
+        let other = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let s = observe(&[closed, other]);
+        assert_eq!(
+            (s["ok"].as_u64(), s["errors"]["refused"].as_u64()),
+            (Some(0), Some(20)),
+            "{s}"
+        );
     }
 }

@@ -137,9 +137,11 @@ impl DueOrder {
 
     /// The run is over: the longest error streak in seconds (from the first
     /// failure's due time to the next answer's, or to one interval after
-    /// the last request), and each pod's gaps and unlisted gap count, by
-    /// pod id. Requests still in flight are left out.
-    pub fn finish(mut self) -> (f64, Vec<(Vec<Gap>, u64)>) {
+    /// the last request, but not past `end`, when sending stopped, in
+    /// seconds since the start: at 0.001/s one failed request in a 1 s run
+    /// is a streak of 1 s, not 1,000), and each pod's gaps and unlisted gap
+    /// count, by pod id. Requests still in flight are left out.
+    pub fn finish(mut self, end: f64) -> (f64, Vec<(Vec<Gap>, u64)>) {
         while let Some(slot) = self.pending.pop_front() {
             let due = self.first as f64 / self.rate;
             self.first += 1;
@@ -148,7 +150,8 @@ impl DueOrder {
             }
         }
         if let (Some(start), Some(last)) = (self.streak_start, self.last_due) {
-            self.longest_streak = self.longest_streak.max(last + 1.0 / self.rate - start);
+            let until = (last + 1.0 / self.rate).min(end.max(last));
+            self.longest_streak = self.longest_streak.max(until - start);
         }
         let threshold = GAP_K * self.tracks.iter().filter(|t| t.seen).count().max(1) as u64;
         let gaps = self
@@ -187,7 +190,7 @@ mod tests {
         for (seq, c) in pattern.chars().enumerate() {
             d.ended(seq as u64, c.to_digit(10).map(|p| p as usize));
         }
-        d.finish()
+        d.finish(f64::INFINITY)
     }
 
     fn gaps(pattern: &str) -> Vec<Vec<Gap>> {
@@ -265,6 +268,22 @@ mod tests {
     }
 
     #[test]
+    fn a_streak_still_on_at_the_end_stops_where_sending_stopped() {
+        // One request at 0.001/s that failed, in a run that stopped sending
+        // at 1 s: the user saw 1 s of failures, not the 1,000 s interval.
+        let mut d = DueOrder::new(0.001);
+        d.ended(0, None);
+        let (streak, _) = d.finish(1.0);
+        assert!((streak - 1.0).abs() < 1e-9, "{streak}");
+        // An end later than one interval after the last request changes nothing.
+        let mut d = DueOrder::new(10.0);
+        d.ended(0, Some(0));
+        d.ended(1, None);
+        let (streak, _) = d.finish(60.0);
+        assert!((streak - 0.1).abs() < 1e-9, "{streak}");
+    }
+
+    #[test]
     fn out_of_order_ends_are_taken_in_due_order_and_unfinished_ones_skipped() {
         let mut d = DueOrder::new(10.0);
         // 0 ends last; 1..4 fail first: one streak of 4 (0.1 .. 0.5).
@@ -275,7 +294,7 @@ mod tests {
         d.ended(0, Some(0));
         d.ended(7, None);
         // 6 never ends (in flight at a signal).
-        let (streak, _) = d.finish();
+        let (streak, _) = d.finish(f64::INFINITY);
         assert!((streak - 0.4).abs() < 1e-9, "{streak}");
     }
 }

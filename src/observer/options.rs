@@ -17,7 +17,8 @@ pods), and the `pod` field of each JSON answer says which pod served it.
 
   --url URL        http://HOST[:PORT][/PATH] (required). HOST is resolved
                    once, at the start; several addresses are used in turn
-  --rate R         requests per second, decimals allowed (default 20, at most 100000)
+                   (a refused one moves the request on to the next)
+  --rate R         requests per second, decimals allowed (default 20, from 0.001 to 100000)
   --duration S     stop sending after S seconds and wait for the answers in
                    flight (default: run until SIGTERM or SIGINT)
   --timeout S      a request without its whole answer S seconds after its
@@ -156,6 +157,10 @@ pub enum Command {
 
 pub const DEFAULT_RATE: f64 = 20.0;
 pub const MAX_RATE: f64 = 100_000.0;
+/// One request in 1,000 s. Below it a due time (`i / R` seconds) leaves
+/// what an `Instant` can hold (1e-19/s panicked on the second request),
+/// and a run of one request says nothing a user would see.
+pub const MIN_RATE: f64 = 0.001;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A week: a guard against typos such as minutes given as seconds x 60.
 const MAX_DURATION_S: f64 = 7.0 * 24.0 * 3600.0;
@@ -201,10 +206,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "--url" => url = Some((value.clone(), Target::parse(&value)?)),
                     "--rate" => {
                         rate = match number(&value) {
-                            Some(r) if r > 0.0 && r <= MAX_RATE => r,
+                            Some(r) if (MIN_RATE..=MAX_RATE).contains(&r) => r,
                             _ => {
                                 return Err(format!(
-                                    "invalid --rate {value:?}: expected requests per second, above 0 and at most {MAX_RATE}"
+                                    "invalid --rate {value:?}: expected requests per second, from {MIN_RATE} to {MAX_RATE}"
                                 ));
                             }
                         }
@@ -284,6 +289,13 @@ mod tests {
             (&["--url", "http://x", "--rate", "0"], "--rate \"0\""),
             (&["--url", "http://x", "--rate", "NaN"], "--rate \"NaN\""),
             (&["--url", "http://x", "--rate", "1000001"], "--rate \"1000001\""),
+            // Below one request in 1,000 s (1e-19 panicked: a due time past
+            // what an Instant holds).
+            (
+                &["--url", "http://x", "--rate", "1e-19"],
+                "--rate \"1e-19\": expected requests per second, from 0.001",
+            ),
+            (&["--url", "http://x", "--rate", "0.0009"], "--rate \"0.0009\""),
             (&["--url", "http://x", "--duration", "-1"], "--duration \"-1\""),
             (&["--url", "http://x", "--timeout", "0"], "--timeout \"0\""),
             (&["--url", "http://x", "--slo", "101"], "--slo \"101\""),

@@ -338,12 +338,17 @@ enum Lookup {
     Found(Vec<IpAddr>),
     /// NXDOMAIN or no address: the next candidate.
     Missing(&'static str),
+    /// The servers answered SERVFAIL: the next candidate, as glibc's
+    /// search does (`res_query.c`: "try next search element"); why.
+    ServerFailure(String),
     /// No server gave an answer; why, from the last server asked.
     Unanswered(String),
 }
 
 fn lookup(name: &str, conf: &Conf) -> Lookup {
     let mut why = String::new();
+    // Whether the last server asked answered SERVFAIL.
+    let mut server_failure = false;
     for _ in 0..conf.attempts {
         for &server in &conf.servers {
             match exchange(server, name, conf.timeout) {
@@ -363,16 +368,27 @@ fn lookup(name: &str, conf: &Conf) -> Lookup {
                             return Lookup::Missing("no A or AAAA record");
                         }
                         (Some(DnsReply::Failed(r)), _) | (_, Some(DnsReply::Failed(r))) => {
+                            server_failure = r == 2;
                             why = format!("{server} answered with response code {r}")
                         }
-                        _ => why = format!("{server} did not answer"),
+                        _ => {
+                            server_failure = false;
+                            why = format!("{server} did not answer")
+                        }
                     }
                 }
-                Err(e) => why = format!("{server}: {e}"),
+                Err(e) => {
+                    server_failure = false;
+                    why = format!("{server}: {e}")
+                }
             }
         }
     }
-    Lookup::Unanswered(why)
+    if server_failure {
+        Lookup::ServerFailure(why)
+    } else {
+        Lookup::Unanswered(why)
+    }
 }
 
 /// The addresses of `host` with `port`, or why there are none (naming the
@@ -412,6 +428,7 @@ pub fn resolve_with(host: &str, port: u16, resolv_conf: &Path, hosts: &Path) -> 
         match lookup(&name, &conf) {
             Lookup::Found(ips) => return with_port(ips),
             Lookup::Missing(why) => tried.push(format!("{name}: {why}")),
+            Lookup::ServerFailure(why) => tried.push(format!("{name}: server failure (SERVFAIL: {why})")),
             Lookup::Unanswered(why) => {
                 return Err(fail(format!(
                     "no answer for {name} from {servers} within {} s x {} attempts (last: {why})",
@@ -675,6 +692,44 @@ mod tests {
         let e = resolve_with("web", 80, &resolv, &hosts).unwrap_err();
         assert!(
             e.contains("no answer for web from 127.0.0.1:") && e.contains("1 s x 1 attempts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_search_domain_whose_server_fails_moves_on_to_the_next_as_glibc_does() {
+        // SERVFAIL for names under bad.test, an address for the others.
+        // glibc tries the next search element after a SERVFAIL; the
+        // observer stopped with "no answer" (exit 2) where clients resolve.
+        let (addr, server) = server_for(4, |q| {
+            if q.windows(9).any(|w| w == b"\x03bad\x04test") {
+                return reply(q, 0, 2, &[]);
+            }
+            let qtype = u16::from_be_bytes([q[q.len() - 4], q[q.len() - 3]]);
+            match qtype {
+                A => reply(q, 0, 0, &[record(&QNAME, A, &[10, 3, 3, 3])]),
+                _ => reply(q, 0, 0, &[]),
+            }
+        });
+        let (resolv, hosts) = files(&format!(
+            "nameserver [{}]:{}\nsearch bad.test good.test\noptions ndots:5 timeout:5 attempts:1",
+            addr.ip(),
+            addr.port()
+        ));
+        let got = resolve_with("web", 80, &resolv, &hosts);
+        server.join().unwrap();
+        assert_eq!(got, Ok(vec!["10.3.3.3:80".parse().unwrap()]));
+        // Failing everywhere: every name tried is named, with the failure.
+        let (addr, server) = server_for(4, |q| reply(q, 0, 2, &[]));
+        let (resolv, hosts) = files(&format!(
+            "nameserver [{}]:{}\nsearch bad.test\noptions ndots:1 timeout:5 attempts:1",
+            addr.ip(),
+            addr.port()
+        ));
+        let e = resolve_with("web", 80, &resolv, &hosts).unwrap_err();
+        server.join().unwrap();
+        assert!(
+            e.contains("web.bad.test: server failure (SERVFAIL") && e.contains("web: server failure"),
             "{e}"
         );
     }

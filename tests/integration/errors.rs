@@ -189,6 +189,8 @@ fn probes_and_every_other_endpoint_are_untouched_in_every_mode() {
             if mode == "stall" {
                 assert_eq!(r.status, 503, "stalls fail readiness: {}", r.body);
                 assert!(r.body.contains("p95 latency"), "{}", r.body);
+                // A floor, not a time no request took (was "282158.0 ms").
+                assert!(r.body.contains("get no answer"), "{}", r.body);
             } else {
                 assert_eq!(r.status, 200, "{mode}: {}", r.body);
             }

@@ -358,6 +358,86 @@ fn each_error_class_against_a_real_counterpart() {
     );
 }
 
+/// What a user saw, however the answer is dressed: an error status with a
+/// body larger than the observer keeps is still that status (it was a
+/// `bad_body`), and a `103 Early Hints` before the 200 is skipped as
+/// clients skip it (it was an `http_other`).
+#[test]
+fn an_error_status_keeps_its_class_however_large_and_interim_answers_are_skipped() {
+    let large = |status: &'static str| {
+        TestServer::start(move |mut s| {
+            if read_head(&mut s) {
+                let body = vec![b'x'; 2 << 20];
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            }
+        })
+    };
+    let (unavailable, not_found) = (large("503 Service Unavailable"), large("404 Not Found"));
+    let hinted = TestServer::start(|mut s| {
+        if read_head(&mut s) {
+            let _ = s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n");
+            let _ = s.write_all(pod_answer("hinted", true).as_bytes());
+        }
+    });
+    for (class, url) in [
+        ("http_5xx", unavailable.url()),
+        ("http_other", not_found.url()),
+        ("ok", hinted.url()),
+    ] {
+        let run = observe(
+            &["--url", &url, "--rate", "20", "--duration", "1", "--timeout", "1"],
+            Duration::from_secs(20),
+        );
+        let s = &run.summary;
+        assert_eq!(s["requests"], 20, "{class}: {}", run.describe());
+        if class == "ok" {
+            assert_eq!(
+                (s["ok"].as_u64(), run.error_total()),
+                (Some(20), 0),
+                "{}",
+                run.describe()
+            );
+            assert_eq!(s["pods"]["hinted"]["requests"], 20);
+        } else {
+            assert_eq!(run.errors(class), 20, "{class}: {}", run.describe());
+            assert_eq!(run.error_total(), 20, "{class}: one class only: {}", run.describe());
+        }
+    }
+}
+
+/// A tiny rate is refused (exit 2, naming the value), not a panic on the
+/// second due time; and a streak still on at the end lasts no longer than
+/// the run: one failed request at 0.5/s in a 3 s run is 3 s, not 4.
+#[test]
+fn a_rate_too_low_exits_2_and_a_final_streak_ends_with_the_run() {
+    let out = output_within(
+        observe_command(&["--url", "http://127.0.0.1:9/", "--rate", "1e-19"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(out.status));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid --rate \"1e-19\""), "{stderr}");
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let run = observe(
+        &[
+            "--url",
+            &format!("http://{closed}/"),
+            "--rate",
+            "0.5",
+            "--duration",
+            "3",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.summary["requests"], 2, "{}", run.describe());
+    assert_eq!(run.summary["longest_error_streak_s"], 3.0, "{}", run.describe());
+}
+
 #[test]
 fn a_stalled_target_shows_as_latency_from_due_times_not_as_fewer_requests() {
     let _x = exclusive();
