@@ -70,6 +70,8 @@ struct Conn {
     /// addresses this request has tried so far.
     addr: usize,
     tries: usize,
+    /// Kept from an earlier request (`--keepalive`).
+    reused: bool,
     buf: Vec<u8>,
     eof: bool,
 }
@@ -86,6 +88,8 @@ pub struct Observer<'a> {
     free: Vec<usize>,
     serial: u32,
     idle: Vec<usize>,
+    /// Requests sent again on a new connection after a kept one closed.
+    retried: u64,
     /// (due + timeout, slot, serial, seq) in due order.
     deadlines: VecDeque<(Instant, usize, u32, u64)>,
     /// (close by, slot, serial) in the order the answers ended.
@@ -149,6 +153,7 @@ impl<'a> Observer<'a> {
             free: Vec::new(),
             serial: 0,
             idle: Vec::new(),
+            retried: 0,
             deadlines: VecDeque::new(),
             draining: VecDeque::new(),
             start: Instant::now(),
@@ -261,6 +266,7 @@ impl<'a> Observer<'a> {
         {
             c.seq = Some(seq);
             c.phase = RequestPhase::Writing(0);
+            c.reused = true;
             c.buf.clear();
             self.deadlines.push_back((deadline, slot, c.serial, seq));
             return self.advance(slot, OUT);
@@ -297,6 +303,7 @@ impl<'a> Observer<'a> {
             seq: Some(seq),
             addr,
             tries,
+            reused: false,
             buf: Vec::new(),
             eof: false,
         };
@@ -435,6 +442,24 @@ impl<'a> Observer<'a> {
     }
 
     fn fail(&mut self, slot: usize, class: Class) {
+        // A kept connection the server closed as this request came (its
+        // idle timeout) and nothing of an answer: sent once more on a new
+        // connection, as HTTP clients do with an idempotent request on a
+        // reused connection (Go's net/http, curl, browsers); users would
+        // not see this error. A new connection that fails counts.
+        if class == Class::Reset
+            && let Some(c) = self.conns[slot].as_mut()
+            && c.reused
+            && c.buf.is_empty()
+            && let Some(seq) = c.seq.take()
+        {
+            self.close(slot);
+            self.retried += 1;
+            let first = self.next_addr % self.addrs.len();
+            self.next_addr = self.next_addr.wrapping_add(1);
+            let deadline = self.due(seq) + self.options.timeout;
+            return self.open(seq, first, 1, deadline, Instant::now());
+        }
         self.end(slot, RequestEnd::Failed(class), false);
     }
 
@@ -542,6 +567,7 @@ impl<'a> Observer<'a> {
             .put("ok", json!(self.totals.ok))
             .put_object("errors", errors_json(&self.totals.errors))
             .put("unfinished", json!(self.in_flight))
+            .put("retried", json!(self.retried))
             .put("availability", json!(availability.map(round3)))
             .put("longest_error_streak_s", json!(round3(streak)));
         let summary = self
@@ -596,9 +622,14 @@ mod tests {
     }
 
     fn observe(addrs: &[SocketAddr]) -> serde_json::Value {
+        observe_with(addrs, &[])
+    }
+
+    fn observe_with(addrs: &[SocketAddr], more: &[&str]) -> serde_json::Value {
         let url = format!("http://{}/", addrs[0]);
         let args: Vec<String> = ["--url", &url, "--rate", "20", "--duration", "1", "--timeout", "1"]
             .iter()
+            .chain(more)
             .map(|s| s.to_string())
             .collect();
         let Ok(Command::Run(options)) = parse(&args) else {
@@ -609,6 +640,47 @@ mod tests {
         let ended = observer.run(&mut out).unwrap();
         let (line, _) = observer.summary(ended);
         serde_json::from_str::<serde_json::Value>(&line).unwrap()["summary"].clone()
+    }
+
+    /// A keep-alive server that answers the first request on each
+    /// connection and closes it when the next one comes, as a server whose
+    /// idle timeout fires just then does; its address.
+    fn closing_on_the_second_request() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    for answered in 0.. {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") && matches!(s.read(&mut byte), Ok(1)) {
+                            head.push(byte[0]);
+                        }
+                        if answered > 0 || !head.ends_with(b"\r\n\r\n") {
+                            return;
+                        }
+                        let body = "{\"pod\":\"only\"}";
+                        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_kept_connection_closed_as_a_request_came_is_retried_once_on_a_new_one() {
+        // Counted as a reset before: every second request of a --keepalive
+        // run against this server, where HTTP clients retry and users see
+        // nothing.
+        let s = observe_with(&[closing_on_the_second_request()], &["--keepalive"]);
+        assert_eq!((s["requests"].as_u64(), s["ok"].as_u64()), (Some(20), Some(20)), "{s}");
+        assert_eq!(s["errors"]["reset"], 0, "{s}");
+        assert!(s["retried"].as_u64().unwrap() >= 5, "{s}");
+        // Without --keepalive nothing is reused, so nothing is retried.
+        let s = observe(&[closing_on_the_second_request()]);
+        assert_eq!((s["ok"].as_u64(), s["retried"].as_u64()), (Some(20), Some(0)), "{s}");
     }
 
     #[test]
