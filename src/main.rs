@@ -366,10 +366,11 @@ fn shut_down(
 const ANSWERS_POLL: Duration = Duration::from_millis(10);
 
 /// Waits until the connection layer has written every answer it was
-/// given, or until `deadline`; returns how many were still unwritten.
+/// given, and the probe listener every answer it held, or until
+/// `deadline`; returns how many were still unwritten.
 fn wait_for_answers(server: &tiny_http::Server, deadline: Instant) -> usize {
     loop {
-        let unwritten = server.unwritten_answers();
+        let unwritten = server.unwritten_answers() + http::probe_listener::unwritten_answers();
         if unwritten == 0 || Instant::now() >= deadline {
             return unwritten;
         }

@@ -26,7 +26,8 @@
 //! take the last one for a moment. So the loop keeps `SPARES` duplicates of
 //! the listener's fd while it has room; an accept that fails for want of an
 //! fd (EMFILE, ENFILE) closes one and accepts into its place, and with no
-//! spare left it is retried every `ACCEPT_RETRY` (the listener is
+//! spare left one of its connections is closed to make room, chosen as at
+//! `CAPACITY`, and with none open either it is retried every `ACCEPT_RETRY` (the listener is
 //! edge-triggered: waiting for the next connection's event would leave this
 //! probe in the backlog until the next probe came, a second later). Seen
 //! once under `--ulimit nofile=64` with pipelining clients at the cap: a
@@ -36,7 +37,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -64,6 +65,20 @@ const LINGER: Duration = Duration::from_secs(1);
 const RELEASE_TICK: Duration = Duration::from_millis(250);
 /// The only paths answered; every other is a 404.
 const PATHS: [&str; 2] = ["/health", "/ready"];
+
+/// Answers the loop holds (a liveness hang) or is writing, as of its last
+/// turn: the ordered stop's drain waits for them as for the main port's
+/// (`unwritten_answers`).
+static UNWRITTEN: AtomicUsize = AtomicUsize::new(0);
+
+/// How many probe answers are held or not yet all written. A stop
+/// releases the held ones; the loop sees that within `RELEASE_TICK` and
+/// writes them. Before, the process could exit first (SIGTERM with
+/// `SHUTDOWN_DELAY_SECONDS=0`: 30 of 30 held `/health` on the probe port
+/// closed without an answer).
+pub fn unwritten_answers() -> usize {
+    UNWRITTEN.load(Ordering::SeqCst)
+}
 
 /// The fds the probe listener may hold: its connections, the listener and
 /// the epoll instance.
@@ -185,6 +200,13 @@ impl Loop {
                 self.accept_retry = None;
                 self.accept();
             }
+            let unwritten = self
+                .slots
+                .iter()
+                .flatten()
+                .filter(|p| matches!(p.phase, Phase::Held { .. } | Phase::Writing))
+                .count();
+            UNWRITTEN.store(unwritten, Ordering::SeqCst);
         }
     }
 
@@ -238,6 +260,16 @@ impl Loop {
                 Err(e) if out_of_fds(&e) => {
                     // An fd of our own given up makes room for this one.
                     if self.spares.pop().is_some() {
+                        continue;
+                    }
+                    // No spare (a `RLIMIT_NOFILE` too small for them and
+                    // `CAPACITY` together): a connection of our own makes
+                    // room, chosen as at `CAPACITY`. Before, slow heads on
+                    // 10 connections under `--nofile=16` held every fd until
+                    // their deadline and kept 4 of 12 probes out for 1 s.
+                    if self.slots.iter().any(Option::is_some) {
+                        let victim = self.victim();
+                        self.slots[victim] = None;
                         continue;
                     }
                     if self.accept_retry.is_none() {
@@ -314,7 +346,11 @@ impl Loop {
             ProbePhase::Reading => read_head(probe).is_ok_and(|complete| {
                 if complete {
                     answer(probe, &self.app);
-                    probe.flush()
+                    // A held answer (a liveness hang) is written by `tick`
+                    // when its hold ends or is released, not now: before,
+                    // it was flushed here at once, and the probe port
+                    // answered a hang's 500 in under a millisecond.
+                    matches!(probe.phase, Phase::Held { .. }) || probe.flush()
                 } else {
                     true
                 }

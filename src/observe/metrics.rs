@@ -162,7 +162,7 @@ impl Metrics {
             )?,
             chaos_disk_fill_ended_total: r.int_counter_vec(
                 "chaos_disk_fill_ended_total",
-                "Disk fills ended, by reason: removed on request, no_space (ENOSPC), quota (EDQUOT), io_error.",
+                "Disk fills ended, by reason: removed on request, no_space (ENOSPC), quota (EDQUOT), file_size_limit (EFBIG: RLIMIT_FSIZE), io_error.",
                 &["reason"],
             )?,
             chaos_faulted_requests_total: r.int_counter_vec(

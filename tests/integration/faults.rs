@@ -78,6 +78,43 @@ fn liveness_hang_times_out_a_probe_while_root_answers() {
     assert_eq!(active_metric(&svc, "liveness"), 1.0);
 }
 
+/// The probe port (where the Deployment's liveness probe asks) holds a
+/// hang's answer as the main port does, until the fault is stopped, and
+/// then sends it. Before, it wrote the held 500 at once (0.5 ms): the
+/// kubelet saw a hang as a fail, and its timeout path was never tested.
+#[test]
+fn liveness_hang_times_out_a_probe_on_the_probe_port_too() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);
+    let probe_addr = svc.probe_addr.expect("the probe port");
+    assert_eq!(svc.post("/fault/liveness?mode=hang&duration=30").status, 202);
+    let t = Instant::now();
+    let probe = try_request(probe_addr, "GET", "/health", &[], "", Duration::from_secs(1));
+    assert!(probe.is_err(), "a 1 s probe on the probe port must time out: {probe:?}");
+    assert!(t.elapsed() >= Duration::from_millis(990));
+    let ready = try_request(probe_addr, "GET", "/ready", &[], "", Duration::from_secs(1)).expect("/ready answers");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    // A held probe gets its answer once the fault is stopped.
+    let held = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = try_request(probe_addr, "GET", "/health", &[], "", Duration::from_secs(10));
+        (r, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(request(svc.addr, "DELETE", "/fault/liveness", &[], "").status, 200);
+    let (r, took) = held.join().unwrap();
+    let r = r.expect("the held answer is sent when the fault stops");
+    assert_eq!(
+        (r.status, r.json()["reason"].as_str()),
+        (500, Some("hung by /fault/liveness"))
+    );
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let after = try_request(probe_addr, "GET", "/health", &[], "", Duration::from_secs(1)).expect("/health");
+    assert_eq!(after.status, 200);
+}
+
 #[test]
 fn forced_readiness_fails_and_recovers_on_request_with_the_timers() {
     let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "0")]);

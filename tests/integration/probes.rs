@@ -279,6 +279,48 @@ fn probes_are_answered_when_the_main_port_took_every_fd() {
     drop(idle);
 }
 
+/// Slow heads on the probe port itself, under an `RLIMIT_NOFILE` (16) too
+/// small for the probe listener's spare fds and its 16 connections
+/// together: 10 connections that each send a head a byte at a time (and
+/// come back when closed) hold every fd the process has left. An accept
+/// that finds no fd and no spare closes one of the listener's own
+/// connections, chosen as at its capacity (the oldest slow head), so every
+/// probe is answered. Before, the accept was only retried every 10 ms
+/// until a slow head's 2 s deadline freed an fd: 4 of 12 probes went
+/// unanswered for 1 s.
+#[test]
+fn slow_heads_on_the_probe_port_under_nofile_16_never_keep_probes_out() {
+    use std::io::Write;
+    let _x = exclusive();
+    let mut svc = start(&[], Some(prlimit(&["--nofile=16:16"])));
+    let probe = probe_port(&svc);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let slow = thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        let mut opened = 0u64;
+        while !flag.load(Ordering::SeqCst) {
+            while held.len() < 10 {
+                let Ok(mut s) = TcpStream::connect_timeout(&probe, Duration::from_secs(1)) else {
+                    break;
+                };
+                let _ = s.write_all(b"GET /health HTTP/1.1\r\n");
+                held.push(s);
+                opened += 1;
+            }
+            held.retain_mut(|s| s.write_all(b"X").is_ok());
+            thread::sleep(Duration::from_millis(200));
+        }
+        opened
+    });
+    thread::sleep(Duration::from_millis(500));
+    let report = probe_during(&mut svc, 6, "slow heads on the probe port under nofile 16");
+    stop.store(true, Ordering::SeqCst);
+    let opened = slow.join().expect("slow heads");
+    assert!(opened >= 10, "the attack ran: {opened} connections");
+    report.assert_all_ok("probe port, slow heads on it under nofile 16", 40);
+}
+
 /// Attack 2: as many connections as the cap pipeline
 /// `GET /openapi.json` with a 2 KiB receive window, reading 4 KiB every
 /// 4 s (which beats the write timeout). Before, each held what the kernel
