@@ -204,7 +204,7 @@ impl Loop {
                 .slots
                 .iter()
                 .flatten()
-                .filter(|p| matches!(p.phase, Phase::Held { .. } | Phase::Writing))
+                .filter(|p| matches!(p.phase, ProbePhase::Held { .. } | ProbePhase::Writing))
                 .count();
             UNWRITTEN.store(unwritten, Ordering::SeqCst);
         }
@@ -350,7 +350,7 @@ impl Loop {
                     // when its hold ends or is released, not now: before,
                     // it was flushed here at once, and the probe port
                     // answered a hang's 500 in under a millisecond.
-                    matches!(probe.phase, Phase::Held { .. }) || probe.flush()
+                    matches!(probe.phase, ProbePhase::Held { .. }) || probe.flush()
                 } else {
                     true
                 }
