@@ -33,6 +33,9 @@ pub const RAMP_STEP: Duration = Duration::from_millis(100);
 /// Pages touched between two looks at the cancel flag (1 MiB of 4 KiB pages).
 const TOUCH_BATCH: usize = 256;
 
+/// How often a leak being made re-estimates its end.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
 /// Why a leak could not be made.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeakError {
@@ -111,14 +114,31 @@ impl Leak {
     /// Maps `bytes` more for leak `id` and touches every page of them,
     /// looking at `cancel` every MiB; a cancelled chunk is unmapped at once.
     pub fn grow(&self, id: u64, bytes: usize, cancel: &Cancel) -> Result<(), LeakError> {
+        self.grow_reporting(id, bytes, cancel, &mut |_| {})
+    }
+
+    /// [`Leak::grow`], telling `progress` the share made so far (0 to 1)
+    /// every `PROGRESS_EVERY` while it takes.
+    pub fn grow_reporting(
+        &self,
+        id: u64,
+        bytes: usize,
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<(), LeakError> {
         check_size(bytes as u64)?;
         let mut chunk = Mapping::anonymous(bytes).map_err(|e| LeakError::Refused(e.to_string()))?;
         let mut offset = 0;
+        let mut next_report = Instant::now() + PROGRESS_EVERY;
         while offset < chunk.len() {
             if cancel.is_cancelled() {
                 return Err(LeakError::Cancelled);
             }
             offset = chunk.touch(offset, TOUCH_BATCH);
+            if Instant::now() >= next_report {
+                progress(offset as f64 / chunk.len() as f64);
+                next_report = Instant::now() + PROGRESS_EVERY;
+            }
         }
         let held = chunk.len() as u64;
         self.chunks
@@ -199,7 +219,19 @@ pub fn spawn(
         let grown = match plan.ramp {
             None => {
                 let t0 = Instant::now();
-                let result = leak.grow(ticket.id, plan.bytes as usize, cancel);
+                // While a large leak is made (seconds, under memory
+                // pressure), its planned end is the hold after an estimate
+                // of the rest, from the pace so far: what Retry-After and
+                // GET /chaos count on until the leak is made.
+                let mut progress = |done: f64| {
+                    if let Some(hold) = plan.hold
+                        && done > 0.0
+                    {
+                        let rest = t0.elapsed().mul_f64((1.0 - done) / done);
+                        ticket.expect_end(rest + hold);
+                    }
+                };
+                let result = leak.grow_reporting(ticket.id, plan.bytes as usize, cancel, &mut progress);
                 if matches!(result, Err(ref e) if *e != LeakError::Cancelled) {
                     ticket.finish(Ended::Failed);
                 }
