@@ -47,12 +47,17 @@ pub const PREVIOUS_LIFE: Duration = LONGEST_RESTART_BACKOFF.saturating_add(RESTA
 /// by NTP between two lives).
 const CLOCK_SLACK: Duration = Duration::from_secs(60);
 
-/// Who is writing: the machine's boot and the pod.
+/// Who is writing: the machine's boot, the pod and the container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     /// `None` where the kernel does not say (then boots are not compared).
     pub boot_id: Option<String>,
     pub pod: String,
+    /// The engine's container ([`sys::container_id`]): `HOSTNAME` alone
+    /// is the host's name in every container with `--network host`, so a
+    /// new container on an old volume would take the old one's files for
+    /// its own. `None` outside a container (then it is not compared).
+    pub container: Option<String>,
 }
 
 impl Identity {
@@ -61,6 +66,7 @@ impl Identity {
         Identity {
             boot_id: sys::boot_id(),
             pod: pod.to_string(),
+            container: sys::container_id(),
         }
     }
 }
@@ -158,6 +164,11 @@ impl StateFile {
                 self.identity.pod
             ));
         }
+        if let (Some(ours), Some(theirs)) = (&self.identity.container, text_of("container"))
+            && ours != theirs
+        {
+            return another_life(format!("was written by another container ({theirs}, this is {ours})"));
+        }
         match now.duration_since(written) {
             Ok(age) if age > PREVIOUS_LIFE => {
                 return another_life(format!(
@@ -190,10 +201,11 @@ impl StateFile {
             .and_then(|f| f.strip_suffix('}'))
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "fields must be a JSON object"))?;
         let body = format!(
-            "{{\"format\":\"{FORMAT}\",\"kind\":{},\"version\":{VERSION},\"boot_id\":{},\"pod\":{},\"written_at_unix_ms\":{}{}{inner}}}",
+            "{{\"format\":\"{FORMAT}\",\"kind\":{},\"version\":{VERSION},\"boot_id\":{},\"pod\":{},\"container\":{},\"written_at_unix_ms\":{}{}{inner}}}",
             Value::from(self.kind),
             self.identity.boot_id.as_deref().map_or(Value::Null, Value::from),
             Value::from(self.identity.pod.as_str()),
+            self.identity.container.as_deref().map_or(Value::Null, Value::from),
             unix_ms(now),
             if inner.trim().is_empty() { "" } else { "," },
         );
@@ -232,7 +244,15 @@ impl StateFile {
         let Loaded::Found(mut fields, _) = self.load(now) else {
             return Ok(false);
         };
-        for envelope in ["format", "kind", "version", "boot_id", "pod", "written_at_unix_ms"] {
+        for envelope in [
+            "format",
+            "kind",
+            "version",
+            "boot_id",
+            "pod",
+            "container",
+            "written_at_unix_ms",
+        ] {
             fields.remove(envelope);
         }
         self.write(&Value::Object(fields).to_string(), now, false)?;
@@ -317,6 +337,7 @@ pub mod testing {
         Identity {
             boot_id: Some("boot-a".into()),
             pod: "pod-a".into(),
+            container: Some("/containers/a/hostname".into()),
         }
     }
 
@@ -391,6 +412,29 @@ mod tests {
             },
         );
         assert!(reason(other_pod.load(at(1_000_000))).contains("pod \"pod-a\""));
+        // Two containers on the host's network share its name, not their
+        // hostname files.
+        let other_container = StateFile::new(
+            &dir,
+            "x.json",
+            "x",
+            Identity {
+                container: Some("/containers/b/hostname".into()),
+                ..me()
+            },
+        );
+        assert!(reason(other_container.load(at(1_000_000))).contains("another container (/containers/a/hostname"));
+        // Outside a container, containers are not compared.
+        let no_container = StateFile::new(
+            &dir,
+            "x.json",
+            "x",
+            Identity {
+                container: None,
+                ..me()
+            },
+        );
+        assert!(matches!(no_container.load(at(1_000_000)), Loaded::Found(..)));
         // Where the kernel gives no boot id, boots are not compared.
         let unknown_boot = StateFile::new(&dir, "x.json", "x", Identity { boot_id: None, ..me() });
         assert!(matches!(unknown_boot.load(at(1_000_000)), Loaded::Found(..)));

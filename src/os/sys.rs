@@ -230,6 +230,27 @@ pub fn boot_id() -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
 
+/// The container this process runs in, as its engine names it: the host
+/// path of the file mounted at `/etc/hostname` (`/proc/self/mountinfo`).
+/// Docker and podman make one per container, kept across its restarts;
+/// the kubelet's runtime (containerd, CRI-O) one per pod sandbox, shared by
+/// the pod's containers and kept across their restarts. Unlike `HOSTNAME`,
+/// it differs between two containers that share the host's network (and so
+/// its host name). `None` outside a container (no such mount).
+pub fn container_id() -> Option<String> {
+    container_id_in(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+/// [`container_id`] from the text of a mountinfo file: the root (field 4)
+/// of the mount whose mount point (field 5) is `/etc/hostname`.
+pub fn container_id_in(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        let root = fields.nth(3)?;
+        (fields.next()? == "/etc/hostname" && !root.is_empty() && root != "/").then(|| root.to_string())
+    })
+}
+
 /// CPU time (user + system) consumed so far by all threads of this process.
 ///
 /// Uses `CLOCK_PROCESS_CPUTIME_ID`, which has nanosecond resolution, unlike
@@ -489,6 +510,21 @@ pub static RSS_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_id_is_the_source_of_the_etc_hostname_mount() {
+        // Docker Engine, as /proc/self/mountinfo shows it in a container.
+        let docker = "196 170 0:60 / / rw,relatime - overlay overlay rw\n\
+            213 196 254:0 /var/lib/docker/containers/9403/resolv.conf /etc/resolv.conf rw,relatime - ext4 /dev/vda rw\n\
+            214 196 254:0 /var/lib/docker/containers/9403/hostname /etc/hostname rw,relatime - ext4 /dev/vda rw\n";
+        assert_eq!(
+            container_id_in(docker).as_deref(),
+            Some("/var/lib/docker/containers/9403/hostname")
+        );
+        // Not in a container: /etc/hostname is a file of the root mount.
+        assert_eq!(container_id_in("22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"), None);
+        assert_eq!(container_id_in(""), None);
+    }
 
     #[test]
     fn rss_grows_when_pages_are_touched() {
