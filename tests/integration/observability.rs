@@ -419,6 +419,74 @@ fn fault_annotations_mark_the_panels_a_fault_explains() {
     }
 }
 
+/// The Faults annotation is queried every `step` (15 s), but a fault can
+/// run for less than that: under a 5 s scrape a 6 s fault leaves one or two
+/// samples of 1 between two steps, which an instant query at each step
+/// never sees. Under a 60 s scrape the region must still be one piece, not
+/// a point per scrape. promtool evaluates the dashboard's own expression
+/// at the steps Grafana would.
+#[test]
+#[ignore = "needs promtool: scripts/test.sh runs it"]
+fn fault_annotation_marks_a_fault_shorter_than_its_step_and_spans_slow_scrapes() {
+    let d = dashboard();
+    let faults = d["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Faults")
+        .expect("a Faults annotation");
+    assert_eq!(faults["step"], "15s");
+    let expr = substitute(faults["expr"].as_str().unwrap());
+    let series = r#"chaos_fault_active{fault="cpu", namespace="local", pod="chaos-backend"}"#;
+    let case = |name: &str, interval: &str, values: &str, at: &[(&str, u8)]| {
+        let mut t = format!(
+            "  - name: {name}\n    interval: {interval}\n    input_series:\n      - series: '{series}'\n        values: '{values}'\n    promql_expr_test:\n"
+        );
+        for (time, value) in at {
+            t.push_str(&format!(
+                "      - expr: '{}'\n        eval_time: {time}\n        exp_samples: [{{labels: '{{fault=\"cpu\"}}', value: {value}}}]\n",
+                expr.replace('\'', "''")
+            ));
+        }
+        t
+    };
+    // 5 s scrapes see the fault at 20 s and 25 s only, between the steps at
+    // 15 s and 30 s; 60 s scrapes see it at 60 s and 120 s, with three steps
+    // between two scrapes.
+    let tests = format!(
+        "rule_files: []\nevaluation_interval: 15s\ntests:\n{}{}",
+        case(
+            "a 6 s fault between two steps under a 5 s scrape",
+            "5s",
+            "0 0 0 0 1 1 0 0 0 0 0 0 0",
+            &[("15s", 0), ("30s", 1), ("45s", 0)],
+        ),
+        case(
+            "a 2 minute fault under a 60 s scrape is one region",
+            "60s",
+            "0 1 1 0 0",
+            &[
+                ("45s", 0),
+                ("60s", 1),
+                ("75s", 1),
+                ("90s", 1),
+                ("105s", 1),
+                ("120s", 1),
+                ("135s", 1),
+                ("195s", 0),
+            ],
+        ),
+    );
+    let dir = temp_dir("annotation");
+    std::fs::write(dir.join("annotation.test.yml"), tests).unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules", "annotation.test.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 #[test]
 #[ignore = "needs promtool, pyyaml: scripts/test.sh runs it"]
 fn prometheusrule_is_generated_from_the_rules_file() {
