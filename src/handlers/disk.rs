@@ -168,7 +168,7 @@ fn written(app: &App, fill: &FillRequest, dir: &str, outcome: FillOutcome) -> Re
             Reply::json(
                 status,
                 &json!({
-                    "error": ended_message(reason, written, fill.mb, kept, &ended.error),
+                    "error": answered_message(app, reason, written, fill.mb, kept, &ended.error),
                     "reason": reason.label(),
                     "written_bytes": written,
                     "written_mb": written >> 20,
@@ -193,6 +193,22 @@ pub fn remove(app: &App) -> Reply {
         .filter(|e| e.reason == EndReason::Removed)
         .map_or(0, |e| e.written);
     Reply::ok(&json!({"status": "removed", "removed_bytes": bytes, "removed_mb": bytes >> 20}))
+}
+
+/// [`ended_message`] for the answer: a fill stopped by the process's own
+/// ordered stop says so, not that someone asked.
+fn answered_message(app: &App, reason: EndReason, written: u64, mb: u64, kept: bool, error: &str) -> String {
+    if reason == EndReason::Removed && app.shutting_down() {
+        return ended_message(
+            reason,
+            written,
+            mb,
+            kept,
+            "stopped by the process's shutdown (SIGTERM or SIGINT)",
+        )
+        .replacen("(DELETE /load/disk or POST /chaos/stop)", "(the shutdown)", 1);
+    }
+    ended_message(reason, written, mb, kept, error)
 }
 
 fn ended_message(reason: EndReason, written: u64, mb: u64, kept: bool, error: &str) -> String {
@@ -281,6 +297,20 @@ mod tests {
             ["CHAOS_STARTED", "CHAOS_FINISHED", "CHAOS_REJECTED", "CHAOS_FINISHED"]
         );
         assert_eq!((app.registry.active(), app.disk.status()), (0, None));
+    }
+
+    #[test]
+    fn a_fill_stopped_by_the_shutdown_says_so_not_that_someone_asked() {
+        let (app, _) = testing::app("disk-shutdown", &[]);
+        let asked = answered_message(&app, EndReason::Removed, 1 << 20, 8, false, "stopped on request");
+        assert!(asked.contains("(DELETE /load/disk or POST /chaos/stop)"), "{asked}");
+        app.begin_shutdown("SIGTERM");
+        let m = answered_message(&app, EndReason::Removed, 1 << 20, 8, false, "stopped on request");
+        assert_eq!(
+            m,
+            "the disk fill was stopped (the shutdown) after writing 1 MiB (1048576 bytes) of 8 MiB: \
+             stopped by the process's shutdown (SIGTERM or SIGINT); the file was removed"
+        );
     }
 
     #[test]
