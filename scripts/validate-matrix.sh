@@ -253,6 +253,30 @@ hyp[errors.max_errors]=any hyp[errors.min_availability]=any hyp[errors.max_p99_m
 for r in crash oom evict crashloop startup degraded hpa; do hyp[$r.min_errors]=any; done
 hyp[errors.min_errors]=1
 USER_KEYS=(max_errors min_errors min_availability max_p99_ms max_streak_s)
+# hypothesis_ok KEY VALUE: whether VALUE fits KEY; REPLY says what fits. A
+# value the rows cannot use (seconds as "1.5" or "abc" in shell arithmetic)
+# is refused here, before any fault is started.
+hypothesis_ok() {
+  local whole='^[0-9]{1,9}$'
+  case $1 in
+    *.max_errors | *.min_errors | *.min_availability | *.max_p99_ms | *.max_streak_s)
+      REPLY="a number or any"
+      [[ $2 =~ ^(any|[0-9]+([.][0-9]+)?)$ ]]
+      ;;
+    crash.exit_codes) REPLY="exit codes (0 to 255), comma-separated"; [[ $2 =~ ^[0-9]{1,3}(,[0-9]{1,3})*$ ]] ;;
+    crashloop.exit_code) REPLY="an exit code (0 to 255)"; [[ $2 =~ $whole ]] && ((10#$2 <= 255)) ;;
+    crashloop.starts) REPLY="a whole number from 1 to 20"; [[ $2 =~ $whole ]] && ((10#$2 >= 1 && 10#$2 <= 20)) ;;
+    errors.percent) REPLY="a whole number from 1 to 100"; [[ $2 =~ $whole ]] && ((10#$2 >= 1 && 10#$2 <= 100)) ;;
+    errors.mode) REPLY="status, reset, close or stall"; [[ $2 == @(status|reset|close|stall) ]] ;;
+    oom.trigger | evict.trigger) REPLY="a path starting with /"; [[ $2 == /* ]] ;;
+    oom.reason | evict.reason) REPLY="a reason (letters)"; [[ $2 =~ ^[A-Za-z]+$ ]] ;;
+    crashloop.gap_tolerance_s | crashloop.gap_tolerance_pct | startup.ready_slack_s | startup.stop_slack_s)
+      REPLY="whole seconds (or percent), 0 or more"
+      [[ $2 =~ $whole ]]
+      ;;
+    *) REPLY="whole seconds, 1 or more"; [[ $2 =~ $whole ]] && ((10#$2 >= 1)) ;;
+  esac
+}
 if [[ -n $hypotheses_file ]]; then
   [[ -r $hypotheses_file ]] || die_usage "cannot read --hypotheses \"$hypotheses_file\""
   n=0
@@ -264,9 +288,9 @@ if [[ -n $hypotheses_file ]]; then
     key="${line%%=*}"
     [[ $line == *=* && -n ${hyp[$key]+set} ]] || die_usage "$hypotheses_file:$n: unknown hypothesis \"$line\""
     hyp[$key]="${line#*=}"
-    if [[ " ${USER_KEYS[*]} " == *" ${key#*.} "* && ! ${hyp[$key]} =~ ^(any|[0-9]+([.][0-9]+)?)$ ]]; then
-      die_usage "$hypotheses_file:$n: \"${hyp[$key]}\" for $key: expected a number or any"
-    fi
+    hypothesis_ok "$key" "${hyp[$key]}" || die_usage "$hypotheses_file:$n: \"${hyp[$key]}\" for $key: expected $REPLY"
+    # "08" is 8, not an octal error in the rows' arithmetic.
+    [[ ! ${hyp[$key]} =~ ^[0-9]+$ ]] || hyp[$key]=$((10#${hyp[$key]}))
   done <"$hypotheses_file"
 fi
 
@@ -499,25 +523,33 @@ observer_stop() {
 # U_AVAIL, U_P99, U_STREAK and U_TRAFFIC (the faulted pod's gaps) from
 # U_SUMMARY; all empty without one.
 read_summary() {
-  U_REQUESTS="" U_ERRORS="" U_CLASSES="" U_AVAIL="" U_P99="" U_STREAK="" U_TRAFFIC=""
+  U_REQUESTS="" U_ERRORS="" U_CLASSES="" U_AVAIL="" U_P99="" U_STREAK="" U_TRAFFIC="" U_UNREADABLE=""
   [[ -n $U_SUMMARY ]] || return 0
   # The summary as an object kubectl's JSONPath can read offline.
   local object="{\"apiVersion\":\"chaos-backend.io/v1\",\"kind\":\"ObserverSummary\",\"metadata\":{\"name\":\"observer\"},${U_SUMMARY:1}"
   local path="{.summary.requests}|{.summary.availability}|{.summary.p99_ms}|{.summary.longest_error_streak_s}|{.summary.start_unix_ms}|{.summary.pods.$obs_faulted.requests}"
   local c counts=() start_ms served fields rest
   for c in "${CLASSES[@]}"; do path+="|{.summary.errors.$c}"; done
-  fields=$(extract "$path" <<<"$object") || fields=""
+  if ! fields=$(extract "$path" <<<"$object"); then
+    # Not JSON (the log was cut inside the line): nothing was measured,
+    # not "0 errors".
+    U_UNREADABLE="${U_SUMMARY:0:80}"
+    U_SUMMARY=""
+    return 0
+  fi
   IFS='|' read -r U_REQUESTS U_AVAIL U_P99 U_STREAK start_ms served rest <<<"$fields" || true
   IFS='|' read -r -a counts <<<"$rest"
-  U_ERRORS=0
+  U_ERRORS=""
   local i
   for i in "${!CLASSES[@]}"; do
-    [[ ${counts[$i]:-0} =~ ^[0-9]+$ ]] || continue
+    [[ ${counts[$i]:-} =~ ^[0-9]+$ ]] || continue
+    U_ERRORS=$((U_ERRORS + 0))
     ((counts[i] > 0)) || continue
     U_ERRORS=$((U_ERRORS + counts[i]))
     U_CLASSES+="${U_CLASSES:+, }${CLASSES[$i]} ${counts[$i]}"
   done
-  U_CLASSES=${U_CLASSES:-0}
+  # No count of any class: the errors are unknown, not 0.
+  [[ -z $U_ERRORS ]] || U_CLASSES=${U_CLASSES:-0}
   local gaps gap text=""
   gaps=$(extract "{range .summary.pods.$obs_faulted.gaps[*]}{.start}={.end}{\" \"}{end}" <<<"$object") || gaps=""
   for gap in $gaps; do
@@ -563,7 +595,9 @@ user_verdict() {
       USER_MISSED+="; users: $text missed ($value)"
     fi
   done
-  if [[ -n $USER_HYP && -z $U_SUMMARY ]]; then
+  if [[ -n $USER_HYP && -n $U_UNREADABLE ]]; then
+    USER_MISSED="; users: the observer's summary is not JSON (cut short?): $U_UNREADABLE"
+  elif [[ -n $USER_HYP && -z $U_SUMMARY ]]; then
     USER_MISSED="; users: no summary from the observer (see observer.log)"
   fi
 }
@@ -580,7 +614,8 @@ verdict() { # ROW HYPOTHESIS MEASURED PASS|FAIL: the Kubernetes side of the row
 # writes the row's line to the table and the journal.
 finish_row() {
   observer_stop "$1"
-  ((${#ROW_V[@]} == 4)) || return 0
+  # A row that ended without a verdict is not a pass.
+  ((${#ROW_V[@]} == 4)) || verdict "$1" "a verdict" "none: the row ended early (see the journal)" FAIL
   user_verdict "$1"
   local hypothesis=${ROW_V[1]} measured=${ROW_V[2]} ok=${ROW_V[3]}
   [[ -z $USER_HYP ]] || hypothesis+="; users: $USER_HYP"
