@@ -980,3 +980,31 @@ fn waits_are_announced_and_a_cooldown_is_waited_ahead_after_one_429() {
         "one 429, then waited ahead"
     );
 }
+
+/// A 429 for a slot another fault holds names that fault and the slot, even
+/// when the cooldown has not passed either (its body names both): it used
+/// to say "the service's cooldown" while a latency fault nobody in the run
+/// started was what the wait was for.
+#[test]
+fn a_429_for_a_held_slot_says_which_fault_holds_it() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "3")]);
+    assert_eq!(svc.post("/load/latency?duration=4&ms=1").status, 202);
+    let csv = temp_dir("gen-slot").join("results.csv");
+    let out = generate(
+        &svc,
+        &csv,
+        &["--type", "readiness", "--duration", "1", "--iterations", "1"],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "429 from the guardrails: a running fault (latency) holds the slot (MAX_CONCURRENT_CHAOS); waiting Retry-After"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("the service's cooldown"), "{stderr}");
+    let rows = rows(&csv);
+    assert_eq!(rows[0][OUTCOME], "recovered", "{rows:?}");
+    assert!(rows[0][DETAIL].starts_with("guardrail_wait_s="), "{rows:?}");
+}
