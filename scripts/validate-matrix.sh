@@ -85,7 +85,10 @@ Rows and default hypotheses:
             comes at once and is not compared; when an earlier row left a
             back-off, the doubling starts where it was), each within
             crashloop.gap_tolerance_s (3) s or crashloop.gap_tolerance_pct
-            (25) % of its expected value, whichever is larger.
+            (25) % of its expected value, whichever is larger. A start that
+            began and ended between two polls (restartCount rose by 2) is
+            reported unseen and its gaps not compared: the row fails
+            saying so (use a shorter --poll).
   startup   POST /fault/slowstart?seconds=S&starts=1, then POST /crash,
             twice: S = startup.under_seconds (5), below the startup probe's
             budget startup.budget_s (10: failureThreshold x periodSeconds of
@@ -869,7 +872,13 @@ loop_over() {
     "lastStartedAt=$LAST_STARTED" "lastFinishedAt=$LAST_FINISHED" "runningAt=$RUNNING_AT" "ready=$READY"
   [[ $WAITING != CrashLoopBackOff ]] || SEEN_BACKOFF=1
   if [[ -n $LAST_FINISHED && $LAST_FINISHED != "$FINISHED_BEFORE" && " ${LIVES[*]} " != *" $LAST_FINISHED="* ]]; then
-    LIVES+=("$LAST_FINISHED=$LAST_STARTED=$LAST_CODE")
+    # The life's number: restartCount counts container creations, so the
+    # last termination is life restartCount while waiting, restartCount - 1
+    # once the next one runs. Two lives whose numbers are not consecutive
+    # had one between them that began and ended between two polls.
+    local life=${RESTARTS:-0}
+    [[ -z $RUNNING_AT ]] || life=$((life - 1))
+    LIVES+=("$LAST_FINISHED=$LAST_STARTED=$life=$LAST_CODE")
   fi
   local n=${hyp[crashloop.starts]}
   [[ -n $RESTARTS && $RESTARTS -ge $((RESTARTS_BEFORE + n + 1)) && $READY == True && -n $RUNNING_AT ]]
@@ -878,15 +887,25 @@ loop_over() {
 # backoff_gaps: GAPS (measured seconds, space-separated) and GAPS_OK (0/1)
 # against the doubling, from LIVES and the running start.
 backoff_gaps() {
-  local i finished next expected=0 gap tol ok=1 text="" f s
+  local i finished next expected=0 gap tol ok=1 text="" f s life next_life
   local pct=${hyp[crashloop.gap_tolerance_pct]} least=${hyp[crashloop.gap_tolerance_s]}
   GAPS=""
+  UNSEEN=0
   for ((i = 0; i < ${#LIVES[@]}; i++)); do
-    IFS='=' read -r finished _ _ <<<"${LIVES[$i]}"
+    IFS='=' read -r finished _ life _ <<<"${LIVES[$i]}"
     if ((i + 1 < ${#LIVES[@]})); then
-      IFS='=' read -r _ next _ <<<"${LIVES[$((i + 1))]}"
+      IFS='=' read -r _ next next_life _ <<<"${LIVES[$((i + 1))]}"
     else
       next=$RUNNING_AT
+      next_life=$RESTARTS
+    fi
+    if ((next_life > life + 1)); then
+      # Lives unseen between two polls: this is not one back-off.
+      UNSEEN=$((UNSEEN + next_life - life - 1))
+      text+="${text:+, }not measured ($((next_life - life - 1)) life/lives began and ended between two polls)"
+      ok=0
+      ((expected == 0)) || expected=$((expected << (next_life - life)))
+      continue
     fi
     epoch "$finished"; f=$REPLY
     epoch "$next"; s=$REPLY
@@ -941,13 +960,17 @@ run_crashloop() {
   if ((SEEN_BACKOFF)); then measured+="; CrashLoopBackOff seen"; else measured+="; CrashLoopBackOff never seen"; ok=FAIL; fi
   # The failing starts are the last n lives seen (the crash before them
   # may have been restarted too fast to be seen).
+  backoff_gaps
+  # The failing starts are the last n lives (the crash before them may have
+  # been restarted too fast to be seen); a life unseen between two polls
+  # is not a wrong code, but it is not a measured one either.
   local i bad=0
-  for ((i = ${#LIVES[@]} - n; i < ${#LIVES[@]}; i++)); do
+  for ((i = ${#LIVES[@]} - n + UNSEEN; i < ${#LIVES[@]}; i++)); do
     ((i >= 0)) || { bad=1; continue; }
     [[ ${LIVES[$i]##*=} == "${hyp[crashloop.exit_code]}" ]] || bad=1
   done
   ((bad == 0)) || { ok=FAIL; measured+=" (expected $n x ${hyp[crashloop.exit_code]})"; }
-  backoff_gaps
+  ((UNSEEN == 0)) || { ok=FAIL; measured+="; $UNSEEN start(s) unseen between two polls (--poll $poll s)"; }
   measured+="; back-off gaps: ${GAPS_TEXT:-none measured}"
   ((GAPS_OK)) && [[ -n $GAPS_TEXT ]] || ok=FAIL
   note crashloop gaps "gaps_s=${GAPS% }"
