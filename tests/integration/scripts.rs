@@ -1008,3 +1008,21 @@ fn a_429_for_a_held_slot_says_which_fault_holds_it() {
     assert_eq!(rows[0][OUTCOME], "recovered", "{rows:?}");
     assert!(rows[0][DETAIL].starts_with("guardrail_wait_s="), "{rows:?}");
 }
+
+/// With --min-samples 0, a file with no detected fault has no compliance:
+/// it used to be FAIL (exit 1), or PASS (exit 0) with --target 0.
+#[test]
+fn analyzer_without_a_detected_fault_is_inconclusive_whatever_min_samples() {
+    let csv = temp_dir("ana-none").join("results.csv");
+    std::fs::write(&csv, format!("{HEADER}\n1,cpu,1,,,,no-degradation,x\n")).unwrap();
+    for target in ["95", "0"] {
+        let out = run(
+            "analyze-recovery.sh",
+            &["--min-samples", "0", "--target", target, csv.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(3), "--target {target}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("verdict: INCONCLUSIVE"), "{text}");
+        assert!(text.contains("no detected faults, so no compliance"), "{text}");
+    }
+}
