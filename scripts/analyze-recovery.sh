@@ -56,7 +56,7 @@ Verdict and exit status (from all faults of a source together; each type's
 own verdict is printed beside it):
   0  PASS          compliance >= target, with at least --min-samples
   1  FAIL          compliance < target, with at least --min-samples
-  3  INCONCLUSIVE  fewer than --min-samples detected faults
+  3  INCONCLUSIVE  fewer than --min-samples detected faults, or none
   2  bad input     bad option, unreadable file, or a malformed row (named
                    by file and line)
 With several sources, FAIL wins over INCONCLUSIVE, which wins over PASS.
@@ -278,7 +278,9 @@ load_group() { # group
   else
     fig[compliance]=""
   fi
-  if ((detected < min_samples)); then
+  # No detected fault has no compliance to weigh, whatever --min-samples
+  # (0 would otherwise make it FAIL, or PASS with --target 0).
+  if ((detected < min_samples || detected == 0)); then
     fig[verdict]=INCONCLUSIVE
   elif awk -v c="${fig[compliance]}" -v t="$target" 'BEGIN { exit !(c + 0 >= t + 0) }'; then
     fig[verdict]=PASS

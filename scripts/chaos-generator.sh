@@ -646,12 +646,15 @@ trigger() {
       TRIGGER_ERROR="guardrail still refusing after ${TRIGGER_WAITED} s (Retry-After ${retry} s exceeds --timeout)"
       return
     fi
-    local why="a running fault holds the slot (MAX_CONCURRENT_CHAOS)"
-    if grep -q 'CHAOS_COOLDOWN_SECONDS' "$work/body"; then
+    # A held slot first: its 429 names the cooldown too when that has not
+    # passed either, but the slot is what the wait is for.
+    local why="a running fault holds the slot (MAX_CONCURRENT_CHAOS)" running
+    if grep -q 'MAX_CONCURRENT_CHAOS' "$work/body"; then
+      running=$(sed -n 's/.*(running: \([^)]*\)).*/\1/p' "$work/body" | head -n 1)
+      [[ -z $running ]] || why="a running fault ($running) holds the slot (MAX_CONCURRENT_CHAOS)"
+    elif grep -q 'CHAOS_COOLDOWN_SECONDS' "$work/body"; then
       why="the service's cooldown (CHAOS_COOLDOWN_SECONDS)"
-      if [[ -n $accepted_at ]] && ! grep -q 'MAX_CONCURRENT_CHAOS' "$work/body"; then
-        learned_cooldown_ms=$((NOW_MS + retry * 1000 - accepted_at))
-      fi
+      [[ -z $accepted_at ]] || learned_cooldown_ms=$((NOW_MS + retry * 1000 - accepted_at))
     fi
     echo "  429 from the guardrails: $why; waiting Retry-After ${retry} s" >&2
     wait_ms $((retry * 1000)) "Retry-After"

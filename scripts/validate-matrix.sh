@@ -85,7 +85,10 @@ Rows and default hypotheses:
             comes at once and is not compared; when an earlier row left a
             back-off, the doubling starts where it was), each within
             crashloop.gap_tolerance_s (3) s or crashloop.gap_tolerance_pct
-            (25) % of its expected value, whichever is larger.
+            (25) % of its expected value, whichever is larger. A start that
+            began and ended between two polls (restartCount rose by 2) is
+            reported unseen and its gaps not compared: the row fails
+            saying so (use a shorter --poll).
   startup   POST /fault/slowstart?seconds=S&starts=1, then POST /crash,
             twice: S = startup.under_seconds (5), below the startup probe's
             budget startup.budget_s (10: failureThreshold x periodSeconds of
@@ -253,6 +256,30 @@ hyp[errors.max_errors]=any hyp[errors.min_availability]=any hyp[errors.max_p99_m
 for r in crash oom evict crashloop startup degraded hpa; do hyp[$r.min_errors]=any; done
 hyp[errors.min_errors]=1
 USER_KEYS=(max_errors min_errors min_availability max_p99_ms max_streak_s)
+# hypothesis_ok KEY VALUE: whether VALUE fits KEY; REPLY says what fits. A
+# value the rows cannot use (seconds as "1.5" or "abc" in shell arithmetic)
+# is refused here, before any fault is started.
+hypothesis_ok() {
+  local whole='^[0-9]{1,9}$'
+  case $1 in
+    *.max_errors | *.min_errors | *.min_availability | *.max_p99_ms | *.max_streak_s)
+      REPLY="a number or any"
+      [[ $2 =~ ^(any|[0-9]+([.][0-9]+)?)$ ]]
+      ;;
+    crash.exit_codes) REPLY="exit codes (0 to 255), comma-separated"; [[ $2 =~ ^[0-9]{1,3}(,[0-9]{1,3})*$ ]] ;;
+    crashloop.exit_code) REPLY="an exit code (0 to 255)"; [[ $2 =~ $whole ]] && ((10#$2 <= 255)) ;;
+    crashloop.starts) REPLY="a whole number from 1 to 20"; [[ $2 =~ $whole ]] && ((10#$2 >= 1 && 10#$2 <= 20)) ;;
+    errors.percent) REPLY="a whole number from 1 to 100"; [[ $2 =~ $whole ]] && ((10#$2 >= 1 && 10#$2 <= 100)) ;;
+    errors.mode) REPLY="status, reset, close or stall"; [[ $2 == @(status|reset|close|stall) ]] ;;
+    oom.trigger | evict.trigger) REPLY="a path starting with /"; [[ $2 == /* ]] ;;
+    oom.reason | evict.reason) REPLY="a reason (letters)"; [[ $2 =~ ^[A-Za-z]+$ ]] ;;
+    crashloop.gap_tolerance_s | crashloop.gap_tolerance_pct | startup.ready_slack_s | startup.stop_slack_s)
+      REPLY="whole seconds (or percent), 0 or more"
+      [[ $2 =~ $whole ]]
+      ;;
+    *) REPLY="whole seconds, 1 or more"; [[ $2 =~ $whole ]] && ((10#$2 >= 1)) ;;
+  esac
+}
 if [[ -n $hypotheses_file ]]; then
   [[ -r $hypotheses_file ]] || die_usage "cannot read --hypotheses \"$hypotheses_file\""
   n=0
@@ -264,9 +291,9 @@ if [[ -n $hypotheses_file ]]; then
     key="${line%%=*}"
     [[ $line == *=* && -n ${hyp[$key]+set} ]] || die_usage "$hypotheses_file:$n: unknown hypothesis \"$line\""
     hyp[$key]="${line#*=}"
-    if [[ " ${USER_KEYS[*]} " == *" ${key#*.} "* && ! ${hyp[$key]} =~ ^(any|[0-9]+([.][0-9]+)?)$ ]]; then
-      die_usage "$hypotheses_file:$n: \"${hyp[$key]}\" for $key: expected a number or any"
-    fi
+    hypothesis_ok "$key" "${hyp[$key]}" || die_usage "$hypotheses_file:$n: \"${hyp[$key]}\" for $key: expected $REPLY"
+    # "08" is 8, not an octal error in the rows' arithmetic.
+    [[ ! ${hyp[$key]} =~ ^[0-9]+$ ]] || hyp[$key]=$((10#${hyp[$key]}))
   done <"$hypotheses_file"
 fi
 
@@ -499,25 +526,33 @@ observer_stop() {
 # U_AVAIL, U_P99, U_STREAK and U_TRAFFIC (the faulted pod's gaps) from
 # U_SUMMARY; all empty without one.
 read_summary() {
-  U_REQUESTS="" U_ERRORS="" U_CLASSES="" U_AVAIL="" U_P99="" U_STREAK="" U_TRAFFIC=""
+  U_REQUESTS="" U_ERRORS="" U_CLASSES="" U_AVAIL="" U_P99="" U_STREAK="" U_TRAFFIC="" U_UNREADABLE=""
   [[ -n $U_SUMMARY ]] || return 0
   # The summary as an object kubectl's JSONPath can read offline.
   local object="{\"apiVersion\":\"chaos-backend.io/v1\",\"kind\":\"ObserverSummary\",\"metadata\":{\"name\":\"observer\"},${U_SUMMARY:1}"
   local path="{.summary.requests}|{.summary.availability}|{.summary.p99_ms}|{.summary.longest_error_streak_s}|{.summary.start_unix_ms}|{.summary.pods.$obs_faulted.requests}"
   local c counts=() start_ms served fields rest
   for c in "${CLASSES[@]}"; do path+="|{.summary.errors.$c}"; done
-  fields=$(extract "$path" <<<"$object") || fields=""
+  if ! fields=$(extract "$path" <<<"$object"); then
+    # Not JSON (the log was cut inside the line): nothing was measured,
+    # not "0 errors".
+    U_UNREADABLE="${U_SUMMARY:0:80}"
+    U_SUMMARY=""
+    return 0
+  fi
   IFS='|' read -r U_REQUESTS U_AVAIL U_P99 U_STREAK start_ms served rest <<<"$fields" || true
   IFS='|' read -r -a counts <<<"$rest"
-  U_ERRORS=0
+  U_ERRORS=""
   local i
   for i in "${!CLASSES[@]}"; do
-    [[ ${counts[$i]:-0} =~ ^[0-9]+$ ]] || continue
+    [[ ${counts[$i]:-} =~ ^[0-9]+$ ]] || continue
+    U_ERRORS=$((U_ERRORS + 0))
     ((counts[i] > 0)) || continue
     U_ERRORS=$((U_ERRORS + counts[i]))
     U_CLASSES+="${U_CLASSES:+, }${CLASSES[$i]} ${counts[$i]}"
   done
-  U_CLASSES=${U_CLASSES:-0}
+  # No count of any class: the errors are unknown, not 0.
+  [[ -z $U_ERRORS ]] || U_CLASSES=${U_CLASSES:-0}
   local gaps gap text=""
   gaps=$(extract "{range .summary.pods.$obs_faulted.gaps[*]}{.start}={.end}{\" \"}{end}" <<<"$object") || gaps=""
   for gap in $gaps; do
@@ -563,7 +598,9 @@ user_verdict() {
       USER_MISSED+="; users: $text missed ($value)"
     fi
   done
-  if [[ -n $USER_HYP && -z $U_SUMMARY ]]; then
+  if [[ -n $USER_HYP && -n $U_UNREADABLE ]]; then
+    USER_MISSED="; users: the observer's summary is not JSON (cut short?): $U_UNREADABLE"
+  elif [[ -n $USER_HYP && -z $U_SUMMARY ]]; then
     USER_MISSED="; users: no summary from the observer (see observer.log)"
   fi
 }
@@ -580,7 +617,8 @@ verdict() { # ROW HYPOTHESIS MEASURED PASS|FAIL: the Kubernetes side of the row
 # writes the row's line to the table and the journal.
 finish_row() {
   observer_stop "$1"
-  ((${#ROW_V[@]} == 4)) || return 0
+  # A row that ended without a verdict is not a pass.
+  ((${#ROW_V[@]} == 4)) || verdict "$1" "a verdict" "none: the row ended early (see the journal)" FAIL
   user_verdict "$1"
   local hypothesis=${ROW_V[1]} measured=${ROW_V[2]} ok=${ROW_V[3]}
   [[ -z $USER_HYP ]] || hypothesis+="; users: $USER_HYP"
@@ -834,7 +872,13 @@ loop_over() {
     "lastStartedAt=$LAST_STARTED" "lastFinishedAt=$LAST_FINISHED" "runningAt=$RUNNING_AT" "ready=$READY"
   [[ $WAITING != CrashLoopBackOff ]] || SEEN_BACKOFF=1
   if [[ -n $LAST_FINISHED && $LAST_FINISHED != "$FINISHED_BEFORE" && " ${LIVES[*]} " != *" $LAST_FINISHED="* ]]; then
-    LIVES+=("$LAST_FINISHED=$LAST_STARTED=$LAST_CODE")
+    # The life's number: restartCount counts container creations, so the
+    # last termination is life restartCount while waiting, restartCount - 1
+    # once the next one runs. Two lives whose numbers are not consecutive
+    # had one between them that began and ended between two polls.
+    local life=${RESTARTS:-0}
+    [[ -z $RUNNING_AT ]] || life=$((life - 1))
+    LIVES+=("$LAST_FINISHED=$LAST_STARTED=$life=$LAST_CODE")
   fi
   local n=${hyp[crashloop.starts]}
   [[ -n $RESTARTS && $RESTARTS -ge $((RESTARTS_BEFORE + n + 1)) && $READY == True && -n $RUNNING_AT ]]
@@ -843,15 +887,25 @@ loop_over() {
 # backoff_gaps: GAPS (measured seconds, space-separated) and GAPS_OK (0/1)
 # against the doubling, from LIVES and the running start.
 backoff_gaps() {
-  local i finished next expected=0 gap tol ok=1 text="" f s
+  local i finished next expected=0 gap tol ok=1 text="" f s life next_life
   local pct=${hyp[crashloop.gap_tolerance_pct]} least=${hyp[crashloop.gap_tolerance_s]}
   GAPS=""
+  UNSEEN=0
   for ((i = 0; i < ${#LIVES[@]}; i++)); do
-    IFS='=' read -r finished _ _ <<<"${LIVES[$i]}"
+    IFS='=' read -r finished _ life _ <<<"${LIVES[$i]}"
     if ((i + 1 < ${#LIVES[@]})); then
-      IFS='=' read -r _ next _ <<<"${LIVES[$((i + 1))]}"
+      IFS='=' read -r _ next next_life _ <<<"${LIVES[$((i + 1))]}"
     else
       next=$RUNNING_AT
+      next_life=$RESTARTS
+    fi
+    if ((next_life > life + 1)); then
+      # Lives unseen between two polls: this is not one back-off.
+      UNSEEN=$((UNSEEN + next_life - life - 1))
+      text+="${text:+, }not measured ($((next_life - life - 1)) life/lives began and ended between two polls)"
+      ok=0
+      ((expected == 0)) || expected=$((expected << (next_life - life)))
+      continue
     fi
     epoch "$finished"; f=$REPLY
     epoch "$next"; s=$REPLY
@@ -906,13 +960,17 @@ run_crashloop() {
   if ((SEEN_BACKOFF)); then measured+="; CrashLoopBackOff seen"; else measured+="; CrashLoopBackOff never seen"; ok=FAIL; fi
   # The failing starts are the last n lives seen (the crash before them
   # may have been restarted too fast to be seen).
+  backoff_gaps
+  # The failing starts are the last n lives (the crash before them may have
+  # been restarted too fast to be seen); a life unseen between two polls
+  # is not a wrong code, but it is not a measured one either.
   local i bad=0
-  for ((i = ${#LIVES[@]} - n; i < ${#LIVES[@]}; i++)); do
+  for ((i = ${#LIVES[@]} - n + UNSEEN; i < ${#LIVES[@]}; i++)); do
     ((i >= 0)) || { bad=1; continue; }
     [[ ${LIVES[$i]##*=} == "${hyp[crashloop.exit_code]}" ]] || bad=1
   done
   ((bad == 0)) || { ok=FAIL; measured+=" (expected $n x ${hyp[crashloop.exit_code]})"; }
-  backoff_gaps
+  ((UNSEEN == 0)) || { ok=FAIL; measured+="; $UNSEEN start(s) unseen between two polls (--poll $poll s)"; }
   measured+="; back-off gaps: ${GAPS_TEXT:-none measured}"
   ((GAPS_OK)) && [[ -n $GAPS_TEXT ]] || ok=FAIL
   note crashloop gaps "gaps_s=${GAPS% }"

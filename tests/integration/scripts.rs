@@ -980,3 +980,49 @@ fn waits_are_announced_and_a_cooldown_is_waited_ahead_after_one_429() {
         "one 429, then waited ahead"
     );
 }
+
+/// A 429 for a slot another fault holds names that fault and the slot, even
+/// when the cooldown has not passed either (its body names both): it used
+/// to say "the service's cooldown" while a latency fault nobody in the run
+/// started was what the wait was for.
+#[test]
+fn a_429_for_a_held_slot_says_which_fault_holds_it() {
+    let svc = Service::start(&[("CHAOS_COOLDOWN_SECONDS", "3")]);
+    assert_eq!(svc.post("/load/latency?duration=4&ms=1").status, 202);
+    let csv = temp_dir("gen-slot").join("results.csv");
+    let out = generate(
+        &svc,
+        &csv,
+        &["--type", "readiness", "--duration", "1", "--iterations", "1"],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "429 from the guardrails: a running fault (latency) holds the slot (MAX_CONCURRENT_CHAOS); waiting Retry-After"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("the service's cooldown"), "{stderr}");
+    let rows = rows(&csv);
+    assert_eq!(rows[0][OUTCOME], "recovered", "{rows:?}");
+    assert!(rows[0][DETAIL].starts_with("guardrail_wait_s="), "{rows:?}");
+}
+
+/// With --min-samples 0, a file with no detected fault has no compliance:
+/// it used to be FAIL (exit 1), or PASS (exit 0) with --target 0.
+#[test]
+fn analyzer_without_a_detected_fault_is_inconclusive_whatever_min_samples() {
+    let csv = temp_dir("ana-none").join("results.csv");
+    std::fs::write(&csv, format!("{HEADER}\n1,cpu,1,,,,no-degradation,x\n")).unwrap();
+    for target in ["95", "0"] {
+        let out = run(
+            "analyze-recovery.sh",
+            &["--min-samples", "0", "--target", target, csv.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(3), "--target {target}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("verdict: INCONCLUSIVE"), "{text}");
+        assert!(text.contains("no detected faults, so no compliance"), "{text}");
+    }
+}
