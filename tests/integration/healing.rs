@@ -451,11 +451,17 @@ impl Drop for Container {
 /// exit 1 at start, an unplanned restart), named `TAG-PID-PORT`: the
 /// container (removed on drop) and its address.
 pub(crate) fn restarting_container(tag: &str) -> (Container, std::net::SocketAddr) {
+    restarting_container_with(tag, &[])
+}
+
+/// [`restarting_container`] with more `docker run` arguments (a volume).
+pub(crate) fn restarting_container_with(tag: &str, more: &[&str]) -> (Container, std::net::SocketAddr) {
     let image = crate::engines::docker_image();
     let port = crate::harness::free_port();
     let probe_port = crate::harness::free_port();
     let name = format!("{tag}-{}-{port}", std::process::id());
-    docker(&[
+    let (port_env, probe_env) = (format!("PORT={port}"), format!("PROBE_PORT={probe_port}"));
+    let mut args = vec![
         "run",
         "-d",
         "--name",
@@ -463,13 +469,13 @@ pub(crate) fn restarting_container(tag: &str) -> (Container, std::net::SocketAdd
         "--network",
         "host",
         "-e",
-        &format!("PORT={port}"),
+        &port_env,
         "-e",
-        &format!("PROBE_PORT={probe_port}"),
-        "--restart",
-        "on-failure",
-        &image,
-    ]);
+        &probe_env,
+    ];
+    args.extend_from_slice(more);
+    args.extend_from_slice(&["--restart", "on-failure", &image]);
+    docker(&args);
     (Container(name), format!("127.0.0.1:{port}").parse().unwrap())
 }
 
@@ -706,7 +712,6 @@ fn crash_counts_survive_docker_restarts_in_a_real_prometheus() {
 #[ignore = "needs docker: scripts/test.sh runs it"]
 fn a_new_container_on_a_crashed_containers_volume_does_not_count_its_crash() {
     let _x = exclusive();
-    let image = crate::engines::docker_image();
     let volume = format!("chaos-volume-{}-{}", std::process::id(), crate::harness::free_port());
     struct Volume(String);
     impl Drop for Volume {
@@ -717,29 +722,8 @@ fn a_new_container_on_a_crashed_containers_volume_does_not_count_its_crash() {
         }
     }
     let _volume = Volume(volume.clone());
-    let run = |tag: &str| -> (Container, std::net::SocketAddr) {
-        let port = crate::harness::free_port();
-        let probe_port = crate::harness::free_port();
-        let name = format!("{tag}-{}-{port}", std::process::id());
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "host",
-            "-e",
-            &format!("PORT={port}"),
-            "-e",
-            &format!("PROBE_PORT={probe_port}"),
-            "-v",
-            &format!("{volume}:/var/lib/chaos-backend"),
-            "--restart",
-            "on-failure",
-            &image,
-        ]);
-        (Container(name), format!("127.0.0.1:{port}").parse().unwrap())
-    };
+    let mount = format!("{volume}:/var/lib/chaos-backend");
+    let run = |tag: &str| restarting_container_with(tag, &["-v", &mount]);
     let ready = |addr| {
         poll(Duration::from_secs(30), Duration::from_millis(50), || {
             let r = crate::harness::try_request(addr, "GET", "/ready", &[], "", Duration::from_millis(500)).ok()?;
