@@ -199,14 +199,15 @@ pub fn remove(app: &App) -> Reply {
 /// ordered stop says so, not that someone asked.
 fn answered_message(app: &App, reason: EndReason, written: u64, mb: u64, kept: bool, error: &str) -> String {
     if reason == EndReason::Removed && app.shutting_down() {
-        return ended_message(
+        let why = "stopped by the process's shutdown (SIGTERM or SIGINT)";
+        return format_ended(
+            "the disk fill was stopped (the shutdown)",
             reason,
             written,
             mb,
             kept,
-            "stopped by the process's shutdown (SIGTERM or SIGINT)",
-        )
-        .replacen("(DELETE /load/disk or POST /chaos/stop)", "(the shutdown)", 1);
+            why,
+        );
     }
     ended_message(reason, written, mb, kept, error)
 }
@@ -219,6 +220,11 @@ fn ended_message(reason: EndReason, written: u64, mb: u64, kept: bool, error: &s
         EndReason::IoError => "the disk fill failed",
         EndReason::Removed => "the disk fill was stopped (DELETE /load/disk or POST /chaos/stop)",
     };
+    format_ended(what, reason, written, mb, kept, error)
+}
+
+/// `what` ended the fill after `written` bytes of `mb` MiB, and the file's fate.
+fn format_ended(what: &str, reason: EndReason, written: u64, mb: u64, kept: bool, error: &str) -> String {
     let file = if reason == EndReason::Removed {
         "the file was removed"
     } else if kept {
